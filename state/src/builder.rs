@@ -1,0 +1,140 @@
+//! Builds a store from its spec as Kafka Streams does: Metered(Caching(ChangeLogging(inner))).
+
+use std::sync::Arc;
+
+use crate::changelogging::{ChangeLoggingKeyValueStore, ChangelogSink};
+use crate::caching::CachingKeyValueStore;
+use crate::error::Result;
+use crate::memory::InMemoryKeyValueStore;
+use crate::metered::MeteredKeyValueStore;
+use crate::rocks::RocksDbInstance;
+use crate::session::SessionStore;
+use crate::store::KeyValueStore;
+use crate::window::WindowStore;
+
+/// The shape of a store.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StoreKind {
+    /// A [`KeyValueStore`].
+    KeyValue,
+    /// A [`WindowStore`].
+    Window {
+        retention_ms: i64,
+        segment_interval_ms: Option<i64>,
+        retain_duplicates: bool,
+    },
+    /// A [`SessionStore`].
+    Session { retention_ms: i64 },
+}
+
+/// Everything needed to build one store of a task.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoreSpec {
+    /// Unique within the topology; the changelog topic is `<application.id>-<name>-changelog`.
+    pub name: String,
+    pub kind: StoreKind,
+    /// On RocksDB (true) or in memory.
+    pub persistent: bool,
+    /// With a write-back cache that collapses updates until commit.
+    pub caching: bool,
+    /// With a changelog.
+    pub logging: bool,
+}
+
+impl StoreSpec {
+    /// A persistent, cached, logged key-value store: the default of `Materialized`.
+    pub fn key_value(name: impl Into<String>) -> Self {
+        Self {
+            name: name.into(),
+            kind: StoreKind::KeyValue,
+            persistent: true,
+            caching: true,
+            logging: true,
+        }
+    }
+}
+
+/// What a task gives the stores it builds.
+#[derive(Clone)]
+pub struct StoreContext {
+    /// Labels the store's metrics.
+    pub task_id: String,
+    /// The task's database, for persistent stores; without one they are built in memory.
+    pub rocksdb: Option<Arc<RocksDbInstance>>,
+    /// Where logged stores send their changes.
+    pub changelog: Option<Arc<dyn ChangelogSink>>,
+    /// Dirty bytes a caching store holds before it asks for a commit.
+    pub cache_max_bytes: usize,
+}
+
+impl std::fmt::Debug for StoreContext {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StoreContext")
+            .field("task_id", &self.task_id)
+            .field("rocksdb", &self.rocksdb)
+            .finish()
+    }
+}
+
+/// A built store of any kind.
+pub enum BuiltStore {
+    KeyValue(Box<dyn KeyValueStore>),
+    Window(WindowStore),
+    Session(SessionStore),
+}
+
+impl std::fmt::Debug for BuiltStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            BuiltStore::KeyValue(s) => write!(f, "KeyValue({})", s.name()),
+            BuiltStore::Window(w) => write!(f, "{w:?}"),
+            BuiltStore::Session(s) => write!(f, "{s:?}"),
+        }
+    }
+}
+
+impl BuiltStore {
+    /// The key-value layer at the top of the store, which every kind has.
+    pub fn key_values(&mut self) -> &mut dyn KeyValueStore {
+        match self {
+            BuiltStore::KeyValue(s) => s.as_mut(),
+            BuiltStore::Window(w) => w.inner_mut(),
+            BuiltStore::Session(s) => s.inner_mut(),
+        }
+    }
+}
+
+/// Builds `spec` for a task.
+pub fn build_store(spec: &StoreSpec, ctx: &StoreContext) -> Result<BuiltStore> {
+    let base: Box<dyn KeyValueStore> = match (&ctx.rocksdb, spec.persistent) {
+        (Some(db), true) => Box::new(db.key_value_store(&spec.name)?),
+        _ => Box::new(InMemoryKeyValueStore::new(spec.name.clone())),
+    };
+    let logged: Box<dyn KeyValueStore> = match (&ctx.changelog, spec.logging) {
+        (Some(sink), true) => Box::new(ChangeLoggingKeyValueStore::new(base, Arc::clone(sink))),
+        _ => base,
+    };
+    let cached: Box<dyn KeyValueStore> = if spec.caching {
+        Box::new(CachingKeyValueStore::new(logged, ctx.cache_max_bytes))
+    } else {
+        logged
+    };
+    let metered: Box<dyn KeyValueStore> =
+        Box::new(MeteredKeyValueStore::new(cached, &ctx.task_id));
+    Ok(match &spec.kind {
+        StoreKind::KeyValue => BuiltStore::KeyValue(metered),
+        StoreKind::Window {
+            retention_ms,
+            segment_interval_ms,
+            retain_duplicates,
+        } => BuiltStore::Window(WindowStore::new(
+            metered,
+            *retention_ms,
+            *segment_interval_ms,
+            *retain_duplicates,
+        )),
+        StoreKind::Session { retention_ms } => {
+            BuiltStore::Session(SessionStore::new(metered, *retention_ms, None))
+        }
+    })
+}

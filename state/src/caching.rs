@@ -1,0 +1,166 @@
+//! The caching decorator: a write-back buffer with read-your-writes that collapses repeated
+//! updates of a key until the next commit flushes it.
+
+use std::collections::BTreeMap;
+use std::iter::Peekable;
+use std::ops::Bound;
+
+use crate::error::Result;
+use crate::store::{FlushedEntry, KeyValue, KeyValueStore, KvIter};
+
+/// Holds writes back until [`KeyValueStore::flush_cache`], so that ten updates of one key between
+/// two commits reach the store below, its changelog and the downstream processors once.
+pub struct CachingKeyValueStore<S> {
+    inner: S,
+    dirty: BTreeMap<Vec<u8>, Option<Vec<u8>>>,
+    dirty_bytes: usize,
+    max_bytes: usize,
+}
+
+impl<S: KeyValueStore> std::fmt::Debug for CachingKeyValueStore<S> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CachingKeyValueStore")
+            .field("name", &self.inner.name())
+            .field("dirty", &self.dirty.len())
+            .finish()
+    }
+}
+
+impl<S: KeyValueStore> CachingKeyValueStore<S> {
+    /// Caches writes to `inner`; past `max_bytes` of dirty data the store asks for a commit.
+    pub fn new(inner: S, max_bytes: usize) -> Self {
+        Self {
+            inner,
+            dirty: BTreeMap::new(),
+            dirty_bytes: 0,
+            max_bytes,
+        }
+    }
+
+    fn remember(&mut self, key: &[u8], value: Option<Vec<u8>>) {
+        let added = key.len() + value.as_ref().map_or(0, Vec::len);
+        if let Some(old) = self.dirty.insert(key.to_vec(), value) {
+            self.dirty_bytes = self
+                .dirty_bytes
+                .saturating_sub(key.len() + old.map_or(0, |v| v.len()));
+        }
+        self.dirty_bytes += added;
+    }
+}
+
+impl<S: KeyValueStore> KeyValueStore for CachingKeyValueStore<S> {
+    fn name(&self) -> &str {
+        self.inner.name()
+    }
+    fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>> {
+        match self.dirty.get(key) {
+            Some(cached) => Ok(cached.clone()),
+            None => self.inner.get(key),
+        }
+    }
+    fn put(&mut self, key: &[u8], value: &[u8]) -> Result<()> {
+        self.remember(key, Some(value.to_vec()));
+        Ok(())
+    }
+    fn delete(&mut self, key: &[u8]) -> Result<Option<Vec<u8>>> {
+        let old = self.get(key)?;
+        self.remember(key, None);
+        Ok(old)
+    }
+    fn range<'a>(&'a self, from: Bound<&[u8]>, to: Bound<&[u8]>) -> Result<KvIter<'a>> {
+        if let (Bound::Included(f) | Bound::Excluded(f), Bound::Included(t) | Bound::Excluded(t)) =
+            (from, to)
+        {
+            if f > t {
+                return Ok(Box::new(std::iter::empty()));
+            }
+        }
+        let cached = self
+            .dirty
+            .range::<[u8], _>((from, to))
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .peekable();
+        let stored = self.inner.range(from, to)?.peekable();
+        Ok(Box::new(MergeIter { cached, stored }))
+    }
+    fn delete_range(&mut self, from: &[u8], to: &[u8]) -> Result<()> {
+        if from < to {
+            let doomed: Vec<Vec<u8>> = self
+                .dirty
+                .range::<[u8], _>((Bound::Included(from), Bound::Excluded(to)))
+                .map(|(k, _)| k.clone())
+                .collect();
+            for key in doomed {
+                if let Some(v) = self.dirty.remove(&key) {
+                    self.dirty_bytes = self
+                        .dirty_bytes
+                        .saturating_sub(key.len() + v.map_or(0, |v| v.len()));
+                }
+            }
+        }
+        self.inner.delete_range(from, to)
+    }
+    fn approximate_num_entries(&self) -> Result<u64> {
+        Ok(self.inner.approximate_num_entries()? + self.dirty.len() as u64)
+    }
+    fn flush(&mut self) -> Result<()> {
+        self.flush_cache()?;
+        Ok(())
+    }
+    fn flush_cache(&mut self) -> Result<Vec<FlushedEntry>> {
+        let dirty = std::mem::take(&mut self.dirty);
+        self.dirty_bytes = 0;
+        let mut flushed = Vec::with_capacity(dirty.len());
+        for (key, value) in dirty {
+            match &value {
+                Some(v) => self.inner.put(&key, v)?,
+                None => {
+                    self.inner.delete(&key)?;
+                }
+            }
+            flushed.push((key, value));
+        }
+        self.inner.flush()?;
+        Ok(flushed)
+    }
+    fn cache_full(&self) -> bool {
+        self.dirty_bytes > self.max_bytes
+    }
+    fn persistent(&self) -> bool {
+        self.inner.persistent()
+    }
+}
+
+/// Merges the cache's dirty entries over the store's entries; a cached delete hides a stored key.
+struct MergeIter<'a, C: Iterator<Item = (Vec<u8>, Option<Vec<u8>>)>> {
+    cached: Peekable<C>,
+    stored: Peekable<KvIter<'a>>,
+}
+
+impl<C: Iterator<Item = (Vec<u8>, Option<Vec<u8>>)>> Iterator for MergeIter<'_, C> {
+    type Item = Result<KeyValue>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        loop {
+            let order = match (self.cached.peek(), self.stored.peek()) {
+                (None, None) => return None,
+                (Some(_), None) => std::cmp::Ordering::Less,
+                (None, Some(_)) | (Some(_), Some(Err(_))) => std::cmp::Ordering::Greater,
+                (Some((ck, _)), Some(Ok((sk, _)))) => ck.as_slice().cmp(sk.as_slice()),
+            };
+            if order == std::cmp::Ordering::Equal {
+                // The cached value replaces the stored one.
+                self.stored.next();
+            }
+            let take_cached = order != std::cmp::Ordering::Greater;
+            if take_cached {
+                let (k, v) = self.cached.next()?;
+                match v {
+                    Some(v) => return Some(Ok((k, v))),
+                    None => continue,
+                }
+            }
+            return self.stored.next();
+        }
+    }
+}

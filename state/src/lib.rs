@@ -1,0 +1,40 @@
+//! Eddy's state stores: key-value, window and session stores, in memory and on RocksDB, built as
+//! decorators (metered, caching, change-logging) over one byte-level [`KeyValueStore`] trait.
+//!
+//! Window and session stores are encodings over a key-value store whose keys begin with a time
+//! segment, so every decorator is written once and retention drops whole segments.
+//!
+//! ```
+//! use eddy_state::{InMemoryKeyValueStore, KeyValueStore};
+//! let mut store = InMemoryKeyValueStore::new("users");
+//! store.put(b"u1", b"alice").unwrap();
+//! assert_eq!(store.get(b"u1").unwrap(), Some(b"alice".to_vec()));
+//! ```
+
+mod builder;
+mod caching;
+mod changelogging;
+mod error;
+mod keys;
+mod memory;
+mod metered;
+mod rocks;
+mod segments;
+mod session;
+mod store;
+mod window;
+
+#[cfg(test)]
+mod suite;
+
+pub use builder::{build_store, BuiltStore, StoreContext, StoreKind, StoreSpec};
+pub use caching::CachingKeyValueStore;
+pub use changelogging::{ChangeLoggingKeyValueStore, ChangelogSink};
+pub use error::{ErrorClass, Result, StateError};
+pub use keys::{decode_timestamp, encode_timestamp};
+pub use memory::InMemoryKeyValueStore;
+pub use metered::{store_operation_count, MeteredKeyValueStore};
+pub use rocks::{RocksDbEnv, RocksDbInstance, RocksDbKeyValueStore, RocksDbMemoryConfig};
+pub use session::{SessionEntry, SessionStore};
+pub use store::{prefix_successor, FlushedEntry, KeyValue, KeyValueStore, KvIter};
+pub use window::{WindowEntry, WindowStore};

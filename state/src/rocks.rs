@@ -1,0 +1,309 @@
+//! RocksDB stores: one database per task, one column family per store, and one block cache and
+//! write-buffer manager shared by every database of the process so that memory has one cap.
+
+use std::ops::Bound;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use rocksdb::{
+    BlockBasedOptions, BoundColumnFamily, Cache, ColumnFamilyDescriptor, DBWithThreadMode,
+    Direction, IteratorMode, MultiThreaded, Options, ReadOptions, WriteBatch, WriteBufferManager,
+    WriteOptions,
+};
+
+use crate::error::{Result, StateError};
+use crate::store::{in_bounds, owned_bound, KeyValueStore, KvIter};
+
+type Db = DBWithThreadMode<MultiThreaded>;
+
+/// Memory limits shared by every RocksDB store of a process.
+#[derive(Debug, Clone, Copy)]
+pub struct RocksDbMemoryConfig {
+    /// Size of the one LRU block cache, in bytes.
+    pub block_cache_bytes: usize,
+    /// Cap on the memtables of all stores together, in bytes (charged to the block cache).
+    pub write_buffer_bytes: usize,
+}
+
+impl Default for RocksDbMemoryConfig {
+    fn default() -> Self {
+        Self {
+            block_cache_bytes: 64 << 20,
+            write_buffer_bytes: 32 << 20,
+        }
+    }
+}
+
+/// The block cache and write-buffer manager that every [`RocksDbInstance`] of a process shares.
+#[derive(Clone)]
+pub struct RocksDbEnv {
+    cache: Cache,
+    write_buffers: WriteBufferManager,
+}
+
+impl std::fmt::Debug for RocksDbEnv {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RocksDbEnv")
+            .field("cache_usage", &self.cache.get_usage())
+            .finish()
+    }
+}
+
+impl RocksDbEnv {
+    /// A cache and write-buffer manager with the given limits.
+    pub fn new(config: RocksDbMemoryConfig) -> Self {
+        let cache = Cache::new_lru_cache(config.block_cache_bytes);
+        let write_buffers = WriteBufferManager::new_write_buffer_manager_with_cache(
+            config.write_buffer_bytes,
+            false,
+            cache.clone(),
+        );
+        Self {
+            cache,
+            write_buffers,
+        }
+    }
+
+    /// Bytes currently held by the shared block cache (memtables included).
+    pub fn cache_usage(&self) -> usize {
+        self.cache.get_usage()
+    }
+
+    fn db_options(&self) -> Options {
+        let mut opts = Options::default();
+        opts.create_if_missing(true);
+        opts.create_missing_column_families(true);
+        opts.set_write_buffer_manager(&self.write_buffers);
+        opts.set_compression_type(rocksdb::DBCompressionType::Lz4);
+        opts.set_max_background_jobs(2);
+        opts
+    }
+
+    fn cf_options(&self) -> Options {
+        let mut opts = self.db_options();
+        let mut table = BlockBasedOptions::default();
+        table.set_block_cache(&self.cache);
+        table.set_bloom_filter(10.0, false);
+        table.set_cache_index_and_filter_blocks(true);
+        opts.set_block_based_table_factory(&table);
+        opts
+    }
+}
+
+/// One task's RocksDB database; each store is a column family in it.
+pub struct RocksDbInstance {
+    db: Db,
+    env: RocksDbEnv,
+    path: PathBuf,
+    write_opts: WriteOptions,
+}
+
+impl std::fmt::Debug for RocksDbInstance {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RocksDbInstance")
+            .field("path", &self.path)
+            .finish()
+    }
+}
+
+fn rocks_err(store: &str) -> impl FnOnce(rocksdb::Error) -> StateError + '_ {
+    move |source| StateError::RocksDb {
+        store: store.to_string(),
+        source,
+    }
+}
+
+impl RocksDbInstance {
+    /// Opens (or creates) the database at `path` with every column family it already has.
+    pub fn open(env: &RocksDbEnv, path: impl AsRef<Path>) -> Result<Arc<Self>> {
+        let path = path.as_ref().to_path_buf();
+        std::fs::create_dir_all(&path).map_err(|source| StateError::Io {
+            path: path.display().to_string(),
+            source,
+        })?;
+        let opts = env.db_options();
+        let existing = Db::list_cf(&opts, &path).unwrap_or_default();
+        let descriptors = existing
+            .into_iter()
+            .map(|name| ColumnFamilyDescriptor::new(name, env.cf_options()));
+        let db = Db::open_cf_descriptors(&opts, &path, descriptors)
+            .map_err(rocks_err(&path.display().to_string()))?;
+        // The changelog is the write-ahead log of a store, so RocksDB's own WAL is redundant.
+        let mut write_opts = WriteOptions::default();
+        write_opts.disable_wal(true);
+        Ok(Arc::new(Self {
+            db,
+            env: env.clone(),
+            path,
+            write_opts,
+        }))
+    }
+
+    /// The directory of this database.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The key-value store `name`, creating its column family when it does not exist yet.
+    pub fn key_value_store(self: &Arc<Self>, name: &str) -> Result<RocksDbKeyValueStore> {
+        if self.db.cf_handle(name).is_none() {
+            self.db
+                .create_cf(name, &self.env.cf_options())
+                .map_err(rocks_err(name))?;
+        }
+        Ok(RocksDbKeyValueStore {
+            name: name.to_string(),
+            instance: Arc::clone(self),
+        })
+    }
+
+    /// Names of the stores (column families) in this database.
+    pub fn store_names(&self) -> Vec<String> {
+        Db::list_cf(&self.env.db_options(), &self.path)
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|n| n != "default")
+            .collect()
+    }
+
+    /// Writes a batch of changes to several stores atomically. Each entry names its store.
+    pub fn write_atomically(&self, entries: &[(&str, &[u8], Option<&[u8]>)]) -> Result<()> {
+        let mut batch = WriteBatch::default();
+        for (store, key, value) in entries {
+            let cf = self.cf(store)?;
+            match value {
+                Some(v) => batch.put_cf(&cf, key, v),
+                None => batch.delete_cf(&cf, key),
+            }
+        }
+        self.db
+            .write_opt(batch, &self.write_opts)
+            .map_err(rocks_err(&self.path.display().to_string()))
+    }
+
+    /// Flushes every memtable to disk, so that a restart without a WAL loses nothing.
+    pub fn flush_all(&self) -> Result<()> {
+        for name in self.store_names() {
+            let cf = self.cf(&name)?;
+            self.db.flush_cf(&cf).map_err(rocks_err(&name))?;
+        }
+        Ok(())
+    }
+
+    fn cf(&self, name: &str) -> Result<Arc<BoundColumnFamily<'_>>> {
+        self.db
+            .cf_handle(name)
+            .ok_or_else(|| StateError::UnknownStore(name.to_string()))
+    }
+}
+
+/// A [`KeyValueStore`] in one column family of a [`RocksDbInstance`].
+pub struct RocksDbKeyValueStore {
+    name: String,
+    instance: Arc<RocksDbInstance>,
+}
+
+impl std::fmt::Debug for RocksDbKeyValueStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RocksDbKeyValueStore")
+            .field("name", &self.name)
+            .finish()
+    }
+}
+
+impl KeyValueStore for RocksDbKeyValueStore {
+    fn name(&self) -> &str {
+        &self.name
+    }
+    fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>> {
+        let cf = self.instance.cf(&self.name)?;
+        self.instance
+            .db
+            .get_cf(&cf, key)
+            .map_err(rocks_err(&self.name))
+    }
+    fn put(&mut self, key: &[u8], value: &[u8]) -> Result<()> {
+        let cf = self.instance.cf(&self.name)?;
+        self.instance
+            .db
+            .put_cf_opt(&cf, key, value, &self.instance.write_opts)
+            .map_err(rocks_err(&self.name))
+    }
+    fn delete(&mut self, key: &[u8]) -> Result<Option<Vec<u8>>> {
+        let old = self.get(key)?;
+        if old.is_some() {
+            let cf = self.instance.cf(&self.name)?;
+            self.instance
+                .db
+                .delete_cf_opt(&cf, key, &self.instance.write_opts)
+                .map_err(rocks_err(&self.name))?;
+        }
+        Ok(old)
+    }
+    fn range<'a>(&'a self, from: Bound<&[u8]>, to: Bound<&[u8]>) -> Result<KvIter<'a>> {
+        let cf = self.instance.cf(&self.name)?;
+        let mut read = ReadOptions::default();
+        if let Bound::Included(t) | Bound::Excluded(t) = to {
+            // Lets RocksDB stop at the bound instead of reading the next block.
+            let mut upper = t.to_vec();
+            if matches!(to, Bound::Included(_)) {
+                upper.push(0);
+            }
+            read.set_iterate_upper_bound(upper);
+        }
+        let mode = match from {
+            Bound::Included(f) | Bound::Excluded(f) => IteratorMode::From(f, Direction::Forward),
+            Bound::Unbounded => IteratorMode::Start,
+        };
+        let inner = self.instance.db.iterator_cf_opt(&cf, read, mode);
+        let (from, to) = (owned_bound(from), owned_bound(to));
+        let name = self.name.clone();
+        let iter = inner
+            .map(move |item| {
+                item.map(|(k, v)| (k.into_vec(), v.into_vec()))
+                    .map_err(|source| StateError::RocksDb {
+                        store: name.clone(),
+                        source,
+                    })
+            })
+            .filter(move |item| match item {
+                Ok((k, _)) => in_bounds(k, as_ref(&from), as_ref(&to)),
+                Err(_) => true,
+            });
+        Ok(Box::new(iter))
+    }
+    fn delete_range(&mut self, from: &[u8], to: &[u8]) -> Result<()> {
+        if from >= to {
+            return Ok(());
+        }
+        let cf = self.instance.cf(&self.name)?;
+        self.instance
+            .db
+            .delete_range_cf_opt(&cf, from, to, &self.instance.write_opts)
+            .map_err(rocks_err(&self.name))
+    }
+    fn approximate_num_entries(&self) -> Result<u64> {
+        let cf = self.instance.cf(&self.name)?;
+        Ok(self
+            .instance
+            .db
+            .property_int_value_cf(&cf, "rocksdb.estimate-num-keys")
+            .map_err(rocks_err(&self.name))?
+            .unwrap_or(0))
+    }
+    fn flush(&mut self) -> Result<()> {
+        let cf = self.instance.cf(&self.name)?;
+        self.instance.db.flush_cf(&cf).map_err(rocks_err(&self.name))
+    }
+    fn persistent(&self) -> bool {
+        true
+    }
+}
+
+fn as_ref(b: &Bound<Vec<u8>>) -> Bound<&[u8]> {
+    match b {
+        Bound::Included(k) => Bound::Included(k.as_slice()),
+        Bound::Excluded(k) => Bound::Excluded(k.as_slice()),
+        Bound::Unbounded => Bound::Unbounded,
+    }
+}

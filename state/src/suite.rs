@@ -1,0 +1,316 @@
+//! The store test suite, run on every implementation: in memory, RocksDB, and each wrapped in the
+//! full decorator stack.
+
+use std::ops::Bound;
+use std::sync::{Arc, Mutex};
+
+use crate::*;
+
+/// Records logged changes for assertions.
+#[derive(Default)]
+struct RecordingSink(Mutex<Vec<(String, Vec<u8>, Option<Vec<u8>>)>>);
+
+impl ChangelogSink for RecordingSink {
+    fn log(&self, store: &str, key: &[u8], value: Option<&[u8]>) {
+        self.0
+            .lock()
+            .unwrap()
+            .push((store.to_string(), key.to_vec(), value.map(<[u8]>::to_vec)));
+    }
+}
+
+struct Backend {
+    label: &'static str,
+    _dir: Option<tempfile::TempDir>,
+    make: Box<dyn Fn(&str) -> Box<dyn KeyValueStore>>,
+}
+
+fn backends() -> Vec<Backend> {
+    let env = RocksDbEnv::new(RocksDbMemoryConfig::default());
+    let rocks_dir = tempfile::tempdir().unwrap();
+    let rocks = RocksDbInstance::open(&env, rocks_dir.path()).unwrap();
+    let stacked_dir = tempfile::tempdir().unwrap();
+    let stacked = RocksDbInstance::open(&env, stacked_dir.path()).unwrap();
+    let sink: Arc<dyn ChangelogSink> = Arc::new(RecordingSink::default());
+    let stack = move |db: Option<Arc<RocksDbInstance>>, sink: Arc<dyn ChangelogSink>| {
+        move |name: &str| -> Box<dyn KeyValueStore> {
+            let ctx = StoreContext {
+                task_id: "suite".into(),
+                rocksdb: db.clone(),
+                changelog: Some(Arc::clone(&sink)),
+                cache_max_bytes: 1 << 20,
+            };
+            match build_store(&StoreSpec::key_value(name), &ctx).unwrap() {
+                BuiltStore::KeyValue(s) => s,
+                _ => unreachable!(),
+            }
+        }
+    };
+    vec![
+        Backend {
+            label: "memory",
+            _dir: None,
+            make: Box::new(|name| Box::new(InMemoryKeyValueStore::new(name))),
+        },
+        Backend {
+            label: "rocksdb",
+            _dir: Some(rocks_dir),
+            make: Box::new(move |name| Box::new(rocks.key_value_store(name).unwrap())),
+        },
+        Backend {
+            label: "memory+decorators",
+            _dir: None,
+            make: Box::new(stack(None, Arc::clone(&sink))),
+        },
+        Backend {
+            label: "rocksdb+decorators",
+            _dir: Some(stacked_dir),
+            make: Box::new(stack(Some(stacked), sink)),
+        },
+    ]
+}
+
+fn collect(iter: KvIter<'_>) -> Vec<(Vec<u8>, Vec<u8>)> {
+    iter.map(|r| r.unwrap()).collect()
+}
+
+fn keys(iter: KvIter<'_>) -> Vec<Vec<u8>> {
+    collect(iter).into_iter().map(|(k, _)| k).collect()
+}
+
+#[test]
+fn put_get_overwrite_delete() {
+    for b in backends() {
+        let mut s = (b.make)("kv");
+        assert_eq!(s.get(b"a").unwrap(), None, "{}", b.label);
+        s.put(b"a", b"1").unwrap();
+        s.put(b"a", b"2").unwrap();
+        assert_eq!(s.get(b"a").unwrap(), Some(b"2".to_vec()), "{}", b.label);
+        assert_eq!(s.delete(b"a").unwrap(), Some(b"2".to_vec()), "{}", b.label);
+        assert_eq!(s.get(b"a").unwrap(), None, "{}", b.label);
+        assert_eq!(s.delete(b"a").unwrap(), None, "{}", b.label);
+        // Empty values are values, not deletes.
+        s.put(b"e", b"").unwrap();
+        assert_eq!(s.get(b"e").unwrap(), Some(vec![]), "{}", b.label);
+    }
+}
+
+#[test]
+fn ranges_are_ordered_and_respect_bounds() {
+    for b in backends() {
+        let mut s = (b.make)("kv");
+        for k in [&b"d"[..], b"a", b"c", b"b", b"e"] {
+            s.put(k, k).unwrap();
+        }
+        let all = keys(s.all().unwrap());
+        assert_eq!(all, vec![b"a".to_vec(), b"b".to_vec(), b"c".to_vec(), b"d".to_vec(), b"e".to_vec()], "{}", b.label);
+        let inc = keys(s.range(Bound::Included(b"b"), Bound::Included(b"d")).unwrap());
+        assert_eq!(inc, vec![b"b".to_vec(), b"c".to_vec(), b"d".to_vec()], "{}", b.label);
+        let exc = keys(s.range(Bound::Excluded(b"b"), Bound::Excluded(b"d")).unwrap());
+        assert_eq!(exc, vec![b"c".to_vec()], "{}", b.label);
+        let inverted = keys(s.range(Bound::Included(b"d"), Bound::Included(b"b")).unwrap());
+        assert!(inverted.is_empty(), "{}", b.label);
+        s.delete(b"c").unwrap();
+        let after = keys(s.range(Bound::Included(b"b"), Bound::Unbounded).unwrap());
+        assert_eq!(after, vec![b"b".to_vec(), b"d".to_vec(), b"e".to_vec()], "{}", b.label);
+    }
+}
+
+#[test]
+fn prefix_scan_and_counts() {
+    for b in backends() {
+        let mut s = (b.make)("kv");
+        for k in [&b"user:1"[..], b"user:2", b"users", b"video:1", b"user\xff"] {
+            s.put(k, b"x").unwrap();
+        }
+        let users = keys(s.prefix_scan(b"user:").unwrap());
+        assert_eq!(users, vec![b"user:1".to_vec(), b"user:2".to_vec()], "{}", b.label);
+        s.flush().unwrap();
+        let n = s.approximate_num_entries().unwrap();
+        assert!((1..=10).contains(&n), "{} counted {n}", b.label);
+    }
+}
+
+#[test]
+fn delete_range_drops_exactly_the_range() {
+    for b in backends() {
+        let mut s = (b.make)("kv");
+        for i in 0u8..10 {
+            s.put(&[i], &[i]).unwrap();
+        }
+        s.delete_range(&[3], &[7]).unwrap();
+        let left: Vec<u8> = keys(s.all().unwrap()).into_iter().map(|k| k[0]).collect();
+        assert_eq!(left, vec![0, 1, 2, 7, 8, 9], "{}", b.label);
+    }
+}
+
+#[test]
+fn window_store_fetches_by_key_and_time() {
+    for b in backends() {
+        let mut w = WindowStore::new((b.make)("win"), 10_000, Some(1_000), false);
+        w.put(b"a", 0, Some(b"a0")).unwrap();
+        w.put(b"a", 1_000, Some(b"a1")).unwrap();
+        w.put(b"ab", 1_000, Some(b"ab1")).unwrap();
+        w.put(b"a", 2_500, Some(b"a2")).unwrap();
+        w.put(b"b", 2_000, Some(b"b2")).unwrap();
+        assert_eq!(w.fetch(b"a", 1_000).unwrap(), Some(b"a1".to_vec()), "{}", b.label);
+        assert_eq!(w.fetch(b"a", 1_001).unwrap(), None, "{}", b.label);
+        let range = w.fetch_range(b"a", 1_000, 2_500).unwrap();
+        assert_eq!(range, vec![(1_000, b"a1".to_vec()), (2_500, b"a2".to_vec())], "{}", b.label);
+        let all = w.fetch_all(1_000, 2_000).unwrap();
+        let got: Vec<(Vec<u8>, i64)> = all.into_iter().map(|e| (e.key, e.start)).collect();
+        assert_eq!(got, vec![(b"a".to_vec(), 1_000), (b"ab".to_vec(), 1_000), (b"b".to_vec(), 2_000)], "{}", b.label);
+        w.put(b"a", 1_000, None).unwrap();
+        assert_eq!(w.fetch(b"a", 1_000).unwrap(), None, "{}", b.label);
+    }
+}
+
+#[test]
+fn window_retention_drops_whole_segments() {
+    for b in backends() {
+        let mut w = WindowStore::new((b.make)("win"), 5_000, Some(1_000), false);
+        for t in (0..5_000).step_by(500) {
+            w.put(b"k", t, Some(b"v")).unwrap();
+        }
+        // Stream time 9_999: retention keeps starts from 5_000; segments 0..=4 go.
+        assert!(w.put(b"k", 9_999, Some(b"v")).unwrap());
+        assert!(!w.put(b"k", 4_000, Some(b"late")).unwrap(), "{}", b.label);
+        let starts: Vec<i64> = w.all().unwrap().into_iter().map(|e| e.start).collect();
+        assert_eq!(starts, vec![9_999], "{}", b.label);
+        // The segments are gone from the store below, not only filtered out.
+        let raw = collect(w.inner().all().unwrap());
+        assert_eq!(raw.len(), 1, "{}", b.label);
+    }
+}
+
+#[test]
+fn window_store_can_retain_duplicates() {
+    for b in backends() {
+        let mut w = WindowStore::new((b.make)("join"), 10_000, None, true);
+        w.put(b"k", 100, Some(b"x")).unwrap();
+        w.put(b"k", 100, Some(b"y")).unwrap();
+        let values: Vec<Vec<u8>> = w.fetch_range(b"k", 0, 200).unwrap().into_iter().map(|(_, v)| v).collect();
+        assert_eq!(values, vec![b"x".to_vec(), b"y".to_vec()], "{}", b.label);
+    }
+}
+
+#[test]
+fn session_store_finds_merges_and_removes() {
+    for b in backends() {
+        let mut s = SessionStore::new((b.make)("sess"), 100_000, None);
+        s.put(b"u", 0, 10, b"s1").unwrap();
+        s.put(b"u", 100, 150, b"s2").unwrap();
+        s.put(b"v", 0, 500, b"other").unwrap();
+        // A record at 20 with gap 10 overlaps [0,10] only.
+        let hit = s.find_sessions(b"u", 10, 30).unwrap();
+        assert_eq!(hit.iter().map(|e| (e.start, e.end)).collect::<Vec<_>>(), vec![(0, 10)], "{}", b.label);
+        // A record at 55 with gap 50 bridges both sessions.
+        let both = s.find_sessions(b"u", 5, 105).unwrap();
+        assert_eq!(both.len(), 2, "{}", b.label);
+        s.remove(b"u", 0, 10).unwrap();
+        s.remove(b"u", 100, 150).unwrap();
+        s.put(b"u", 0, 150, b"merged").unwrap();
+        let merged = s.fetch(b"u").unwrap();
+        assert_eq!(merged.len(), 1, "{}", b.label);
+        assert_eq!((merged[0].start, merged[0].end, merged[0].value.clone()), (0, 150, b"merged".to_vec()), "{}", b.label);
+        assert_eq!(s.fetch_session(b"v", 0, 500).unwrap(), Some(b"other".to_vec()));
+    }
+}
+
+#[test]
+fn session_retention_expires_old_sessions() {
+    for b in backends() {
+        let mut s = SessionStore::new((b.make)("sess"), 1_000, Some(100));
+        s.put(b"u", 0, 50, b"old").unwrap();
+        s.put(b"u", 5_000, 5_000, b"new").unwrap();
+        let all = s.all().unwrap();
+        assert_eq!(all.iter().map(|e| e.start).collect::<Vec<_>>(), vec![5_000], "{}", b.label);
+        assert!(!s.put(b"u", 10, 20, b"late").unwrap(), "{}", b.label);
+    }
+}
+
+#[test]
+fn caching_collapses_updates_and_reads_its_writes() {
+    let sink = Arc::new(RecordingSink::default());
+    let logged = ChangeLoggingKeyValueStore::new(InMemoryKeyValueStore::new("c"), sink.clone());
+    let mut s = CachingKeyValueStore::new(logged, 1 << 20);
+    s.put(b"a", b"1").unwrap();
+    s.put(b"a", b"2").unwrap();
+    s.put(b"b", b"x").unwrap();
+    s.delete(b"b").unwrap();
+    assert_eq!(s.get(b"a").unwrap(), Some(b"2".to_vec()));
+    assert_eq!(s.get(b"b").unwrap(), None);
+    assert!(sink.0.lock().unwrap().is_empty(), "nothing logged before the commit");
+    let flushed = s.flush_cache().unwrap();
+    assert_eq!(flushed, vec![(b"a".to_vec(), Some(b"2".to_vec())), (b"b".to_vec(), None)]);
+    let logged = sink.0.lock().unwrap().clone();
+    assert_eq!(logged.len(), 2, "one changelog record per key: {logged:?}");
+    assert!(s.flush_cache().unwrap().is_empty(), "a second flush has nothing new");
+}
+
+#[test]
+fn caching_range_merges_dirty_entries_over_the_store() {
+    let mut s = CachingKeyValueStore::new(InMemoryKeyValueStore::new("c"), 1 << 20);
+    s.put(b"a", b"1").unwrap();
+    s.put(b"c", b"3").unwrap();
+    s.flush().unwrap();
+    s.put(b"b", b"2").unwrap();
+    s.put(b"c", b"33").unwrap();
+    s.delete(b"a").unwrap();
+    let got = collect(s.all().unwrap());
+    assert_eq!(got, vec![(b"b".to_vec(), b"2".to_vec()), (b"c".to_vec(), b"33".to_vec())]);
+}
+
+#[test]
+fn caching_asks_for_a_commit_when_full() {
+    let mut s = CachingKeyValueStore::new(InMemoryKeyValueStore::new("c"), 16);
+    s.put(b"k", b"0123456789").unwrap();
+    assert!(!s.cache_full());
+    s.put(b"j", b"0123456789").unwrap();
+    assert!(s.cache_full());
+    s.flush().unwrap();
+    assert!(!s.cache_full());
+}
+
+#[test]
+fn metered_store_counts_operations() {
+    let mut s = MeteredKeyValueStore::new(InMemoryKeyValueStore::new("metered-count"), "t9");
+    s.put(b"a", b"1").unwrap();
+    s.get(b"a").unwrap();
+    s.get(b"b").unwrap();
+    assert_eq!(store_operation_count("t9", "metered-count", "put"), 1);
+    assert_eq!(store_operation_count("t9", "metered-count", "get"), 2);
+}
+
+#[test]
+fn rocksdb_stores_survive_reopening() {
+    let env = RocksDbEnv::new(RocksDbMemoryConfig::default());
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let db = RocksDbInstance::open(&env, dir.path()).unwrap();
+        let mut kv = db.key_value_store("kv").unwrap();
+        kv.put(b"k", b"v").unwrap();
+        let mut w = WindowStore::new(Box::new(db.key_value_store("win").unwrap()), 60_000, None, false);
+        w.put(b"k", 1_000, Some(b"w")).unwrap();
+        db.write_atomically(&[("kv", b"batch", Some(b"1")), ("kv", b"k2", Some(b"2"))]).unwrap();
+        db.flush_all().unwrap();
+    }
+    let db = RocksDbInstance::open(&env, dir.path()).unwrap();
+    let mut names = db.store_names();
+    names.sort();
+    assert_eq!(names, vec!["kv".to_string(), "win".to_string()]);
+    let kv = db.key_value_store("kv").unwrap();
+    assert_eq!(kv.get(b"k").unwrap(), Some(b"v".to_vec()));
+    assert_eq!(kv.get(b"batch").unwrap(), Some(b"1".to_vec()));
+    let w = WindowStore::new(Box::new(db.key_value_store("win").unwrap()), 60_000, None, false);
+    assert_eq!(w.fetch(b"k", 1_000).unwrap(), Some(b"w".to_vec()));
+}
+
+#[test]
+fn corrupt_window_keys_are_reported_not_panicked() {
+    let mut inner = InMemoryKeyValueStore::new("win");
+    inner.put(&[0x80, 0, 0, 0, 0, 0, 0, 0, 1], b"junk").unwrap();
+    let w = WindowStore::new(Box::new(inner), 60_000, None, false);
+    let err = w.all().unwrap_err();
+    assert_eq!(err.class(), ErrorClass::StateCorrupted);
+}
