@@ -2,8 +2,8 @@
 
 use std::sync::Arc;
 
-use crate::changelogging::{ChangeLoggingKeyValueStore, ChangelogSink};
 use crate::caching::CachingKeyValueStore;
+use crate::changelogging::{ChangeLoggingKeyValueStore, ChangelogSink};
 use crate::error::Result;
 use crate::memory::InMemoryKeyValueStore;
 use crate::metered::MeteredKeyValueStore;
@@ -119,8 +119,7 @@ pub fn build_store(spec: &StoreSpec, ctx: &StoreContext) -> Result<BuiltStore> {
     } else {
         logged
     };
-    let metered: Box<dyn KeyValueStore> =
-        Box::new(MeteredKeyValueStore::new(cached, &ctx.task_id));
+    let metered: Box<dyn KeyValueStore> = Box::new(MeteredKeyValueStore::new(cached, &ctx.task_id));
     Ok(match &spec.kind {
         StoreKind::KeyValue => BuiltStore::KeyValue(metered),
         StoreKind::Window {

@@ -293,7 +293,10 @@ impl KeyValueStore for RocksDbKeyValueStore {
     }
     fn flush(&mut self) -> Result<()> {
         let cf = self.instance.cf(&self.name)?;
-        self.instance.db.flush_cf(&cf).map_err(rocks_err(&self.name))
+        self.instance
+            .db
+            .flush_cf(&cf)
+            .map_err(rocks_err(&self.name))
     }
     fn persistent(&self) -> bool {
         true

@@ -103,16 +103,46 @@ fn ranges_are_ordered_and_respect_bounds() {
             s.put(k, k).unwrap();
         }
         let all = keys(s.all().unwrap());
-        assert_eq!(all, vec![b"a".to_vec(), b"b".to_vec(), b"c".to_vec(), b"d".to_vec(), b"e".to_vec()], "{}", b.label);
-        let inc = keys(s.range(Bound::Included(b"b"), Bound::Included(b"d")).unwrap());
-        assert_eq!(inc, vec![b"b".to_vec(), b"c".to_vec(), b"d".to_vec()], "{}", b.label);
-        let exc = keys(s.range(Bound::Excluded(b"b"), Bound::Excluded(b"d")).unwrap());
+        assert_eq!(
+            all,
+            vec![
+                b"a".to_vec(),
+                b"b".to_vec(),
+                b"c".to_vec(),
+                b"d".to_vec(),
+                b"e".to_vec()
+            ],
+            "{}",
+            b.label
+        );
+        let inc = keys(
+            s.range(Bound::Included(b"b"), Bound::Included(b"d"))
+                .unwrap(),
+        );
+        assert_eq!(
+            inc,
+            vec![b"b".to_vec(), b"c".to_vec(), b"d".to_vec()],
+            "{}",
+            b.label
+        );
+        let exc = keys(
+            s.range(Bound::Excluded(b"b"), Bound::Excluded(b"d"))
+                .unwrap(),
+        );
         assert_eq!(exc, vec![b"c".to_vec()], "{}", b.label);
-        let inverted = keys(s.range(Bound::Included(b"d"), Bound::Included(b"b")).unwrap());
+        let inverted = keys(
+            s.range(Bound::Included(b"d"), Bound::Included(b"b"))
+                .unwrap(),
+        );
         assert!(inverted.is_empty(), "{}", b.label);
         s.delete(b"c").unwrap();
         let after = keys(s.range(Bound::Included(b"b"), Bound::Unbounded).unwrap());
-        assert_eq!(after, vec![b"b".to_vec(), b"d".to_vec(), b"e".to_vec()], "{}", b.label);
+        assert_eq!(
+            after,
+            vec![b"b".to_vec(), b"d".to_vec(), b"e".to_vec()],
+            "{}",
+            b.label
+        );
     }
 }
 
@@ -124,7 +154,12 @@ fn prefix_scan_and_counts() {
             s.put(k, b"x").unwrap();
         }
         let users = keys(s.prefix_scan(b"user:").unwrap());
-        assert_eq!(users, vec![b"user:1".to_vec(), b"user:2".to_vec()], "{}", b.label);
+        assert_eq!(
+            users,
+            vec![b"user:1".to_vec(), b"user:2".to_vec()],
+            "{}",
+            b.label
+        );
         s.flush().unwrap();
         let n = s.approximate_num_entries().unwrap();
         assert!((1..=10).contains(&n), "{} counted {n}", b.label);
@@ -153,13 +188,32 @@ fn window_store_fetches_by_key_and_time() {
         w.put(b"ab", 1_000, Some(b"ab1")).unwrap();
         w.put(b"a", 2_500, Some(b"a2")).unwrap();
         w.put(b"b", 2_000, Some(b"b2")).unwrap();
-        assert_eq!(w.fetch(b"a", 1_000).unwrap(), Some(b"a1".to_vec()), "{}", b.label);
+        assert_eq!(
+            w.fetch(b"a", 1_000).unwrap(),
+            Some(b"a1".to_vec()),
+            "{}",
+            b.label
+        );
         assert_eq!(w.fetch(b"a", 1_001).unwrap(), None, "{}", b.label);
         let range = w.fetch_range(b"a", 1_000, 2_500).unwrap();
-        assert_eq!(range, vec![(1_000, b"a1".to_vec()), (2_500, b"a2".to_vec())], "{}", b.label);
+        assert_eq!(
+            range,
+            vec![(1_000, b"a1".to_vec()), (2_500, b"a2".to_vec())],
+            "{}",
+            b.label
+        );
         let all = w.fetch_all(1_000, 2_000).unwrap();
         let got: Vec<(Vec<u8>, i64)> = all.into_iter().map(|e| (e.key, e.start)).collect();
-        assert_eq!(got, vec![(b"a".to_vec(), 1_000), (b"ab".to_vec(), 1_000), (b"b".to_vec(), 2_000)], "{}", b.label);
+        assert_eq!(
+            got,
+            vec![
+                (b"a".to_vec(), 1_000),
+                (b"ab".to_vec(), 1_000),
+                (b"b".to_vec(), 2_000)
+            ],
+            "{}",
+            b.label
+        );
         w.put(b"a", 1_000, None).unwrap();
         assert_eq!(w.fetch(b"a", 1_000).unwrap(), None, "{}", b.label);
     }
@@ -189,7 +243,12 @@ fn window_store_can_retain_duplicates() {
         let mut w = WindowStore::new((b.make)("join"), 10_000, None, true);
         w.put(b"k", 100, Some(b"x")).unwrap();
         w.put(b"k", 100, Some(b"y")).unwrap();
-        let values: Vec<Vec<u8>> = w.fetch_range(b"k", 0, 200).unwrap().into_iter().map(|(_, v)| v).collect();
+        let values: Vec<Vec<u8>> = w
+            .fetch_range(b"k", 0, 200)
+            .unwrap()
+            .into_iter()
+            .map(|(_, v)| v)
+            .collect();
         assert_eq!(values, vec![b"x".to_vec(), b"y".to_vec()], "{}", b.label);
     }
 }
@@ -203,7 +262,12 @@ fn session_store_finds_merges_and_removes() {
         s.put(b"v", 0, 500, b"other").unwrap();
         // A record at 20 with gap 10 overlaps [0,10] only.
         let hit = s.find_sessions(b"u", 10, 30).unwrap();
-        assert_eq!(hit.iter().map(|e| (e.start, e.end)).collect::<Vec<_>>(), vec![(0, 10)], "{}", b.label);
+        assert_eq!(
+            hit.iter().map(|e| (e.start, e.end)).collect::<Vec<_>>(),
+            vec![(0, 10)],
+            "{}",
+            b.label
+        );
         // A record at 55 with gap 50 bridges both sessions.
         let both = s.find_sessions(b"u", 5, 105).unwrap();
         assert_eq!(both.len(), 2, "{}", b.label);
@@ -212,8 +276,16 @@ fn session_store_finds_merges_and_removes() {
         s.put(b"u", 0, 150, b"merged").unwrap();
         let merged = s.fetch(b"u").unwrap();
         assert_eq!(merged.len(), 1, "{}", b.label);
-        assert_eq!((merged[0].start, merged[0].end, merged[0].value.clone()), (0, 150, b"merged".to_vec()), "{}", b.label);
-        assert_eq!(s.fetch_session(b"v", 0, 500).unwrap(), Some(b"other".to_vec()));
+        assert_eq!(
+            (merged[0].start, merged[0].end, merged[0].value.clone()),
+            (0, 150, b"merged".to_vec()),
+            "{}",
+            b.label
+        );
+        assert_eq!(
+            s.fetch_session(b"v", 0, 500).unwrap(),
+            Some(b"other".to_vec())
+        );
     }
 }
 
@@ -224,7 +296,12 @@ fn session_retention_expires_old_sessions() {
         s.put(b"u", 0, 50, b"old").unwrap();
         s.put(b"u", 5_000, 5_000, b"new").unwrap();
         let all = s.all().unwrap();
-        assert_eq!(all.iter().map(|e| e.start).collect::<Vec<_>>(), vec![5_000], "{}", b.label);
+        assert_eq!(
+            all.iter().map(|e| e.start).collect::<Vec<_>>(),
+            vec![5_000],
+            "{}",
+            b.label
+        );
         assert!(!s.put(b"u", 10, 20, b"late").unwrap(), "{}", b.label);
     }
 }
@@ -240,12 +317,21 @@ fn caching_collapses_updates_and_reads_its_writes() {
     s.delete(b"b").unwrap();
     assert_eq!(s.get(b"a").unwrap(), Some(b"2".to_vec()));
     assert_eq!(s.get(b"b").unwrap(), None);
-    assert!(sink.0.lock().unwrap().is_empty(), "nothing logged before the commit");
+    assert!(
+        sink.0.lock().unwrap().is_empty(),
+        "nothing logged before the commit"
+    );
     let flushed = s.flush_cache().unwrap();
-    assert_eq!(flushed, vec![(b"a".to_vec(), Some(b"2".to_vec())), (b"b".to_vec(), None)]);
+    assert_eq!(
+        flushed,
+        vec![(b"a".to_vec(), Some(b"2".to_vec())), (b"b".to_vec(), None)]
+    );
     let logged = sink.0.lock().unwrap().clone();
     assert_eq!(logged.len(), 2, "one changelog record per key: {logged:?}");
-    assert!(s.flush_cache().unwrap().is_empty(), "a second flush has nothing new");
+    assert!(
+        s.flush_cache().unwrap().is_empty(),
+        "a second flush has nothing new"
+    );
 }
 
 #[test]
@@ -258,7 +344,13 @@ fn caching_range_merges_dirty_entries_over_the_store() {
     s.put(b"c", b"33").unwrap();
     s.delete(b"a").unwrap();
     let got = collect(s.all().unwrap());
-    assert_eq!(got, vec![(b"b".to_vec(), b"2".to_vec()), (b"c".to_vec(), b"33".to_vec())]);
+    assert_eq!(
+        got,
+        vec![
+            (b"b".to_vec(), b"2".to_vec()),
+            (b"c".to_vec(), b"33".to_vec())
+        ]
+    );
 }
 
 #[test]
@@ -290,9 +382,15 @@ fn rocksdb_stores_survive_reopening() {
         let db = RocksDbInstance::open(&env, dir.path()).unwrap();
         let mut kv = db.key_value_store("kv").unwrap();
         kv.put(b"k", b"v").unwrap();
-        let mut w = WindowStore::new(Box::new(db.key_value_store("win").unwrap()), 60_000, None, false);
+        let mut w = WindowStore::new(
+            Box::new(db.key_value_store("win").unwrap()),
+            60_000,
+            None,
+            false,
+        );
         w.put(b"k", 1_000, Some(b"w")).unwrap();
-        db.write_atomically(&[("kv", b"batch", Some(b"1")), ("kv", b"k2", Some(b"2"))]).unwrap();
+        db.write_atomically(&[("kv", b"batch", Some(b"1")), ("kv", b"k2", Some(b"2"))])
+            .unwrap();
         db.flush_all().unwrap();
     }
     let db = RocksDbInstance::open(&env, dir.path()).unwrap();
@@ -302,7 +400,12 @@ fn rocksdb_stores_survive_reopening() {
     let kv = db.key_value_store("kv").unwrap();
     assert_eq!(kv.get(b"k").unwrap(), Some(b"v".to_vec()));
     assert_eq!(kv.get(b"batch").unwrap(), Some(b"1".to_vec()));
-    let w = WindowStore::new(Box::new(db.key_value_store("win").unwrap()), 60_000, None, false);
+    let w = WindowStore::new(
+        Box::new(db.key_value_store("win").unwrap()),
+        60_000,
+        None,
+        false,
+    );
     assert_eq!(w.fetch(b"k", 1_000).unwrap(), Some(b"w".to_vec()));
 }
 

@@ -130,7 +130,10 @@ impl WindowStore {
             let mut hi = prefix;
             hi.extend_from_slice(&encode_timestamp(to));
             hi.extend_from_slice(&encode_timestamp(i64::MAX));
-            for item in self.inner.range(Bound::Included(&lo), Bound::Included(&hi))? {
+            for item in self
+                .inner
+                .range(Bound::Included(&lo), Bound::Included(&hi))?
+            {
                 let (raw, value) = item?;
                 let parsed = decode_segmented(self.inner.name(), &raw)?;
                 out.push((parsed.a, value));

@@ -1,0 +1,203 @@
+//! Streams configuration, with Kafka Streams' key names and documented defaults.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use crate::error::{EngineError, Result};
+
+/// `processing.guarantee`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ProcessingGuarantee {
+    /// `at_least_once`: commit offsets after outputs are acknowledged.
+    AtLeastOnce,
+    /// `exactly_once_v2`: outputs, state changes and offsets commit in one transaction.
+    ExactlyOnceV2,
+}
+
+/// `deserialization.exception.handler` and `processing.exception.handler`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ExceptionHandler {
+    /// `log_and_fail`: stop the task with the error.
+    LogAndFail,
+    /// `log_and_continue`: dead-letter the record, count it, go on.
+    LogAndContinue,
+}
+
+/// The settings of an application.
+///
+/// | key | default |
+/// |---|---|
+/// | `application.id` | `eddy` |
+/// | `processing.guarantee` | `exactly_once_v2` |
+/// | `commit.interval.ms` | 100 under exactly-once, 30000 under at-least-once |
+/// | `state.dir` | `<temp dir>/eddy` |
+/// | `num.stream.threads` | 1 |
+/// | `statestore.cache.max.bytes` | 10485760 |
+/// | `deserialization.exception.handler` | `log_and_fail` |
+/// | `processing.exception.handler` | `log_and_fail` |
+///
+/// ```
+/// use eddy_engine::{StreamsConfig, ProcessingGuarantee};
+/// let mut c = StreamsConfig::new("quiz-results");
+/// c.set("processing.guarantee", "at_least_once").unwrap();
+/// assert_eq!(c.processing_guarantee, ProcessingGuarantee::AtLeastOnce);
+/// assert_eq!(c.commit_interval_ms, 30_000);
+/// assert!(c.set("num.stream.threads", "zero").is_err());
+/// ```
+#[derive(Debug, Clone, PartialEq)]
+pub struct StreamsConfig {
+    pub application_id: String,
+    pub processing_guarantee: ProcessingGuarantee,
+    pub commit_interval_ms: u64,
+    commit_interval_set: bool,
+    pub state_dir: PathBuf,
+    pub num_stream_threads: usize,
+    pub cache_max_bytes: usize,
+    pub deserialization_exception_handler: ExceptionHandler,
+    pub processing_exception_handler: ExceptionHandler,
+    /// Keys this struct does not know, kept for the Kafka clients (`bootstrap.servers`, ...).
+    pub extra: BTreeMap<String, String>,
+}
+
+impl StreamsConfig {
+    /// The defaults for `application_id`.
+    pub fn new(application_id: impl Into<String>) -> Self {
+        Self {
+            application_id: application_id.into(),
+            processing_guarantee: ProcessingGuarantee::ExactlyOnceV2,
+            commit_interval_ms: 100,
+            commit_interval_set: false,
+            state_dir: std::env::temp_dir().join("eddy"),
+            num_stream_threads: 1,
+            cache_max_bytes: 10 * 1024 * 1024,
+            deserialization_exception_handler: ExceptionHandler::LogAndFail,
+            processing_exception_handler: ExceptionHandler::LogAndFail,
+            extra: BTreeMap::new(),
+        }
+    }
+
+    /// Sets one key from its text form; a bad value is an error naming the key.
+    pub fn set(&mut self, key: &str, value: &str) -> Result<&mut Self> {
+        let bad = |reason: &str| EngineError::Config {
+            key: key.to_string(),
+            reason: format!("{reason} (got `{value}`)"),
+        };
+        let value = value.trim();
+        match key {
+            "application.id" => {
+                if value.is_empty()
+                    || !value
+                        .chars()
+                        .all(|c| c.is_ascii_alphanumeric() || "._-".contains(c))
+                {
+                    return Err(bad(
+                        "must be non-empty ASCII letters, digits, '.', '_' or '-'",
+                    ));
+                }
+                self.application_id = value.to_string();
+            }
+            "processing.guarantee" => {
+                self.processing_guarantee = match value {
+                    "exactly_once_v2" | "exactly_once" => ProcessingGuarantee::ExactlyOnceV2,
+                    "at_least_once" => ProcessingGuarantee::AtLeastOnce,
+                    _ => return Err(bad("must be exactly_once_v2 or at_least_once")),
+                };
+                if !self.commit_interval_set {
+                    self.commit_interval_ms = match self.processing_guarantee {
+                        ProcessingGuarantee::ExactlyOnceV2 => 100,
+                        ProcessingGuarantee::AtLeastOnce => 30_000,
+                    };
+                }
+            }
+            "commit.interval.ms" => {
+                self.commit_interval_ms = value
+                    .parse()
+                    .map_err(|_| bad("must be a whole number of ms"))?;
+                self.commit_interval_set = true;
+            }
+            "state.dir" => {
+                if value.is_empty() {
+                    return Err(bad("must be a directory path"));
+                }
+                self.state_dir = PathBuf::from(value);
+            }
+            "num.stream.threads" => {
+                let n: usize = value.parse().map_err(|_| bad("must be a whole number"))?;
+                if n == 0 {
+                    return Err(bad("must be at least 1"));
+                }
+                self.num_stream_threads = n;
+            }
+            "statestore.cache.max.bytes" | "cache.max.bytes.buffering" => {
+                self.cache_max_bytes = value
+                    .parse()
+                    .map_err(|_| bad("must be a whole number of bytes"))?;
+            }
+            "deserialization.exception.handler" => {
+                self.deserialization_exception_handler = parse_handler(value)
+                    .ok_or_else(|| bad("must be log_and_fail or log_and_continue"))?;
+            }
+            "processing.exception.handler" => {
+                self.processing_exception_handler = parse_handler(value)
+                    .ok_or_else(|| bad("must be log_and_fail or log_and_continue"))?;
+            }
+            _ => {
+                self.extra.insert(key.to_string(), value.to_string());
+            }
+        }
+        Ok(self)
+    }
+
+    /// Applies `key=value` lines (a Java properties file without escapes; `#` comments).
+    pub fn apply_properties(&mut self, text: &str) -> Result<&mut Self> {
+        for (n, line) in text.lines().enumerate() {
+            let line = line.trim();
+            if line.is_empty() || line.starts_with('#') || line.starts_with('!') {
+                continue;
+            }
+            let (k, v) = line
+                .split_once(['=', ':'])
+                .ok_or_else(|| EngineError::Config {
+                    key: format!("line {}", n + 1),
+                    reason: format!("expected key=value, got `{line}`"),
+                })?;
+            self.set(k.trim(), v.trim())?;
+        }
+        Ok(self)
+    }
+}
+
+fn parse_handler(v: &str) -> Option<ExceptionHandler> {
+    match v {
+        "log_and_fail" | "LogAndFailExceptionHandler" => Some(ExceptionHandler::LogAndFail),
+        "log_and_continue" | "LogAndContinueExceptionHandler" => {
+            Some(ExceptionHandler::LogAndContinue)
+        }
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn properties_apply_in_order_and_errors_name_the_key() {
+        let mut c = StreamsConfig::new("a");
+        c.apply_properties("# comment\napplication.id = quiz\ncommit.interval.ms=250\nprocessing.guarantee=at_least_once\nbootstrap.servers=localhost:9092\n").unwrap();
+        assert_eq!(c.application_id, "quiz");
+        assert_eq!(
+            c.commit_interval_ms, 250,
+            "an explicit interval wins over the guarantee's default"
+        );
+        assert_eq!(c.extra["bootstrap.servers"], "localhost:9092");
+        let err = c
+            .set("deserialization.exception.handler", "ignore")
+            .unwrap_err();
+        assert!(err
+            .to_string()
+            .contains("deserialization.exception.handler"));
+        assert!(c.apply_properties("no separator here").is_err());
+        assert!(c.set("application.id", "bad id").is_err());
+    }
+}

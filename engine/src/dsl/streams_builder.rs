@@ -1,0 +1,239 @@
+//! `StreamsBuilder`: where a DSL topology starts (streams and tables from topics) and ends
+//! (`build()`).
+
+use std::cell::RefCell;
+use std::rc::Rc;
+use std::sync::Arc;
+
+use eddy_state::{StoreKind, StoreSpec};
+
+use crate::dsl::kstream::KStream;
+use crate::dsl::ktable::KTable;
+use crate::dsl::options::{Consumed, Materialized};
+use crate::dsl::Data;
+use crate::error::{EngineError, Result};
+
+use crate::operators::table_materialize::TableMaterialize;
+use crate::processor::Processor;
+use crate::serdes::{SerdeRef, Serdes};
+use crate::topology::{Topology, TopologyBuilder};
+
+/// The builder state shared by every stream and table of one topology.
+pub(crate) struct DslState {
+    pub topo: TopologyBuilder,
+    counter: usize,
+    /// Errors found while building; `build()` reports the first.
+    pub errors: Vec<EngineError>,
+}
+
+pub(crate) type Dsl = Rc<RefCell<DslState>>;
+
+impl DslState {
+    /// A fresh node name in Kafka Streams' style, e.g. `KSTREAM-FILTER-0000000003`.
+    pub fn name(&mut self, prefix: &str) -> String {
+        let n = self.counter;
+        self.counter += 1;
+        format!("{prefix}-{n:010}")
+    }
+
+    pub fn record<T>(&mut self, r: Result<T>) {
+        if let Err(e) = r {
+            self.errors.push(e);
+        }
+    }
+
+    /// Adds a processor named `prefix-N` and returns its name.
+    pub fn processor<P, KIn, VIn, KOut, VOut>(
+        &mut self,
+        prefix: &str,
+        supplier: impl Fn() -> P + Send + Sync + 'static,
+        parents: &[&str],
+    ) -> String
+    where
+        P: Processor<KIn, VIn, KOut, VOut>,
+        KIn: 'static,
+        VIn: 'static,
+        KOut: Clone + Send + 'static,
+        VOut: Clone + Send + 'static,
+    {
+        let name = self.name(prefix);
+        let r = self
+            .topo
+            .add_processor(&name, supplier, parents)
+            .map(|_| ());
+        self.record(r);
+        name
+    }
+
+    /// Adds a store of `kind` from `materialized` (or an internal name) for `processors`.
+    pub fn store<K: 'static, V: 'static>(
+        &mut self,
+        materialized: &Materialized<K, V>,
+        internal_prefix: &str,
+        kind: StoreKind,
+        key: SerdeRef<K>,
+        value: SerdeRef<V>,
+        processors: &[&str],
+    ) -> String {
+        let name = materialized
+            .name
+            .clone()
+            .unwrap_or_else(|| self.name(internal_prefix));
+        let spec = StoreSpec {
+            name: name.clone(),
+            kind,
+            persistent: materialized.persistent,
+            caching: materialized.caching,
+            logging: materialized.logging,
+        };
+        let r = self
+            .topo
+            .add_state_store(spec, key, value, processors)
+            .map(|_| ());
+        self.record(r);
+        name
+    }
+}
+
+/// Starts a DSL topology.
+///
+/// ```
+/// use eddy_engine::{Consumed, Produced, Serdes, StreamsBuilder};
+/// let builder = StreamsBuilder::new();
+/// builder
+///     .stream(&["words"], Consumed::with(Serdes::string(), Serdes::string()))
+///     .filter(|_, word| word.len() > 3)
+///     .map_values(|word| word.to_uppercase())
+///     .to("long-words", Produced::default());
+/// let topology = builder.build().unwrap();
+/// assert!(topology.describe().contains("Sink"));
+/// ```
+pub struct StreamsBuilder {
+    state: Dsl,
+}
+
+impl std::fmt::Debug for StreamsBuilder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("StreamsBuilder")
+    }
+}
+
+impl Default for StreamsBuilder {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl StreamsBuilder {
+    /// An empty topology.
+    pub fn new() -> Self {
+        Self {
+            state: Rc::new(RefCell::new(DslState {
+                topo: TopologyBuilder::new(),
+                counter: 0,
+                errors: Vec::new(),
+            })),
+        }
+    }
+
+    /// A stream of the records of `topics`.
+    pub fn stream<K: Data, V: Data>(
+        &self,
+        topics: &[&str],
+        consumed: Consumed<K, V>,
+    ) -> KStream<K, V> {
+        let mut st = self.state.borrow_mut();
+        let name = st.name("KSTREAM-SOURCE");
+        let r = st
+            .topo
+            .add_source_with(
+                &name,
+                topics,
+                Arc::clone(&consumed.key),
+                Arc::clone(&consumed.value),
+                consumed.extractor,
+            )
+            .map(|_| ());
+        st.record(r);
+        drop(st);
+        KStream::new(
+            self.state.clone(),
+            name,
+            Some(consumed.key),
+            Some(consumed.value),
+            false,
+        )
+    }
+
+    /// A table of the latest value per key of `topic` (a null value deletes the key),
+    /// materialized in a store.
+    pub fn table<K: Data, V: Data>(
+        &self,
+        topic: &str,
+        consumed: Consumed<K, V>,
+        materialized: Materialized<K, V>,
+    ) -> KTable<K, V> {
+        let mut st = self.state.borrow_mut();
+        let source = st.name("KTABLE-SOURCE");
+        let nullable = Serdes::nullable(Arc::clone(&consumed.value));
+        let r = st
+            .topo
+            .add_source_with(
+                &source,
+                &[topic],
+                Arc::clone(&consumed.key),
+                nullable,
+                consumed.extractor,
+            )
+            .map(|_| ());
+        st.record(r);
+        let store_name = materialized
+            .name
+            .clone()
+            .unwrap_or_else(|| format!("{topic}-STATE-STORE"));
+        let caching = materialized.caching;
+        let sn = store_name.clone();
+        let node = st.processor(
+            "KTABLE-MATERIALIZE",
+            move || TableMaterialize::<K, V>::new(sn.clone(), caching),
+            &[&source],
+        );
+        let key = materialized
+            .key
+            .clone()
+            .unwrap_or_else(|| Arc::clone(&consumed.key));
+        let value = materialized
+            .value
+            .clone()
+            .unwrap_or_else(|| Arc::clone(&consumed.value));
+        let mat = Materialized {
+            name: Some(store_name.clone()),
+            ..materialized
+        };
+        st.store(
+            &mat,
+            "",
+            StoreKind::KeyValue,
+            Arc::clone(&key),
+            Arc::clone(&value),
+            &[&node],
+        );
+        drop(st);
+        KTable::new(
+            self.state.clone(),
+            node,
+            Some(key),
+            Some(value),
+            Some(store_name),
+        )
+    }
+
+    /// Checks the topology and builds it; the first error of any DSL call is returned here.
+    pub fn build(&self) -> Result<Topology> {
+        let mut state = self.state.borrow_mut();
+        if let Some(e) = state.errors.drain(..).next() {
+            return Err(e);
+        }
+        state.topo.clone().build()
+    }
+}

@@ -1,0 +1,97 @@
+//! The one error type of `eddy-engine`, classified by what the caller does about it.
+
+use eddy_state::{ErrorClass, StateError};
+use thiserror::Error;
+
+/// A value or key that could not be turned into or out of bytes.
+#[derive(Debug, Error, Clone, PartialEq, Eq)]
+pub enum SerdeError {
+    #[error("null where a value was required")]
+    Null,
+    #[error("invalid {format}: {reason}")]
+    Invalid {
+        format: &'static str,
+        reason: String,
+    },
+}
+
+/// What went wrong in the engine.
+#[derive(Debug, Error)]
+pub enum EngineError {
+    /// The topology was put together wrongly (found when it is built or started).
+    #[error("invalid topology: {0}")]
+    Topology(String),
+    /// A configuration key or value is wrong.
+    #[error("invalid configuration `{key}`: {reason}")]
+    Config { key: String, reason: String },
+    /// An input record's key or value did not decode.
+    #[error("cannot deserialize {part} of record {topic}-{partition}@{offset}: {source}")]
+    Deserialization {
+        part: &'static str,
+        topic: String,
+        partition: i32,
+        offset: i64,
+        #[source]
+        source: SerdeError,
+    },
+    /// A record could not be serialized for a topic or store.
+    #[error("cannot serialize for `{target}`: {source}")]
+    Serialization {
+        target: String,
+        #[source]
+        source: SerdeError,
+    },
+    /// User code (a processor or DSL function) failed on a record.
+    #[error("processing failed in `{processor}`: {reason}")]
+    Processing { processor: String, reason: String },
+    /// A state store failed.
+    #[error(transparent)]
+    State(#[from] StateError),
+    /// The task no longer belongs to this worker (rebalanced away or fenced).
+    #[error("task {0} migrated to another worker")]
+    TaskMigrated(String),
+}
+
+/// How a caller should react to an [`EngineError`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorKind {
+    /// Stop: retrying cannot help.
+    Fatal,
+    /// Close the task without committing and rejoin the group.
+    TaskMigrated,
+    /// Wipe the local state of the task and restore it from the changelog.
+    StateCorrupted,
+    /// Try again.
+    Retriable,
+    /// The record is bad: the configured exception handler decides (fail, or skip and count).
+    BadRecord,
+}
+
+impl EngineError {
+    /// The kind of this error.
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            EngineError::Topology(_) | EngineError::Config { .. } => ErrorKind::Fatal,
+            EngineError::Deserialization { .. }
+            | EngineError::Serialization { .. }
+            | EngineError::Processing { .. } => ErrorKind::BadRecord,
+            EngineError::State(e) => match e.class() {
+                ErrorClass::Fatal => ErrorKind::Fatal,
+                ErrorClass::StateCorrupted => ErrorKind::StateCorrupted,
+                ErrorClass::Retriable => ErrorKind::Retriable,
+            },
+            EngineError::TaskMigrated(_) => ErrorKind::TaskMigrated,
+        }
+    }
+
+    /// A processing error from user code.
+    pub fn processing(processor: impl Into<String>, reason: impl std::fmt::Display) -> Self {
+        EngineError::Processing {
+            processor: processor.into(),
+            reason: reason.to_string(),
+        }
+    }
+}
+
+/// The result type of this crate.
+pub type Result<T, E = EngineError> = std::result::Result<T, E>;

@@ -1,0 +1,53 @@
+//! Eddy's engine: the Streams DSL and Processor API, topologies cut into sub-topologies, stream
+//! tasks with stores and punctuation, and (with the `testing` feature) a broker-free test driver.
+//!
+//! ```
+//! use eddy_engine::{Consumed, Produced, Serdes, StreamsBuilder};
+//! let b = StreamsBuilder::new();
+//! b.stream(&["in"], Consumed::with(Serdes::string(), Serdes::string()))
+//!     .filter(|_, v| !v.is_empty())
+//!     .to("out", Produced::default());
+//! println!("{}", b.build().unwrap().describe());
+//! ```
+
+mod config;
+mod dsl;
+mod error;
+mod operators;
+mod processor;
+mod record;
+mod serdes;
+mod task;
+mod time;
+mod topology;
+
+#[cfg(feature = "testing")]
+pub mod testing;
+
+pub use config::{ExceptionHandler, ProcessingGuarantee, StreamsConfig};
+pub use dsl::grouped::KGroupedStream;
+pub use dsl::kstream::{BranchedKStream, KStream};
+pub use dsl::ktable::KTable;
+pub use dsl::options::{Consumed, Grouped, Materialized, Produced};
+pub use dsl::session_windowed::SessionWindowedKStream;
+pub use dsl::sliding_windowed::SlidingWindowedKStream;
+pub use dsl::streams_builder::StreamsBuilder;
+pub use dsl::time_windowed::TimeWindowedKStream;
+pub use dsl::windows::{EmitStrategy, JoinWindows, SessionWindows, SlidingWindows, TimeWindows};
+pub use dsl::{Data, StoredData};
+pub use error::{EngineError, ErrorKind, Result, SerdeError};
+pub use processor::{
+    KeyValueStoreHandle, Processor, ProcessorContext, ScheduleId, SessionStoreHandle,
+    WindowStoreHandle,
+};
+pub use record::{Headers, Record, RecordMetadata, Windowed};
+pub use serdes::{Serde, SerdeRef, Serdes};
+pub use task::collector::{ChangelogRecord, DeadLetter, ProducedRecord};
+pub use task::{InputRecord, StreamTask, TaskId};
+pub use time::{
+    parse_rfc3339_millis, JsonFieldTimestampExtractor, PunctuationType, RawRecord,
+    RecordTimestampExtractor, TimestampExtractor, WallClock,
+};
+pub use topology::{SubTopology, TopicKind, Topology, TopologyBuilder};
+
+pub use eddy_state::{StoreKind, StoreSpec};

@@ -1,0 +1,175 @@
+//! Aggregation over session windows: a record joins every session of its key within the
+//! inactivity gap, merging them into one.
+
+use std::sync::Arc;
+
+use crate::dsl::windows::{EmitStrategy, SessionWindows};
+use crate::error::Result;
+use crate::operators::aggregate::Folder;
+use crate::processor::{Processor, ProcessorContext, SessionStoreHandle};
+use crate::record::{Record, Windowed};
+
+pub(crate) type Merger<K, VA> = Arc<dyn Fn(&K, VA, VA) -> VA + Send + Sync>;
+
+pub(crate) struct SessionAggregate<K, V, VA> {
+    pub store_name: String,
+    pub windows: SessionWindows,
+    pub folder: Folder<K, V, VA>,
+    pub merger: Merger<K, VA>,
+    pub emit: EmitStrategy,
+    pub caching: bool,
+    pub store: Option<SessionStoreHandle<K, VA>>,
+    pub observed: i64,
+    pub emitted_until: i64,
+    pub pending_time: i64,
+}
+
+impl<K, V, VA> SessionAggregate<K, V, VA> {
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        store_name: String,
+        windows: SessionWindows,
+        folder: Folder<K, V, VA>,
+        merger: Merger<K, VA>,
+        emit: EmitStrategy,
+        caching: bool,
+    ) -> Self {
+        Self {
+            store_name,
+            windows,
+            folder,
+            merger,
+            emit,
+            caching,
+            store: None,
+            observed: i64::MIN,
+            emitted_until: i64::MIN,
+            pending_time: i64::MIN,
+        }
+    }
+
+    /// Sessions ending before this time can no longer change (Kafka Streams' rule).
+    fn close_time(&self) -> i64 {
+        self.observed
+            .saturating_sub(self.windows.grace_ms)
+            .saturating_sub(self.windows.gap_ms)
+    }
+}
+
+impl<K, V, VA> Processor<K, V, Windowed<K>, Option<VA>> for SessionAggregate<K, V, VA>
+where
+    K: Clone + Send + 'static,
+    V: Send + 'static,
+    VA: Clone + Send + 'static,
+{
+    fn init(&mut self, ctx: &mut ProcessorContext<'_, Windowed<K>, Option<VA>>) -> Result<()> {
+        self.store = Some(ctx.session_store(&self.store_name)?);
+        Ok(())
+    }
+
+    fn process(
+        &mut self,
+        record: Record<K, V>,
+        ctx: &mut ProcessorContext<'_, Windowed<K>, Option<VA>>,
+    ) -> Result<()> {
+        let Some(store) = self.store.clone() else {
+            return Ok(());
+        };
+        let ts = record.timestamp;
+        self.observed = self.observed.max(ts);
+        let gap = self.windows.gap_ms;
+        let overlapping = store.find_sessions(&record.key, ts - gap, ts + gap)?;
+        let (mut start, mut end) = (ts, ts);
+        for (s, e, _) in &overlapping {
+            start = start.min(*s);
+            end = end.max(*e);
+        }
+        if end < self.close_time() {
+            ctx.record_dropped("late-record");
+            return Ok(());
+        }
+        let mut agg: Option<VA> = None;
+        for (s, e, value) in overlapping {
+            agg = Some(match agg {
+                Some(a) => (self.merger)(&record.key, a, value),
+                None => value,
+            });
+            if (s, e) != (start, end) {
+                store.remove(&record.key, s, e)?;
+                if self.emit == EmitStrategy::OnWindowUpdate && !self.caching {
+                    let gone = Windowed {
+                        key: record.key.clone(),
+                        start: s,
+                        end: e,
+                    };
+                    ctx.forward(Record::new(gone, None, ts))?;
+                }
+            }
+        }
+        let agg = (self.folder)(&record.key, record.value, agg);
+        store.put(&record.key, start, end, &agg)?;
+        match self.emit {
+            EmitStrategy::OnWindowUpdate if self.caching => {
+                self.pending_time = self.pending_time.max(ts);
+            }
+            EmitStrategy::OnWindowUpdate => {
+                ctx.forward(Record::new(
+                    Windowed {
+                        key: record.key,
+                        start,
+                        end,
+                    },
+                    Some(agg),
+                    ts,
+                ))?;
+            }
+            EmitStrategy::OnWindowClose => self.emit_closed(ctx)?,
+        }
+        Ok(())
+    }
+
+    fn flush(&mut self, ctx: &mut ProcessorContext<'_, Windowed<K>, Option<VA>>) -> Result<()> {
+        let Some(store) = &self.store else {
+            return Ok(());
+        };
+        let flushed = store.flush_cache()?;
+        if self.emit == EmitStrategy::OnWindowUpdate && self.caching {
+            let ts = self.pending_time.max(0);
+            for (key, start, end, value) in flushed {
+                ctx.forward(Record::new(Windowed { key, start, end }, value, ts))?;
+            }
+        }
+        self.pending_time = i64::MIN;
+        Ok(())
+    }
+}
+
+impl<K, V, VA> SessionAggregate<K, V, VA>
+where
+    K: Clone + Send + 'static,
+    VA: Clone + Send + 'static,
+{
+    fn emit_closed(
+        &mut self,
+        ctx: &mut ProcessorContext<'_, Windowed<K>, Option<VA>>,
+    ) -> Result<()> {
+        let Some(store) = &self.store else {
+            return Ok(());
+        };
+        let close = self.close_time();
+        if close <= self.emitted_until {
+            return Ok(());
+        }
+        let mut closed: Vec<_> = store
+            .all()?
+            .into_iter()
+            .filter(|(_, _, end, _)| *end < close && *end >= self.emitted_until)
+            .collect();
+        closed.sort_by_key(|(_, start, end, _)| (*end, *start));
+        for (key, start, end, value) in closed {
+            ctx.forward(Record::new(Windowed { key, start, end }, Some(value), end))?;
+        }
+        self.emitted_until = close;
+        Ok(())
+    }
+}

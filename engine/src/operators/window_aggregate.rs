@@ -1,0 +1,145 @@
+//! Aggregation over tumbling and hopping time windows, with grace and either emit strategy.
+
+use crate::dsl::windows::{EmitStrategy, TimeWindows};
+use crate::error::Result;
+use crate::operators::aggregate::Folder;
+use crate::processor::{Processor, ProcessorContext, WindowStoreHandle};
+use crate::record::{Record, Windowed};
+
+pub(crate) struct WindowAggregate<K, V, VA> {
+    pub store_name: String,
+    pub windows: TimeWindows,
+    pub folder: Folder<K, V, VA>,
+    pub emit: EmitStrategy,
+    pub caching: bool,
+    pub store: Option<WindowStoreHandle<K, VA>>,
+    /// The largest record time this processor has seen; windows close relative to it.
+    pub observed: i64,
+    /// Windows ending at or before this time have been emitted (emit-on-close).
+    pub emitted_until: i64,
+    pub pending_time: i64,
+}
+
+impl<K, V, VA> WindowAggregate<K, V, VA> {
+    pub fn new(
+        store_name: String,
+        windows: TimeWindows,
+        folder: Folder<K, V, VA>,
+        emit: EmitStrategy,
+        caching: bool,
+    ) -> Self {
+        Self {
+            store_name,
+            windows,
+            folder,
+            emit,
+            caching,
+            store: None,
+            observed: i64::MIN,
+            emitted_until: i64::MIN,
+            pending_time: i64::MIN,
+        }
+    }
+}
+
+impl<K, V, VA> WindowAggregate<K, V, VA>
+where
+    K: Clone + Send + 'static,
+    VA: Clone + Send + 'static,
+{
+    fn emit_closed(
+        &mut self,
+        ctx: &mut ProcessorContext<'_, Windowed<K>, Option<VA>>,
+    ) -> Result<()> {
+        let Some(store) = &self.store else {
+            return Ok(());
+        };
+        let close = self.observed.saturating_sub(self.windows.grace_ms);
+        if close <= self.emitted_until {
+            return Ok(());
+        }
+        let size = self.windows.size_ms;
+        // Windows whose end lies in (emitted_until, close].
+        let from = self.emitted_until.saturating_sub(size).saturating_add(1);
+        let to = close.saturating_sub(size);
+        let mut closed = store.fetch_all(from, to)?;
+        closed.sort_by_key(|(_, start, _)| *start);
+        for (key, start, value) in closed {
+            let end = start + size;
+            ctx.forward(Record::new(
+                Windowed { key, start, end },
+                Some(value),
+                end - 1,
+            ))?;
+        }
+        self.emitted_until = close;
+        Ok(())
+    }
+}
+
+impl<K, V, VA> Processor<K, V, Windowed<K>, Option<VA>> for WindowAggregate<K, V, VA>
+where
+    K: Clone + Send + 'static,
+    V: Clone + Send + 'static,
+    VA: Clone + Send + 'static,
+{
+    fn init(&mut self, ctx: &mut ProcessorContext<'_, Windowed<K>, Option<VA>>) -> Result<()> {
+        self.store = Some(ctx.window_store(&self.store_name)?);
+        Ok(())
+    }
+
+    fn process(
+        &mut self,
+        record: Record<K, V>,
+        ctx: &mut ProcessorContext<'_, Windowed<K>, Option<VA>>,
+    ) -> Result<()> {
+        let Some(store) = self.store.clone() else {
+            return Ok(());
+        };
+        let ts = record.timestamp;
+        self.observed = self.observed.max(ts);
+        let close = self.observed.saturating_sub(self.windows.grace_ms);
+        for start in self.windows.windows_for(ts) {
+            let end = start + self.windows.size_ms;
+            if end <= close {
+                ctx.record_dropped("late-record");
+                continue;
+            }
+            let old = store.fetch(&record.key, start)?;
+            let new = (self.folder)(&record.key, record.value.clone(), old);
+            store.put(&record.key, start, Some(&new))?;
+            if self.emit == EmitStrategy::OnWindowUpdate {
+                if self.caching {
+                    self.pending_time = self.pending_time.max(ts);
+                } else {
+                    let key = Windowed {
+                        key: record.key.clone(),
+                        start,
+                        end,
+                    };
+                    ctx.forward(Record::new(key, Some(new), ts))?;
+                }
+            }
+        }
+        if self.emit == EmitStrategy::OnWindowClose {
+            self.emit_closed(ctx)?;
+        }
+        Ok(())
+    }
+
+    fn flush(&mut self, ctx: &mut ProcessorContext<'_, Windowed<K>, Option<VA>>) -> Result<()> {
+        let Some(store) = &self.store else {
+            return Ok(());
+        };
+        let flushed = store.flush_cache()?;
+        if self.emit == EmitStrategy::OnWindowUpdate && self.caching {
+            let ts = self.pending_time.max(0);
+            for (key, start, value) in flushed {
+                let end = start + self.windows.size_ms;
+                ctx.forward(Record::new(Windowed { key, start, end }, value, ts))?;
+            }
+        }
+        self.pending_time = i64::MIN;
+        Ok(())
+    }
+}

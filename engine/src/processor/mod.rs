@@ -1,0 +1,11 @@
+//! The Processor API: user processors, the context they run in, and typed store handles.
+
+mod api;
+mod context;
+pub(crate) mod node;
+mod stores;
+
+pub use api::{Processor, ScheduleId};
+pub use context::ProcessorContext;
+pub use stores::{KeyValueStoreHandle, SessionStoreHandle, WindowStoreHandle};
+pub(crate) use stores::{StoreEntry, StoreSerdes};

@@ -1,0 +1,287 @@
+//! Serdes: how keys and values become bytes for topics and stores, and back.
+//!
+//! ```
+//! use eddy_engine::{Serde, Serdes};
+//! let serde = Serdes::i64();
+//! let bytes = serde.serialize(&-3).unwrap();
+//! assert_eq!(serde.deserialize(&bytes).unwrap(), -3);
+//! ```
+
+use std::marker::PhantomData;
+use std::sync::Arc;
+
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+use crate::error::SerdeError;
+
+/// Turns `T` into bytes and back. Kafka's null (no bytes at all) goes through the `_nullable`
+/// methods, which only [`Serdes::nullable`] maps to a value.
+pub trait Serde<T>: Send + Sync {
+    /// The bytes of `value`.
+    fn serialize(&self, value: &T) -> Result<Vec<u8>, SerdeError>;
+    /// The value of `bytes`; bad bytes are an error, never a panic.
+    fn deserialize(&self, bytes: &[u8]) -> Result<T, SerdeError>;
+    /// The bytes of `value`, where `None` is Kafka's null.
+    fn serialize_nullable(&self, value: &T) -> Result<Option<Vec<u8>>, SerdeError> {
+        self.serialize(value).map(Some)
+    }
+    /// The value of possibly-null bytes.
+    fn deserialize_nullable(&self, bytes: Option<&[u8]>) -> Result<T, SerdeError> {
+        match bytes {
+            Some(b) => self.deserialize(b),
+            None => Err(SerdeError::Null),
+        }
+    }
+}
+
+/// A shared serde.
+pub type SerdeRef<T> = Arc<dyn Serde<T>>;
+
+/// Constructors of the built-in serdes.
+#[derive(Debug)]
+pub struct Serdes;
+
+impl Serdes {
+    /// UTF-8 strings, as the bytes themselves (so keys sort as strings).
+    pub fn string() -> SerdeRef<String> {
+        Arc::new(StringSerde)
+    }
+    /// Raw bytes.
+    pub fn bytes() -> SerdeRef<Vec<u8>> {
+        Arc::new(BytesSerde)
+    }
+    /// Big-endian `i64` (Kafka's `LongSerde`).
+    pub fn i64() -> SerdeRef<i64> {
+        Arc::new(I64Serde)
+    }
+    /// Big-endian `i32` (Kafka's `IntegerSerde`).
+    pub fn i32() -> SerdeRef<i32> {
+        Arc::new(I32Serde)
+    }
+    /// Big-endian `u64`.
+    pub fn u64() -> SerdeRef<u64> {
+        Arc::new(U64Serde)
+    }
+    /// JSON through `serde_json`, for any serde type.
+    pub fn json<T: Serialize + DeserializeOwned + Send + Sync + 'static>() -> SerdeRef<T> {
+        Arc::new(JsonSerde(PhantomData))
+    }
+    /// bincode 2 (standard configuration), for internal values: compact and fast.
+    pub fn bincode<T: Serialize + DeserializeOwned + Send + Sync + 'static>() -> SerdeRef<T> {
+        Arc::new(BincodeSerde(PhantomData))
+    }
+    /// Windowed keys: the inner key's bytes, then window start and end as big-endian `i64`.
+    pub fn windowed<K: Send + Sync + 'static>(
+        inner: SerdeRef<K>,
+    ) -> SerdeRef<crate::record::Windowed<K>> {
+        Arc::new(WindowedSerde(inner))
+    }
+    /// `Option<T>` where `None` is Kafka's null (a tombstone).
+    pub fn nullable<T: Send + Sync + 'static>(inner: SerdeRef<T>) -> SerdeRef<Option<T>> {
+        Arc::new(NullableSerde(inner))
+    }
+}
+
+struct StringSerde;
+impl Serde<String> for StringSerde {
+    fn serialize(&self, value: &String) -> Result<Vec<u8>, SerdeError> {
+        Ok(value.as_bytes().to_vec())
+    }
+    fn deserialize(&self, bytes: &[u8]) -> Result<String, SerdeError> {
+        String::from_utf8(bytes.to_vec()).map_err(|e| SerdeError::Invalid {
+            format: "utf-8",
+            reason: e.to_string(),
+        })
+    }
+}
+
+struct BytesSerde;
+impl Serde<Vec<u8>> for BytesSerde {
+    fn serialize(&self, value: &Vec<u8>) -> Result<Vec<u8>, SerdeError> {
+        Ok(value.clone())
+    }
+    fn deserialize(&self, bytes: &[u8]) -> Result<Vec<u8>, SerdeError> {
+        Ok(bytes.to_vec())
+    }
+}
+
+macro_rules! be_int_serde {
+    ($name:ident, $t:ty, $n:expr, $label:expr) => {
+        struct $name;
+        impl Serde<$t> for $name {
+            fn serialize(&self, value: &$t) -> Result<Vec<u8>, SerdeError> {
+                Ok(value.to_be_bytes().to_vec())
+            }
+            fn deserialize(&self, bytes: &[u8]) -> Result<$t, SerdeError> {
+                let arr: [u8; $n] = bytes.try_into().map_err(|_| SerdeError::Invalid {
+                    format: $label,
+                    reason: format!("expected {} bytes, got {}", $n, bytes.len()),
+                })?;
+                Ok(<$t>::from_be_bytes(arr))
+            }
+        }
+    };
+}
+be_int_serde!(I64Serde, i64, 8, "i64");
+be_int_serde!(I32Serde, i32, 4, "i32");
+be_int_serde!(U64Serde, u64, 8, "u64");
+
+struct JsonSerde<T>(PhantomData<fn() -> T>);
+impl<T: Serialize + DeserializeOwned> Serde<T> for JsonSerde<T> {
+    fn serialize(&self, value: &T) -> Result<Vec<u8>, SerdeError> {
+        serde_json::to_vec(value).map_err(|e| SerdeError::Invalid {
+            format: "json",
+            reason: e.to_string(),
+        })
+    }
+    fn deserialize(&self, bytes: &[u8]) -> Result<T, SerdeError> {
+        serde_json::from_slice(bytes).map_err(|e| SerdeError::Invalid {
+            format: "json",
+            reason: e.to_string(),
+        })
+    }
+}
+
+struct BincodeSerde<T>(PhantomData<fn() -> T>);
+impl<T: Serialize + DeserializeOwned> Serde<T> for BincodeSerde<T> {
+    fn serialize(&self, value: &T) -> Result<Vec<u8>, SerdeError> {
+        bincode::serde::encode_to_vec(value, bincode::config::standard()).map_err(|e| {
+            SerdeError::Invalid {
+                format: "bincode",
+                reason: e.to_string(),
+            }
+        })
+    }
+    fn deserialize(&self, bytes: &[u8]) -> Result<T, SerdeError> {
+        let (value, read) = bincode::serde::decode_from_slice(bytes, bincode::config::standard())
+            .map_err(|e| SerdeError::Invalid {
+            format: "bincode",
+            reason: e.to_string(),
+        })?;
+        if read != bytes.len() {
+            return Err(SerdeError::Invalid {
+                format: "bincode",
+                reason: format!("{} trailing bytes", bytes.len() - read),
+            });
+        }
+        Ok(value)
+    }
+}
+
+struct NullableSerde<T>(SerdeRef<T>);
+impl<T> Serde<Option<T>> for NullableSerde<T> {
+    fn serialize(&self, value: &Option<T>) -> Result<Vec<u8>, SerdeError> {
+        match value {
+            Some(v) => self.0.serialize(v),
+            None => Err(SerdeError::Null),
+        }
+    }
+    fn deserialize(&self, bytes: &[u8]) -> Result<Option<T>, SerdeError> {
+        self.0.deserialize(bytes).map(Some)
+    }
+    fn serialize_nullable(&self, value: &Option<T>) -> Result<Option<Vec<u8>>, SerdeError> {
+        value.as_ref().map(|v| self.0.serialize(v)).transpose()
+    }
+    fn deserialize_nullable(&self, bytes: Option<&[u8]>) -> Result<Option<T>, SerdeError> {
+        bytes.map(|b| self.0.deserialize(b)).transpose()
+    }
+}
+
+struct WindowedSerde<K>(SerdeRef<K>);
+impl<K> Serde<crate::record::Windowed<K>> for WindowedSerde<K> {
+    fn serialize(&self, value: &crate::record::Windowed<K>) -> Result<Vec<u8>, SerdeError> {
+        let mut out = self.0.serialize(&value.key)?;
+        out.extend_from_slice(&value.start.to_be_bytes());
+        out.extend_from_slice(&value.end.to_be_bytes());
+        Ok(out)
+    }
+    fn deserialize(&self, bytes: &[u8]) -> Result<crate::record::Windowed<K>, SerdeError> {
+        if bytes.len() < 16 {
+            return Err(SerdeError::Invalid {
+                format: "windowed key",
+                reason: format!("{} bytes is shorter than the two window times", bytes.len()),
+            });
+        }
+        let (key, times) = bytes.split_at(bytes.len() - 16);
+        let start = i64::from_be_bytes(times[..8].try_into().unwrap_or([0; 8]));
+        let end = i64::from_be_bytes(times[8..].try_into().unwrap_or([0; 8]));
+        Ok(crate::record::Windowed {
+            key: self.0.deserialize(key)?,
+            start,
+            end,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde::Deserialize;
+
+    #[derive(Debug, PartialEq, Serialize, Deserialize)]
+    struct Event {
+        id: String,
+        n: u32,
+    }
+
+    #[test]
+    fn round_trips() {
+        let s = Serdes::string();
+        assert_eq!(
+            s.deserialize(&s.serialize(&"héllo".into()).unwrap())
+                .unwrap(),
+            "héllo"
+        );
+        let j = Serdes::json::<Event>();
+        let e = Event {
+            id: "a".into(),
+            n: 3,
+        };
+        assert_eq!(j.deserialize(&j.serialize(&e).unwrap()).unwrap(), e);
+        let b = Serdes::bincode::<Event>();
+        assert_eq!(b.deserialize(&b.serialize(&e).unwrap()).unwrap(), e);
+        assert_eq!(Serdes::i32().serialize(&1).unwrap(), vec![0, 0, 0, 1]);
+    }
+
+    #[test]
+    fn windowed_keys_round_trip() {
+        let s = Serdes::windowed(Serdes::string());
+        let w = crate::record::Windowed {
+            key: "k".to_string(),
+            start: 5,
+            end: 10,
+        };
+        assert_eq!(s.deserialize(&s.serialize(&w).unwrap()).unwrap(), w);
+        assert!(s.deserialize(b"short").is_err());
+    }
+
+    #[test]
+    fn bad_bytes_are_errors() {
+        assert!(Serdes::string().deserialize(&[0xff, 0xfe]).is_err());
+        assert!(Serdes::json::<Event>().deserialize(b"{not json").is_err());
+        assert!(Serdes::i64().deserialize(&[1, 2, 3]).is_err());
+        assert!(Serdes::bincode::<Event>().deserialize(&[200]).is_err());
+        assert_eq!(
+            Serdes::string().deserialize_nullable(None),
+            Err(SerdeError::Null)
+        );
+    }
+
+    #[test]
+    fn big_endian_integers_sort_as_bytes_for_non_negative_values() {
+        let s = Serdes::u64();
+        assert!(s.serialize(&2).unwrap() < s.serialize(&256).unwrap());
+    }
+
+    #[test]
+    fn nullable_maps_null_to_none() {
+        let s = Serdes::nullable(Serdes::string());
+        assert_eq!(s.deserialize_nullable(None).unwrap(), None);
+        assert_eq!(s.serialize_nullable(&None).unwrap(), None);
+        assert_eq!(
+            s.serialize_nullable(&Some("x".into())).unwrap(),
+            Some(b"x".to_vec())
+        );
+    }
+}

@@ -1,0 +1,350 @@
+//! A stream task: one sub-topology on one partition, with its own processors, stores, stream
+//! time and punctuation schedules. The test driver and the Kafka runtime both drive tasks.
+
+pub(crate) mod collector;
+pub(crate) mod core;
+pub(crate) mod schedule;
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, OnceLock};
+
+use eddy_state::{build_store, RocksDbEnv, RocksDbInstance, RocksDbMemoryConfig, StoreContext};
+use parking_lot::Mutex;
+
+use crate::config::{ExceptionHandler, StreamsConfig};
+use crate::error::{EngineError, ErrorKind, Result};
+use crate::processor::StoreEntry;
+use crate::record::RecordMetadata;
+use crate::task::collector::{ChangelogBuffer, ChangelogRecord, DeadLetter, ProducedRecord};
+pub use crate::task::core::InputRecord;
+use crate::task::core::{NodeInfo, TaskCore};
+use crate::time::{
+    PunctuationType, RawRecord, RecordTimestampExtractor, TimestampExtractor, WallClock,
+};
+use crate::topology::{NodeKind, Topology};
+
+/// The one RocksDB cache and write-buffer manager of this process.
+pub(crate) fn rocksdb_env() -> &'static RocksDbEnv {
+    static ENV: OnceLock<RocksDbEnv> = OnceLock::new();
+    ENV.get_or_init(|| RocksDbEnv::new(RocksDbMemoryConfig::default()))
+}
+
+/// Identifies a task: `<sub-topology>_<partition>`, as in Kafka Streams.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct TaskId {
+    pub subtopology: usize,
+    pub partition: i32,
+}
+
+impl std::fmt::Display for TaskId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}_{}", self.subtopology, self.partition)
+    }
+}
+
+/// One sub-topology running on one partition.
+pub struct StreamTask {
+    id: TaskId,
+    core: TaskCore,
+    sources: HashMap<String, (usize, Arc<dyn TimestampExtractor>)>,
+    order: Vec<usize>,
+    changelog: Arc<ChangelogBuffer>,
+    rocksdb: Option<Arc<RocksDbInstance>>,
+    deserialization_handler: ExceptionHandler,
+    processing_handler: ExceptionHandler,
+}
+
+impl std::fmt::Debug for StreamTask {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StreamTask").field("id", &self.id).finish()
+    }
+}
+
+impl StreamTask {
+    /// Builds the task's stores and processors and initializes them. Persistent stores live in
+    /// RocksDB under `state.dir/<application.id>/<task id>/` when `persistent` is true.
+    pub fn new(
+        topology: &Topology,
+        id: TaskId,
+        config: &StreamsConfig,
+        clock: WallClock,
+        persistent: bool,
+    ) -> Result<Self> {
+        let sub = topology
+            .subtopologies
+            .get(id.subtopology)
+            .ok_or_else(|| EngineError::Topology(format!("no sub-topology {}", id.subtopology)))?;
+        let task_id = id.to_string();
+        let rocksdb = if persistent
+            && sub
+                .stores
+                .iter()
+                .any(|s| topology.stores[s].spec.persistent)
+        {
+            let dir = config.state_dir.join(&config.application_id).join(&task_id);
+            Some(RocksDbInstance::open(rocksdb_env(), dir)?)
+        } else {
+            None
+        };
+        let changelog = ChangelogBuffer::new();
+        let store_ctx = StoreContext {
+            task_id: task_id.clone(),
+            rocksdb: rocksdb.clone(),
+            changelog: Some(changelog.clone() as Arc<dyn eddy_state::ChangelogSink>),
+            cache_max_bytes: config.cache_max_bytes,
+        };
+        let mut stores = HashMap::new();
+        for name in &sub.stores {
+            let def = &topology.stores[name];
+            let built = build_store(&def.spec, &store_ctx)?;
+            stores.insert(
+                name.clone(),
+                StoreEntry {
+                    store: Arc::new(Mutex::new(built)),
+                    serdes: Arc::clone(&def.serdes),
+                },
+            );
+        }
+        let info: Vec<NodeInfo> = topology
+            .nodes
+            .iter()
+            .map(|n| NodeInfo {
+                name: n.name.clone(),
+                children: Vec::new(),
+                stores: n.stores.clone(),
+            })
+            .collect();
+        let mut info = info;
+        for (i, n) in topology.nodes.iter().enumerate() {
+            for p in &n.parents {
+                if let Some(pi) = topology.node_index(p) {
+                    info[pi].children.push(i);
+                }
+            }
+        }
+        let mut nodes: Vec<Option<Box<dyn crate::processor::node::Node>>> =
+            (0..topology.nodes.len()).map(|_| None).collect();
+        let mut sources = HashMap::new();
+        for &i in &sub.nodes {
+            let def = &topology.nodes[i];
+            nodes[i] = Some((def.factory)());
+            if let NodeKind::Source { topics, extractor } = &def.kind {
+                let extractor = extractor
+                    .clone()
+                    .unwrap_or_else(|| Arc::new(RecordTimestampExtractor));
+                for t in topics {
+                    sources.insert(
+                        topology.physical_topic(&config.application_id, t),
+                        (i, Arc::clone(&extractor)),
+                    );
+                }
+            }
+        }
+        let mut task = Self {
+            id,
+            core: TaskCore {
+                task_id,
+                application_id: config.application_id.clone(),
+                nodes,
+                info: Arc::new(info),
+                stores,
+                metadata: None,
+                input: None,
+                input_time: 0,
+                stream_time: i64::MIN,
+                clock,
+                schedules: Vec::new(),
+                next_schedule: 0,
+                produced: Vec::new(),
+                dead_letters: Vec::new(),
+                dropped: BTreeMap::new(),
+            },
+            sources,
+            order: sub.nodes.clone(),
+            changelog,
+            rocksdb,
+            deserialization_handler: config.deserialization_exception_handler,
+            processing_handler: config.processing_exception_handler,
+        };
+        for &i in &task.order {
+            let mut node = task.core.take_node(i)?;
+            let result = node.init(&mut task.core, i);
+            task.core.nodes[i] = Some(node);
+            result?;
+        }
+        Ok(task)
+    }
+
+    /// The task's id.
+    pub fn id(&self) -> TaskId {
+        self.id
+    }
+
+    /// The topics this task reads, as named on the broker.
+    pub fn input_topics(&self) -> Vec<String> {
+        let mut t: Vec<String> = self.sources.keys().cloned().collect();
+        t.sort();
+        t
+    }
+
+    /// The largest event time this task has seen (`i64::MIN` before the first record).
+    pub fn stream_time(&self) -> i64 {
+        self.core.stream_time
+    }
+
+    /// Runs one input record through the sub-topology. A bad record is handled as configured:
+    /// `log_and_fail` returns the error; `log_and_continue` dead-letters and counts it.
+    pub fn process(&mut self, input: InputRecord) -> Result<()> {
+        let (source, extractor) = self
+            .sources
+            .get(&input.topic)
+            .map(|(s, e)| (*s, Arc::clone(e)))
+            .ok_or_else(|| {
+                EngineError::Topology(format!("task {} does not read `{}`", self.id, input.topic))
+            })?;
+        let raw = RawRecord {
+            topic: &input.topic,
+            partition: input.partition,
+            offset: input.offset,
+            key: input.key.as_deref(),
+            value: input.value.as_deref(),
+            timestamp: input.timestamp,
+        };
+        let ts = extractor.extract(&raw, self.core.stream_time);
+        if ts < 0 {
+            tracing::warn!(topic = %input.topic, offset = input.offset, "dropping record with invalid timestamp {ts}");
+            self.core.count_dropped("invalid-timestamp");
+            return Ok(());
+        }
+        self.core.stream_time = self.core.stream_time.max(ts);
+        self.core.input_time = ts;
+        self.core.metadata = Some(RecordMetadata {
+            topic: input.topic.clone(),
+            partition: input.partition,
+            offset: input.offset,
+        });
+        self.core.input = Some(input);
+        let result = self.run_input(source);
+        let outcome = match result {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == ErrorKind::BadRecord => {
+                let handler = match e {
+                    EngineError::Deserialization { .. } => self.deserialization_handler,
+                    _ => self.processing_handler,
+                };
+                match handler {
+                    ExceptionHandler::LogAndFail => Err(e),
+                    ExceptionHandler::LogAndContinue => {
+                        tracing::warn!(task = %self.id, error = %e, "skipping bad record");
+                        self.core.count_dropped(match e {
+                            EngineError::Deserialization { .. } => "deserialization-error",
+                            _ => "processing-error",
+                        });
+                        self.core.dead_letter(e.to_string());
+                        Ok(())
+                    }
+                }
+            }
+            Err(e) => Err(e),
+        };
+        self.core.metadata = None;
+        self.core.input = None;
+        outcome?;
+        self.punctuate(PunctuationType::StreamTime, self.core.stream_time)?;
+        Ok(())
+    }
+
+    fn run_input(&mut self, source: usize) -> Result<()> {
+        let mut node = self.core.take_node(source)?;
+        let result = node.process_input(&mut self.core, source);
+        self.core.nodes[source] = Some(node);
+        result
+    }
+
+    /// Fires every wall-clock schedule that is due. Returns whether any fired.
+    pub fn punctuate_wall_clock(&mut self) -> Result<bool> {
+        let now = self.core.clock.now_ms();
+        self.punctuate(PunctuationType::WallClock, now)
+    }
+
+    fn punctuate(&mut self, kind: PunctuationType, time: i64) -> Result<bool> {
+        if kind == PunctuationType::StreamTime && time == i64::MIN {
+            return Ok(false);
+        }
+        let mut due = Vec::new();
+        for s in &mut self.core.schedules {
+            if s.kind == kind && s.fire_at(time) {
+                due.push((s.node, s.id));
+            }
+        }
+        for (node_id, schedule) in &due {
+            let mut node = self.core.take_node(*node_id)?;
+            let result = node.punctuate(*schedule, time, &mut self.core, *node_id);
+            self.core.nodes[*node_id] = Some(node);
+            result?;
+        }
+        Ok(!due.is_empty())
+    }
+
+    /// Prepares a commit: processors forward what their caches held back (in topological
+    /// order, so downstream caches see it), then every store writes its cache down.
+    pub fn flush(&mut self) -> Result<()> {
+        for &i in &self.order {
+            let mut node = self.core.take_node(i)?;
+            let result = node.flush(&mut self.core, i);
+            self.core.nodes[i] = Some(node);
+            result?;
+        }
+        for entry in self.core.stores.values() {
+            entry.store.lock().key_values().flush()?;
+        }
+        Ok(())
+    }
+
+    /// Whether a store's cache is over its size and wants an early commit.
+    pub fn needs_commit(&self) -> bool {
+        self.core
+            .stores
+            .values()
+            .any(|e| e.store.lock().key_values().cache_full())
+    }
+
+    /// Records for sink and repartition topics since the last call.
+    pub fn take_produced(&mut self) -> Vec<ProducedRecord> {
+        std::mem::take(&mut self.core.produced)
+    }
+
+    /// Store changes since the last call.
+    pub fn take_changelog(&mut self) -> Vec<ChangelogRecord> {
+        self.changelog.drain()
+    }
+
+    /// Bad records since the last call.
+    pub fn take_dead_letters(&mut self) -> Vec<DeadLetter> {
+        std::mem::take(&mut self.core.dead_letters)
+    }
+
+    /// Records dropped on purpose, by reason, since the task started.
+    pub fn dropped(&self) -> &BTreeMap<String, u64> {
+        &self.core.dropped
+    }
+
+    /// The store `name`, for reading (queries, tests) or restoring.
+    pub(crate) fn store(&self, name: &str) -> Option<&StoreEntry> {
+        self.core.stores.get(name)
+    }
+
+    /// The task's RocksDB database, if it has persistent stores.
+    pub fn rocksdb(&self) -> Option<&Arc<RocksDbInstance>> {
+        self.rocksdb.as_ref()
+    }
+
+    /// Closes the processors.
+    pub fn close(&mut self) {
+        for &i in &self.order {
+            if let Some(node) = self.core.nodes[i].as_mut() {
+                node.close();
+            }
+        }
+    }
+}

@@ -1,0 +1,10 @@
+//! Topologies: the graph of sources, processors, sinks and stores, cut into sub-topologies at
+//! topics, and the low-level builder that the DSL and Processor-API users both build with.
+
+mod builder;
+mod describe;
+mod graph;
+
+pub use builder::TopologyBuilder;
+pub(crate) use graph::NodeKind;
+pub use graph::{SubTopology, TopicKind, Topology};
