@@ -13,6 +13,11 @@ use crate::store::{FlushedEntry, KeyValue, KeyValueStore, KvIter};
 pub struct CachingKeyValueStore<S> {
     inner: S,
     dirty: BTreeMap<Vec<u8>, Option<Vec<u8>>>,
+    /// Dirty keys by when they were last written: a flush writes (and so forwards) them least
+    /// recently written first, as Kafka Streams' cache does.
+    order: BTreeMap<u64, Vec<u8>>,
+    written_at: std::collections::HashMap<Vec<u8>, u64>,
+    clock: u64,
     dirty_bytes: usize,
     max_bytes: usize,
 }
@@ -32,12 +37,20 @@ impl<S: KeyValueStore> CachingKeyValueStore<S> {
         Self {
             inner,
             dirty: BTreeMap::new(),
+            order: BTreeMap::new(),
+            written_at: std::collections::HashMap::new(),
+            clock: 0,
             dirty_bytes: 0,
             max_bytes,
         }
     }
 
     fn remember(&mut self, key: &[u8], value: Option<Vec<u8>>) {
+        self.clock += 1;
+        if let Some(previous) = self.written_at.insert(key.to_vec(), self.clock) {
+            self.order.remove(&previous);
+        }
+        self.order.insert(self.clock, key.to_vec());
         let added = key.len() + value.as_ref().map_or(0, Vec::len);
         if let Some(old) = self.dirty.insert(key.to_vec(), value) {
             self.dirty_bytes = self
@@ -91,6 +104,9 @@ impl<S: KeyValueStore> KeyValueStore for CachingKeyValueStore<S> {
                 .map(|(k, _)| k.clone())
                 .collect();
             for key in doomed {
+                if let Some(at) = self.written_at.remove(&key) {
+                    self.order.remove(&at);
+                }
                 if let Some(v) = self.dirty.remove(&key) {
                     self.dirty_bytes = self
                         .dirty_bytes
@@ -108,10 +124,15 @@ impl<S: KeyValueStore> KeyValueStore for CachingKeyValueStore<S> {
         Ok(())
     }
     fn flush_cache(&mut self) -> Result<Vec<FlushedEntry>> {
-        let dirty = std::mem::take(&mut self.dirty);
+        let mut dirty = std::mem::take(&mut self.dirty);
+        let order = std::mem::take(&mut self.order);
+        self.written_at.clear();
         self.dirty_bytes = 0;
         let mut flushed = Vec::with_capacity(dirty.len());
-        for (key, value) in dirty {
+        for key in order.into_values() {
+            let Some(value) = dirty.remove(&key) else {
+                continue;
+            };
             match &value {
                 Some(v) => self.inner.put(&key, v)?,
                 None => {

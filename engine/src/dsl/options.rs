@@ -52,6 +52,13 @@ impl<K, V> Produced<K, V> {
             value: Some(value),
         }
     }
+    /// Writes values with this serde and keys with the stream's.
+    pub fn with_value(value: SerdeRef<V>) -> Self {
+        Self {
+            key: None,
+            value: Some(value),
+        }
+    }
 }
 
 /// How a stream is grouped: the name of its repartition topic and the serdes to use there.

@@ -104,7 +104,7 @@ impl DslState {
 ///     .stream(&["words"], Consumed::with(Serdes::string(), Serdes::string()))
 ///     .filter(|_, word| word.len() > 3)
 ///     .map_values(|word| word.to_uppercase())
-///     .to("long-words", Produced::default());
+///     .to("long-words", Produced::with_value(Serdes::string()));
 /// let topology = builder.build().unwrap();
 /// assert!(topology.describe().contains("Sink"));
 /// ```

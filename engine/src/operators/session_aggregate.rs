@@ -77,6 +77,10 @@ where
         };
         let ts = record.timestamp;
         self.observed = self.observed.max(ts);
+        if self.emit == EmitStrategy::OnWindowClose {
+            // Before the write that advances the store's time and may expire closed sessions.
+            self.emit_closed(ctx)?;
+        }
         let gap = self.windows.gap_ms;
         let overlapping = store.find_sessions(&record.key, ts - gap, ts + gap)?;
         let (mut start, mut end) = (ts, ts);
@@ -123,7 +127,7 @@ where
                     ts,
                 ))?;
             }
-            EmitStrategy::OnWindowClose => self.emit_closed(ctx)?,
+            EmitStrategy::OnWindowClose => {}
         }
         Ok(())
     }

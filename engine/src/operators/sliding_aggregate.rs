@@ -45,6 +45,43 @@ impl<K, V, VA> SlidingAggregate<K, V, VA> {
     }
 }
 
+impl<K, V, VA> SlidingAggregate<K, V, VA>
+where
+    K: Clone + Send + 'static,
+    VA: Clone + Send + 'static,
+{
+    /// Emits, once, every window that ends before the close time (`end < close`).
+    fn emit_closed(
+        &mut self,
+        ctx: &mut ProcessorContext<'_, Windowed<K>, Option<VA>>,
+    ) -> Result<()> {
+        let Some(store) = &self.store else {
+            return Ok(());
+        };
+        let d = self.windows.time_difference_ms;
+        let close = self.observed.saturating_sub(self.windows.grace_ms);
+        if close <= self.emitted_until {
+            return Ok(());
+        }
+        let from = self.emitted_until.saturating_sub(d);
+        let mut closed = store.fetch_all(from, close.saturating_sub(d).saturating_sub(1))?;
+        closed.sort_by_key(|(_, start, _)| *start);
+        for (key, start, value) in closed {
+            ctx.forward(Record::new(
+                Windowed {
+                    key,
+                    start,
+                    end: start + d,
+                },
+                Some(value),
+                start + d,
+            ))?;
+        }
+        self.emitted_until = close;
+        Ok(())
+    }
+}
+
 impl<K, V, VA> Processor<K, V, Windowed<K>, Option<VA>> for SlidingAggregate<K, V, VA>
 where
     K: Clone + Send + 'static,
@@ -70,7 +107,15 @@ where
         self.observed = self.observed.max(t);
         let close = self.observed.saturating_sub(self.windows.grace_ms);
         let left_start = (t - d).max(0);
-        if t + d <= close {
+        // A window [s, e] closes once stream time passes e + grace (`e < close`). This differs
+        // from Kafka Streams 2.7–3.x, whose `end > close` test drops an in-order record's own
+        // left window when grace is zero.
+        if self.emit == EmitStrategy::OnWindowClose {
+            // Before the records go in, so that a jump in stream time cannot expire a window
+            // before it was emitted.
+            self.emit_closed(ctx)?;
+        }
+        if t + d < close {
             // Every window that could hold this record has closed.
             ctx.record_dropped("late-record");
             return Ok(());
@@ -96,7 +141,7 @@ where
         }
         for start in starts {
             let end = start + d;
-            if end <= close {
+            if end < close {
                 ctx.record_dropped("late-record");
                 continue;
             }
@@ -113,26 +158,6 @@ where
                     end,
                 };
                 ctx.forward(Record::new(key, Some(agg), t))?;
-            }
-        }
-        if self.emit == EmitStrategy::OnWindowClose {
-            let close = self.observed.saturating_sub(self.windows.grace_ms);
-            if close > self.emitted_until {
-                let from = self.emitted_until.saturating_sub(d).saturating_add(1);
-                let mut closed = store.fetch_all(from, close.saturating_sub(d))?;
-                closed.sort_by_key(|(_, start, _)| *start);
-                for (key, start, value) in closed {
-                    ctx.forward(Record::new(
-                        Windowed {
-                            key,
-                            start,
-                            end: start + d,
-                        },
-                        Some(value),
-                        start + d,
-                    ))?;
-                }
-                self.emitted_until = close;
             }
         }
         Ok(())

@@ -99,6 +99,11 @@ where
         let ts = record.timestamp;
         self.observed = self.observed.max(ts);
         let close = self.observed.saturating_sub(self.windows.grace_ms);
+        if self.emit == EmitStrategy::OnWindowClose {
+            // Before the update, so that a jump in stream time cannot expire a closed window
+            // from the store before it was emitted.
+            self.emit_closed(ctx)?;
+        }
         for start in self.windows.windows_for(ts) {
             let end = start + self.windows.size_ms;
             if end <= close {
@@ -120,9 +125,6 @@ where
                     ctx.forward(Record::new(key, Some(new), ts))?;
                 }
             }
-        }
-        if self.emit == EmitStrategy::OnWindowClose {
-            self.emit_closed(ctx)?;
         }
         Ok(())
     }

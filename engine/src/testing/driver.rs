@@ -76,8 +76,8 @@ mod tempfile_dir {
 ///     .to("word-counts", Produced::with(Serdes::string(), Serdes::nullable(Serdes::i64())));
 /// let driver = TopologyTestDriver::new(b.build().unwrap(), StreamsConfig::new("wc")).unwrap();
 /// let input = driver.input_topic("words", Serdes::string(), Serdes::string());
-/// input.pipe("", "eddy".to_string(), 0).unwrap();
-/// input.pipe("", "eddy".to_string(), 1).unwrap();
+/// input.pipe_str("", "eddy".to_string(), 0).unwrap();
+/// input.pipe_str("", "eddy".to_string(), 1).unwrap();
 /// let out = driver.output_topic("word-counts", Serdes::string(), Serdes::nullable(Serdes::i64()));
 /// assert_eq!(out.read_values().unwrap(), vec![Some(1), Some(2)]);
 /// ```
@@ -389,10 +389,7 @@ pub struct TestInputTopic<K, V> {
 
 impl<K, V> TestInputTopic<K, V> {
     /// Pipes `key`/`value` at `timestamp`.
-    pub fn pipe(&self, key: K, value: V, timestamp: i64) -> Result<()>
-    where
-        K: Into<K>,
-    {
+    pub fn pipe(&self, key: K, value: V, timestamp: i64) -> Result<()> {
         self.pipe_with_headers(key, value, timestamp, Headers::new())
     }
 
