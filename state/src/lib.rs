@@ -34,7 +34,9 @@ pub use error::{ErrorClass, Result, StateError};
 pub use keys::{decode_timestamp, encode_timestamp};
 pub use memory::InMemoryKeyValueStore;
 pub use metered::{store_operation_count, MeteredKeyValueStore};
-pub use rocks::{RocksDbEnv, RocksDbInstance, RocksDbKeyValueStore, RocksDbMemoryConfig};
+pub use rocks::{
+    BatchEntry, RocksDbEnv, RocksDbInstance, RocksDbKeyValueStore, RocksDbMemoryConfig,
+};
 pub use session::{SessionEntry, SessionStore};
 pub use store::{prefix_successor, FlushedEntry, KeyValue, KeyValueStore, KvIter};
 pub use window::{WindowEntry, WindowStore};

@@ -16,6 +16,9 @@ use crate::store::{in_bounds, owned_bound, KeyValueStore, KvIter};
 
 type Db = DBWithThreadMode<MultiThreaded>;
 
+/// One change of an atomic batch: store, key, and the new value (`None`: delete).
+pub type BatchEntry<'a> = (&'a str, &'a [u8], Option<&'a [u8]>);
+
 /// Memory limits shared by every RocksDB store of a process.
 #[derive(Debug, Clone, Copy)]
 pub struct RocksDbMemoryConfig {
@@ -167,7 +170,7 @@ impl RocksDbInstance {
     }
 
     /// Writes a batch of changes to several stores atomically. Each entry names its store.
-    pub fn write_atomically(&self, entries: &[(&str, &[u8], Option<&[u8]>)]) -> Result<()> {
+    pub fn write_atomically(&self, entries: &[BatchEntry<'_>]) -> Result<()> {
         let mut batch = WriteBatch::default();
         for (store, key, value) in entries {
             let cf = self.cf(store)?;

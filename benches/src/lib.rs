@@ -1,0 +1,11 @@
+//! Shared helpers of Eddy's benchmarks: deterministic keys and records.
+
+/// The `i`-th of `n` keys, spread so that consecutive records hit different keys.
+pub fn key(i: u64, n: u64) -> Vec<u8> {
+    format!("key-{:08}", (i.wrapping_mul(2_654_435_761)) % n.max(1)).into_bytes()
+}
+
+/// A value of `len` bytes.
+pub fn value(len: usize) -> Vec<u8> {
+    vec![b'v'; len]
+}

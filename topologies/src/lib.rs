@@ -1,0 +1,33 @@
+//! The topologies Eddy ships, by name: what `eddy list`, `eddy describe` and (with the runtime)
+//! `eddy run` work from. The learning platform's seven topologies join this registry.
+
+mod word_count;
+
+use eddy_engine::{Result, Topology};
+
+pub use word_count::word_count;
+
+/// A topology the `eddy` binary can list, describe and run.
+#[derive(Debug, Clone, Copy)]
+pub struct TopologyEntry {
+    /// The name used on the command line; also the default `application.id`.
+    pub name: &'static str,
+    /// One line on what it computes.
+    pub summary: &'static str,
+    /// Builds it.
+    pub build: fn() -> Result<Topology>,
+}
+
+/// Every topology, in the order `eddy list` shows them.
+pub fn registry() -> Vec<TopologyEntry> {
+    vec![TopologyEntry {
+        name: "word-count",
+        summary: "counts words of `text-lines` into `word-counts` (the engine's smoke test)",
+        build: word_count,
+    }]
+}
+
+/// The topology called `name`.
+pub fn find(name: &str) -> Option<TopologyEntry> {
+    registry().into_iter().find(|t| t.name == name)
+}
