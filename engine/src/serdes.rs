@@ -71,6 +71,29 @@ impl Serdes {
     pub fn bincode<T: Serialize + DeserializeOwned + Send + Sync + 'static>() -> SerdeRef<T> {
         Arc::new(BincodeSerde(PhantomData))
     }
+    /// The serde Eddy uses where none was given: the plain serdes for strings, bytes and
+    /// integers (so that string keys sort as strings in stores), bincode for everything else.
+    pub fn default_for<T: Serialize + DeserializeOwned + Send + Sync + 'static>() -> SerdeRef<T> {
+        use std::any::{Any, TypeId};
+        let t = TypeId::of::<T>();
+        let plain: Option<Box<dyn Any>> = if t == TypeId::of::<String>() {
+            Some(Box::new(Self::string()))
+        } else if t == TypeId::of::<Vec<u8>>() {
+            Some(Box::new(Self::bytes()))
+        } else if t == TypeId::of::<i64>() {
+            Some(Box::new(Self::i64()))
+        } else if t == TypeId::of::<i32>() {
+            Some(Box::new(Self::i32()))
+        } else if t == TypeId::of::<u64>() {
+            Some(Box::new(Self::u64()))
+        } else {
+            None
+        };
+        plain
+            .and_then(|b| b.downcast::<SerdeRef<T>>().ok())
+            .map(|b| *b)
+            .unwrap_or_else(Self::bincode::<T>)
+    }
     /// Windowed keys: the inner key's bytes, then window start and end as big-endian `i64`.
     pub fn windowed<K: Send + Sync + 'static>(
         inner: SerdeRef<K>,
@@ -254,6 +277,26 @@ mod tests {
         };
         assert_eq!(s.deserialize(&s.serialize(&w).unwrap()).unwrap(), w);
         assert!(s.deserialize(b"short").is_err());
+    }
+
+    #[test]
+    fn defaults_are_plain_for_strings_and_integers() {
+        assert_eq!(
+            Serdes::default_for::<String>()
+                .serialize(&"ab".into())
+                .unwrap(),
+            b"ab"
+        );
+        assert_eq!(
+            Serdes::default_for::<i64>().serialize(&1).unwrap(),
+            1i64.to_be_bytes()
+        );
+        let e = Event {
+            id: "a".into(),
+            n: 1,
+        };
+        let d = Serdes::default_for::<Event>();
+        assert_eq!(d.deserialize(&d.serialize(&e).unwrap()).unwrap(), e);
     }
 
     #[test]

@@ -201,3 +201,25 @@ fn a_failing_processor_follows_the_processing_handler() {
     assert_eq!(d.dropped().get("processing-error"), Some(&1));
     assert!(d.dead_letters()[0].error.contains("cannot handle boom"));
 }
+
+#[test]
+fn dropped_records_reach_prometheus() {
+    let mut config = StreamsConfig::new("metrics-app");
+    config
+        .set("deserialization.exception.handler", "log_and_continue")
+        .unwrap();
+    let d = TopologyTestDriver::in_memory(topology(), config).unwrap();
+    d.pipe_raw("events", None, Some(b"garbage".to_vec()), 0, Headers::new())
+        .unwrap();
+    let families = prometheus::gather();
+    let dropped = families
+        .iter()
+        .find(|f| f.name() == "eddy_task_dropped_records_total")
+        .expect("registered");
+    let sample = dropped
+        .get_metric()
+        .iter()
+        .find(|m| m.get_label().iter().any(|l| l.value() == "metrics-app"))
+        .expect("a sample for this application");
+    assert_eq!(sample.get_counter().get_value(), 1.0);
+}

@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use eddy_state::StoreKind;
 
-use crate::dsl::kstream::{or_bincode, KStream};
+use crate::dsl::kstream::{or_default, KStream};
 use crate::dsl::ktable::KTable;
 use crate::dsl::options::Materialized;
 use crate::dsl::session_windowed::SessionWindowedKStream;
@@ -82,7 +82,7 @@ impl<K: StoredData, V: StoredData> KGroupedStream<K, V> {
             .key
             .clone()
             .unwrap_or_else(|| Arc::clone(&self.key));
-        let value = or_bincode(materialized.value.clone());
+        let value = or_default(materialized.value.clone());
         let mut st = self.stream.dsl.borrow_mut();
         let store_name = materialized
             .name

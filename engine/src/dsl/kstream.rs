@@ -49,8 +49,9 @@ impl<K, V> std::fmt::Debug for KStream<K, V> {
     }
 }
 
-pub(crate) fn or_bincode<T: StoredData>(serde: Option<SerdeRef<T>>) -> SerdeRef<T> {
-    serde.unwrap_or_else(Serdes::bincode::<T>)
+/// The given serde, or Eddy's default for the type ([`Serdes::default_for`]).
+pub(crate) fn or_default<T: StoredData>(serde: Option<SerdeRef<T>>) -> SerdeRef<T> {
+    serde.unwrap_or_else(Serdes::default_for::<T>)
 }
 
 impl<K: Data, V: Data> KStream<K, V> {
@@ -318,8 +319,8 @@ impl<K: StoredData, V: StoredData> KStream<K, V> {
     pub fn repartition(&self, name: &str) -> Self {
         self.repartition_with(
             name,
-            or_bincode(self.key_serde.clone()),
-            or_bincode(self.value_serde.clone()),
+            or_default(self.key_serde.clone()),
+            or_default(self.value_serde.clone()),
         )
     }
 
@@ -368,8 +369,8 @@ impl<K: StoredData, V: StoredData> KStream<K, V> {
 
     /// Groups by the current key, for aggregation (repartitioning first if the key changed).
     pub fn group_by_key(&self, grouped: Grouped<K, V>) -> KGroupedStream<K, V> {
-        let key = or_bincode(grouped.key.or_else(|| self.key_serde.clone()));
-        let value = or_bincode(grouped.value.or_else(|| self.value_serde.clone()));
+        let key = or_default(grouped.key.or_else(|| self.key_serde.clone()));
+        let value = or_default(grouped.value.or_else(|| self.value_serde.clone()));
         let stream = if self.needs_repartition {
             let name = grouped
                 .name
@@ -396,13 +397,13 @@ impl<K: StoredData, V: StoredData> KStream<K, V> {
     /// The stream as a table: the latest value per key.
     pub fn to_table(&self, materialized: Materialized<K, V>) -> KTable<K, V> {
         let stream = self.repartitioned_if_needed(None);
-        let key = or_bincode(
+        let key = or_default(
             materialized
                 .key
                 .clone()
                 .or_else(|| stream.key_serde.clone()),
         );
-        let value = or_bincode(
+        let value = or_default(
             materialized
                 .value
                 .clone()

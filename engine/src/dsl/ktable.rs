@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use eddy_state::StoreKind;
 
-use crate::dsl::kstream::{or_bincode, KStream};
+use crate::dsl::kstream::{or_default, KStream};
 use crate::dsl::options::Materialized;
 use crate::dsl::streams_builder::Dsl;
 use crate::dsl::{Data, StoredData};
@@ -139,8 +139,8 @@ impl<K: Data, V: Data> KTable<K, V> {
 impl<K: StoredData, V: StoredData> KTable<K, V> {
     /// This table with its rows kept in a store named `materialized` (for queries or joins).
     pub fn materialize(&self, materialized: Materialized<K, V>) -> Self {
-        let key = or_bincode(materialized.key.clone().or_else(|| self.key_serde.clone()));
-        let value = or_bincode(
+        let key = or_default(materialized.key.clone().or_else(|| self.key_serde.clone()));
+        let value = or_default(
             materialized
                 .value
                 .clone()

@@ -20,6 +20,6 @@ pub trait Data: Clone + Send + Sync + 'static {}
 impl<T: Clone + Send + Sync + 'static> Data for T {}
 
 /// A key or value that a store or repartition topic may hold: with no serde given, Eddy uses
-/// bincode for it.
+/// [`crate::Serdes::default_for`] (plain bytes for strings and integers, bincode otherwise).
 pub trait StoredData: Data + Serialize + DeserializeOwned {}
 impl<T: Data + Serialize + DeserializeOwned> StoredData for T {}

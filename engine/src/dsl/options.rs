@@ -131,12 +131,12 @@ impl<K, V> Materialized<K, V> {
             ..Self::default()
         }
     }
-    /// Sets the key serde (default: the stream's, else bincode).
+    /// Sets the key serde (default: the stream's, else `Serdes::default_for`).
     pub fn with_key_serde(mut self, key: SerdeRef<K>) -> Self {
         self.key = Some(key);
         self
     }
-    /// Sets the value serde (default: the stream's for tables and reduce, else bincode).
+    /// Sets the value serde (default: the stream's for tables and reduce, else `Serdes::default_for`).
     pub fn with_value_serde(mut self, value: SerdeRef<V>) -> Self {
         self.value = Some(value);
         self

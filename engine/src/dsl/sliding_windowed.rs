@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use eddy_state::StoreKind;
 
-use crate::dsl::kstream::{or_bincode, KStream};
+use crate::dsl::kstream::{or_default, KStream};
 use crate::dsl::ktable::KTable;
 use crate::dsl::options::Materialized;
 use crate::dsl::time_windowed::{aggregate_folder, count_folder, reduce_folder};
@@ -91,7 +91,7 @@ impl<K: StoredData, V: StoredData> SlidingWindowedKStream<K, V> {
             .key
             .clone()
             .unwrap_or_else(|| Arc::clone(&self.key));
-        let value = or_bincode(materialized.value.clone());
+        let value = or_default(materialized.value.clone());
         let w = self.windows;
         // Windows reach back 2d from the newest record they can still change.
         let retention = materialized

@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use eddy_state::StoreKind;
 
-use crate::dsl::kstream::{or_bincode, KStream};
+use crate::dsl::kstream::{or_default, KStream};
 use crate::dsl::options::Materialized;
 use crate::dsl::windows::JoinWindows;
 use crate::dsl::{Data, StoredData};
@@ -64,7 +64,7 @@ impl<K: StoredData + PartialEq, V: StoredData> KStream<K, V> {
     ) -> KStream<K, VR> {
         let left = self.repartitioned_if_needed(None);
         let right = other.repartitioned_if_needed(None);
-        let key = or_bincode(left.key_serde.clone());
+        let key = or_default(left.key_serde.clone());
         let retention = w.before_ms + w.after_ms + w.grace_ms + 1;
         let window = StoreKind::Window {
             retention_ms: retention,
@@ -139,7 +139,7 @@ impl<K: StoredData + PartialEq, V: StoredData> KStream<K, V> {
             "",
             window.clone(),
             Arc::clone(&key),
-            or_bincode(left.value_serde.clone()),
+            or_default(left.value_serde.clone()),
             &both,
         );
         st.store(
@@ -147,7 +147,7 @@ impl<K: StoredData + PartialEq, V: StoredData> KStream<K, V> {
             "",
             window,
             Arc::clone(&key),
-            or_bincode(right.value_serde.clone()),
+            or_default(right.value_serde.clone()),
             &both,
         );
         if let Some(name) = &left_unmatched {

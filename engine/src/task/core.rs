@@ -50,6 +50,7 @@ pub(crate) struct TaskCore {
     pub produced: Vec<ProducedRecord>,
     pub dead_letters: Vec<DeadLetter>,
     pub dropped: BTreeMap<String, u64>,
+    pub metrics: crate::task::metrics::TaskMetrics,
 }
 
 impl TaskCore {
@@ -78,6 +79,7 @@ impl TaskCore {
 
     pub fn count_dropped(&mut self, reason: &str) {
         *self.dropped.entry(reason.to_string()).or_default() += 1;
+        self.metrics.dropped(reason);
     }
 
     /// Sends the record being processed to the dead-letter path with `reason`.

@@ -3,6 +3,7 @@
 
 pub(crate) mod collector;
 pub(crate) mod core;
+pub(crate) mod metrics;
 pub(crate) mod schedule;
 
 use std::collections::{BTreeMap, HashMap};
@@ -88,7 +89,7 @@ impl StreamTask {
         };
         let changelog = ChangelogBuffer::new();
         let store_ctx = StoreContext {
-            task_id: task_id.clone(),
+            task_id: format!("{}/{task_id}", config.application_id),
             rocksdb: rocksdb.clone(),
             changelog: Some(changelog.clone() as Arc<dyn eddy_state::ChangelogSink>),
             cache_max_bytes: config.cache_max_bytes,
@@ -140,6 +141,7 @@ impl StreamTask {
                 }
             }
         }
+        let metrics = metrics::TaskMetrics::new(&config.application_id, &task_id);
         let mut task = Self {
             id,
             core: TaskCore {
@@ -158,6 +160,7 @@ impl StreamTask {
                 produced: Vec::new(),
                 dead_letters: Vec::new(),
                 dropped: BTreeMap::new(),
+                metrics,
             },
             sources,
             order: sub.nodes.clone(),
@@ -216,6 +219,7 @@ impl StreamTask {
             self.core.count_dropped("invalid-timestamp");
             return Ok(());
         }
+        self.core.metrics.processed.inc();
         self.core.stream_time = self.core.stream_time.max(ts);
         self.core.input_time = ts;
         self.core.metadata = Some(RecordMetadata {
