@@ -16,7 +16,6 @@ use crate::operators::map::Map;
 use crate::operators::passthrough::PassThrough;
 use crate::operators::peek::Peek;
 use crate::operators::stream_table_join::StreamTableJoin;
-use crate::operators::table_materialize::TableMaterialize;
 use crate::processor::Processor;
 use crate::serdes::{SerdeRef, Serdes};
 
@@ -397,20 +396,7 @@ impl<K: StoredData, V: StoredData> KStream<K, V> {
     /// The stream as a table: the latest value per key.
     pub fn to_table(&self, materialized: Materialized<K, V>) -> KTable<K, V> {
         let stream = self.repartitioned_if_needed(None);
-        let key = or_default(
-            materialized
-                .key
-                .clone()
-                .or_else(|| stream.key_serde.clone()),
-        );
-        let value = or_default(
-            materialized
-                .value
-                .clone()
-                .or_else(|| stream.value_serde.clone()),
-        );
-        let mut st = self.dsl.borrow_mut();
-        let to_some = st.processor(
+        let node = self.dsl.borrow_mut().processor(
             "KSTREAM-TOTABLE",
             || Map {
                 f: Arc::new(|k: K, v: V| (k, Some(v)))
@@ -418,37 +404,14 @@ impl<K: StoredData, V: StoredData> KStream<K, V> {
             },
             &[&stream.node],
         );
-        let store_name = materialized
-            .name
-            .clone()
-            .unwrap_or_else(|| st.name("KSTREAM-TOTABLE-STATE-STORE"));
-        let caching = materialized.caching;
-        let sn = store_name.clone();
-        let node = st.processor(
-            "KTABLE-MATERIALIZE",
-            move || TableMaterialize::<K, V>::new(sn.clone(), caching),
-            &[&to_some],
-        );
-        let mat = Materialized {
-            name: Some(store_name.clone()),
-            ..materialized
-        };
-        st.store(
-            &mat,
-            "",
-            eddy_state::StoreKind::KeyValue,
-            Arc::clone(&key),
-            Arc::clone(&value),
-            &[&node],
-        );
-        drop(st);
         KTable::new(
             self.dsl.clone(),
             node,
-            Some(key),
-            Some(value),
-            Some(store_name),
+            stream.key_serde.clone(),
+            stream.value_serde.clone(),
+            None,
         )
+        .materialize(materialized)
     }
 
     /// Inner stream–table join: each record joins the table's current row for its key; records

@@ -10,10 +10,9 @@ use eddy_state::{StoreKind, StoreSpec};
 use crate::dsl::kstream::KStream;
 use crate::dsl::ktable::KTable;
 use crate::dsl::options::{Consumed, Materialized};
-use crate::dsl::Data;
+use crate::dsl::{Data, StoredData};
 use crate::error::{EngineError, Result};
 
-use crate::operators::table_materialize::TableMaterialize;
 use crate::processor::Processor;
 use crate::serdes::{SerdeRef, Serdes};
 use crate::topology::{Topology, TopologyBuilder};
@@ -166,8 +165,8 @@ impl StreamsBuilder {
     }
 
     /// A table of the latest value per key of `topic` (a null value deletes the key),
-    /// materialized in a store.
-    pub fn table<K: Data, V: Data>(
+    /// materialized in a store (named `<topic>-STATE-STORE` unless `materialized` names it).
+    pub fn table<K: StoredData, V: StoredData>(
         &self,
         topic: &str,
         consumed: Consumed<K, V>,
@@ -187,45 +186,22 @@ impl StreamsBuilder {
             )
             .map(|_| ());
         st.record(r);
-        let store_name = materialized
+        drop(st);
+        let changes = KTable::new(
+            self.state.clone(),
+            source,
+            Some(consumed.key),
+            Some(consumed.value),
+            None,
+        );
+        let name = materialized
             .name
             .clone()
             .unwrap_or_else(|| format!("{topic}-STATE-STORE"));
-        let caching = materialized.caching;
-        let sn = store_name.clone();
-        let node = st.processor(
-            "KTABLE-MATERIALIZE",
-            move || TableMaterialize::<K, V>::new(sn.clone(), caching),
-            &[&source],
-        );
-        let key = materialized
-            .key
-            .clone()
-            .unwrap_or_else(|| Arc::clone(&consumed.key));
-        let value = materialized
-            .value
-            .clone()
-            .unwrap_or_else(|| Arc::clone(&consumed.value));
-        let mat = Materialized {
-            name: Some(store_name.clone()),
+        changes.materialize(Materialized {
+            name: Some(name),
             ..materialized
-        };
-        st.store(
-            &mat,
-            "",
-            StoreKind::KeyValue,
-            Arc::clone(&key),
-            Arc::clone(&value),
-            &[&node],
-        );
-        drop(st);
-        KTable::new(
-            self.state.clone(),
-            node,
-            Some(key),
-            Some(value),
-            Some(store_name),
-        )
+        })
     }
 
     /// Checks the topology and builds it; the first error of any DSL call is returned here.
