@@ -1,11 +1,17 @@
 //! The topologies Eddy ships, by name: what `eddy list`, `eddy describe` and (with the runtime)
 //! `eddy run` work from. The learning platform's seven topologies join this registry.
 
+pub mod events;
+pub mod quiz_results;
 mod word_count;
 
 use eddy_engine::{Result, Topology};
 
 pub use word_count::word_count;
+
+fn quiz_results_default() -> Result<Topology> {
+    quiz_results::quiz_results(&quiz_results::QuizResultsConfig::default())
+}
 
 /// A topology the `eddy` binary can list, describe and run.
 #[derive(Debug, Clone, Copy)]
@@ -20,11 +26,18 @@ pub struct TopologyEntry {
 
 /// Every topology, in the order `eddy list` shows them.
 pub fn registry() -> Vec<TopologyEntry> {
-    vec![TopologyEntry {
-        name: "word-count",
-        summary: "counts words of `text-lines` into `word-counts` (the engine's smoke test)",
-        build: word_count,
-    }]
+    vec![
+        TopologyEntry {
+            name: "quiz-results",
+            summary: "grades quiz.submitted against quiz.generated; stores quiz_results, user_quiz_history, quiz_stats",
+            build: quiz_results_default,
+        },
+        TopologyEntry {
+            name: "word-count",
+            summary: "counts words of `text-lines` into `word-counts` (the engine's smoke test)",
+            build: word_count,
+        },
+    ]
 }
 
 /// The topology called `name`.

@@ -204,6 +204,19 @@ impl StreamsBuilder {
         })
     }
 
+    /// Adds a store that processors added with [`crate::KStream::process`] can name. Keys and
+    /// values are typed by the serdes given here.
+    pub fn add_state_store<K: 'static, V: 'static>(
+        &self,
+        spec: StoreSpec,
+        key: SerdeRef<K>,
+        value: SerdeRef<V>,
+    ) {
+        let mut st = self.state.borrow_mut();
+        let r = st.topo.add_state_store(spec, key, value, &[]).map(|_| ());
+        st.record(r);
+    }
+
     /// Checks the topology and builds it; the first error of any DSL call is returned here.
     pub fn build(&self) -> Result<Topology> {
         let mut state = self.state.borrow_mut();

@@ -145,6 +145,13 @@ where
         self.core.dead_letter(reason.into());
     }
 
+    /// Sends a record other than the current input (one a processor kept, say, and gave up on in
+    /// a punctuation) to the dead-letter topic with its provenance and `reason`, and counts it.
+    pub fn dead_letter_record(&mut self, record: crate::task::collector::DeadLetter) {
+        self.core.count_dropped("dead-letter");
+        self.core.dead_letters.push(record);
+    }
+
     fn connected(&self, name: &str) -> Result<&crate::processor::StoreEntry> {
         let info = &self.core.info[self.node];
         if !info.stores.iter().any(|s| s == name) {

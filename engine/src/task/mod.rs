@@ -334,6 +334,7 @@ impl StreamTask {
     }
 
     /// The store `name`, for reading (queries, tests) or restoring.
+    #[cfg_attr(not(feature = "testing"), allow(dead_code))]
     pub(crate) fn store(&self, name: &str) -> Option<&StoreEntry> {
         self.core.stores.get(name)
     }
