@@ -239,7 +239,7 @@ fn graded_results_and_views_match_the_oracle() {
         .key_value_store::<String, UserQuizHistory>("user_quiz_history")
         .unwrap();
     for (user, mut subs) in by_user {
-        subs.sort_by(|a, b| b.0.cmp(&a.0));
+        subs.sort_by_key(|s| std::cmp::Reverse(s.0));
         subs.truncate(20);
         let h = history.get(&user).unwrap().unwrap();
         let got: Vec<i64> = h.results.iter().map(|r| r.submitted_at_ms).collect();
