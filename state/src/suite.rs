@@ -21,19 +21,38 @@ impl ChangelogSink for RecordingSink {
 
 struct Backend {
     label: &'static str,
-    _dir: Option<tempfile::TempDir>,
     make: Box<dyn Fn(&str) -> Box<dyn KeyValueStore>>,
 }
 
+/// One database for the whole suite (opening RocksDB costs far more than any test); each call
+/// of `backends()` gets column families of its own.
+fn shared_db() -> Arc<RocksDbInstance> {
+    static DB: std::sync::OnceLock<(tempfile::TempDir, Arc<RocksDbInstance>)> =
+        std::sync::OnceLock::new();
+    let (_, db) = DB.get_or_init(|| {
+        let env = RocksDbEnv::new(RocksDbMemoryConfig::default());
+        let dir = tempfile::tempdir().unwrap();
+        let db = RocksDbInstance::open(&env, dir.path()).unwrap();
+        (dir, db)
+    });
+    Arc::clone(db)
+}
+
+fn unique(name: &str) -> String {
+    static N: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    format!(
+        "{name}-{}",
+        N.fetch_add(1, std::sync::atomic::Ordering::SeqCst)
+    )
+}
+
 fn backends() -> Vec<Backend> {
-    let env = RocksDbEnv::new(RocksDbMemoryConfig::default());
-    let rocks_dir = tempfile::tempdir().unwrap();
-    let rocks = RocksDbInstance::open(&env, rocks_dir.path()).unwrap();
-    let stacked_dir = tempfile::tempdir().unwrap();
-    let stacked = RocksDbInstance::open(&env, stacked_dir.path()).unwrap();
+    let rocks = shared_db();
+    let stacked = shared_db();
     let sink: Arc<dyn ChangelogSink> = Arc::new(RecordingSink::default());
     let stack = move |db: Option<Arc<RocksDbInstance>>, sink: Arc<dyn ChangelogSink>| {
         move |name: &str| -> Box<dyn KeyValueStore> {
+            let name = &unique(name);
             let ctx = StoreContext {
                 task_id: "suite".into(),
                 rocksdb: db.clone(),
@@ -49,22 +68,18 @@ fn backends() -> Vec<Backend> {
     vec![
         Backend {
             label: "memory",
-            _dir: None,
             make: Box::new(|name| Box::new(InMemoryKeyValueStore::new(name))),
         },
         Backend {
             label: "rocksdb",
-            _dir: Some(rocks_dir),
-            make: Box::new(move |name| Box::new(rocks.key_value_store(name).unwrap())),
+            make: Box::new(move |name| Box::new(rocks.key_value_store(&unique(name)).unwrap())),
         },
         Backend {
             label: "memory+decorators",
-            _dir: None,
             make: Box::new(stack(None, Arc::clone(&sink))),
         },
         Backend {
             label: "rocksdb+decorators",
-            _dir: Some(stacked_dir),
             make: Box::new(stack(Some(stacked), sink)),
         },
     ]
