@@ -53,6 +53,31 @@ pub struct PlatformEvent {
     top: Map<String, Value>,
 }
 
+/// An event travels (repartition topics, stores) as its original JSON object.
+impl serde::Serialize for PlatformEvent {
+    fn serialize<S: serde::Serializer>(
+        &self,
+        serializer: S,
+    ) -> std::result::Result<S::Ok, S::Error> {
+        self.top.serialize(serializer)
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for PlatformEvent {
+    fn deserialize<D: serde::Deserializer<'de>>(
+        deserializer: D,
+    ) -> std::result::Result<Self, D::Error> {
+        let top = Map::<String, Value>::deserialize(deserializer)?;
+        let bytes = serde_json::to_vec(&top).map_err(serde::de::Error::custom)?;
+        let event_type = top
+            .get("event_type")
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_string();
+        PlatformEvent::parse(&bytes, &[event_type.as_str()]).map_err(serde::de::Error::custom)
+    }
+}
+
 impl PlatformEvent {
     /// Parses `bytes` and checks `event_type` against `known`.
     pub fn parse(bytes: &[u8], known: &[&str]) -> std::result::Result<Self, RejectReason> {

@@ -3,11 +3,16 @@
 
 pub mod events;
 pub mod quiz_results;
+pub mod saga;
 mod word_count;
 
 use eddy_engine::{Result, Topology};
 
 pub use word_count::word_count;
+
+fn saga_default() -> Result<Topology> {
+    saga::document_quiz_saga(&saga::SagaConfig::default())
+}
 
 fn quiz_results_default() -> Result<Topology> {
     quiz_results::quiz_results(&quiz_results::QuizResultsConfig::default())
@@ -31,6 +36,11 @@ pub fn registry() -> Vec<TopologyEntry> {
             name: "quiz-results",
             summary: "grades quiz.submitted against quiz.generated; stores quiz_results, user_quiz_history, quiz_stats",
             build: quiz_results_default,
+        },
+        TopologyEntry {
+            name: "document-quiz-saga",
+            summary: "per-document saga upload → processed → notes → quiz with deadlines, compensations to saga.commands",
+            build: saga_default,
         },
         TopologyEntry {
             name: "word-count",

@@ -323,12 +323,8 @@ impl<K: StoredData, V: StoredData> KStream<K, V> {
         )
     }
 
-    pub(crate) fn repartition_with(
-        &self,
-        name: &str,
-        key: SerdeRef<K>,
-        value: SerdeRef<V>,
-    ) -> Self {
+    /// [`KStream::repartition`] with the serdes of the repartition topic.
+    pub fn repartition_with(&self, name: &str, key: SerdeRef<K>, value: SerdeRef<V>) -> Self {
         let mut st = self.dsl.borrow_mut();
         let topic = format!("{name}-repartition");
         st.topo.add_repartition_topic(&topic);
