@@ -2,6 +2,7 @@
 //! `eddy run` work from. The learning platform's seven topologies join this registry.
 
 pub mod events;
+pub mod notifications;
 pub mod quiz_results;
 pub mod saga;
 mod word_count;
@@ -9,6 +10,10 @@ mod word_count;
 use eddy_engine::{Result, Topology};
 
 pub use word_count::word_count;
+
+fn notifications_default() -> Result<Topology> {
+    notifications::notifications(&notifications::NotificationsConfig::default())
+}
 
 fn saga_default() -> Result<Topology> {
     saga::document_quiz_saga(&saga::SagaConfig::default())
@@ -41,6 +46,11 @@ pub fn registry() -> Vec<TopologyEntry> {
             name: "document-quiz-saga",
             summary: "per-document saga upload → processed → notes → quiz with deadlines, compensations to saga.commands",
             build: saga_default,
+        },
+        TopologyEntry {
+            name: "notifications",
+            summary: "one notification per completion event (document.processed, quiz.generated, transcription)",
+            build: notifications_default,
         },
         TopologyEntry {
             name: "word-count",
