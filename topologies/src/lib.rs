@@ -1,6 +1,7 @@
 //! The topologies Eddy ships, by name: what `eddy list`, `eddy describe` and (with the runtime)
 //! `eddy run` work from. The learning platform's seven topologies join this registry.
 
+pub mod document_lifecycle;
 pub mod events;
 pub mod notifications;
 pub mod quiz_results;
@@ -10,6 +11,10 @@ mod word_count;
 use eddy_engine::{Result, Topology};
 
 pub use word_count::word_count;
+
+fn document_lifecycle_default() -> Result<Topology> {
+    document_lifecycle::document_lifecycle(&document_lifecycle::DocumentLifecycleConfig::default())
+}
 
 fn notifications_default() -> Result<Topology> {
     notifications::notifications(&notifications::NotificationsConfig::default())
@@ -46,6 +51,11 @@ pub fn registry() -> Vec<TopologyEntry> {
             name: "document-quiz-saga",
             summary: "per-document saga upload → processed → notes → quiz with deadlines, compensations to saga.commands",
             build: saga_default,
+        },
+        TopologyEntry {
+            name: "document-lifecycle",
+            summary: "event-sourced document state (document_state) and event history (document_history)",
+            build: document_lifecycle_default,
         },
         TopologyEntry {
             name: "notifications",
