@@ -1,6 +1,7 @@
 //! The topologies Eddy ships, by name: what `eddy list`, `eddy describe` and (with the runtime)
 //! `eddy run` work from. The learning platform's seven topologies join this registry.
 
+pub mod active_users;
 pub mod document_lifecycle;
 pub mod events;
 pub mod notifications;
@@ -11,6 +12,10 @@ mod word_count;
 use eddy_engine::{Result, Topology};
 
 pub use word_count::word_count;
+
+fn active_users_default() -> Result<Topology> {
+    active_users::active_users(&active_users::ActiveUsersConfig::default())
+}
 
 fn document_lifecycle_default() -> Result<Topology> {
     document_lifecycle::document_lifecycle(&document_lifecycle::DocumentLifecycleConfig::default())
@@ -51,6 +56,11 @@ pub fn registry() -> Vec<TopologyEntry> {
             name: "document-quiz-saga",
             summary: "per-document saga upload → processed → notes → quiz with deadlines, compensations to saga.commands",
             build: saga_default,
+        },
+        TopologyEntry {
+            name: "active-users",
+            summary: "exact distinct users per tenant, 5-minute tumbling and 1-hour hopping windows",
+            build: active_users_default,
         },
         TopologyEntry {
             name: "document-lifecycle",

@@ -1,0 +1,141 @@
+//! `active-users`: exact distinct users per tenant in 5-minute tumbling windows and in 1-hour
+//! windows hopping by 5 minutes, from `analytics-events`, to `analytics.active-users` and the
+//! window stores `active_users_5m` and `active_users_1h` (each window holds its set of users).
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use eddy_engine::{
+    Consumed, Grouped, KGroupedStream, Materialized, Produced, Result, Serdes, StreamsBuilder,
+    TimeWindows, Topology,
+};
+use serde::{Deserialize, Serialize};
+
+use crate::events::{event_time_extractor, DecodeEvents, PlatformEvent};
+
+/// The event types of `analytics-events`.
+pub const ANALYTICS_EVENT_TYPES: &[&str] = &[
+    "page.view",
+    "feature.used",
+    "error.occurred",
+    "user.activity",
+];
+
+/// Topics, window sizes and grace.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ActiveUsersConfig {
+    pub input_topic: String,
+    pub output_topic: String,
+    pub short_window: Duration,
+    pub long_window: Duration,
+    pub long_advance: Duration,
+    pub grace: Duration,
+}
+
+impl Default for ActiveUsersConfig {
+    fn default() -> Self {
+        Self {
+            input_topic: "analytics-events".into(),
+            output_topic: "analytics.active-users".into(),
+            short_window: Duration::from_secs(5 * 60),
+            long_window: Duration::from_secs(3600),
+            long_advance: Duration::from_secs(5 * 60),
+            grace: Duration::from_secs(60),
+        }
+    }
+}
+
+/// A record of `analytics.active-users`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ActiveUsers {
+    pub tenant_id: String,
+    /// `5m` or `1h` (the configured sizes, in whole minutes or hours).
+    pub window: String,
+    pub window_start_ms: i64,
+    pub window_end_ms: i64,
+    pub active_users: u64,
+}
+
+fn label(d: Duration) -> String {
+    let s = d.as_secs();
+    if s % 3600 == 0 {
+        format!("{}h", s / 3600)
+    } else {
+        format!("{}m", s / 60)
+    }
+}
+
+fn count_distinct(
+    grouped: &KGroupedStream<String, String>,
+    windows: TimeWindows,
+    store: &str,
+    window: String,
+    output: &str,
+) {
+    grouped
+        .windowed_by(windows)
+        .aggregate(
+            BTreeSet::<String>::new,
+            |_, user, mut users| {
+                users.insert(user);
+                users
+            },
+            Materialized::named(store).with_value_serde(Serdes::json()),
+        )
+        .to_stream()
+        .flat_map(move |w, users| {
+            users.map(|u| {
+                let row = ActiveUsers {
+                    tenant_id: w.key.clone(),
+                    window: window.clone(),
+                    window_start_ms: w.start,
+                    window_end_ms: w.end,
+                    active_users: u.len() as u64,
+                };
+                (w.key, row)
+            })
+        })
+        .to(
+            output,
+            Produced::with(Serdes::string(), Serdes::json::<ActiveUsers>()),
+        );
+}
+
+/// Builds the topology.
+pub fn active_users(config: &ActiveUsersConfig) -> Result<Topology> {
+    let b = StreamsBuilder::new();
+    let consumed = Consumed::with(Serdes::string(), Serdes::bytes())
+        .with_timestamp_extractor(event_time_extractor());
+    let users_by_tenant: KGroupedStream<String, String> = b
+        .stream(&[config.input_topic.as_str()], consumed)
+        .process(
+            || DecodeEvents {
+                known: ANALYTICS_EVENT_TYPES,
+                entity_id: "user_id",
+            },
+            &[],
+        )
+        .filter(|_, e: &PlatformEvent| e.str("tenant_id").is_some_and(|t| !t.is_empty()))
+        .map(|user, e| (e.str("tenant_id").unwrap_or_default().to_string(), user))
+        .group_by_key(
+            Grouped::named("active-users-by-tenant").with(Serdes::string(), Serdes::string()),
+        );
+    let short = TimeWindows::of_size_and_grace(config.short_window, config.grace);
+    let long = TimeWindows::of_size_and_grace(config.long_window, config.grace)
+        .advance_by(config.long_advance);
+    count_distinct(
+        &users_by_tenant,
+        short,
+        "active_users_5m",
+        label(config.short_window),
+        &config.output_topic,
+    );
+    count_distinct(
+        &users_by_tenant,
+        long,
+        "active_users_1h",
+        label(config.long_window),
+        &config.output_topic,
+    );
+    b.build()
+}
