@@ -108,7 +108,7 @@ pub fn active_users(config: &ActiveUsersConfig) -> Result<Topology> {
         .with_timestamp_extractor(event_time_extractor());
     let users_by_tenant: KGroupedStream<String, String> = b
         .stream(&[config.input_topic.as_str()], consumed)
-        .process(
+        .process_values(
             || DecodeEvents {
                 known: ANALYTICS_EVENT_TYPES,
                 entity_id: "user_id",

@@ -182,7 +182,7 @@ pub fn document_lifecycle(config: &DocumentLifecycleConfig) -> Result<Topology> 
     };
     let documents: KStream<String, PlatformEvent> = b
         .stream(&[config.document_topic.as_str()], consumed())
-        .process(
+        .process_values(
             || DecodeEvents {
                 known: crate::saga::DOCUMENT_EVENT_TYPES,
                 entity_id: "document_id",
@@ -191,7 +191,7 @@ pub fn document_lifecycle(config: &DocumentLifecycleConfig) -> Result<Topology> 
         );
     let quizzes = b
         .stream(&[config.quiz_topic.as_str()], consumed())
-        .process(
+        .process_values(
             || DecodeEvents {
                 known: crate::quiz_results::QUIZ_EVENT_TYPES,
                 entity_id: "quiz_id",
@@ -209,7 +209,7 @@ pub fn document_lifecycle(config: &DocumentLifecycleConfig) -> Result<Topology> 
         );
     documents
         .merge(&quizzes)
-        .process(
+        .process_values(
             || Fold {
                 states: None,
                 history: None,

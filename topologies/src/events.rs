@@ -144,7 +144,8 @@ impl PlatformEvent {
 }
 
 /// Turns raw values of a topic into events keyed by their entity id, sending every record that
-/// fails a check to the dead-letter path with its reason.
+/// fails a check to the dead-letter path with its reason. Producers key records by that id
+/// (platform.md), so the DSL runs this with `process_values`: no repartition.
 pub struct DecodeEvents {
     /// Event types the topic carries.
     pub known: &'static [&'static str],

@@ -5,6 +5,7 @@ pub mod active_users;
 pub mod document_lifecycle;
 pub mod events;
 pub mod notifications;
+pub mod plagiarism_stats;
 pub mod quiz_results;
 pub mod saga;
 mod word_count;
@@ -23,6 +24,10 @@ fn document_lifecycle_default() -> Result<Topology> {
 
 fn notifications_default() -> Result<Topology> {
     notifications::notifications(&notifications::NotificationsConfig::default())
+}
+
+fn plagiarism_stats_default() -> Result<Topology> {
+    plagiarism_stats::plagiarism_stats(&plagiarism_stats::PlagiarismStatsConfig::default())
 }
 
 fn saga_default() -> Result<Topology> {
@@ -47,6 +52,11 @@ pub struct TopologyEntry {
 /// Every topology, in the order `eddy list` shows them.
 pub fn registry() -> Vec<TopologyEntry> {
     vec![
+        TopologyEntry {
+            name: "plagiarism-stats",
+            summary: "count, mean, min, max, p50, p95 of plagiarism scores per course and assignment, all-time and daily",
+            build: plagiarism_stats_default,
+        },
         TopologyEntry {
             name: "quiz-results",
             summary: "grades quiz.submitted against quiz.generated; stores quiz_results, user_quiz_history, quiz_stats",

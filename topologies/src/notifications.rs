@@ -127,20 +127,22 @@ pub fn notifications(config: &NotificationsConfig) -> Result<Topology> {
     };
     let documents = b
         .stream(&[config.document_topic.as_str()], consumed())
-        .process(
+        .process_values(
             || DecodeEvents {
                 known: crate::saga::DOCUMENT_EVENT_TYPES,
                 entity_id: "document_id",
             },
             &[],
         );
-    let quizzes = b.stream(&[config.quiz_topic.as_str()], consumed()).process(
-        || DecodeEvents {
-            known: crate::quiz_results::QUIZ_EVENT_TYPES,
-            entity_id: "quiz_id",
-        },
-        &[],
-    );
+    let quizzes = b
+        .stream(&[config.quiz_topic.as_str()], consumed())
+        .process_values(
+            || DecodeEvents {
+                known: crate::quiz_results::QUIZ_EVENT_TYPES,
+                entity_id: "quiz_id",
+            },
+            &[],
+        );
     documents
         .merge(&quizzes)
         .process(

@@ -332,14 +332,14 @@ pub fn quiz_results(config: &QuizResultsConfig) -> Result<Topology> {
     let grader_config = config.clone();
     let graded = b
         .stream(&[config.input_topic.as_str()], consumed)
-        .process(
+        .process_values(
             || DecodeEvents {
                 known: QUIZ_EVENT_TYPES,
                 entity_id: "quiz_id",
             },
             &[],
         )
-        .process(
+        .process_values(
             move || Grader {
                 config: grader_config.clone(),
                 quizzes: None,

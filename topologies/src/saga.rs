@@ -402,7 +402,7 @@ pub fn document_quiz_saga(config: &SagaConfig) -> Result<Topology> {
     };
     let documents: KStream<String, PlatformEvent> = b
         .stream(&[config.document_topic.as_str()], consumed())
-        .process(
+        .process_values(
             || DecodeEvents {
                 known: DOCUMENT_EVENT_TYPES,
                 entity_id: "document_id",
@@ -412,7 +412,7 @@ pub fn document_quiz_saga(config: &SagaConfig) -> Result<Topology> {
     // Quiz events are keyed by quiz; the saga's are re-keyed by document and repartitioned.
     let quizzes: KStream<String, PlatformEvent> = b
         .stream(&[config.quiz_topic.as_str()], consumed())
-        .process(
+        .process_values(
             || DecodeEvents {
                 known: crate::quiz_results::QUIZ_EVENT_TYPES,
                 entity_id: "quiz_id",
@@ -431,7 +431,7 @@ pub fn document_quiz_saga(config: &SagaConfig) -> Result<Topology> {
         );
     let saga_config = config.clone();
     let by_document = documents.merge(&quizzes);
-    let outputs = by_document.process(
+    let outputs = by_document.process_values(
         move || SagaProcessor {
             config: saga_config.clone(),
             states: None,

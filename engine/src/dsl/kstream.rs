@@ -292,6 +292,27 @@ impl<K: Data, V: Data> KStream<K, V> {
         st.record(r);
     }
 
+    /// Like [`KStream::process`] for a processor that keeps each record's key (Kafka Streams'
+    /// `processValues`): the stream keeps its partitioning, so grouping or joining after it does
+    /// not repartition. A processor that changes keys here breaks co-partitioning.
+    pub fn process_values<P, V2: Data>(
+        &self,
+        supplier: impl Fn() -> P + Send + Sync + 'static,
+        stores: &[&str],
+    ) -> KStream<K, V2>
+    where
+        P: Processor<K, V, K, V2>,
+    {
+        let mut st = self.dsl.borrow_mut();
+        let node = st.processor("KSTREAM-PROCESSVALUES", supplier, &[&self.node]);
+        for s in stores {
+            let r = st.topo.connect_processor_and_store(&node, s).map(|_| ());
+            st.record(r);
+        }
+        drop(st);
+        self.derive(node, self.key_serde.clone(), None, self.needs_repartition)
+    }
+
     /// Runs a [`Processor`] made by `supplier` for each task, connected to `stores`.
     pub fn process<P, K2: Data, V2: Data>(
         &self,
