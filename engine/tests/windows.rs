@@ -377,3 +377,45 @@ fn session_emit_on_close_sends_final_sessions_once() {
     let (out, _) = run(&b, &[("a", 0), ("a", 5), ("b", 8), ("a", 30), ("a", 31)]);
     assert_eq!(out, vec![o("a", 0, 5, Some(2)), o("b", 8, 8, Some(1))]);
 }
+
+#[test]
+fn windows_of_a_quiet_input_close_after_the_wall_clock_idle_timeout() {
+    let b = StreamsBuilder::new();
+    let w =
+        TimeWindows::of_size_and_grace(Duration::from_millis(1_000), Duration::from_millis(500));
+    to_out(
+        grouped(&b)
+            .windowed_by(w)
+            .emit_strategy(EmitStrategy::OnWindowClose)
+            .close_on_idle(Duration::from_secs(10))
+            .count(Materialized::named("c")),
+    );
+    let d = TopologyTestDriver::in_memory(b.build().unwrap(), StreamsConfig::new("w")).unwrap();
+    let input = d.input_topic("in", Serdes::string(), Serdes::string());
+    input.pipe_str("a", "x".into(), 100).unwrap();
+    input.pipe_str("a", "x".into(), 900).unwrap();
+    let out = d.output_topic(
+        "out",
+        Serdes::windowed(Serdes::string()),
+        Serdes::nullable(Serdes::i64()),
+    );
+    d.advance_wall_clock(9_000).unwrap();
+    assert!(
+        out.read_key_values().unwrap().is_empty(),
+        "not idle long enough"
+    );
+    d.advance_wall_clock(1_000).unwrap();
+    let closed: Vec<Out> = out
+        .read_key_values()
+        .unwrap()
+        .into_iter()
+        .map(|(w, v)| (w.key, w.start, w.end, v))
+        .collect();
+    assert_eq!(
+        closed,
+        vec![o("a", 0, 1_000, Some(2))],
+        "the quiet window closes once"
+    );
+    d.advance_wall_clock(60_000).unwrap();
+    assert!(out.read_key_values().unwrap().is_empty(), "and only once");
+}

@@ -3,6 +3,7 @@
 
 pub mod active_users;
 pub mod document_lifecycle;
+pub mod emotion_aggregates;
 pub mod events;
 pub mod notifications;
 pub mod plagiarism_stats;
@@ -20,6 +21,10 @@ fn active_users_default() -> Result<Topology> {
 
 fn document_lifecycle_default() -> Result<Topology> {
     document_lifecycle::document_lifecycle(&document_lifecycle::DocumentLifecycleConfig::default())
+}
+
+fn emotion_aggregates_default() -> Result<Topology> {
+    emotion_aggregates::emotion_aggregates(&emotion_aggregates::EmotionAggregatesConfig::default())
 }
 
 fn notifications_default() -> Result<Topology> {
@@ -76,6 +81,11 @@ pub fn registry() -> Vec<TopologyEntry> {
             name: "document-lifecycle",
             summary: "event-sourced document state (document_state) and event history (document_history)",
             build: document_lifecycle_default,
+        },
+        TopologyEntry {
+            name: "emotion-aggregates",
+            summary: "count and mean confidence per child and emotion, 1-minute windows emitted once at close",
+            build: emotion_aggregates_default,
         },
         TopologyEntry {
             name: "notifications",

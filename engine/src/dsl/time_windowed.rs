@@ -21,6 +21,7 @@ pub struct TimeWindowedKStream<K, V> {
     value: SerdeRef<V>,
     windows: TimeWindows,
     emit: EmitStrategy,
+    idle_close: Option<std::time::Duration>,
 }
 
 /// The folders behind `count`, `reduce` and `aggregate`, shared by every windowed stream.
@@ -57,12 +58,22 @@ impl<K: StoredData, V: StoredData> TimeWindowedKStream<K, V> {
             value,
             windows,
             emit: EmitStrategy::OnWindowUpdate,
+            idle_close: None,
         }
     }
 
     /// When results go downstream: on every update (default) or once per window at close.
     pub fn emit_strategy(mut self, emit: EmitStrategy) -> Self {
         self.emit = emit;
+        self
+    }
+
+    /// With [`EmitStrategy::OnWindowClose`]: when no record arrives for `idle` of wall-clock
+    /// time, stream time moves on by the idle time, closing (and emitting) the windows a busy
+    /// input would have closed by then. Records older than the moved stream time minus grace
+    /// are then late.
+    pub fn close_on_idle(mut self, idle: std::time::Duration) -> Self {
+        self.idle_close = Some(idle);
         self
     }
 
@@ -122,9 +133,15 @@ impl<K: StoredData, V: StoredData> TimeWindowedKStream<K, V> {
             .clone()
             .unwrap_or_else(|| st.name("KSTREAM-AGGREGATE-STATE-STORE"));
         let (sn, emit, caching) = (store_name.clone(), self.emit, materialized.caching);
+        let idle = self.idle_close.map(|d| d.as_millis() as i64);
         let node = st.processor(
             "KSTREAM-WINDOWED-AGGREGATE",
-            move || WindowAggregate::new(sn.clone(), w, Arc::clone(&folder), emit, caching),
+            move || {
+                let mut op =
+                    WindowAggregate::new(sn.clone(), w, Arc::clone(&folder), emit, caching);
+                op.idle_close_ms = idle;
+                op
+            },
             &[&self.stream.node],
         );
         let kind = StoreKind::Window {

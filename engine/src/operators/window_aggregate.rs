@@ -18,6 +18,12 @@ pub(crate) struct WindowAggregate<K, V, VA> {
     /// Windows ending at or before this time have been emitted (emit-on-close).
     pub emitted_until: i64,
     pub pending_time: i64,
+    /// Emit-on-close only: after this much wall-clock time without a record, stream time moves
+    /// on by the idle time, so the last windows of a quiet input close.
+    pub idle_close_ms: Option<i64>,
+    /// Wall-clock time of the last record, and the stream time then.
+    pub last_record_wall: i64,
+    pub observed_at_last_record: i64,
 }
 
 impl<K, V, VA> WindowAggregate<K, V, VA> {
@@ -38,6 +44,9 @@ impl<K, V, VA> WindowAggregate<K, V, VA> {
             observed: i64::MIN,
             emitted_until: i64::MIN,
             pending_time: i64::MIN,
+            idle_close_ms: None,
+            last_record_wall: i64::MIN,
+            observed_at_last_record: i64::MIN,
         }
     }
 }
@@ -85,6 +94,32 @@ where
 {
     fn init(&mut self, ctx: &mut ProcessorContext<'_, Windowed<K>, Option<VA>>) -> Result<()> {
         self.store = Some(ctx.window_store(&self.store_name)?);
+        if let (Some(idle), EmitStrategy::OnWindowClose) = (self.idle_close_ms, self.emit) {
+            let every = std::time::Duration::from_millis((idle / 4).clamp(1, 1_000) as u64);
+            ctx.schedule(every, crate::time::PunctuationType::WallClock);
+        }
+        Ok(())
+    }
+
+    fn punctuate(
+        &mut self,
+        _: crate::processor::ScheduleId,
+        now: i64,
+        ctx: &mut ProcessorContext<'_, Windowed<K>, Option<VA>>,
+    ) -> Result<()> {
+        let Some(idle) = self.idle_close_ms else {
+            return Ok(());
+        };
+        if self.last_record_wall == i64::MIN || now.saturating_sub(self.last_record_wall) < idle {
+            return Ok(());
+        }
+        let advanced = self
+            .observed_at_last_record
+            .saturating_add(now.saturating_sub(self.last_record_wall));
+        if advanced > self.observed {
+            self.observed = advanced;
+            self.emit_closed(ctx)?;
+        }
         Ok(())
     }
 
@@ -98,6 +133,8 @@ where
         };
         let ts = record.timestamp;
         self.observed = self.observed.max(ts);
+        self.last_record_wall = ctx.wall_clock_ms();
+        self.observed_at_last_record = self.observed;
         let close = self.observed.saturating_sub(self.windows.grace_ms);
         if self.emit == EmitStrategy::OnWindowClose {
             // Before the update, so that a jump in stream time cannot expire a closed window
