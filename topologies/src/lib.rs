@@ -5,6 +5,7 @@ pub mod active_users;
 pub mod document_lifecycle;
 pub mod emotion_aggregates;
 pub mod events;
+pub mod generator;
 pub mod notifications;
 pub mod plagiarism_stats;
 pub mod quiz_results;
