@@ -303,14 +303,26 @@ impl<K: Data, V: Data> KStream<K, V> {
     where
         P: Processor<K, V, K, V2>,
     {
+        let node = self.processor_with_stores("KSTREAM-PROCESSVALUES", supplier, stores);
+        self.derive(node, self.key_serde.clone(), None, self.needs_repartition)
+    }
+
+    fn processor_with_stores<P, K2: Data, V2: Data>(
+        &self,
+        prefix: &str,
+        supplier: impl Fn() -> P + Send + Sync + 'static,
+        stores: &[&str],
+    ) -> String
+    where
+        P: Processor<K, V, K2, V2>,
+    {
         let mut st = self.dsl.borrow_mut();
-        let node = st.processor("KSTREAM-PROCESSVALUES", supplier, &[&self.node]);
+        let node = st.processor(prefix, supplier, &[&self.node]);
         for s in stores {
             let r = st.topo.connect_processor_and_store(&node, s).map(|_| ());
             st.record(r);
         }
-        drop(st);
-        self.derive(node, self.key_serde.clone(), None, self.needs_repartition)
+        node
     }
 
     /// Runs a [`Processor`] made by `supplier` for each task, connected to `stores`.
@@ -322,13 +334,7 @@ impl<K: Data, V: Data> KStream<K, V> {
     where
         P: Processor<K, V, K2, V2>,
     {
-        let mut st = self.dsl.borrow_mut();
-        let node = st.processor("KSTREAM-PROCESSOR", supplier, &[&self.node]);
-        for s in stores {
-            let r = st.topo.connect_processor_and_store(&node, s).map(|_| ());
-            st.record(r);
-        }
-        drop(st);
+        let node = self.processor_with_stores("KSTREAM-PROCESSOR", supplier, stores);
         self.derive(node, None, None, true)
     }
 }

@@ -71,44 +71,71 @@ macro_rules! with_store {
     }};
 }
 
-/// A typed handle on a key-value store.
-pub struct KeyValueStoreHandle<K, V> {
-    name: String,
-    store: Arc<Mutex<BuiltStore>>,
-    key: SerdeRef<K>,
-    value: SerdeRef<V>,
+/// A typed handle on a store of one kind: the shared store and the serdes of its keys and
+/// values, checked against the store's definition when the handle is made.
+macro_rules! store_handle {
+    ($(#[$doc:meta])* $name:ident, $variant:ident, $kind:expr) => {
+        $(#[$doc])*
+        pub struct $name<K, V> {
+            name: String,
+            store: Arc<Mutex<BuiltStore>>,
+            key: SerdeRef<K>,
+            value: SerdeRef<V>,
+        }
+
+        impl<K, V> Clone for $name<K, V> {
+            fn clone(&self) -> Self {
+                Self {
+                    name: self.name.clone(),
+                    store: Arc::clone(&self.store),
+                    key: Arc::clone(&self.key),
+                    value: Arc::clone(&self.value),
+                }
+            }
+        }
+
+        impl<K: 'static, V: 'static> $name<K, V> {
+            pub(crate) fn new(entry: &StoreEntry, name: &str) -> Result<Self> {
+                let (key, value) = typed::<K, V>(entry, name)?;
+                if !matches!(&*entry.store.lock(), BuiltStore::$variant(_)) {
+                    return Err(wrong_kind(name, $kind));
+                }
+                Ok(Self {
+                    name: name.to_string(),
+                    store: Arc::clone(&entry.store),
+                    key,
+                    value,
+                })
+            }
+
+            /// The store's name.
+            pub fn name(&self) -> &str {
+                &self.name
+            }
+        }
+    };
 }
 
-impl<K, V> Clone for KeyValueStoreHandle<K, V> {
-    fn clone(&self) -> Self {
-        Self {
-            name: self.name.clone(),
-            store: Arc::clone(&self.store),
-            key: Arc::clone(&self.key),
-            value: Arc::clone(&self.value),
-        }
-    }
-}
+store_handle!(
+    /// A typed handle on a key-value store.
+    KeyValueStoreHandle,
+    KeyValue,
+    "key-value"
+);
+store_handle!(
+    /// A typed handle on a window store.
+    WindowStoreHandle,
+    Window,
+    "window"
+);
+store_handle!(
+    /// A typed handle on a session store.
+    SessionStoreHandle,
+    Session,
+    "session"
+);
 
 impl<K: 'static, V: 'static> KeyValueStoreHandle<K, V> {
-    pub(crate) fn new(entry: &StoreEntry, name: &str) -> Result<Self> {
-        let (key, value) = typed::<K, V>(entry, name)?;
-        if !matches!(&*entry.store.lock(), BuiltStore::KeyValue(_)) {
-            return Err(wrong_kind(name, "key-value"));
-        }
-        Ok(Self {
-            name: name.to_string(),
-            store: Arc::clone(&entry.store),
-            key,
-            value,
-        })
-    }
-
-    /// The store's name.
-    pub fn name(&self) -> &str {
-        &self.name
-    }
-
     fn decode_value(&self, bytes: &[u8]) -> Result<V> {
         self.value
             .deserialize(bytes)
@@ -203,39 +230,7 @@ impl<K: 'static, V: 'static> KeyValueStoreHandle<K, V> {
     }
 }
 
-/// A typed handle on a window store.
-pub struct WindowStoreHandle<K, V> {
-    name: String,
-    store: Arc<Mutex<BuiltStore>>,
-    key: SerdeRef<K>,
-    value: SerdeRef<V>,
-}
-
-impl<K, V> Clone for WindowStoreHandle<K, V> {
-    fn clone(&self) -> Self {
-        Self {
-            name: self.name.clone(),
-            store: Arc::clone(&self.store),
-            key: Arc::clone(&self.key),
-            value: Arc::clone(&self.value),
-        }
-    }
-}
-
 impl<K: 'static, V: 'static> WindowStoreHandle<K, V> {
-    pub(crate) fn new(entry: &StoreEntry, name: &str) -> Result<Self> {
-        let (key, value) = typed::<K, V>(entry, name)?;
-        if !matches!(&*entry.store.lock(), BuiltStore::Window(_)) {
-            return Err(wrong_kind(name, "window"));
-        }
-        Ok(Self {
-            name: name.to_string(),
-            store: Arc::clone(&entry.store),
-            key,
-            value,
-        })
-    }
-
     fn k(&self, bytes: &[u8]) -> Result<K> {
         self.key
             .deserialize(bytes)
@@ -304,42 +299,10 @@ impl<K: 'static, V: 'static> WindowStoreHandle<K, V> {
     }
 }
 
-/// A typed handle on a session store.
-pub struct SessionStoreHandle<K, V> {
-    name: String,
-    store: Arc<Mutex<BuiltStore>>,
-    key: SerdeRef<K>,
-    value: SerdeRef<V>,
-}
-
-impl<K, V> Clone for SessionStoreHandle<K, V> {
-    fn clone(&self) -> Self {
-        Self {
-            name: self.name.clone(),
-            store: Arc::clone(&self.store),
-            key: Arc::clone(&self.key),
-            value: Arc::clone(&self.value),
-        }
-    }
-}
-
 /// A session of a key: `[start, end]` and its aggregate.
 pub type Session<V> = (i64, i64, V);
 
 impl<K: 'static, V: 'static> SessionStoreHandle<K, V> {
-    pub(crate) fn new(entry: &StoreEntry, name: &str) -> Result<Self> {
-        let (key, value) = typed::<K, V>(entry, name)?;
-        if !matches!(&*entry.store.lock(), BuiltStore::Session(_)) {
-            return Err(wrong_kind(name, "session"));
-        }
-        Ok(Self {
-            name: name.to_string(),
-            store: Arc::clone(&entry.store),
-            key,
-            value,
-        })
-    }
-
     fn k(&self, bytes: &[u8]) -> Result<K> {
         self.key
             .deserialize(bytes)
