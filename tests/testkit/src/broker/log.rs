@@ -1,0 +1,128 @@
+//! A partition's log: record batches (v2) as the producer sent them, with the base offset
+//! rewritten, so that fetches return the bytes unchanged (compression included).
+
+use bytes::{Bytes, BytesMut};
+use kafka_protocol::records::RecordBatchDecoder;
+use kafka_protocol::ResponseError;
+
+/// One stored batch.
+#[derive(Debug, Clone)]
+pub(crate) struct StoredBatch {
+    pub base_offset: i64,
+    pub last_offset: i64,
+    pub control: bool,
+    pub max_timestamp: i64,
+    pub bytes: Bytes,
+}
+
+/// A partition: its batches, the next offset (high watermark: one replica) and the log start.
+#[derive(Debug, Default)]
+pub(crate) struct PartitionLog {
+    pub batches: Vec<StoredBatch>,
+    pub next_offset: i64,
+    pub log_start_offset: i64,
+}
+
+/// A batch checked and split out of a produce request, before it gets its offsets.
+#[derive(Debug, Clone)]
+pub(crate) struct IncomingBatch {
+    pub record_count: i32,
+    pub producer_id: i64,
+    pub producer_epoch: i16,
+    pub base_sequence: i32,
+    pub control: bool,
+    pub max_timestamp: i64,
+    pub bytes: Vec<u8>,
+}
+
+/// Splits `records` into batches, validating each one (magic 2, CRC) with the protocol codec.
+pub(crate) fn split_batches(records: &[u8]) -> Result<Vec<IncomingBatch>, ResponseError> {
+    let mut out = Vec::new();
+    let mut rest = records;
+    while !rest.is_empty() {
+        // Framing: baseOffset (8) + batchLength (4) + batchLength bytes.
+        if rest.len() < 12 {
+            return Err(ResponseError::CorruptMessage);
+        }
+        let len = i32::from_be_bytes([rest[8], rest[9], rest[10], rest[11]]);
+        if len < 49 || rest.len() < 12 + len as usize {
+            return Err(ResponseError::CorruptMessage);
+        }
+        let (raw, tail) = rest.split_at(12 + len as usize);
+        rest = tail;
+        let mut buf = Bytes::copy_from_slice(raw);
+        let infos = RecordBatchDecoder::decode_batch_info(&mut buf)
+            .map_err(|_| ResponseError::CorruptMessage)?;
+        let [info] = infos.as_slice() else {
+            return Err(ResponseError::CorruptMessage);
+        };
+        if info.record_count <= 0 {
+            return Err(ResponseError::CorruptMessage);
+        }
+        // maxTimestamp sits at bytes 35..43 of the header.
+        let max_timestamp = i64::from_be_bytes(
+            raw[35..43]
+                .try_into()
+                .map_err(|_| ResponseError::CorruptMessage)?,
+        );
+        out.push(IncomingBatch {
+            record_count: info.record_count,
+            producer_id: info.producer_id,
+            producer_epoch: info.producer_epoch,
+            base_sequence: info.base_sequence,
+            control: info.control,
+            max_timestamp,
+            bytes: raw.to_vec(),
+        });
+    }
+    Ok(out)
+}
+
+impl PartitionLog {
+    /// Appends a checked batch, giving it the next offsets. Returns its base offset.
+    pub fn append(&mut self, batch: IncomingBatch) -> i64 {
+        let base = self.next_offset;
+        let mut bytes = BytesMut::from(&batch.bytes[..]);
+        bytes[0..8].copy_from_slice(&base.to_be_bytes());
+        let last = base + batch.record_count as i64 - 1;
+        self.batches.push(StoredBatch {
+            base_offset: base,
+            last_offset: last,
+            control: batch.control,
+            max_timestamp: batch.max_timestamp,
+            bytes: bytes.freeze(),
+        });
+        self.next_offset = last + 1;
+        base
+    }
+
+    /// Whole batches holding offsets from `from` and below `upto`, at most about `max_bytes`
+    /// (the first batch is always returned, as Kafka does, so a large batch cannot stall a
+    /// consumer).
+    pub fn read(&self, from: i64, upto: i64, max_bytes: usize) -> Bytes {
+        let start = self.batches.partition_point(|b| b.last_offset < from);
+        let mut out = BytesMut::new();
+        for b in &self.batches[start..] {
+            if b.base_offset >= upto || (!out.is_empty() && out.len() + b.bytes.len() > max_bytes) {
+                break;
+            }
+            out.extend_from_slice(&b.bytes);
+        }
+        out.freeze()
+    }
+
+    /// The first offset whose batch has a timestamp at or after `ts` (ListOffsets by time).
+    pub fn offset_for_timestamp(&self, ts: i64) -> Option<(i64, i64)> {
+        self.batches
+            .iter()
+            .find(|b| !b.control && b.max_timestamp >= ts)
+            .map(|b| (b.base_offset.max(self.log_start_offset), b.max_timestamp))
+    }
+
+    /// Drops whole batches below `offset` and moves the log start (DeleteRecords).
+    pub fn delete_before(&mut self, offset: i64) {
+        let offset = offset.min(self.next_offset);
+        self.batches.retain(|b| b.last_offset >= offset);
+        self.log_start_offset = self.log_start_offset.max(offset);
+    }
+}

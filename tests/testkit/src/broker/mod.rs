@@ -1,0 +1,137 @@
+//! The embedded broker: a single-node Kafka-protocol server on tokio, with the wire protocol
+//! from the `kafka-protocol` crate. `EmbeddedBroker::start()` listens on a random loopback port.
+
+mod api_fetch;
+mod api_meta;
+mod api_offsets;
+mod api_produce;
+mod log;
+mod server;
+mod state;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use parking_lot::Mutex;
+use thiserror::Error;
+use tokio::sync::Notify;
+
+use crate::broker::state::ClusterState;
+
+/// What can go wrong starting or running the broker.
+#[derive(Debug, Error)]
+pub enum BrokerError {
+    #[error("cannot bind {addr}: {source}")]
+    Bind {
+        addr: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cannot start the broker runtime: {0}")]
+    Runtime(#[source] std::io::Error),
+}
+
+/// Settings of the broker.
+#[derive(Debug, Clone)]
+pub struct BrokerConfig {
+    /// Address to listen on; port 0 picks a free one.
+    pub listen: SocketAddr,
+    /// Create topics that clients ask for in Metadata (Kafka's `auto.create.topics.enable`).
+    pub auto_create_topics: bool,
+    /// Partitions of an auto-created topic (Kafka's `num.partitions`).
+    pub default_partitions: i32,
+}
+
+impl Default for BrokerConfig {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+            auto_create_topics: true,
+            default_partitions: 1,
+        }
+    }
+}
+
+/// Shared by every connection.
+pub(crate) struct Shared {
+    pub config: BrokerConfig,
+    pub addr: SocketAddr,
+    pub state: Mutex<ClusterState>,
+    /// Woken on every append, so that long-polling fetches return early.
+    pub appended: Notify,
+}
+
+/// A running broker; it stops when dropped.
+pub struct EmbeddedBroker {
+    shared: Arc<Shared>,
+    runtime: Option<tokio::runtime::Runtime>,
+}
+
+impl std::fmt::Debug for EmbeddedBroker {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EmbeddedBroker")
+            .field("addr", &self.shared.addr)
+            .finish()
+    }
+}
+
+impl EmbeddedBroker {
+    /// Starts a broker on a random loopback port.
+    pub fn start() -> Result<Self, BrokerError> {
+        Self::start_with(BrokerConfig::default())
+    }
+
+    /// Starts a broker with `config`, on its own runtime threads.
+    pub fn start_with(config: BrokerConfig) -> Result<Self, BrokerError> {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .thread_name("eddy-broker")
+            .enable_all()
+            .build()
+            .map_err(BrokerError::Runtime)?;
+        let listener = runtime
+            .block_on(tokio::net::TcpListener::bind(config.listen))
+            .map_err(|source| BrokerError::Bind {
+                addr: config.listen.to_string(),
+                source,
+            })?;
+        let addr = listener.local_addr().map_err(|source| BrokerError::Bind {
+            addr: config.listen.to_string(),
+            source,
+        })?;
+        let shared = Arc::new(Shared {
+            config,
+            addr,
+            state: Mutex::new(ClusterState::default()),
+            appended: Notify::new(),
+        });
+        runtime.spawn(server::accept_loop(listener, Arc::clone(&shared)));
+        tracing::info!(%addr, "embedded Kafka-protocol broker listening");
+        Ok(Self {
+            shared,
+            runtime: Some(runtime),
+        })
+    }
+
+    /// `host:port` for `bootstrap.servers`.
+    pub fn bootstrap(&self) -> String {
+        self.shared.addr.to_string()
+    }
+
+    /// Creates a topic (as CreateTopics would); `false` if it exists.
+    pub fn create_topic(&self, name: &str, partitions: i32) -> bool {
+        self.shared
+            .state
+            .lock()
+            .create_topic(name, partitions, Default::default())
+    }
+}
+
+impl Drop for EmbeddedBroker {
+    fn drop(&mut self) {
+        if let Some(rt) = self.runtime.take() {
+            rt.shutdown_timeout(Duration::from_millis(100));
+        }
+    }
+}

@@ -1,0 +1,158 @@
+//! Connections: size-prefixed frames in, one response per request out. Garbage (bad sizes,
+//! unknown API keys, truncated frames) closes that connection with a log line, never the broker.
+
+use std::sync::Arc;
+
+use bytes::{Buf, BufMut, Bytes, BytesMut};
+use kafka_protocol::messages::{ApiKey, RequestHeader, RequestKind, ResponseHeader, ResponseKind};
+use kafka_protocol::protocol::{decode_request_header_from_buffer, Encodable};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+
+use crate::broker::{api_fetch, api_meta, api_offsets, api_produce, Shared};
+
+/// Frames larger than this are garbage, not requests.
+const MAX_FRAME: i32 = 100 * 1024 * 1024;
+
+pub(crate) async fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
+    loop {
+        match listener.accept().await {
+            Ok((stream, peer)) => {
+                let shared = Arc::clone(&shared);
+                tokio::spawn(async move {
+                    if let Err(reason) = serve(stream, shared).await {
+                        tracing::debug!(%peer, "connection closed: {reason}");
+                    }
+                });
+            }
+            Err(e) => tracing::warn!("accept failed: {e}"),
+        }
+    }
+}
+
+async fn serve(mut stream: TcpStream, shared: Arc<Shared>) -> Result<(), String> {
+    let _ = stream.set_nodelay(true);
+    loop {
+        let size = match stream.read_i32().await {
+            Ok(n) => n,
+            Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(()),
+            Err(e) => return Err(e.to_string()),
+        };
+        if !(4..=MAX_FRAME).contains(&size) {
+            tracing::warn!("closing connection: frame size {size} is not a request");
+            return Err(format!("bad frame size {size}"));
+        }
+        let mut frame = vec![0u8; size as usize];
+        stream
+            .read_exact(&mut frame)
+            .await
+            .map_err(|e| format!("truncated frame: {e}"))?;
+        let mut body = Bytes::from(frame);
+        let (header, request) = match decode(&mut body) {
+            Ok(r) => r,
+            Err(reason) => {
+                tracing::warn!("closing connection: {reason}");
+                return Err(reason);
+            }
+        };
+        let api_key =
+            ApiKey::try_from(header.request_api_key).map_err(|_| "unknown api key".to_string())?;
+        let version = header.request_api_version;
+        let Some(response) = handle(&shared, &header, request).await else {
+            continue; // acks=0 produce: no response
+        };
+        let mut out = BytesMut::new();
+        out.put_i32(0);
+        let response_header = ResponseHeader::default().with_correlation_id(header.correlation_id);
+        response_header
+            .encode(&mut out, api_key.response_header_version(version))
+            .map_err(|e| e.to_string())?;
+        response
+            .encode(&mut out, version)
+            .map_err(|e| format!("encoding {api_key:?} v{version}: {e}"))?;
+        let len = (out.len() - 4) as i32;
+        out[0..4].copy_from_slice(&len.to_be_bytes());
+        stream.write_all(&out).await.map_err(|e| e.to_string())?;
+    }
+}
+
+fn decode(body: &mut Bytes) -> Result<(RequestHeader, RequestKind), String> {
+    if body.remaining() < 4 {
+        return Err("frame shorter than a request header".into());
+    }
+    let header =
+        decode_request_header_from_buffer(body).map_err(|e| format!("bad request header: {e}"))?;
+    let api_key = ApiKey::try_from(header.request_api_key)
+        .map_err(|_| format!("unknown api key {}", header.request_api_key))?;
+    let version = header.request_api_version;
+    if !api_meta::supported(api_key, version) {
+        // ApiVersions is answered at v0 with UNSUPPORTED_VERSION by the handler; others are refused.
+        if api_key != ApiKey::ApiVersions {
+            return Err(format!("{api_key:?} v{version} is not supported"));
+        }
+    }
+    let request = if api_key == ApiKey::ApiVersions && !api_meta::supported(api_key, version) {
+        RequestKind::ApiVersions(Default::default())
+    } else {
+        // A panic in a decoder must not take the broker down.
+        let mut copy = body.clone();
+        std::panic::catch_unwind(move || RequestKind::decode(api_key, &mut copy, version))
+            .map_err(|_| format!("{api_key:?} v{version} body made the decoder panic"))?
+            .map_err(|e| format!("bad {api_key:?} v{version} body: {e}"))?
+    };
+    Ok((header, request))
+}
+
+async fn handle(
+    shared: &Arc<Shared>,
+    header: &RequestHeader,
+    request: RequestKind,
+) -> Option<ResponseKind> {
+    let version = header.request_api_version;
+    Some(match request {
+        RequestKind::ApiVersions(r) => {
+            ResponseKind::ApiVersions(api_meta::api_versions(&r, version))
+        }
+        RequestKind::Metadata(r) => ResponseKind::Metadata(api_meta::metadata(shared, r, version)),
+        RequestKind::CreateTopics(r) => {
+            ResponseKind::CreateTopics(api_meta::create_topics(shared, r))
+        }
+        RequestKind::DeleteTopics(r) => {
+            ResponseKind::DeleteTopics(api_meta::delete_topics(shared, r))
+        }
+        RequestKind::DescribeConfigs(r) => {
+            ResponseKind::DescribeConfigs(api_meta::describe_configs(shared, r))
+        }
+        RequestKind::FindCoordinator(r) => {
+            ResponseKind::FindCoordinator(api_meta::find_coordinator(shared, r, version))
+        }
+        RequestKind::InitProducerId(r) => {
+            ResponseKind::InitProducerId(api_produce::init_producer_id(shared, r))
+        }
+        RequestKind::Produce(r) => {
+            let acks = r.acks;
+            let response = api_produce::produce(shared, r);
+            if acks == 0 {
+                return None;
+            }
+            ResponseKind::Produce(response)
+        }
+        RequestKind::Fetch(r) => ResponseKind::Fetch(api_fetch::fetch(shared, r).await),
+        RequestKind::ListOffsets(r) => {
+            ResponseKind::ListOffsets(api_fetch::list_offsets(shared, r))
+        }
+        RequestKind::DeleteRecords(r) => {
+            ResponseKind::DeleteRecords(api_fetch::delete_records(shared, r))
+        }
+        RequestKind::OffsetCommit(r) => {
+            ResponseKind::OffsetCommit(api_offsets::offset_commit(shared, r))
+        }
+        RequestKind::OffsetFetch(r) => {
+            ResponseKind::OffsetFetch(api_offsets::offset_fetch(shared, r))
+        }
+        other => {
+            tracing::warn!("no handler for {:?}", std::mem::discriminant(&other));
+            return None;
+        }
+    })
+}

@@ -1,0 +1,12 @@
+//! Eddy's test kit: an embedded single-node Kafka-protocol broker for the demo and for tests,
+//! with fault injection, in the spirit of librdkafka's mock cluster and Kafka Streams' embedded
+//! cluster.
+//!
+//! ```no_run
+//! let broker = eddy_testkit::EmbeddedBroker::start().unwrap();
+//! println!("bootstrap.servers={}", broker.bootstrap());
+//! ```
+
+pub mod broker;
+
+pub use broker::{BrokerConfig, BrokerError, EmbeddedBroker};

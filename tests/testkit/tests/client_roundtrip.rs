@@ -1,0 +1,233 @@
+//! The embedded broker driven by a real client (rdkafka / librdkafka). With
+//! `EDDY_TEST_BOOTSTRAP=host:port` the same tests run against any broker, e.g. Apache Kafka
+//! from docker-compose, so both can be checked to behave the same.
+
+use std::collections::BTreeMap;
+use std::io::{Read, Write};
+use std::time::Duration;
+
+use eddy_testkit::EmbeddedBroker;
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::Message;
+use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+use rdkafka::TopicPartitionList;
+
+/// The broker under test: an embedded one, or the one `EDDY_TEST_BOOTSTRAP` names.
+struct Target {
+    bootstrap: String,
+    _embedded: Option<EmbeddedBroker>,
+}
+
+fn target() -> Target {
+    match std::env::var("EDDY_TEST_BOOTSTRAP") {
+        Ok(bootstrap) => Target {
+            bootstrap,
+            _embedded: None,
+        },
+        Err(_) => {
+            let broker = EmbeddedBroker::start().unwrap();
+            Target {
+                bootstrap: broker.bootstrap(),
+                _embedded: Some(broker),
+            }
+        }
+    }
+}
+
+fn unique(name: &str) -> String {
+    format!(
+        "{name}-{}-{}",
+        std::process::id(),
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos()
+            % 1_000_000_000
+    )
+}
+
+fn create_topic(bootstrap: &str, topic: &str, partitions: i32) {
+    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .create()
+        .unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let results = rt
+        .block_on(admin.create_topics(
+            &[NewTopic::new(topic, partitions, TopicReplication::Fixed(1))],
+            &AdminOptions::new(),
+        ))
+        .unwrap();
+    for r in results {
+        r.unwrap();
+    }
+}
+
+fn producer(bootstrap: &str, idempotent: bool) -> BaseProducer {
+    ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .set(
+            "enable.idempotence",
+            if idempotent { "true" } else { "false" },
+        )
+        .set("linger.ms", "5")
+        .create()
+        .unwrap()
+}
+
+/// Reads `topic` from the beginning until `expected` records arrived or time ran out.
+fn read_all(
+    bootstrap: &str,
+    topic: &str,
+    partitions: i32,
+    expected: usize,
+) -> Vec<(i32, i64, String, String)> {
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .set("group.id", unique("reader"))
+        .set("enable.auto.commit", "false")
+        .create()
+        .unwrap();
+    let mut tpl = TopicPartitionList::new();
+    for p in 0..partitions {
+        tpl.add_partition_offset(topic, p, rdkafka::Offset::Beginning)
+            .unwrap();
+    }
+    consumer.assign(&tpl).unwrap();
+    let mut out = Vec::new();
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while out.len() < expected && std::time::Instant::now() < deadline {
+        if let Some(m) = consumer.poll(Duration::from_millis(100)) {
+            let m = m.unwrap();
+            let key = String::from_utf8_lossy(m.key().unwrap_or_default()).to_string();
+            let value = String::from_utf8_lossy(m.payload().unwrap_or_default()).to_string();
+            out.push((m.partition(), m.offset(), key, value));
+        }
+    }
+    out
+}
+
+#[test]
+fn produce_and_consume_across_partitions() {
+    let t = target();
+    let topic = unique("roundtrip");
+    create_topic(&t.bootstrap, &topic, 3);
+    let p = producer(&t.bootstrap, false);
+    for i in 0..300 {
+        let key = format!("k{}", i % 17);
+        let value = format!("v{i}");
+        p.send(BaseRecord::to(&topic).key(&key).payload(&value))
+            .unwrap();
+        p.poll(Duration::ZERO);
+    }
+    p.flush(Duration::from_secs(10)).unwrap();
+    let got = read_all(&t.bootstrap, &topic, 3, 300);
+    assert_eq!(got.len(), 300);
+    // Per partition: offsets 0.. without gaps, and each key always in one partition, in order.
+    let mut per_partition: BTreeMap<i32, Vec<i64>> = BTreeMap::new();
+    let mut key_partition: BTreeMap<String, i32> = BTreeMap::new();
+    let mut last_of_key: BTreeMap<String, usize> = BTreeMap::new();
+    for (partition, offset, key, value) in &got {
+        per_partition.entry(*partition).or_default().push(*offset);
+        assert_eq!(
+            *key_partition.entry(key.clone()).or_insert(*partition),
+            *partition
+        );
+        let n: usize = value[1..].parse().unwrap();
+        if let Some(prev) = last_of_key.insert(key.clone(), n) {
+            assert!(n > prev, "records of one key keep their order");
+        }
+    }
+    assert_eq!(
+        per_partition.len(),
+        3,
+        "the default partitioner spreads keys"
+    );
+    for offsets in per_partition.values() {
+        assert_eq!(*offsets, (0..offsets.len() as i64).collect::<Vec<_>>());
+    }
+}
+
+#[test]
+fn an_idempotent_producer_writes_each_record_once() {
+    let t = target();
+    let topic = unique("idempotent");
+    create_topic(&t.bootstrap, &topic, 1);
+    let p = producer(&t.bootstrap, true);
+    for i in 0..200 {
+        p.send(BaseRecord::to(&topic).key("k").payload(&format!("v{i}")))
+            .unwrap();
+    }
+    p.flush(Duration::from_secs(10)).unwrap();
+    let got = read_all(&t.bootstrap, &topic, 1, 200);
+    let values: Vec<String> = got.into_iter().map(|r| r.3).collect();
+    assert_eq!(
+        values,
+        (0..200).map(|i| format!("v{i}")).collect::<Vec<_>>()
+    );
+}
+
+#[test]
+fn garbage_on_the_socket_closes_only_that_connection() {
+    let broker = EmbeddedBroker::start().unwrap();
+    let frames: Vec<Vec<u8>> = vec![
+        (-5i32).to_be_bytes().to_vec(),    // negative size
+        (i32::MAX).to_be_bytes().to_vec(), // absurd size
+        [
+            &12i32.to_be_bytes()[..],
+            &[0xff, 0x7f, 0, 1, 0, 0, 0, 1][..],
+        ]
+        .concat(), // unknown api key
+        [&100i32.to_be_bytes()[..], &[0, 3, 0, 1][..]].concat(), // truncated frame
+        [&8i32.to_be_bytes()[..], &[0, 0, 0, 9, 0, 0, 0, 1][..]].concat(), // produce v9 with no body
+    ];
+    let mut seed: u64 = 0x9e3779b97f4a7c15;
+    let mut random = Vec::new();
+    for _ in 0..2_000 {
+        let len = (seed % 64) as usize;
+        let mut frame = Vec::with_capacity(len + 4);
+        frame.extend_from_slice(&(len as i32).to_be_bytes());
+        for _ in 0..len {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            frame.push(seed as u8);
+        }
+        random.push(frame);
+    }
+    for frame in frames.iter().chain(random.iter()) {
+        let mut s = std::net::TcpStream::connect(broker.bootstrap()).unwrap();
+        s.set_read_timeout(Some(Duration::from_millis(200)))
+            .unwrap();
+        let _ = s.write_all(frame);
+        let _ = s.shutdown(std::net::Shutdown::Write);
+        let mut sink = Vec::new();
+        let _ = s.read_to_end(&mut sink);
+    }
+    // The broker still serves real clients.
+    let topic = unique("after-garbage");
+    create_topic(&broker.bootstrap(), &topic, 1);
+    let p = producer(&broker.bootstrap(), false);
+    p.send(BaseRecord::to(&topic).key("k").payload("still here"))
+        .unwrap();
+    p.flush(Duration::from_secs(10)).unwrap();
+    assert_eq!(read_all(&broker.bootstrap(), &topic, 1, 1).len(), 1);
+}
+
+#[test]
+fn the_broker_starts_in_well_under_a_second() {
+    let started = std::time::Instant::now();
+    let broker = EmbeddedBroker::start().unwrap();
+    assert!(
+        started.elapsed() < Duration::from_millis(500),
+        "{:?}",
+        started.elapsed()
+    );
+    assert!(broker.bootstrap().starts_with("127.0.0.1:"));
+}
