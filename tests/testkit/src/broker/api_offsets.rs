@@ -15,8 +15,18 @@ use crate::broker::state::CommittedOffset;
 use crate::broker::Shared;
 
 pub(crate) fn offset_commit(shared: &Shared, r: OffsetCommitRequest) -> OffsetCommitResponse {
-    let mut state = shared.state.lock();
     let group = r.group_id.0.as_str().to_string();
+    // Members of a group commit with their generation; a stale member is refused.
+    let refused = shared
+        .groups
+        .lock()
+        .check_member(
+            &group,
+            r.member_id.as_str(),
+            r.generation_id_or_member_epoch,
+        )
+        .err();
+    let mut state = shared.state.lock();
     let topics = r
         .topics
         .into_iter()
@@ -26,6 +36,11 @@ pub(crate) fn offset_commit(shared: &Shared, r: OffsetCommitRequest) -> OffsetCo
                 .partitions
                 .into_iter()
                 .map(|p| {
+                    if let Some(e) = refused {
+                        return OffsetCommitResponsePartition::default()
+                            .with_partition_index(p.partition_index)
+                            .with_error_code(e.code());
+                    }
                     state.offsets.insert(
                         (group.clone(), name.clone(), p.partition_index),
                         CommittedOffset {

@@ -5,6 +5,7 @@ mod api_fetch;
 mod api_meta;
 mod api_offsets;
 mod api_produce;
+mod groups;
 mod log;
 mod server;
 mod state;
@@ -58,6 +59,7 @@ pub(crate) struct Shared {
     pub config: BrokerConfig,
     pub addr: SocketAddr,
     pub state: Mutex<ClusterState>,
+    pub groups: Mutex<groups::Groups>,
     /// Woken on every append, so that long-polling fetches return early.
     pub appended: Notify,
 }
@@ -104,9 +106,11 @@ impl EmbeddedBroker {
             config,
             addr,
             state: Mutex::new(ClusterState::default()),
+            groups: Mutex::new(groups::Groups::default()),
             appended: Notify::new(),
         });
         runtime.spawn(server::accept_loop(listener, Arc::clone(&shared)));
+        runtime.spawn(groups::expire_sessions(Arc::clone(&shared)));
         tracing::info!(%addr, "embedded Kafka-protocol broker listening");
         Ok(Self {
             shared,

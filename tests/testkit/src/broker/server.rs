@@ -9,7 +9,7 @@ use kafka_protocol::protocol::{decode_request_header_from_buffer, Encodable};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
-use crate::broker::{api_fetch, api_meta, api_offsets, api_produce, Shared};
+use crate::broker::{api_fetch, api_meta, api_offsets, api_produce, groups, Shared};
 
 /// Frames larger than this are garbage, not requests.
 const MAX_FRAME: i32 = 100 * 1024 * 1024;
@@ -144,6 +144,10 @@ async fn handle(
         RequestKind::DeleteRecords(r) => {
             ResponseKind::DeleteRecords(api_fetch::delete_records(shared, r))
         }
+        RequestKind::JoinGroup(r) => ResponseKind::JoinGroup(groups::join_group(shared, r).await),
+        RequestKind::SyncGroup(r) => ResponseKind::SyncGroup(groups::sync_group(shared, r).await),
+        RequestKind::Heartbeat(r) => ResponseKind::Heartbeat(groups::heartbeat(shared, r)),
+        RequestKind::LeaveGroup(r) => ResponseKind::LeaveGroup(groups::leave_group(shared, r)),
         RequestKind::OffsetCommit(r) => {
             ResponseKind::OffsetCommit(api_offsets::offset_commit(shared, r))
         }
