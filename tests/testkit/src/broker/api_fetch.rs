@@ -5,13 +5,15 @@ use std::time::Duration;
 use kafka_protocol::messages::delete_records_response::{
     DeleteRecordsPartitionResult, DeleteRecordsTopicResult,
 };
-use kafka_protocol::messages::fetch_response::{FetchableTopicResponse, PartitionData};
+use kafka_protocol::messages::fetch_response::{
+    AbortedTransaction, FetchableTopicResponse, PartitionData,
+};
 use kafka_protocol::messages::list_offsets_response::{
     ListOffsetsPartitionResponse, ListOffsetsTopicResponse,
 };
 use kafka_protocol::messages::{
     DeleteRecordsRequest, DeleteRecordsResponse, FetchRequest, FetchResponse, ListOffsetsRequest,
-    ListOffsetsResponse,
+    ListOffsetsResponse, ProducerId,
 };
 use kafka_protocol::ResponseError;
 
@@ -37,22 +39,39 @@ fn read_all(shared: &Shared, r: &FetchRequest) -> (FetchResponse, usize) {
                             .with_high_watermark(-1);
                     };
                     let hw = log.next_offset;
+                    let lso = log.last_stable_offset();
                     let data = data
                         .with_high_watermark(hw)
-                        .with_last_stable_offset(hw)
+                        .with_last_stable_offset(lso)
                         .with_log_start_offset(log.log_start_offset);
                     if p.fetch_offset < log.log_start_offset || p.fetch_offset > hw {
                         return data.with_error_code(ResponseError::OffsetOutOfRange.code());
                     }
+                    // read_committed reads to the last stable offset and learns which producers
+                    // aborted in that range, so that it can skip their records.
+                    let read_committed = r.isolation_level == 1;
+                    let upto = if read_committed { lso } else { hw };
                     let max = usize::try_from(p.partition_max_bytes)
                         .unwrap_or(0)
                         .min(budget)
                         .max(1);
-                    let records = log.read(p.fetch_offset, hw, max);
+                    let records = log.read(p.fetch_offset, upto, max);
                     total += records.len();
                     budget = budget.saturating_sub(records.len());
+                    let aborted = if read_committed {
+                        log.aborted_in(p.fetch_offset, upto)
+                            .into_iter()
+                            .map(|(pid, first)| {
+                                AbortedTransaction::default()
+                                    .with_producer_id(ProducerId(pid))
+                                    .with_first_offset(first)
+                            })
+                            .collect()
+                    } else {
+                        Vec::new()
+                    };
                     data.with_records(Some(records))
-                        .with_aborted_transactions(Some(vec![]))
+                        .with_aborted_transactions(Some(aborted))
                 })
                 .collect();
             FetchableTopicResponse::default()
@@ -82,6 +101,7 @@ pub(crate) async fn fetch(shared: &Shared, r: FetchRequest) -> FetchResponse {
 
 pub(crate) fn list_offsets(shared: &Shared, r: ListOffsetsRequest) -> ListOffsetsResponse {
     let state = shared.state.lock();
+    let read_committed = r.isolation_level == 1;
     let topics = r
         .topics
         .into_iter()
@@ -101,6 +121,9 @@ pub(crate) fn list_offsets(shared: &Shared, r: ListOffsetsRequest) -> ListOffset
                             .with_timestamp(-1);
                     };
                     match p.timestamp {
+                        -1 if read_committed => resp
+                            .with_offset(log.last_stable_offset())
+                            .with_timestamp(-1),
                         -1 => resp.with_offset(log.next_offset).with_timestamp(-1), // latest
                         -2 => resp.with_offset(log.log_start_offset).with_timestamp(-1), // earliest
                         ts => match log.offset_for_timestamp(ts) {

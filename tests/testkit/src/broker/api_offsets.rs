@@ -96,6 +96,16 @@ pub(crate) fn offset_fetch(shared: &Shared, r: OffsetFetchRequest) -> OffsetFetc
                         state
                             .offsets
                             .get(&(group.clone(), name.0.as_str().to_string(), p));
+                    if r.require_stable
+                        && crate::broker::txn::offsets_pending(&state, &group, name.0.as_str(), p)
+                    {
+                        return OffsetFetchResponsePartition::default()
+                            .with_partition_index(p)
+                            .with_committed_offset(-1)
+                            .with_error_code(
+                                kafka_protocol::ResponseError::UnstableOffsetCommit.code(),
+                            );
+                    }
                     OffsetFetchResponsePartition::default()
                         .with_partition_index(p)
                         .with_committed_offset(committed.map_or(-1, |c| c.offset))

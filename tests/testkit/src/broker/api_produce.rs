@@ -1,27 +1,13 @@
 //! Writes: InitProducerId and Produce, with idempotent sequence checks.
 
 use kafka_protocol::messages::produce_response::{PartitionProduceResponse, TopicProduceResponse};
-use kafka_protocol::messages::{
-    InitProducerIdRequest, InitProducerIdResponse, ProduceRequest, ProduceResponse, ProducerId,
-};
+use kafka_protocol::messages::{ProduceRequest, ProduceResponse};
 use kafka_protocol::ResponseError;
 
 use crate::broker::log::{split_batches, IncomingBatch};
-use crate::broker::state::{ClusterState, ProducerState};
+use crate::broker::state::ClusterState;
+use crate::broker::txn::partition_in_open_txn;
 use crate::broker::Shared;
-
-pub(crate) fn init_producer_id(
-    shared: &Shared,
-    _r: InitProducerIdRequest,
-) -> InitProducerIdResponse {
-    let mut state = shared.state.lock();
-    state.next_producer_id += 1;
-    let id = state.next_producer_id;
-    state.producers.insert(id, ProducerState::default());
-    InitProducerIdResponse::default()
-        .with_producer_id(ProducerId(id))
-        .with_producer_epoch(0)
-}
 
 /// Checks an idempotent batch against the producer's last sequence on the partition.
 /// `Ok(Some(offset))`: a duplicate of the last batch, already at `offset`.
@@ -67,6 +53,9 @@ fn append_partition(
     let batches = split_batches(records)?;
     let mut first_offset = None;
     for b in batches {
+        if b.transactional && !partition_in_open_txn(state, b.producer_id, topic, partition) {
+            return Err(ResponseError::InvalidTxnState);
+        }
         if let Some(offset) = check_sequence(state, topic, partition, &b)? {
             first_offset.get_or_insert(offset);
             continue;
@@ -76,10 +65,14 @@ fn append_partition(
             b.base_sequence,
             b.base_sequence.wrapping_add(b.record_count - 1),
         );
+        let transactional = b.transactional;
         let log = state
             .partition_mut(topic, partition)
             .ok_or(ResponseError::UnknownTopicOrPartition)?;
         let base = log.append(b);
+        if transactional {
+            log.ongoing.entry(pid).or_insert(base);
+        }
         first_offset.get_or_insert(base);
         if pid >= 0 {
             state

@@ -15,12 +15,17 @@ pub(crate) struct StoredBatch {
     pub bytes: Bytes,
 }
 
-/// A partition: its batches, the next offset (high watermark: one replica) and the log start.
+/// A partition: its batches, the next offset (high watermark: one replica) and the log start,
+/// plus the transactions open on it and the aborted ones (for read_committed fetches).
 #[derive(Debug, Default)]
 pub(crate) struct PartitionLog {
     pub batches: Vec<StoredBatch>,
     pub next_offset: i64,
     pub log_start_offset: i64,
+    /// Producer id → first offset of its open transaction here.
+    pub ongoing: std::collections::BTreeMap<i64, i64>,
+    /// (producer id, first offset, offset of the abort marker) of each aborted transaction.
+    pub aborted: Vec<(i64, i64, i64)>,
 }
 
 /// A batch checked and split out of a produce request, before it gets its offsets.
@@ -30,6 +35,7 @@ pub(crate) struct IncomingBatch {
     pub producer_id: i64,
     pub producer_epoch: i16,
     pub base_sequence: i32,
+    pub transactional: bool,
     pub control: bool,
     pub max_timestamp: i64,
     pub bytes: Vec<u8>,
@@ -70,6 +76,7 @@ pub(crate) fn split_batches(records: &[u8]) -> Result<Vec<IncomingBatch>, Respon
             producer_id: info.producer_id,
             producer_epoch: info.producer_epoch,
             base_sequence: info.base_sequence,
+            transactional: info.transactional,
             control: info.control,
             max_timestamp,
             bytes: raw.to_vec(),
@@ -94,6 +101,24 @@ impl PartitionLog {
         });
         self.next_offset = last + 1;
         base
+    }
+
+    /// The last stable offset: below it every transaction is decided.
+    pub fn last_stable_offset(&self) -> i64 {
+        self.ongoing
+            .values()
+            .copied()
+            .min()
+            .unwrap_or(self.next_offset)
+    }
+
+    /// Aborted transactions with records in `[from, upto)`: (producer id, first offset).
+    pub fn aborted_in(&self, from: i64, upto: i64) -> Vec<(i64, i64)> {
+        self.aborted
+            .iter()
+            .filter(|(_, first, last)| *last >= from && *first < upto)
+            .map(|(pid, first, _)| (*pid, *first))
+            .collect()
     }
 
     /// Whole batches holding offsets from `from` and below `upto`, at most about `max_bytes`

@@ -9,6 +9,7 @@ mod groups;
 mod log;
 mod server;
 mod state;
+mod txn;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -111,6 +112,7 @@ impl EmbeddedBroker {
         });
         runtime.spawn(server::accept_loop(listener, Arc::clone(&shared)));
         runtime.spawn(groups::expire_sessions(Arc::clone(&shared)));
+        runtime.spawn(txn::expire_transactions(Arc::clone(&shared)));
         tracing::info!(%addr, "embedded Kafka-protocol broker listening");
         Ok(Self {
             shared,

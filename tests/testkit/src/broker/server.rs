@@ -9,7 +9,7 @@ use kafka_protocol::protocol::{decode_request_header_from_buffer, Encodable};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
-use crate::broker::{api_fetch, api_meta, api_offsets, api_produce, groups, Shared};
+use crate::broker::{api_fetch, api_meta, api_offsets, api_produce, groups, txn, Shared};
 
 /// Frames larger than this are garbage, not requests.
 const MAX_FRAME: i32 = 100 * 1024 * 1024;
@@ -127,8 +127,18 @@ async fn handle(
             ResponseKind::FindCoordinator(api_meta::find_coordinator(shared, r, version))
         }
         RequestKind::InitProducerId(r) => {
-            ResponseKind::InitProducerId(api_produce::init_producer_id(shared, r))
+            ResponseKind::InitProducerId(txn::init_producer_id(shared, r))
         }
+        RequestKind::AddPartitionsToTxn(r) => {
+            ResponseKind::AddPartitionsToTxn(txn::add_partitions(shared, r))
+        }
+        RequestKind::AddOffsetsToTxn(r) => {
+            ResponseKind::AddOffsetsToTxn(txn::add_offsets(shared, r))
+        }
+        RequestKind::TxnOffsetCommit(r) => {
+            ResponseKind::TxnOffsetCommit(txn::txn_offset_commit(shared, r))
+        }
+        RequestKind::EndTxn(r) => ResponseKind::EndTxn(txn::end_txn(shared, r)),
         RequestKind::Produce(r) => {
             let acks = r.acks;
             let response = api_produce::produce(shared, r);

@@ -27,6 +27,19 @@ pub(crate) struct CommittedOffset {
     pub metadata: Option<String>,
 }
 
+/// A transactional id's transaction.
+#[derive(Debug, Clone)]
+pub(crate) struct Transaction {
+    pub producer_id: i64,
+    pub epoch: i16,
+    pub timeout: std::time::Duration,
+    /// When the open transaction began; `None` when there is none.
+    pub started: Option<std::time::Instant>,
+    pub partitions: std::collections::BTreeSet<(String, i32)>,
+    /// Offsets committed in the transaction: visible once it commits.
+    pub offsets: Vec<((String, String, i32), CommittedOffset)>,
+}
+
 /// The whole cluster (one node).
 #[derive(Debug, Default)]
 pub(crate) struct ClusterState {
@@ -34,6 +47,7 @@ pub(crate) struct ClusterState {
     pub next_producer_id: i64,
     pub producers: BTreeMap<i64, ProducerState>,
     pub offsets: BTreeMap<(String, String, i32), CommittedOffset>,
+    pub transactions: BTreeMap<String, Transaction>,
     next_topic_id: u64,
 }
 

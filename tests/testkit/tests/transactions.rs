@@ -1,0 +1,236 @@
+//! Transactions through rdkafka: committed records and offsets become visible to
+//! read_committed together; aborted ones never do; an open transaction holds read_committed at
+//! the last stable offset; a zombie producer is fenced; a transaction past its timeout is aborted.
+//! With `EDDY_TEST_BOOTSTRAP=host:port` the same tests run against any broker.
+
+use std::time::{Duration, Instant};
+
+use eddy_testkit::EmbeddedBroker;
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::error::KafkaError;
+use rdkafka::message::Message;
+use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+use rdkafka::TopicPartitionList;
+
+struct Target {
+    bootstrap: String,
+    _embedded: Option<EmbeddedBroker>,
+}
+
+fn target(topics: &[&str]) -> Target {
+    match std::env::var("EDDY_TEST_BOOTSTRAP") {
+        Ok(bootstrap) => Target {
+            bootstrap,
+            _embedded: None,
+        },
+        Err(_) => {
+            let broker = EmbeddedBroker::start().unwrap();
+            for t in topics {
+                broker.create_topic(t, 1);
+            }
+            Target {
+                bootstrap: broker.bootstrap(),
+                _embedded: Some(broker),
+            }
+        }
+    }
+}
+
+fn txn_producer(bootstrap: &str, id: &str, timeout_ms: u32) -> BaseProducer {
+    let p: BaseProducer = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .set("transactional.id", id)
+        .set("transaction.timeout.ms", timeout_ms.to_string())
+        .set("linger.ms", "0")
+        .create()
+        .unwrap();
+    p.init_transactions(Duration::from_secs(10)).unwrap();
+    p
+}
+
+fn send(p: &BaseProducer, topic: &str, values: &[&str]) {
+    for v in values {
+        p.send(BaseRecord::to(topic).key("k").payload(*v)).unwrap();
+    }
+    p.flush(Duration::from_secs(10)).unwrap();
+}
+
+/// The values a consumer with `isolation` sees within `wait`.
+fn visible(bootstrap: &str, topic: &str, isolation: &str, wait: Duration) -> Vec<String> {
+    let c: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .set(
+            "group.id",
+            format!("reader-{isolation}-{}", std::process::id()),
+        )
+        .set("isolation.level", isolation)
+        .set("enable.auto.commit", "false")
+        .create()
+        .unwrap();
+    let mut tpl = TopicPartitionList::new();
+    tpl.add_partition_offset(topic, 0, rdkafka::Offset::Beginning)
+        .unwrap();
+    c.assign(&tpl).unwrap();
+    let mut out = Vec::new();
+    let deadline = Instant::now() + wait;
+    while Instant::now() < deadline {
+        if let Some(Ok(m)) = c.poll(Duration::from_millis(50)) {
+            out.push(String::from_utf8_lossy(m.payload().unwrap_or_default()).to_string());
+        }
+    }
+    out
+}
+
+#[test]
+fn committed_is_visible_aborted_is_not_and_open_holds_the_stable_offset() {
+    let t = target(&["txn-data", "txn-input"]);
+    let p = txn_producer(&t.bootstrap, "txn-a", 60_000);
+
+    p.begin_transaction().unwrap();
+    send(&p, "txn-data", &["c1", "c2"]);
+    p.commit_transaction(Duration::from_secs(10)).unwrap();
+
+    p.begin_transaction().unwrap();
+    send(&p, "txn-data", &["a1", "a2"]);
+    p.abort_transaction(Duration::from_secs(10)).unwrap();
+
+    p.begin_transaction().unwrap();
+    send(&p, "txn-data", &["open1"]);
+    // Open: read_uncommitted sees it, read_committed stops at the last stable offset.
+    let committed_view = visible(
+        &t.bootstrap,
+        "txn-data",
+        "read_committed",
+        Duration::from_millis(1500),
+    );
+    assert_eq!(committed_view, vec!["c1", "c2"]);
+    let uncommitted_view = visible(
+        &t.bootstrap,
+        "txn-data",
+        "read_uncommitted",
+        Duration::from_millis(1500),
+    );
+    assert_eq!(uncommitted_view, vec!["c1", "c2", "a1", "a2", "open1"]);
+
+    p.commit_transaction(Duration::from_secs(10)).unwrap();
+    let after = visible(
+        &t.bootstrap,
+        "txn-data",
+        "read_committed",
+        Duration::from_millis(1500),
+    );
+    assert_eq!(
+        after,
+        vec!["c1", "c2", "open1"],
+        "aborted records never show; the commit releases the rest"
+    );
+}
+
+#[test]
+fn offsets_commit_with_the_transaction_and_not_when_it_aborts() {
+    let t = target(&["txn-out", "txn-src"]);
+    let group = format!("txn-group-{}", std::process::id());
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", &t.bootstrap)
+        .set("group.id", &group)
+        .set("enable.auto.commit", "false")
+        .set("isolation.level", "read_committed")
+        .create()
+        .unwrap();
+    let p = txn_producer(&t.bootstrap, "txn-offsets", 60_000);
+    let offsets = |n: i64| {
+        let mut tpl = TopicPartitionList::new();
+        tpl.add_partition_offset("txn-src", 0, rdkafka::Offset::Offset(n))
+            .unwrap();
+        tpl
+    };
+    let group_metadata = consumer.group_metadata().unwrap();
+
+    p.begin_transaction().unwrap();
+    send(&p, "txn-out", &["x"]);
+    p.send_offsets_to_transaction(&offsets(5), &group_metadata, Duration::from_secs(10))
+        .unwrap();
+    p.abort_transaction(Duration::from_secs(10)).unwrap();
+    let mut query = TopicPartitionList::new();
+    query.add_partition("txn-src", 0);
+    let after_abort = consumer
+        .committed_offsets(query.clone(), Duration::from_secs(5))
+        .unwrap();
+    assert_eq!(
+        after_abort.elements()[0].offset(),
+        rdkafka::Offset::Invalid,
+        "an aborted transaction commits no offset"
+    );
+
+    p.begin_transaction().unwrap();
+    send(&p, "txn-out", &["y"]);
+    p.send_offsets_to_transaction(&offsets(7), &group_metadata, Duration::from_secs(10))
+        .unwrap();
+    p.commit_transaction(Duration::from_secs(10)).unwrap();
+    let after_commit = consumer
+        .committed_offsets(query, Duration::from_secs(5))
+        .unwrap();
+    assert_eq!(
+        after_commit.elements()[0].offset(),
+        rdkafka::Offset::Offset(7)
+    );
+    assert_eq!(
+        visible(
+            &t.bootstrap,
+            "txn-out",
+            "read_committed",
+            Duration::from_millis(1500)
+        ),
+        vec!["y"]
+    );
+}
+
+#[test]
+fn a_zombie_producer_is_fenced_and_its_open_transaction_aborted() {
+    let t = target(&["txn-zombie"]);
+    let zombie = txn_producer(&t.bootstrap, "txn-z", 60_000);
+    zombie.begin_transaction().unwrap();
+    send(&zombie, "txn-zombie", &["from-zombie"]);
+    // A new instance with the same transactional id takes over.
+    let fresh = txn_producer(&t.bootstrap, "txn-z", 60_000);
+    let err = zombie
+        .commit_transaction(Duration::from_secs(10))
+        .unwrap_err();
+    assert!(
+        matches!(&err, KafkaError::Transaction(e) if e.is_fatal()),
+        "the zombie is fenced: {err:?}"
+    );
+    fresh.begin_transaction().unwrap();
+    send(&fresh, "txn-zombie", &["from-fresh"]);
+    fresh.commit_transaction(Duration::from_secs(10)).unwrap();
+    assert_eq!(
+        visible(
+            &t.bootstrap,
+            "txn-zombie",
+            "read_committed",
+            Duration::from_millis(1500)
+        ),
+        vec!["from-fresh"]
+    );
+}
+
+#[test]
+fn a_transaction_past_its_timeout_is_aborted() {
+    let t = target(&["txn-timeout"]);
+    let p = txn_producer(&t.bootstrap, "txn-slow", 1_000);
+    p.begin_transaction().unwrap();
+    send(&p, "txn-timeout", &["too-late"]);
+    std::thread::sleep(Duration::from_millis(2_500));
+    assert!(
+        p.commit_transaction(Duration::from_secs(10)).is_err(),
+        "the broker aborted it"
+    );
+    assert!(visible(
+        &t.bootstrap,
+        "txn-timeout",
+        "read_committed",
+        Duration::from_millis(1500)
+    )
+    .is_empty());
+}
