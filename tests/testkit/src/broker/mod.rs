@@ -5,6 +5,7 @@ mod api_fetch;
 mod api_meta;
 mod api_offsets;
 mod api_produce;
+mod faults;
 mod groups;
 mod log;
 mod server;
@@ -63,6 +64,7 @@ pub(crate) struct Shared {
     pub groups: Mutex<groups::Groups>,
     /// Woken on every append, so that long-polling fetches return early.
     pub appended: Notify,
+    pub faults: faults::Faults,
 }
 
 /// A running broker; it stops when dropped.
@@ -109,6 +111,7 @@ impl EmbeddedBroker {
             state: Mutex::new(ClusterState::default()),
             groups: Mutex::new(groups::Groups::default()),
             appended: Notify::new(),
+            faults: faults::Faults::new(),
         });
         runtime.spawn(server::accept_loop(listener, Arc::clone(&shared)));
         runtime.spawn(groups::expire_sessions(Arc::clone(&shared)));
@@ -123,6 +126,48 @@ impl EmbeddedBroker {
     /// `host:port` for `bootstrap.servers`.
     pub fn bootstrap(&self) -> String {
         self.shared.addr.to_string()
+    }
+
+    /// Stops answering: requests wait (connections stay open) until [`EmbeddedBroker::resume`].
+    pub fn pause(&self) {
+        self.shared.faults.paused.send_replace(true);
+    }
+
+    /// Answers again, including the requests that waited.
+    pub fn resume(&self) {
+        self.shared.faults.paused.send_replace(false);
+    }
+
+    /// Closes every open client connection (clients reconnect).
+    pub fn drop_connections(&self) {
+        self.shared.faults.connection_epoch.send_modify(|e| *e += 1);
+    }
+
+    /// Delays every request of `api_key` (a `kafka_protocol::messages::ApiKey` as i16) by `delay`.
+    pub fn delay_requests(&self, api_key: i16, delay: Duration) {
+        self.shared
+            .faults
+            .rules
+            .lock()
+            .entry(api_key)
+            .or_default()
+            .delay = Some(delay);
+    }
+
+    /// Answers the next `times` requests of `api_key` (all, with `None`) with `error_code`.
+    pub fn fail_requests(&self, api_key: i16, error_code: i16, times: Option<u32>) {
+        self.shared
+            .faults
+            .rules
+            .lock()
+            .entry(api_key)
+            .or_default()
+            .fail = Some((error_code, times));
+    }
+
+    /// Removes every delay and failure rule.
+    pub fn clear_faults(&self) {
+        self.shared.faults.rules.lock().clear();
     }
 
     /// Creates a topic (as CreateTopics would); `false` if it exists.

@@ -9,7 +9,7 @@ use kafka_protocol::protocol::{decode_request_header_from_buffer, Encodable};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
-use crate::broker::{api_fetch, api_meta, api_offsets, api_produce, groups, txn, Shared};
+use crate::broker::{api_fetch, api_meta, api_offsets, api_produce, faults, groups, txn, Shared};
 
 /// Frames larger than this are garbage, not requests.
 const MAX_FRAME: i32 = 100 * 1024 * 1024;
@@ -32,11 +32,16 @@ pub(crate) async fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
 
 async fn serve(mut stream: TcpStream, shared: Arc<Shared>) -> Result<(), String> {
     let _ = stream.set_nodelay(true);
+    let mut epoch = shared.faults.connection_epoch.subscribe();
+    epoch.borrow_and_update();
     loop {
-        let size = match stream.read_i32().await {
-            Ok(n) => n,
-            Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(()),
-            Err(e) => return Err(e.to_string()),
+        let size = tokio::select! {
+            read = stream.read_i32() => match read {
+                Ok(n) => n,
+                Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(()),
+                Err(e) => return Err(e.to_string()),
+            },
+            _ = epoch.changed() => return Err("connections dropped by fault injection".into()),
         };
         if !(4..=MAX_FRAME).contains(&size) {
             tracing::warn!("closing connection: frame size {size} is not a request");
@@ -58,9 +63,20 @@ async fn serve(mut stream: TcpStream, shared: Arc<Shared>) -> Result<(), String>
         let api_key =
             ApiKey::try_from(header.request_api_key).map_err(|_| "unknown api key".to_string())?;
         let version = header.request_api_version;
-        let Some(response) = handle(&shared, &header, request).await else {
+        shared.faults.wait_unpaused().await;
+        let (delay, error) = shared.faults.take(api_key);
+        if let Some(delay) = delay {
+            tokio::time::sleep(delay).await;
+        }
+        let Some(mut response) = handle(&shared, &header, request).await else {
             continue; // acks=0 produce: no response
         };
+        if let Some(code) = error {
+            faults::inject_error(&mut response, code);
+        }
+        if epoch.has_changed().unwrap_or(true) {
+            return Err("connections dropped by fault injection".into());
+        }
         let mut out = BytesMut::new();
         out.put_i32(0);
         let response_header = ResponseHeader::default().with_correlation_id(header.correlation_id);

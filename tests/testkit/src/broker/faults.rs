@@ -1,0 +1,129 @@
+//! Fault injection: pause and resume (stop answering), drop every connection, and delay or fail
+//! chosen request kinds with chosen error codes.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use kafka_protocol::messages::{ApiKey, ResponseKind};
+use parking_lot::Mutex;
+use tokio::sync::watch;
+
+/// What happens to requests of one kind.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct FaultRule {
+    pub delay: Option<Duration>,
+    /// (error code, how many more requests get it; `None`: all).
+    pub fail: Option<(i16, Option<u32>)>,
+}
+
+/// The faults in force.
+pub(crate) struct Faults {
+    /// `true` while the broker is paused.
+    pub paused: watch::Sender<bool>,
+    /// Bumped to drop every open connection.
+    pub connection_epoch: watch::Sender<u64>,
+    pub rules: Mutex<BTreeMap<i16, FaultRule>>,
+}
+
+impl Faults {
+    pub fn new() -> Self {
+        Self {
+            paused: watch::channel(false).0,
+            connection_epoch: watch::channel(0).0,
+            rules: Mutex::new(BTreeMap::new()),
+        }
+    }
+
+    /// Waits while the broker is paused.
+    pub async fn wait_unpaused(&self) {
+        let mut rx = self.paused.subscribe();
+        while *rx.borrow_and_update() {
+            if rx.changed().await.is_err() {
+                return;
+            }
+        }
+    }
+
+    /// The delay for `key`, and the error to inject into this request's response, if any.
+    pub fn take(&self, key: ApiKey) -> (Option<Duration>, Option<i16>) {
+        let mut rules = self.rules.lock();
+        let Some(rule) = rules.get_mut(&(key as i16)) else {
+            return (None, None);
+        };
+        let delay = rule.delay;
+        let error = match &mut rule.fail {
+            Some((code, None)) => Some(*code),
+            Some((code, Some(n))) if *n > 0 => {
+                *n -= 1;
+                Some(*code)
+            }
+            _ => None,
+        };
+        (delay, error)
+    }
+}
+
+/// Sets `code` as the error of a response: at the top level where the response has one, else
+/// on every partition.
+pub(crate) fn inject_error(response: &mut ResponseKind, code: i16) {
+    match response {
+        ResponseKind::Produce(r) => r
+            .responses
+            .iter_mut()
+            .flat_map(|t| t.partition_responses.iter_mut())
+            .for_each(|p| {
+                p.error_code = code;
+                p.base_offset = -1;
+            }),
+        ResponseKind::Fetch(r) => r
+            .responses
+            .iter_mut()
+            .flat_map(|t| t.partitions.iter_mut())
+            .for_each(|p| {
+                p.error_code = code;
+                p.records = None;
+            }),
+        ResponseKind::ListOffsets(r) => r
+            .topics
+            .iter_mut()
+            .flat_map(|t| t.partitions.iter_mut())
+            .for_each(|p| p.error_code = code),
+        ResponseKind::Metadata(r) => r.topics.iter_mut().for_each(|t| t.error_code = code),
+        ResponseKind::OffsetCommit(r) => r
+            .topics
+            .iter_mut()
+            .flat_map(|t| t.partitions.iter_mut())
+            .for_each(|p| p.error_code = code),
+        ResponseKind::OffsetFetch(r) => r.error_code = code,
+        ResponseKind::FindCoordinator(r) => r.error_code = code,
+        ResponseKind::JoinGroup(r) => r.error_code = code,
+        ResponseKind::SyncGroup(r) => r.error_code = code,
+        ResponseKind::Heartbeat(r) => r.error_code = code,
+        ResponseKind::LeaveGroup(r) => r.error_code = code,
+        ResponseKind::InitProducerId(r) => r.error_code = code,
+        ResponseKind::AddPartitionsToTxn(r) => r
+            .results_by_topic_v3_and_below
+            .iter_mut()
+            .flat_map(|t| t.results_by_partition.iter_mut())
+            .for_each(|p| p.partition_error_code = code),
+        ResponseKind::AddOffsetsToTxn(r) => r.error_code = code,
+        ResponseKind::TxnOffsetCommit(r) => r
+            .topics
+            .iter_mut()
+            .flat_map(|t| t.partitions.iter_mut())
+            .for_each(|p| p.error_code = code),
+        ResponseKind::EndTxn(r) => r.error_code = code,
+        ResponseKind::CreateTopics(r) => r.topics.iter_mut().for_each(|t| t.error_code = code),
+        ResponseKind::DeleteTopics(r) => r.responses.iter_mut().for_each(|t| t.error_code = code),
+        ResponseKind::DeleteRecords(r) => r
+            .topics
+            .iter_mut()
+            .flat_map(|t| t.partitions.iter_mut())
+            .for_each(|p| p.error_code = code),
+        ResponseKind::DescribeConfigs(r) => {
+            r.results.iter_mut().for_each(|res| res.error_code = code)
+        }
+        ResponseKind::ApiVersions(r) => r.error_code = code,
+        _ => {}
+    }
+}
