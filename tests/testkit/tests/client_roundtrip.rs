@@ -231,3 +231,57 @@ fn the_broker_starts_in_well_under_a_second() {
     );
     assert!(broker.bootstrap().starts_with("127.0.0.1:"));
 }
+
+#[test]
+fn compaction_keeps_the_newest_value_per_key_at_its_offset() {
+    let broker = EmbeddedBroker::start().unwrap();
+    let bootstrap = broker.bootstrap();
+    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
+        .set("bootstrap.servers", &bootstrap)
+        .create()
+        .unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let topic =
+        NewTopic::new("compacted", 1, TopicReplication::Fixed(1)).set("cleanup.policy", "compact");
+    for r in rt
+        .block_on(admin.create_topics(&[topic], &AdminOptions::new()))
+        .unwrap()
+    {
+        r.unwrap();
+    }
+    let p = producer(&bootstrap, true);
+    for (k, v) in [
+        ("k1", "a"),
+        ("k2", "b"),
+        ("k1", "c"),
+        ("k3", "d"),
+        ("k2", "e"),
+        ("k1", "f"),
+    ] {
+        p.send(BaseRecord::to("compacted").key(k).payload(v))
+            .unwrap();
+        p.flush(Duration::from_secs(5)).unwrap(); // one batch each
+    }
+    assert_eq!(broker.compact_now(), 3);
+    let got: Vec<(i64, String, String)> = read_all(&bootstrap, "compacted", 1, 3)
+        .into_iter()
+        .map(|(_, o, k, v)| (o, k, v))
+        .collect();
+    assert_eq!(
+        got,
+        vec![
+            (3, "k3".into(), "d".into()),
+            (4, "k2".into(), "e".into()),
+            (5, "k1".into(), "f".into())
+        ]
+    );
+    // New writes go on after the last offset.
+    p.send(BaseRecord::to("compacted").key("k3").payload("g"))
+        .unwrap();
+    p.flush(Duration::from_secs(5)).unwrap();
+    let got = read_all(&bootstrap, "compacted", 1, 4);
+    assert_eq!(got.last().map(|r| r.1), Some(6));
+}

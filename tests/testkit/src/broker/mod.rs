@@ -5,6 +5,7 @@ mod api_fetch;
 mod api_meta;
 mod api_offsets;
 mod api_produce;
+mod compaction;
 mod faults;
 mod groups;
 mod log;
@@ -44,6 +45,8 @@ pub struct BrokerConfig {
     pub auto_create_topics: bool,
     /// Partitions of an auto-created topic (Kafka's `num.partitions`).
     pub default_partitions: i32,
+    /// How often the log cleaner compacts `cleanup.policy=compact` topics.
+    pub compaction_interval: Duration,
 }
 
 impl Default for BrokerConfig {
@@ -52,6 +55,7 @@ impl Default for BrokerConfig {
             listen: SocketAddr::from(([127, 0, 0, 1], 0)),
             auto_create_topics: true,
             default_partitions: 1,
+            compaction_interval: Duration::from_secs(5),
         }
     }
 }
@@ -116,6 +120,10 @@ impl EmbeddedBroker {
         runtime.spawn(server::accept_loop(listener, Arc::clone(&shared)));
         runtime.spawn(groups::expire_sessions(Arc::clone(&shared)));
         runtime.spawn(txn::expire_transactions(Arc::clone(&shared)));
+        runtime.spawn(compaction::log_cleaner(
+            Arc::clone(&shared),
+            shared.config.compaction_interval,
+        ));
         tracing::info!(%addr, "embedded Kafka-protocol broker listening");
         Ok(Self {
             shared,
@@ -168,6 +176,11 @@ impl EmbeddedBroker {
     /// Removes every delay and failure rule.
     pub fn clear_faults(&self) {
         self.shared.faults.rules.lock().clear();
+    }
+
+    /// Compacts every `cleanup.policy=compact` topic now; returns the records removed.
+    pub fn compact_now(&self) -> usize {
+        compaction::compact_all(&self.shared)
     }
 
     /// Creates a topic (as CreateTopics would); `false` if it exists.
