@@ -62,6 +62,7 @@ impl PartitionLog {
                     r
                 })
                 .collect();
+            kept += survivors.len();
             let (Some(first), Some(last)) = (survivors.first(), survivors.last()) else {
                 continue;
             };
@@ -83,12 +84,6 @@ impl PartitionLog {
                 bytes: buf.freeze(),
             });
         }
-        removed += before
-            - rebuilt
-                .iter()
-                .map(|b| (b.last_offset - b.base_offset + 1) as usize)
-                .sum::<usize>()
-                .min(before);
         let rest = rest.to_vec();
         self.batches = rebuilt;
         self.batches.extend(rest);
