@@ -29,6 +29,18 @@ enum Command {
         #[arg(long)]
         mermaid: bool,
     },
+    /// Runs the embedded Kafka-protocol broker as a process (for kcat, tests and demos).
+    Broker {
+        /// Port to listen on (0: a free one, printed at start).
+        #[arg(long, default_value_t = 9092)]
+        port: u16,
+        /// Address to listen on.
+        #[arg(long, default_value = "127.0.0.1")]
+        host: std::net::IpAddr,
+        /// Partitions of auto-created topics.
+        #[arg(long, default_value_t = 1)]
+        default_partitions: i32,
+    },
     /// Writes a seeded mix of the platform's events as JSON lines.
     Generate {
         /// Records to write.
@@ -53,7 +65,32 @@ enum Command {
 }
 
 fn main() -> Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
     match Cli::parse().command {
+        Command::Broker {
+            port,
+            host,
+            default_partitions,
+        } => {
+            let config = eddy_testkit::BrokerConfig {
+                listen: std::net::SocketAddr::new(host, port),
+                default_partitions,
+                ..Default::default()
+            };
+            let broker =
+                eddy_testkit::EmbeddedBroker::start_with(config).context("starting the broker")?;
+            println!("eddy broker listening on {}", broker.bootstrap());
+            std::io::stdout().flush()?;
+            // Runs until killed (SIGINT/SIGTERM end the process; the broker keeps nothing).
+            loop {
+                std::thread::park();
+            }
+        }
         Command::List => {
             for t in eddy_topologies::registry() {
                 println!("{:<24} {}", t.name, t.summary);

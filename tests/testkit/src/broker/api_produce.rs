@@ -65,14 +65,11 @@ fn append_partition(
             b.base_sequence,
             b.base_sequence.wrapping_add(b.record_count - 1),
         );
-        let transactional = b.transactional;
         let log = state
             .partition_mut(topic, partition)
             .ok_or(ResponseError::UnknownTopicOrPartition)?;
         let base = log.append(b);
-        if transactional {
-            log.ongoing.entry(pid).or_insert(base);
-        }
+
         first_offset.get_or_insert(base);
         if pid >= 0 {
             state

@@ -37,6 +37,8 @@ pub(crate) struct IncomingBatch {
     pub base_sequence: i32,
     pub transactional: bool,
     pub control: bool,
+    /// For a transaction marker: commit (`true`) or abort.
+    pub marker_commit: Option<bool>,
     pub max_timestamp: i64,
     pub bytes: Vec<u8>,
 }
@@ -78,6 +80,7 @@ pub(crate) fn split_batches(records: &[u8]) -> Result<Vec<IncomingBatch>, Respon
             base_sequence: info.base_sequence,
             transactional: info.transactional,
             control: info.control,
+            marker_commit: if info.control { marker_type(raw) } else { None },
             max_timestamp,
             bytes: raw.to_vec(),
         });
@@ -85,13 +88,37 @@ pub(crate) fn split_batches(records: &[u8]) -> Result<Vec<IncomingBatch>, Respon
     Ok(out)
 }
 
+/// Whether a control batch is a commit marker (control record key: version, then type 1 =
+/// commit, 0 = abort).
+fn marker_type(raw: &[u8]) -> Option<bool> {
+    let mut buf = Bytes::copy_from_slice(raw);
+    let set = RecordBatchDecoder::decode(&mut buf).ok()?;
+    let key = set.records.first()?.key.clone()?;
+    (key.len() >= 4).then(|| i16::from_be_bytes([key[2], key[3]]) == 1)
+}
+
 impl PartitionLog {
-    /// Appends a checked batch, giving it the next offsets. Returns its base offset.
+    /// Appends a checked batch, giving it the next offsets, and keeps the transaction index:
+    /// transactional data opens its producer's transaction here; a marker settles it.
+    /// Returns the base offset.
     pub fn append(&mut self, batch: IncomingBatch) -> i64 {
         let base = self.next_offset;
+        let last = base + batch.record_count as i64 - 1;
+        match (batch.transactional, batch.marker_commit) {
+            (true, Some(commit)) => {
+                if let Some(first) = self.ongoing.remove(&batch.producer_id) {
+                    if !commit {
+                        self.aborted.push((batch.producer_id, first, last));
+                    }
+                }
+            }
+            (true, None) => {
+                self.ongoing.entry(batch.producer_id).or_insert(base);
+            }
+            _ => {}
+        }
         let mut bytes = BytesMut::from(&batch.bytes[..]);
         bytes[0..8].copy_from_slice(&base.to_be_bytes());
-        let last = base + batch.record_count as i64 - 1;
         self.batches.push(StoredBatch {
             base_offset: base,
             last_offset: last,

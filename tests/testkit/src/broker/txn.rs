@@ -73,12 +73,7 @@ fn write_marker(
         return;
     };
     let Some(batch) = batches.pop() else { return };
-    let marker = log.append(batch);
-    if let Some(first) = log.ongoing.remove(&pid) {
-        if !commit {
-            log.aborted.push((pid, first, marker));
-        }
-    }
+    log.append(batch);
 }
 
 /// Ends the open transaction of `txn_id`: markers on every partition, offsets applied on commit.
