@@ -40,6 +40,9 @@ enum Command {
         /// Partitions of auto-created topics.
         #[arg(long, default_value_t = 1)]
         default_partitions: i32,
+        /// Keep data, offsets and producer ids here across restarts (in memory when absent).
+        #[arg(long)]
+        data_dir: Option<std::path::PathBuf>,
     },
     /// Writes a seeded mix of the platform's events as JSON lines.
     Generate {
@@ -76,17 +79,19 @@ fn main() -> Result<()> {
             port,
             host,
             default_partitions,
+            data_dir,
         } => {
             let config = eddy_testkit::BrokerConfig {
                 listen: std::net::SocketAddr::new(host, port),
                 default_partitions,
+                data_dir,
                 ..Default::default()
             };
             let broker =
                 eddy_testkit::EmbeddedBroker::start_with(config).context("starting the broker")?;
             println!("eddy broker listening on {}", broker.bootstrap());
             std::io::stdout().flush()?;
-            // Runs until killed (SIGINT/SIGTERM end the process; the broker keeps nothing).
+            // Runs until killed; with --data-dir every acknowledged change is already journaled.
             loop {
                 std::thread::park();
             }

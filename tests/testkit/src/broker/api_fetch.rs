@@ -154,21 +154,22 @@ pub(crate) fn delete_records(shared: &Shared, r: DeleteRecordsRequest) -> Delete
                 .map(|p| {
                     let result = DeleteRecordsPartitionResult::default()
                         .with_partition_index(p.partition_index);
-                    match state.partition_mut(&name, p.partition_index) {
-                        Some(log) => {
+                    let end = state
+                        .partition(&name, p.partition_index)
+                        .map(|l| l.next_offset);
+                    match end {
+                        Some(end) => {
                             // -1 means "up to the high watermark".
-                            let to = if p.offset == -1 {
-                                log.next_offset
-                            } else {
-                                p.offset
-                            };
-                            if to > log.next_offset {
+                            let to = if p.offset == -1 { end } else { p.offset };
+                            if to > end {
                                 return result
                                     .with_error_code(ResponseError::OffsetOutOfRange.code())
                                     .with_low_watermark(-1);
                             }
-                            log.delete_before(to);
-                            result.with_low_watermark(log.log_start_offset)
+                            let start = state
+                                .delete_records(&name, p.partition_index, to)
+                                .unwrap_or(-1);
+                            result.with_low_watermark(start)
                         }
                         None => result
                             .with_error_code(ResponseError::UnknownTopicOrPartition.code())

@@ -183,7 +183,7 @@ pub(crate) fn delete_topics(shared: &Shared, r: DeleteTopicsRequest) -> DeleteTo
     let responses = names
         .into_iter()
         .map(|name| {
-            let gone = state.topics.remove(name.0.as_str()).is_some();
+            let gone = state.delete_topic(name.0.as_str());
             let result = DeletableTopicResult::default().with_name(Some(name));
             if gone {
                 result

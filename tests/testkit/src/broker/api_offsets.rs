@@ -41,7 +41,7 @@ pub(crate) fn offset_commit(shared: &Shared, r: OffsetCommitRequest) -> OffsetCo
                             .with_partition_index(p.partition_index)
                             .with_error_code(e.code());
                     }
-                    state.offsets.insert(
+                    state.commit_offset(
                         (group.clone(), name.clone(), p.partition_index),
                         CommittedOffset {
                             offset: p.committed_offset,

@@ -65,10 +65,9 @@ fn append_partition(
             b.base_sequence,
             b.base_sequence.wrapping_add(b.record_count - 1),
         );
-        let log = state
-            .partition_mut(topic, partition)
+        let base = state
+            .append(topic, partition, b)
             .ok_or(ResponseError::UnknownTopicOrPartition)?;
-        let base = log.append(b);
 
         first_offset.get_or_insert(base);
         if pid >= 0 {

@@ -96,16 +96,25 @@ impl PartitionLog {
 pub(crate) fn compact_all(shared: &Shared) -> usize {
     let mut state = shared.state.lock();
     let mut removed = 0;
-    for topic in state.topics.values_mut() {
+    let mut compacted_parts = Vec::new();
+    for (name, topic) in state.topics.iter_mut() {
         let compacted = topic
             .configs
             .get("cleanup.policy")
             .is_some_and(|p| p.split(',').any(|x| x.trim() == "compact"));
         if compacted {
-            for p in &mut topic.partitions {
-                removed += p.compact();
+            for (i, p) in topic.partitions.iter_mut().enumerate() {
+                let boundary = p.last_stable_offset();
+                let n = p.compact();
+                if n > 0 {
+                    compacted_parts.push((name.clone(), i as i32, boundary));
+                }
+                removed += n;
             }
         }
+    }
+    for (topic, partition, boundary) in compacted_parts {
+        state.journal_compaction(&topic, partition, boundary);
     }
     removed
 }

@@ -15,6 +15,21 @@ pub(crate) struct StoredBatch {
     pub bytes: Bytes,
 }
 
+impl StoredBatch {
+    /// A batch as stored (with its offsets), read back from the journal.
+    pub fn from_stored(raw: &[u8]) -> Option<Self> {
+        let batch = split_batches(raw).ok()?.pop()?;
+        let base = i64::from_be_bytes(raw.get(0..8)?.try_into().ok()?);
+        Some(Self {
+            base_offset: base,
+            last_offset: base + i64::from(batch.last_offset_delta),
+            control: batch.control,
+            max_timestamp: batch.max_timestamp,
+            bytes: Bytes::copy_from_slice(raw),
+        })
+    }
+}
+
 /// A partition: its batches, the next offset (high watermark: one replica) and the log start,
 /// plus the transactions open on it and the aborted ones (for read_committed fetches).
 #[derive(Debug, Default)]
@@ -39,6 +54,8 @@ pub(crate) struct IncomingBatch {
     pub control: bool,
     /// For a transaction marker: commit (`true`) or abort.
     pub marker_commit: Option<bool>,
+    /// lastOffsetDelta of the header: the batch spans base ..= base + this.
+    pub last_offset_delta: i32,
     pub max_timestamp: i64,
     pub bytes: Vec<u8>,
 }
@@ -81,6 +98,11 @@ pub(crate) fn split_batches(records: &[u8]) -> Result<Vec<IncomingBatch>, Respon
             transactional: info.transactional,
             control: info.control,
             marker_commit: if info.control { marker_type(raw) } else { None },
+            last_offset_delta: i32::from_be_bytes(
+                raw[23..27]
+                    .try_into()
+                    .map_err(|_| ResponseError::CorruptMessage)?,
+            ),
             max_timestamp,
             bytes: raw.to_vec(),
         });
@@ -103,7 +125,7 @@ impl PartitionLog {
     /// Returns the base offset.
     pub fn append(&mut self, batch: IncomingBatch) -> i64 {
         let base = self.next_offset;
-        let last = base + batch.record_count as i64 - 1;
+        let last = base + i64::from(batch.last_offset_delta.max(batch.record_count - 1));
         match (batch.transactional, batch.marker_commit) {
             (true, Some(commit)) => {
                 if let Some(first) = self.ongoing.remove(&batch.producer_id) {

@@ -8,6 +8,7 @@ mod api_produce;
 mod compaction;
 mod faults;
 mod groups;
+mod journal;
 mod log;
 mod server;
 mod state;
@@ -34,6 +35,12 @@ pub enum BrokerError {
     },
     #[error("cannot start the broker runtime: {0}")]
     Runtime(#[source] std::io::Error),
+    #[error("cannot open the data directory {path}: {source}")]
+    DataDir {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
 }
 
 /// Settings of the broker.
@@ -47,6 +54,8 @@ pub struct BrokerConfig {
     pub default_partitions: i32,
     /// How often the log cleaner compacts `cleanup.policy=compact` topics.
     pub compaction_interval: Duration,
+    /// Where to keep data across restarts; `None`: in memory only.
+    pub data_dir: Option<std::path::PathBuf>,
 }
 
 impl Default for BrokerConfig {
@@ -56,6 +65,7 @@ impl Default for BrokerConfig {
             auto_create_topics: true,
             default_partitions: 1,
             compaction_interval: Duration::from_secs(5),
+            data_dir: None,
         }
     }
 }
@@ -109,10 +119,23 @@ impl EmbeddedBroker {
             addr: config.listen.to_string(),
             source,
         })?;
+        let mut state = ClusterState::default();
+        if let Some(dir) = &config.data_dir {
+            let (journal, entries) =
+                journal::Journal::open(dir).map_err(|source| BrokerError::DataDir {
+                    path: dir.display().to_string(),
+                    source,
+                })?;
+            let replayed = entries.len();
+            state.replay(entries);
+            state.journal = Some(journal);
+            txn::abort_open_after_restart(&mut state);
+            tracing::info!(dir = %dir.display(), replayed, "restored the broker's data");
+        }
         let shared = Arc::new(Shared {
             config,
             addr,
-            state: Mutex::new(ClusterState::default()),
+            state: Mutex::new(state),
             groups: Mutex::new(groups::Groups::default()),
             appended: Notify::new(),
             faults: faults::Faults::new(),

@@ -2,7 +2,8 @@
 
 use std::collections::BTreeMap;
 
-use crate::broker::log::PartitionLog;
+use crate::broker::journal::{Entry, Journal};
+use crate::broker::log::{split_batches, IncomingBatch, PartitionLog, StoredBatch};
 
 /// A topic.
 #[derive(Debug)]
@@ -49,9 +50,18 @@ pub(crate) struct ClusterState {
     pub offsets: BTreeMap<(String, String, i32), CommittedOffset>,
     pub transactions: BTreeMap<String, Transaction>,
     next_topic_id: u64,
+    /// With a data directory: where every change is written before it is acknowledged.
+    pub journal: Option<Journal>,
 }
 
 impl ClusterState {
+    /// Writes a change to the journal, when there is one.
+    fn record(&mut self, entry: Entry) {
+        if let Some(j) = &mut self.journal {
+            j.write(&entry);
+        }
+    }
+
     /// Creates `name` with `partitions` partitions; `false` if it exists.
     pub fn create_topic(
         &mut self,
@@ -62,6 +72,14 @@ impl ClusterState {
         if self.topics.contains_key(name) {
             return false;
         }
+        self.record(Entry::CreateTopic {
+            name: name.to_string(),
+            partitions,
+            configs: configs
+                .iter()
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect(),
+        });
         self.next_topic_id += 1;
         let mut id = [0u8; 16];
         id[8..].copy_from_slice(&self.next_topic_id.to_be_bytes());
@@ -78,6 +96,192 @@ impl ClusterState {
             },
         );
         true
+    }
+
+    /// Deletes a topic; `false` if there is none.
+    pub fn delete_topic(&mut self, name: &str) -> bool {
+        let gone = self.topics.remove(name).is_some();
+        if gone {
+            self.record(Entry::DeleteTopic {
+                name: name.to_string(),
+            });
+        }
+        gone
+    }
+
+    /// Appends a checked batch to a partition; its base offset, or `None` for no such partition.
+    pub fn append(&mut self, topic: &str, partition: i32, batch: IncomingBatch) -> Option<i64> {
+        let log = self.partition_mut(topic, partition)?;
+        let base = log.append(batch);
+        let bytes = log
+            .batches
+            .last()
+            .map(|b| b.bytes.to_vec())
+            .unwrap_or_default();
+        self.record(Entry::Append {
+            topic: topic.to_string(),
+            partition,
+            bytes,
+        });
+        Some(base)
+    }
+
+    /// Drops records below `before`; the new log start offset.
+    pub fn delete_records(&mut self, topic: &str, partition: i32, before: i64) -> Option<i64> {
+        let log = self.partition_mut(topic, partition)?;
+        log.delete_before(before);
+        let start = log.log_start_offset;
+        self.record(Entry::DeleteRecords {
+            topic: topic.to_string(),
+            partition,
+            before,
+        });
+        Some(start)
+    }
+
+    /// Commits a group's offset.
+    pub fn commit_offset(&mut self, key: (String, String, i32), offset: CommittedOffset) {
+        self.record(Entry::CommitOffset {
+            group: key.0.clone(),
+            topic: key.1.clone(),
+            partition: key.2,
+            offset: offset.offset,
+            metadata: offset.metadata.clone(),
+        });
+        self.offsets.insert(key, offset);
+    }
+
+    /// A producer id never handed out before.
+    pub fn new_producer_id(&mut self) -> i64 {
+        self.next_producer_id += 1;
+        let id = self.next_producer_id;
+        self.producers.insert(id, ProducerState::default());
+        self.record(Entry::NextProducerId { id });
+        id
+    }
+
+    /// Records the producer id and epoch of a transactional id.
+    pub fn journal_transaction(&mut self, id: &str) {
+        if let Some(t) = self.transactions.get(id) {
+            let entry = Entry::Transaction {
+                id: id.to_string(),
+                producer_id: t.producer_id,
+                epoch: t.epoch,
+                timeout_ms: t.timeout.as_millis() as u64,
+            };
+            self.record(entry);
+        }
+    }
+
+    /// Records a partition's batches after compaction up to `boundary`.
+    pub fn journal_compaction(&mut self, topic: &str, partition: i32, boundary: i64) {
+        let Some(log) = self.partition(topic, partition) else {
+            return;
+        };
+        let batches = log
+            .batches
+            .iter()
+            .filter(|b| b.last_offset < boundary)
+            .map(|b| b.bytes.to_vec())
+            .collect();
+        self.record(Entry::Compacted {
+            topic: topic.to_string(),
+            partition,
+            batches,
+            boundary,
+        });
+    }
+
+    /// Applies journal entries (at start, before the journal is attached).
+    pub fn replay(&mut self, entries: Vec<Entry>) {
+        for entry in entries {
+            match entry {
+                Entry::CreateTopic {
+                    name,
+                    partitions,
+                    configs,
+                } => {
+                    self.create_topic(&name, partitions, configs.into_iter().collect());
+                }
+                Entry::DeleteTopic { name } => {
+                    self.delete_topic(&name);
+                }
+                Entry::Append {
+                    topic,
+                    partition,
+                    bytes,
+                } => {
+                    for b in split_batches(&bytes).unwrap_or_default() {
+                        self.append(&topic, partition, b);
+                    }
+                }
+                Entry::DeleteRecords {
+                    topic,
+                    partition,
+                    before,
+                } => {
+                    self.delete_records(&topic, partition, before);
+                }
+                Entry::CommitOffset {
+                    group,
+                    topic,
+                    partition,
+                    offset,
+                    metadata,
+                } => {
+                    self.offsets.insert(
+                        (group, topic, partition),
+                        CommittedOffset { offset, metadata },
+                    );
+                }
+                Entry::NextProducerId { id } => {
+                    self.next_producer_id = self.next_producer_id.max(id);
+                    self.producers.entry(id).or_default();
+                }
+                Entry::Transaction {
+                    id,
+                    producer_id,
+                    epoch,
+                    timeout_ms,
+                } => {
+                    self.next_producer_id = self.next_producer_id.max(producer_id);
+                    self.producers.insert(
+                        producer_id,
+                        ProducerState {
+                            epoch,
+                            ..Default::default()
+                        },
+                    );
+                    self.transactions.insert(
+                        id,
+                        Transaction {
+                            producer_id,
+                            epoch,
+                            timeout: std::time::Duration::from_millis(timeout_ms),
+                            started: None,
+                            partitions: Default::default(),
+                            offsets: Vec::new(),
+                        },
+                    );
+                }
+                Entry::Compacted {
+                    topic,
+                    partition,
+                    batches,
+                    boundary,
+                } => {
+                    if let Some(log) = self.partition_mut(&topic, partition) {
+                        let mut rebuilt: Vec<StoredBatch> = batches
+                            .iter()
+                            .filter_map(|b| StoredBatch::from_stored(b))
+                            .collect();
+                        rebuilt.extend(log.batches.drain(..).filter(|b| b.last_offset >= boundary));
+                        log.batches = rebuilt;
+                        log.aborted.retain(|(_, _, last)| *last >= boundary);
+                    }
+                }
+            }
+        }
     }
 
     pub fn partition_mut(&mut self, topic: &str, partition: i32) -> Option<&mut PartitionLog> {

@@ -69,11 +69,8 @@ fn write_marker(
     let Ok(mut batches) = split_batches(&buf) else {
         return;
     };
-    let Some(log) = state.partition_mut(topic, partition) else {
-        return;
-    };
     let Some(batch) = batches.pop() else { return };
-    log.append(batch);
+    state.append(topic, partition, batch);
 }
 
 /// Ends the open transaction of `txn_id`: markers on every partition, offsets applied on commit.
@@ -86,7 +83,7 @@ fn end_transaction(state: &mut ClusterState, txn_id: &str, commit: bool) {
     }
     if commit {
         for (key, offset) in txn.offsets {
-            state.offsets.insert(key, offset);
+            state.commit_offset(key, offset);
         }
     }
     if let Some(t) = state.transactions.get_mut(txn_id) {
@@ -98,13 +95,15 @@ fn end_transaction(state: &mut ClusterState, txn_id: &str, commit: bool) {
 
 /// Bumps the epoch of `txn_id`, fencing any producer still using the old one.
 fn bump_epoch(state: &mut ClusterState, txn_id: &str) -> Option<(i64, i16)> {
+    let exhausted = state.transactions.get(txn_id)?.epoch == i16::MAX - 1;
+    let fresh_pid = exhausted.then(|| state.new_producer_id());
     let t = state.transactions.get_mut(txn_id)?;
-    if t.epoch == i16::MAX - 1 {
-        state.next_producer_id += 1;
-        t.producer_id = state.next_producer_id;
-        t.epoch = 0;
-    } else {
-        t.epoch += 1;
+    match fresh_pid {
+        Some(pid) => {
+            t.producer_id = pid;
+            t.epoch = 0;
+        }
+        None => t.epoch += 1,
     }
     let (pid, epoch) = (t.producer_id, t.epoch);
     state.producers.insert(
@@ -114,6 +113,7 @@ fn bump_epoch(state: &mut ClusterState, txn_id: &str) -> Option<(i64, i16)> {
             ..Default::default()
         },
     );
+    state.journal_transaction(txn_id);
     Some((pid, epoch))
 }
 
@@ -127,9 +127,7 @@ pub(crate) fn init_producer_id(
         .as_ref()
         .map(|t| t.0.as_str().to_string())
     else {
-        state.next_producer_id += 1;
-        let id = state.next_producer_id;
-        state.producers.insert(id, ProducerState::default());
+        let id = state.new_producer_id();
         return InitProducerIdResponse::default()
             .with_producer_id(ProducerId(id))
             .with_producer_epoch(0);
@@ -145,11 +143,9 @@ pub(crate) fn init_producer_id(
         }
         bump_epoch(&mut state, &txn_id).unwrap_or((-1, -1))
     } else {
-        state.next_producer_id += 1;
-        let pid = state.next_producer_id;
-        state.producers.insert(pid, ProducerState::default());
+        let pid = state.new_producer_id();
         state.transactions.insert(
-            txn_id,
+            txn_id.clone(),
             Transaction {
                 producer_id: pid,
                 epoch: 0,
@@ -159,11 +155,29 @@ pub(crate) fn init_producer_id(
                 offsets: Vec::new(),
             },
         );
+        state.journal_transaction(&txn_id);
         (pid, 0)
     };
     InitProducerIdResponse::default()
         .with_producer_id(ProducerId(pid))
         .with_producer_epoch(epoch)
+}
+
+/// After a restart, aborts every transaction that was open when the broker stopped (their
+/// producers must start over), so that the last stable offsets move on.
+pub(crate) fn abort_open_after_restart(state: &mut ClusterState) {
+    let mut open = Vec::new();
+    for (name, topic) in &state.topics {
+        for (p, log) in topic.partitions.iter().enumerate() {
+            for pid in log.ongoing.keys() {
+                open.push((name.clone(), p as i32, *pid));
+            }
+        }
+    }
+    for (topic, partition, pid) in open {
+        let epoch = state.producers.get(&pid).map_or(0, |p| p.epoch);
+        write_marker(state, &topic, partition, pid, epoch, false);
+    }
 }
 
 /// Checks that `pid`/`epoch` is the current producer of `txn_id`.
