@@ -17,6 +17,10 @@ use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
 use rdkafka::TopicPartitionList;
 
 fn consumer(bootstrap: &str, group: &str) -> BaseConsumer {
+    consumer_with(bootstrap, group, "range")
+}
+
+fn consumer_with(bootstrap: &str, group: &str, strategy: &str) -> BaseConsumer {
     let c: BaseConsumer = ClientConfig::new()
         .set("bootstrap.servers", bootstrap)
         .set("group.id", group)
@@ -24,7 +28,7 @@ fn consumer(bootstrap: &str, group: &str) -> BaseConsumer {
         .set("heartbeat.interval.ms", "100")
         .set("enable.auto.commit", "false")
         .set("auto.offset.reset", "earliest")
-        .set("partition.assignment.strategy", "range")
+        .set("partition.assignment.strategy", strategy)
         .create()
         .unwrap();
     c.subscribe(&["orders"]).unwrap();
@@ -145,4 +149,17 @@ fn a_group_rebalances_as_members_join_leave_and_time_out() {
         rdkafka::Offset::Offset(42),
         "committed offsets survive rebalances"
     );
+}
+
+#[test]
+fn a_cooperative_group_moves_partitions_incrementally() {
+    let broker = EmbeddedBroker::start().unwrap();
+    broker.create_topic("orders", 6);
+    let bootstrap = broker.bootstrap();
+    let a = consumer_with(&bootstrap, "coop", "cooperative-sticky");
+    converge(&[&a], &[6]);
+    let b = consumer_with(&bootstrap, "coop", "cooperative-sticky");
+    converge(&[&a, &b], &[3, 3]);
+    drop(b);
+    converge(&[&a], &[6]);
 }
