@@ -16,6 +16,7 @@ mod error;
 mod operators;
 mod processor;
 mod record;
+mod runtime;
 mod serdes;
 mod task;
 mod time;
@@ -41,6 +42,7 @@ pub use processor::{
     WindowStoreHandle,
 };
 pub use record::{Headers, Record, RecordMetadata, Windowed};
+pub use runtime::{KafkaStreams, Progress, RuntimeConfig, DLQ_TOPIC};
 pub use serdes::{Serde, SerdeRef, Serdes};
 pub use task::collector::{ChangelogRecord, DeadLetter, ProducedRecord};
 pub use task::{InputRecord, StreamTask, TaskId};

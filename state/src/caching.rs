@@ -147,6 +147,17 @@ impl<S: KeyValueStore> KeyValueStore for CachingKeyValueStore<S> {
     fn cache_full(&self) -> bool {
         self.dirty_bytes > self.max_bytes
     }
+    fn restore(&mut self, key: &[u8], value: Option<&[u8]>) -> Result<()> {
+        if let Some(old) = self.dirty.remove(key) {
+            self.dirty_bytes = self
+                .dirty_bytes
+                .saturating_sub(key.len() + old.map_or(0, |v| v.len()));
+            if let Some(at) = self.written_at.remove(key) {
+                self.order.remove(&at);
+            }
+        }
+        self.inner.restore(key, value)
+    }
     fn persistent(&self) -> bool {
         self.inner.persistent()
     }

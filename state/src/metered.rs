@@ -110,6 +110,9 @@ impl<S: KeyValueStore> KeyValueStore for MeteredKeyValueStore<S> {
     fn cache_full(&self) -> bool {
         self.inner.cache_full()
     }
+    fn restore(&mut self, key: &[u8], value: Option<&[u8]>) -> Result<()> {
+        self.inner.restore(key, value)
+    }
     fn persistent(&self) -> bool {
         self.inner.persistent()
     }

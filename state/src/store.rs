@@ -45,6 +45,13 @@ pub trait KeyValueStore: Send {
     fn cache_full(&self) -> bool {
         false
     }
+    /// Writes a changelog record back during restore: no caching, no logging.
+    fn restore(&mut self, key: &[u8], value: Option<&[u8]>) -> Result<()> {
+        match value {
+            Some(v) => self.put(key, v),
+            None => self.delete(key).map(|_| ()),
+        }
+    }
     /// Whether the data survives a restart of the process.
     fn persistent(&self) -> bool;
 
@@ -131,6 +138,9 @@ impl KeyValueStore for Box<dyn KeyValueStore> {
     }
     fn cache_full(&self) -> bool {
         (**self).cache_full()
+    }
+    fn restore(&mut self, key: &[u8], value: Option<&[u8]>) -> Result<()> {
+        (**self).restore(key, value)
     }
     fn persistent(&self) -> bool {
         (**self).persistent()

@@ -432,3 +432,25 @@ fn corrupt_window_keys_are_reported_not_panicked() {
     let err = w.all().unwrap_err();
     assert_eq!(err.class(), ErrorClass::StateCorrupted);
 }
+
+#[test]
+fn restore_bypasses_the_cache_and_the_changelog() {
+    let sink = Arc::new(RecordingSink::default());
+    let logged = ChangeLoggingKeyValueStore::new(InMemoryKeyValueStore::new("r"), sink.clone());
+    let mut s =
+        MeteredKeyValueStore::new(CachingKeyValueStore::new(logged, 1 << 20), "restore-test");
+    s.put(b"a", b"dirty").unwrap();
+    s.restore(b"a", Some(b"restored")).unwrap();
+    s.restore(b"b", Some(b"x")).unwrap();
+    s.restore(b"b", None).unwrap();
+    assert_eq!(s.get(b"a").unwrap(), Some(b"restored".to_vec()));
+    assert_eq!(s.get(b"b").unwrap(), None);
+    assert!(
+        s.flush_cache().unwrap().is_empty(),
+        "the restored key is no longer dirty"
+    );
+    assert!(
+        sink.0.lock().unwrap().is_empty(),
+        "nothing restored is logged again"
+    );
+}

@@ -339,6 +339,28 @@ impl StreamTask {
         self.core.stores.get(name)
     }
 
+    /// Names of this task's stores that have a changelog.
+    pub fn logged_stores(&self, topology: &Topology) -> Vec<String> {
+        let mut names: Vec<String> = self
+            .core
+            .stores
+            .keys()
+            .filter(|n| topology.store_is_logged(n))
+            .cloned()
+            .collect();
+        names.sort();
+        names
+    }
+
+    /// Writes one changelog record back into `store` (restore: no cache, no changelog).
+    pub fn restore_record(&mut self, store: &str, key: &[u8], value: Option<&[u8]>) -> Result<()> {
+        let entry = self.core.stores.get(store).ok_or_else(|| {
+            EngineError::Topology(format!("task {} has no store `{store}`", self.id))
+        })?;
+        entry.store.lock().key_values().restore(key, value)?;
+        Ok(())
+    }
+
     /// The task's RocksDB database, if it has persistent stores.
     pub fn rocksdb(&self) -> Option<&Arc<RocksDbInstance>> {
         self.rocksdb.as_ref()

@@ -147,6 +147,16 @@ impl Topology {
         out
     }
 
+    /// The sub-topology that reads `topic` (named as on the broker), if any.
+    pub fn subtopology_of(&self, application_id: &str, topic: &str) -> Option<usize> {
+        self.subtopologies.iter().find_map(|s| {
+            s.source_topics
+                .iter()
+                .any(|t| self.physical_topic(application_id, t) == topic)
+                .then_some(s.id)
+        })
+    }
+
     pub(crate) fn node_index(&self, name: &str) -> Option<usize> {
         self.nodes.iter().position(|n| n.name == name)
     }

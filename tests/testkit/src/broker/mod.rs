@@ -201,6 +201,18 @@ impl EmbeddedBroker {
         self.shared.faults.rules.lock().clear();
     }
 
+    /// (high watermark, last stable offset, producer ids with an open transaction) of a
+    /// partition, for tests and debugging.
+    pub fn partition_state(&self, topic: &str, partition: i32) -> Option<(i64, i64, Vec<i64>)> {
+        let state = self.shared.state.lock();
+        let log = state.partition(topic, partition)?;
+        Some((
+            log.next_offset,
+            log.last_stable_offset(),
+            log.ongoing.keys().copied().collect(),
+        ))
+    }
+
     /// Compacts every `cleanup.policy=compact` topic now; returns the records removed.
     pub fn compact_now(&self) -> usize {
         compaction::compact_all(&self.shared)

@@ -1,0 +1,133 @@
+//! The Kafka runtime: stream threads that consume a topology's input through a consumer group,
+//! run its tasks, and write outputs, changelogs and offsets, exactly once (EOS-v2) or at least
+//! once. `KafkaStreams::start` runs N threads in this process; run the binary N times to spread
+//! the partitions over processes.
+
+mod producer;
+mod restore;
+mod thread;
+mod topics;
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+
+use crate::config::StreamsConfig;
+use crate::error::{EngineError, Result};
+use crate::topology::Topology;
+
+pub use topics::DLQ_TOPIC;
+
+/// Settings of a runtime: the streams config plus how to reach Kafka.
+#[derive(Debug, Clone)]
+pub struct RuntimeConfig {
+    pub streams: StreamsConfig,
+    /// `bootstrap.servers`.
+    pub bootstrap_servers: String,
+    /// Replication factor of the internal topics Eddy creates.
+    pub replication_factor: i32,
+}
+
+impl RuntimeConfig {
+    /// A runtime config for `streams` against `bootstrap_servers`.
+    pub fn new(streams: StreamsConfig, bootstrap_servers: impl Into<String>) -> Self {
+        Self {
+            streams,
+            bootstrap_servers: bootstrap_servers.into(),
+            replication_factor: 1,
+        }
+    }
+}
+
+/// Counters a running application keeps, for progress output and tests.
+#[derive(Debug, Default)]
+pub struct Progress {
+    pub records_in: AtomicU64,
+    pub records_out: AtomicU64,
+    pub dead_letters: AtomicU64,
+    pub restored: AtomicU64,
+    pub commits: AtomicU64,
+    pub aborts: AtomicU64,
+}
+
+impl Progress {
+    fn add(counter: &AtomicU64, n: u64) {
+        counter.fetch_add(n, Ordering::Relaxed);
+    }
+}
+
+/// A running application.
+pub struct KafkaStreams {
+    threads: Vec<JoinHandle<Result<()>>>,
+    shutdown: Arc<AtomicBool>,
+    progress: Arc<Progress>,
+}
+
+impl std::fmt::Debug for KafkaStreams {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KafkaStreams")
+            .field("threads", &self.threads.len())
+            .finish()
+    }
+}
+
+impl KafkaStreams {
+    /// Checks the input topics, creates the internal ones and starts `num.stream.threads`
+    /// threads. A missing input topic or partition counts that differ among co-partitioned
+    /// sources are clear errors here, not hangs.
+    pub fn start(topology: Topology, config: RuntimeConfig) -> Result<Self> {
+        let partitions = topics::prepare(&topology, &config)?;
+        let topology = Arc::new(topology);
+        let shutdown = Arc::new(AtomicBool::new(false));
+        let progress = Arc::new(Progress::default());
+        let mut threads = Vec::new();
+        for index in 0..config.streams.num_stream_threads {
+            let (topology, config, shutdown, progress, partitions) = (
+                Arc::clone(&topology),
+                config.clone(),
+                Arc::clone(&shutdown),
+                Arc::clone(&progress),
+                partitions.clone(),
+            );
+            let handle = std::thread::Builder::new()
+                .name(format!("{}-stream-{index}", config.streams.application_id))
+                .spawn(move || thread::run(index, topology, config, partitions, shutdown, progress))
+                .map_err(|e| EngineError::Config {
+                    key: "num.stream.threads".into(),
+                    reason: e.to_string(),
+                })?;
+            threads.push(handle);
+        }
+        Ok(Self {
+            threads,
+            shutdown,
+            progress,
+        })
+    }
+
+    /// The application's counters.
+    pub fn progress(&self) -> Arc<Progress> {
+        Arc::clone(&self.progress)
+    }
+
+    /// Whether every thread is still running.
+    pub fn is_running(&self) -> bool {
+        self.threads.iter().all(|t| !t.is_finished())
+    }
+
+    /// Stops: each thread commits (or aborts) its open transaction, closes its tasks and leaves
+    /// the group. Returns the first thread error.
+    pub fn close(self) -> Result<()> {
+        self.shutdown.store(true, Ordering::SeqCst);
+        let mut first = Ok(());
+        for t in self.threads {
+            let result = t
+                .join()
+                .unwrap_or_else(|_| Err(EngineError::Topology("a stream thread panicked".into())));
+            if first.is_ok() {
+                first = result;
+            }
+        }
+        first
+    }
+}

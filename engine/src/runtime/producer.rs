@@ -1,0 +1,336 @@
+//! The one place that touches transactions and offsets: a stream thread's producer sends the
+//! records of all its tasks, and commits them together with the consumed offsets — in one
+//! transaction under `exactly_once_v2` (EOS-v2: `send_offsets_to_transaction` with the
+//! consumer's group metadata), or by flushing and then committing offsets under
+//! `at_least_once`.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext};
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::message::{Header, OwnedHeaders};
+use rdkafka::producer::{BaseProducer, BaseRecord, DeliveryResult, Producer, ProducerContext};
+use rdkafka::{ClientContext, Offset, TopicPartitionList};
+
+use crate::config::ProcessingGuarantee;
+use crate::error::{EngineError, Result};
+use crate::task::collector::{ChangelogRecord, DeadLetter, ProducedRecord};
+
+/// What a failed commit means for the thread.
+#[derive(Debug)]
+pub(crate) enum CommitError {
+    /// The transaction was aborted: drop uncommitted state and rewind to the committed offsets.
+    Aborted(String),
+    /// The producer is fenced or broken: close the tasks, make a new producer, rejoin.
+    Fatal(String),
+}
+
+impl std::fmt::Display for CommitError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            CommitError::Aborted(m) => write!(f, "aborted: {m}"),
+            CommitError::Fatal(m) => write!(f, "fatal: {m}"),
+        }
+    }
+}
+
+/// Remembers delivery failures, which under at-least-once must stop an offset commit.
+#[derive(Default)]
+pub(crate) struct DeliveryTracker {
+    failed: Arc<AtomicBool>,
+}
+
+impl ClientContext for DeliveryTracker {}
+
+impl ProducerContext for DeliveryTracker {
+    type DeliveryOpaque = ();
+    fn delivery(&self, result: &DeliveryResult<'_>, _: ()) {
+        if let Err((e, _)) = result {
+            tracing::warn!("delivery failed: {e}");
+            self.failed.store(true, Ordering::SeqCst);
+        }
+    }
+}
+
+/// A stream thread's producer.
+pub(crate) struct CommitProducer {
+    producer: BaseProducer<DeliveryTracker>,
+    delivery_failed: Arc<AtomicBool>,
+    guarantee: ProcessingGuarantee,
+    in_transaction: bool,
+    application_id: String,
+}
+
+const TIMEOUT: Duration = Duration::from_secs(30);
+
+fn fatal(what: &str, e: KafkaError) -> CommitError {
+    CommitError::Fatal(format!("{what}: {e}"))
+}
+
+/// Classifies a transactional error: abortable, or fatal (fenced, broken).
+fn classify(what: &str, e: KafkaError) -> CommitError {
+    match &e {
+        KafkaError::Transaction(t) if t.txn_requires_abort() => {
+            CommitError::Aborted(format!("{what}: {e}"))
+        }
+        KafkaError::Transaction(t) if t.is_retriable() => {
+            CommitError::Aborted(format!("{what}: {e}"))
+        }
+        _ => fatal(what, e),
+    }
+}
+
+impl CommitProducer {
+    /// A producer for thread `thread` of the application; transactional under EOS, with the
+    /// stable `transactional.id` `<application.id>-<thread>`.
+    pub fn new(
+        bootstrap: &str,
+        application_id: &str,
+        thread: usize,
+        guarantee: ProcessingGuarantee,
+    ) -> Result<Self> {
+        let tracker = DeliveryTracker::default();
+        let delivery_failed = Arc::clone(&tracker.failed);
+        let mut config = ClientConfig::new();
+        config
+            .set("bootstrap.servers", bootstrap)
+            .set("linger.ms", "5")
+            .set("enable.idempotence", "true")
+            // Java clients' partitioner, so that keys land where Kafka Streams would put them.
+            .set("partitioner", "murmur2_random")
+            .set("queue.buffering.max.messages", "1000000");
+        if let Ok(debug) = std::env::var("EDDY_RDKAFKA_DEBUG") {
+            config.set("debug", debug);
+        }
+        if guarantee == ProcessingGuarantee::ExactlyOnceV2 {
+            config
+                .set("transactional.id", format!("{application_id}-{thread}"))
+                .set("transaction.timeout.ms", "60000");
+        }
+        let producer: BaseProducer<DeliveryTracker> =
+            config
+                .create_with_context(tracker)
+                .map_err(|e| EngineError::Config {
+                    key: "bootstrap.servers".into(),
+                    reason: e.to_string(),
+                })?;
+        if guarantee == ProcessingGuarantee::ExactlyOnceV2 {
+            producer
+                .init_transactions(TIMEOUT)
+                .map_err(|e| EngineError::TaskMigrated(format!("init_transactions: {e}")))?;
+        }
+        Ok(Self {
+            producer,
+            delivery_failed,
+            guarantee,
+            in_transaction: false,
+            application_id: application_id.to_string(),
+        })
+    }
+
+    fn begin_if_needed(&mut self) -> std::result::Result<(), CommitError> {
+        if self.guarantee == ProcessingGuarantee::ExactlyOnceV2 && !self.in_transaction {
+            self.producer
+                .begin_transaction()
+                .map_err(|e| fatal("begin_transaction", e))?;
+            self.in_transaction = true;
+        }
+        Ok(())
+    }
+
+    fn send_raw(
+        &mut self,
+        topic: &str,
+        partition: Option<i32>,
+        key: Option<&[u8]>,
+        value: Option<&[u8]>,
+        timestamp: i64,
+        headers: Option<OwnedHeaders>,
+    ) -> std::result::Result<(), CommitError> {
+        self.begin_if_needed()?;
+        loop {
+            let mut record: BaseRecord<'_, [u8], [u8]> = BaseRecord::to(topic);
+            if let Some(k) = key {
+                record = record.key(k);
+            }
+            if let Some(v) = value {
+                record = record.payload(v);
+            }
+            if let Some(p) = partition {
+                record = record.partition(p);
+            }
+            if timestamp >= 0 {
+                record = record.timestamp(timestamp);
+            }
+            if let Some(h) = &headers {
+                record = record.headers(h.clone());
+            }
+            match self.producer.send(record) {
+                Ok(()) => return Ok(()),
+                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), _)) => {
+                    self.producer.poll(Duration::from_millis(5));
+                }
+                Err((e, _)) => return Err(classify("send", e)),
+            }
+        }
+    }
+
+    /// Sends a record of a sink or repartition topic.
+    pub fn send(&mut self, r: &ProducedRecord) -> std::result::Result<(), CommitError> {
+        let headers = (!r.headers.is_empty()).then(|| {
+            r.headers.0.iter().fold(OwnedHeaders::new(), |h, (k, v)| {
+                h.insert(Header {
+                    key: k,
+                    value: v.as_deref(),
+                })
+            })
+        });
+        self.send_raw(
+            &r.topic,
+            r.partition,
+            r.key.as_deref(),
+            r.value.as_deref(),
+            r.timestamp,
+            headers,
+        )
+    }
+
+    /// Sends a store change to its changelog partition (the task's partition).
+    pub fn send_changelog(
+        &mut self,
+        r: &ChangelogRecord,
+        partition: i32,
+        timestamp: i64,
+    ) -> std::result::Result<(), CommitError> {
+        let topic = crate::topology::Topology::changelog_topic(&self.application_id, &r.store);
+        self.send_raw(
+            &topic,
+            Some(partition),
+            Some(&r.key),
+            r.value.as_deref(),
+            timestamp,
+            None,
+        )
+    }
+
+    /// Sends a bad record to the dead-letter topic with its provenance in headers.
+    pub fn send_dead_letter(&mut self, d: &DeadLetter) -> std::result::Result<(), CommitError> {
+        let failed_at = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |t| t.as_millis() as i64)
+            .to_string();
+        let (partition, offset, timestamp) = (
+            d.partition.to_string(),
+            d.offset.to_string(),
+            d.timestamp.to_string(),
+        );
+        let headers = OwnedHeaders::new()
+            .insert(Header {
+                key: "error",
+                value: Some(d.error.as_bytes()),
+            })
+            .insert(Header {
+                key: "source.topic",
+                value: Some(d.topic.as_bytes()),
+            })
+            .insert(Header {
+                key: "source.partition",
+                value: Some(partition.as_bytes()),
+            })
+            .insert(Header {
+                key: "source.offset",
+                value: Some(offset.as_bytes()),
+            })
+            .insert(Header {
+                key: "source.timestamp",
+                value: Some(timestamp.as_bytes()),
+            })
+            .insert(Header {
+                key: "failed.at",
+                value: Some(failed_at.as_bytes()),
+            });
+        self.send_raw(
+            super::DLQ_TOPIC,
+            None,
+            d.key.as_deref(),
+            d.value.as_deref(),
+            d.timestamp,
+            Some(headers),
+        )
+    }
+
+    /// Commits what was sent together with `offsets` (the next offset to read, per input
+    /// partition).
+    pub fn commit<C: ConsumerContext>(
+        &mut self,
+        consumer: &BaseConsumer<C>,
+        offsets: &BTreeMap<(String, i32), i64>,
+    ) -> std::result::Result<(), CommitError> {
+        let mut tpl = TopicPartitionList::new();
+        for ((topic, partition), offset) in offsets {
+            let _ = tpl.add_partition_offset(topic, *partition, Offset::Offset(*offset));
+        }
+        match self.guarantee {
+            ProcessingGuarantee::ExactlyOnceV2 => {
+                self.begin_if_needed()?;
+                let started = std::time::Instant::now();
+                if tpl.count() > 0 {
+                    let metadata = consumer
+                        .group_metadata()
+                        .ok_or_else(|| CommitError::Fatal("no group metadata".into()))?;
+                    self.producer
+                        .send_offsets_to_transaction(&tpl, &metadata, TIMEOUT)
+                        .map_err(|e| classify("send_offsets_to_transaction", e))?;
+                }
+                let offsets_at = started.elapsed();
+                self.producer
+                    .flush(TIMEOUT)
+                    .map_err(|e| classify("flush", e))?;
+                let flushed_at = started.elapsed();
+                self.producer
+                    .commit_transaction(TIMEOUT)
+                    .map_err(|e| classify("commit_transaction", e))?;
+                if started.elapsed() > Duration::from_secs(1) {
+                    tracing::warn!(?offsets_at, ?flushed_at, total = ?started.elapsed(), "slow transaction commit");
+                }
+                self.in_transaction = false;
+            }
+            ProcessingGuarantee::AtLeastOnce => {
+                self.producer
+                    .flush(TIMEOUT)
+                    .map_err(|e| CommitError::Aborted(format!("flush: {e}")))?;
+                if self.delivery_failed.swap(false, Ordering::SeqCst) {
+                    return Err(CommitError::Aborted("a record was not delivered".into()));
+                }
+                if tpl.count() > 0 {
+                    consumer
+                        .commit(&tpl, CommitMode::Sync)
+                        .map_err(|e| CommitError::Aborted(format!("commit: {e}")))?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Aborts the open transaction (a no-op under at-least-once).
+    pub fn abort(&mut self) -> std::result::Result<(), CommitError> {
+        if self.guarantee == ProcessingGuarantee::ExactlyOnceV2 && self.in_transaction {
+            // librdkafka wants outstanding deliveries served before an abort.
+            let _ = self.producer.flush(Duration::from_secs(5));
+            self.in_transaction = false;
+            self.producer
+                .abort_transaction(TIMEOUT)
+                .map_err(|e| fatal("abort_transaction", e))?;
+        }
+        Ok(())
+    }
+
+    /// Serves delivery reports.
+    pub fn poll(&self) {
+        self.producer.poll(Duration::ZERO);
+    }
+}

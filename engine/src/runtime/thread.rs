@@ -1,0 +1,443 @@
+//! A stream thread: one consumer in the application's group, the tasks of the partitions it is
+//! assigned, and one producer committing their work. Rebalances commit revoked work first and
+//! abort lost work; an aborted commit drops uncommitted state (restoring from the changelog) and
+//! rewinds to the committed offsets.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use parking_lot::Mutex;
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, Rebalance};
+use rdkafka::message::{BorrowedMessage, Headers, Message};
+use rdkafka::{ClientContext, Offset};
+
+use crate::config::ProcessingGuarantee;
+use crate::error::{EngineError, Result};
+use crate::record::Headers as RecordHeaders;
+use crate::runtime::producer::{CommitError, CommitProducer};
+use crate::runtime::{restore, Progress, RuntimeConfig};
+use crate::task::{InputRecord, StreamTask, TaskId};
+use crate::time::WallClock;
+use crate::topology::Topology;
+
+struct Inner {
+    index: usize,
+    topology: Arc<Topology>,
+    config: RuntimeConfig,
+    tasks: BTreeMap<TaskId, StreamTask>,
+    producer: Option<CommitProducer>,
+    /// Next offset to read per input partition, consumed since the last commit.
+    offsets: BTreeMap<(String, i32), i64>,
+    assigned: BTreeSet<(String, i32)>,
+    progress: Arc<Progress>,
+    failure: Option<EngineError>,
+}
+
+impl Inner {
+    fn app(&self) -> &str {
+        &self.config.streams.application_id
+    }
+
+    fn producer(&mut self) -> Result<&mut CommitProducer> {
+        if self.producer.is_none() {
+            let p = CommitProducer::new(
+                &self.config.bootstrap_servers,
+                &self.config.streams.application_id,
+                self.index,
+                self.config.streams.processing_guarantee,
+            )?;
+            self.producer = Some(p);
+        }
+        self.producer
+            .as_mut()
+            .ok_or_else(|| EngineError::TaskMigrated("no producer".into()))
+    }
+
+    fn task_of(&self, topic: &str, partition: i32) -> Option<TaskId> {
+        self.topology
+            .subtopology_of(self.app(), topic)
+            .map(|subtopology| TaskId {
+                subtopology,
+                partition,
+            })
+    }
+
+    /// Creates (wiping any local state, which may hold uncommitted writes) and restores the
+    /// tasks of the assigned partitions that have none yet.
+    fn create_tasks(&mut self) -> Result<()> {
+        let wanted: BTreeSet<TaskId> = self
+            .assigned
+            .iter()
+            .filter_map(|(t, p)| self.task_of(t, *p))
+            .collect();
+        for id in wanted {
+            if self.tasks.contains_key(&id) {
+                continue;
+            }
+            let dir = self
+                .config
+                .streams
+                .state_dir
+                .join(self.app())
+                .join(id.to_string());
+            let _ = std::fs::remove_dir_all(&dir);
+            let mut task = StreamTask::new(
+                &self.topology,
+                id,
+                &self.config.streams,
+                WallClock::system(),
+                true,
+            )?;
+            let n = restore::restore_task(
+                &mut task,
+                &self.topology,
+                &self.config.bootstrap_servers,
+                self.app(),
+                id.partition,
+            )?;
+            Progress::add(&self.progress.restored, n);
+            self.tasks.insert(id, task);
+        }
+        Ok(())
+    }
+
+    fn close_tasks(&mut self) {
+        for (_, mut task) in std::mem::take(&mut self.tasks) {
+            task.close();
+        }
+    }
+
+    /// Sends what a task produced: sink and repartition records, changelog records, dead letters.
+    fn drain(&mut self, id: TaskId) -> std::result::Result<(), CommitError> {
+        let Some(task) = self.tasks.get_mut(&id) else {
+            return Ok(());
+        };
+        let produced = task.take_produced();
+        let changelog = task.take_changelog();
+        let dead = task.take_dead_letters();
+        let ts = task.stream_time().max(0);
+        let progress = Arc::clone(&self.progress);
+        let producer = self
+            .producer()
+            .map_err(|e| CommitError::Fatal(e.to_string()))?;
+        for r in &produced {
+            producer.send(r)?;
+        }
+        for r in &changelog {
+            producer.send_changelog(r, id.partition, ts)?;
+        }
+        for d in &dead {
+            producer.send_dead_letter(d)?;
+        }
+        Progress::add(&progress.records_out, produced.len() as u64);
+        Progress::add(&progress.dead_letters, dead.len() as u64);
+        Ok(())
+    }
+
+    fn process(&mut self, m: &BorrowedMessage<'_>) -> Result<()> {
+        let (topic, partition, offset) = (m.topic().to_string(), m.partition(), m.offset());
+        let Some(id) = self.task_of(&topic, partition) else {
+            return Ok(());
+        };
+        let mut headers = RecordHeaders::new();
+        if let Some(h) = m.headers() {
+            for header in h.iter() {
+                headers
+                    .0
+                    .push((header.key.to_string(), header.value.map(<[u8]>::to_vec)));
+            }
+        }
+        let input = InputRecord {
+            topic: topic.clone(),
+            partition,
+            offset,
+            key: m.key().map(<[u8]>::to_vec),
+            value: m.payload().map(<[u8]>::to_vec),
+            timestamp: m.timestamp().to_millis().unwrap_or(0),
+            headers,
+        };
+        let Some(task) = self.tasks.get_mut(&id) else {
+            return Ok(());
+        };
+        task.process(input)?;
+        Progress::add(&self.progress.records_in, 1);
+        self.offsets.insert((topic, partition), offset + 1);
+        self.drain(id)
+            .map_err(|e| EngineError::TaskMigrated(e.to_string()))
+    }
+
+    fn punctuate(&mut self) -> Result<()> {
+        let ids: Vec<TaskId> = self.tasks.keys().copied().collect();
+        for id in ids {
+            if let Some(task) = self.tasks.get_mut(&id) {
+                task.punctuate_wall_clock()?;
+            }
+            self.drain(id)
+                .map_err(|e| EngineError::TaskMigrated(e.to_string()))?;
+        }
+        Ok(())
+    }
+
+    fn needs_commit(&self) -> bool {
+        self.tasks.values().any(StreamTask::needs_commit)
+    }
+
+    /// Flushes every task and commits outputs, changelogs and offsets together.
+    fn commit<C: ConsumerContext>(
+        &mut self,
+        consumer: &BaseConsumer<C>,
+    ) -> std::result::Result<(), CommitError> {
+        let ids: Vec<TaskId> = self.tasks.keys().copied().collect();
+        for id in ids {
+            if let Some(task) = self.tasks.get_mut(&id) {
+                task.flush()
+                    .map_err(|e| CommitError::Aborted(e.to_string()))?;
+            }
+            self.drain(id)?;
+        }
+        let offsets = std::mem::take(&mut self.offsets);
+        let producer = self
+            .producer()
+            .map_err(|e| CommitError::Fatal(e.to_string()))?;
+        match producer.commit(consumer, &offsets) {
+            Ok(()) => {
+                Progress::add(&self.progress.commits, 1);
+                Ok(())
+            }
+            Err(e) => {
+                self.offsets = offsets;
+                Err(e)
+            }
+        }
+    }
+
+    /// After a failed commit: abort, drop the tasks' uncommitted state (they are rebuilt from
+    /// their changelogs) and rewind the consumer to the committed offsets.
+    fn recover<C: ConsumerContext>(
+        &mut self,
+        consumer: &BaseConsumer<C>,
+        error: CommitError,
+    ) -> Result<()> {
+        tracing::warn!(thread = self.index, "commit failed, aborting: {error}");
+        Progress::add(&self.progress.aborts, 1);
+        let fatal = match self.producer.as_mut().map(CommitProducer::abort) {
+            Some(Err(e)) => Some(e),
+            _ => None,
+        };
+        if matches!(error, CommitError::Fatal(_)) || fatal.is_some() {
+            self.producer = None; // a new one is made (and fences the old) on next use
+        }
+        self.offsets.clear();
+        self.close_tasks();
+        if let Ok(committed) = consumer.committed(Duration::from_secs(10)) {
+            for e in committed.elements() {
+                let offset = match e.offset() {
+                    Offset::Offset(o) => Offset::Offset(o),
+                    _ => Offset::Beginning,
+                };
+                let _ = consumer.seek(e.topic(), e.partition(), offset, Duration::from_secs(10));
+            }
+        }
+        self.create_tasks()
+    }
+}
+
+struct ThreadContext {
+    inner: Arc<Mutex<Inner>>,
+}
+
+impl ClientContext for ThreadContext {}
+
+impl ConsumerContext for ThreadContext {
+    fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        if let Rebalance::Revoke(tpl) = rebalance {
+            let mut inner = self.inner.lock();
+            if consumer.assignment_lost() {
+                // The group moved on without us: our work must not commit.
+                if let Some(p) = inner.producer.as_mut() {
+                    let _ = p.abort();
+                }
+                inner.offsets.clear();
+            } else if let Err(e) = inner.commit(consumer) {
+                tracing::warn!("commit before revocation failed: {e}");
+                if let Some(p) = inner.producer.as_mut() {
+                    let _ = p.abort();
+                }
+                inner.offsets.clear();
+            }
+            for e in tpl.elements() {
+                inner
+                    .assigned
+                    .remove(&(e.topic().to_string(), e.partition()));
+            }
+            inner.close_tasks();
+        }
+    }
+
+    fn post_rebalance(&self, _consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        if let Rebalance::Assign(tpl) = rebalance {
+            let mut inner = self.inner.lock();
+            for e in tpl.elements() {
+                inner
+                    .assigned
+                    .insert((e.topic().to_string(), e.partition()));
+            }
+            if let Err(e) = inner.create_tasks() {
+                tracing::error!("cannot create tasks: {e}");
+                inner.failure = Some(e);
+            }
+        }
+    }
+}
+
+/// Runs thread `index` until `shutdown`.
+pub(crate) fn run(
+    index: usize,
+    topology: Arc<Topology>,
+    config: RuntimeConfig,
+    _partitions: BTreeMap<String, i32>,
+    shutdown: Arc<AtomicBool>,
+    progress: Arc<Progress>,
+) -> Result<()> {
+    let app = config.streams.application_id.clone();
+    let commit_every = Duration::from_millis(config.streams.commit_interval_ms);
+    let eos = config.streams.processing_guarantee == ProcessingGuarantee::ExactlyOnceV2;
+    let inner = Arc::new(Mutex::new(Inner {
+        index,
+        topology: Arc::clone(&topology),
+        config: config.clone(),
+        tasks: BTreeMap::new(),
+        producer: None,
+        offsets: BTreeMap::new(),
+        assigned: BTreeSet::new(),
+        progress,
+        failure: None,
+    }));
+    inner.lock().producer()?;
+    let mut consumer_config = ClientConfig::new();
+    if let Ok(debug) = std::env::var("EDDY_RDKAFKA_CONSUMER_DEBUG") {
+        consumer_config.set("debug", debug);
+    }
+    let consumer: BaseConsumer<ThreadContext> = consumer_config
+        .set("bootstrap.servers", &config.bootstrap_servers)
+        .set("group.id", &app)
+        .set("client.id", format!("{app}-{index}"))
+        .set("enable.auto.commit", "false")
+        .set("auto.offset.reset", "earliest")
+        .set("partition.assignment.strategy", "range")
+        .set(
+            "isolation.level",
+            if eos {
+                "read_committed"
+            } else {
+                "read_uncommitted"
+            },
+        )
+        .set("session.timeout.ms", "10000")
+        .set("heartbeat.interval.ms", "500")
+        .create_with_context(ThreadContext {
+            inner: Arc::clone(&inner),
+        })
+        .map_err(|e| EngineError::Config {
+            key: "bootstrap.servers".into(),
+            reason: e.to_string(),
+        })?;
+    let sources: Vec<String> = topology
+        .subtopologies()
+        .iter()
+        .flat_map(|s| {
+            s.source_topics
+                .iter()
+                .map(|t| topology.physical_topic(&app, t))
+        })
+        .collect();
+    let refs: Vec<&str> = sources.iter().map(String::as_str).collect();
+    consumer.subscribe(&refs).map_err(|e| EngineError::Config {
+        key: "application.id".into(),
+        reason: e.to_string(),
+    })?;
+    let mut last_commit = Instant::now();
+    let outcome = loop {
+        if shutdown.load(Ordering::SeqCst) {
+            let mut g = inner.lock();
+            if let Err(e) = g.commit(&consumer) {
+                tracing::warn!("final commit failed: {e}");
+                if let Some(p) = g.producer.as_mut() {
+                    let _ = p.abort();
+                }
+            }
+            g.close_tasks();
+            break Ok(());
+        }
+        // Up to a batch of records per round, then punctuation and (maybe) a commit.
+        let mut g = None;
+        let mut stop = None;
+        for n in 0..1_000 {
+            let message = consumer.poll(if n == 0 {
+                Duration::from_millis(20)
+            } else {
+                Duration::ZERO
+            });
+            let guard = g.get_or_insert_with(|| inner.lock());
+            if let Some(e) = guard.failure.take() {
+                stop = Some(Err(e));
+                break;
+            }
+            match message {
+                Some(Ok(m)) => {
+                    if let Err(e) = guard.process(&m) {
+                        match e.kind() {
+                            crate::error::ErrorKind::TaskMigrated
+                            | crate::error::ErrorKind::Retriable => {
+                                if let Err(e) =
+                                    guard.recover(&consumer, CommitError::Aborted(e.to_string()))
+                                {
+                                    stop = Some(Err(e));
+                                }
+                            }
+                            _ => stop = Some(Err(e)),
+                        }
+                        break;
+                    }
+                }
+                Some(Err(e)) => {
+                    tracing::debug!("poll: {e}");
+                    break;
+                }
+                None => break,
+            }
+            // Release the lock between polls: a rebalance callback inside poll takes it.
+            g = None;
+        }
+        if let Some(outcome) = stop {
+            break outcome;
+        }
+        let mut g = g.unwrap_or_else(|| inner.lock());
+        if let Some(p) = g.producer.as_ref() {
+            p.poll();
+        }
+        if let Err(e) = g.punctuate() {
+            break Err(e);
+        }
+        if last_commit.elapsed() >= commit_every || g.needs_commit() {
+            last_commit = Instant::now();
+            let result = g.commit(&consumer);
+            if last_commit.elapsed() > Duration::from_millis(500) {
+                tracing::warn!(elapsed = ?last_commit.elapsed(), "slow commit");
+            }
+            if let Err(e) = result {
+                if let Err(e) = g.recover(&consumer, e) {
+                    break Err(e);
+                }
+            }
+        }
+    };
+    drop(consumer); // leaves the group
+    if let Err(e) = &outcome {
+        tracing::error!(thread = index, "stream thread stopped: {e}");
+    }
+    outcome
+}

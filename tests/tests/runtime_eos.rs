@@ -1,0 +1,195 @@
+//! The Kafka runtime on the embedded broker: a topology with a repartition and a count, run by
+//! one or two workers, exactly once; outputs read with read_committed equal an oracle.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use eddy_engine::{KafkaStreams, RuntimeConfig, StreamsConfig};
+use eddy_testkit::EmbeddedBroker;
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::Message;
+use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+use rdkafka::TopicPartitionList;
+
+fn produce_lines(bootstrap: &str, lines: &[String]) {
+    let p: BaseProducer = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .set("linger.ms", "5")
+        .create()
+        .unwrap();
+    for (i, line) in lines.iter().enumerate() {
+        let key = format!("line-{i}");
+        p.send(BaseRecord::to("text-lines").key(&key).payload(line))
+            .unwrap();
+        p.poll(Duration::ZERO);
+    }
+    p.flush(Duration::from_secs(10)).unwrap();
+}
+
+/// Every (word, count) on `word-counts`, read_committed, until `done` says the oracle is met.
+fn read_counts(
+    bootstrap: &str,
+    partitions: i32,
+    done: impl Fn(&BTreeMap<String, Vec<i64>>) -> bool,
+) -> BTreeMap<String, Vec<i64>> {
+    let c: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .set("group.id", "verifier")
+        .set("isolation.level", "read_committed")
+        .create()
+        .unwrap();
+    let mut tpl = TopicPartitionList::new();
+    for p in 0..partitions {
+        tpl.add_partition_offset("word-counts", p, rdkafka::Offset::Beginning)
+            .unwrap();
+    }
+    c.assign(&tpl).unwrap();
+    let mut seen: BTreeMap<String, Vec<i64>> = BTreeMap::new();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while Instant::now() < deadline && !done(&seen) {
+        if let Some(Ok(m)) = c.poll(Duration::from_millis(50)) {
+            let word = String::from_utf8_lossy(m.key().unwrap_or_default()).to_string();
+            let count = m
+                .payload()
+                .map(|b| i64::from_be_bytes(b.try_into().unwrap_or([0; 8])))
+                .unwrap_or(-1);
+            seen.entry(word).or_default().push(count);
+        }
+    }
+    seen
+}
+
+fn lines(n: usize) -> (Vec<String>, BTreeMap<String, i64>) {
+    let words = [
+        "kafka", "streams", "eddy", "rust", "exactly", "once", "state", "store",
+    ];
+    let mut oracle = BTreeMap::new();
+    let lines = (0..n)
+        .map(|i| {
+            let line: Vec<&str> = (0..3)
+                .map(|j| words[(i * 7 + j * 3) % words.len()])
+                .collect();
+            for w in &line {
+                *oracle.entry(w.to_string()).or_insert(0) += 1;
+            }
+            line.join(" ")
+        })
+        .collect();
+    (lines, oracle)
+}
+
+fn logs() {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()),
+        )
+        .with_test_writer()
+        .try_init();
+}
+
+fn config(app: &str, guarantee: &str, dir: &std::path::Path) -> StreamsConfig {
+    let mut c = StreamsConfig::new(app);
+    c.set("processing.guarantee", guarantee).unwrap();
+    c.set("state.dir", dir.to_str().unwrap()).unwrap();
+    c.set("commit.interval.ms", "100").unwrap();
+    c
+}
+
+fn check(seen: &BTreeMap<String, Vec<i64>>, oracle: &BTreeMap<String, i64>, exactly_once: bool) {
+    for (word, want) in oracle {
+        let counts = seen
+            .get(word)
+            .unwrap_or_else(|| panic!("no count for {word}"));
+        assert_eq!(
+            counts.last(),
+            Some(want),
+            "final count of {word}: {counts:?}"
+        );
+        if exactly_once {
+            assert!(
+                counts.windows(2).all(|w| w[0] < w[1]),
+                "counts of {word} only grow, no duplicate: {counts:?}"
+            );
+        }
+    }
+}
+
+#[test]
+fn one_worker_counts_words_exactly_once() {
+    logs();
+    let broker = EmbeddedBroker::start().unwrap();
+    broker.create_topic("text-lines", 3);
+    broker.create_topic("word-counts", 3);
+    let dir = tempfile::tempdir().unwrap();
+    let app = KafkaStreams::start(
+        eddy_topologies::word_count().unwrap(),
+        RuntimeConfig::new(
+            config("wc-eos", "exactly_once_v2", dir.path()),
+            broker.bootstrap(),
+        ),
+    )
+    .unwrap();
+    let (input, oracle) = lines(300);
+    produce_lines(&broker.bootstrap(), &input);
+    let seen = read_counts(&broker.bootstrap(), 3, |s| {
+        oracle
+            .iter()
+            .all(|(w, n)| s.get(w).and_then(|c| c.last()) == Some(n))
+    });
+    let progress = app.progress();
+    assert_eq!(
+        progress.aborts.load(std::sync::atomic::Ordering::Relaxed),
+        0
+    );
+    // Nothing of the application stays open on the output once it is idle and closed.
+    app.close().unwrap();
+    for p in 0..3 {
+        let (hw, lso, open) = broker.partition_state("word-counts", p).unwrap();
+        assert!(
+            open.is_empty() && lso == hw,
+            "partition {p}: hw {hw} lso {lso} open {open:?}"
+        );
+    }
+    check(&seen, &oracle, true);
+}
+
+#[test]
+fn two_workers_share_the_partitions_at_least_once() {
+    logs();
+    let broker = EmbeddedBroker::start().unwrap();
+    broker.create_topic("text-lines", 4);
+    broker.create_topic("word-counts", 4);
+    let dir = tempfile::tempdir().unwrap();
+    let start = |n: usize| {
+        KafkaStreams::start(
+            eddy_topologies::word_count().unwrap(),
+            RuntimeConfig::new(
+                config("wc-alos", "at_least_once", &dir.path().join(n.to_string())),
+                broker.bootstrap(),
+            ),
+        )
+        .unwrap()
+    };
+    let a = start(0);
+    let b = start(1);
+    let (input, oracle) = lines(400);
+    produce_lines(&broker.bootstrap(), &input);
+    let seen = read_counts(&broker.bootstrap(), 4, |s| {
+        oracle
+            .iter()
+            .all(|(w, n)| s.get(w).and_then(|c| c.last()) == Some(n))
+    });
+    let (pa, pb) = (a.progress(), b.progress());
+    a.close().unwrap();
+    b.close().unwrap();
+    check(&seen, &oracle, false);
+    let processed =
+        |p: &eddy_engine::Progress| p.records_in.load(std::sync::atomic::Ordering::Relaxed);
+    assert!(
+        processed(&pa) > 0 && processed(&pb) > 0,
+        "both workers took part: {} / {}",
+        processed(&pa),
+        processed(&pb)
+    );
+}
