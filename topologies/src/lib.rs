@@ -8,6 +8,7 @@ pub mod events;
 pub mod generator;
 pub mod notifications;
 pub mod plagiarism_stats;
+pub mod platform;
 pub mod quiz_results;
 pub mod saga;
 mod word_count;

@@ -4,7 +4,9 @@ use std::io::Write;
 
 use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand};
+use eddy_engine::StreamsConfig;
 use eddy_topologies::generator::{Generator, GeneratorConfig};
+use eddy_topologies::platform;
 
 #[derive(Parser)]
 #[command(
@@ -44,6 +46,34 @@ enum Command {
         #[arg(long)]
         data_dir: Option<std::path::PathBuf>,
     },
+    /// The platform demo: starts the embedded broker, creates the platform's topics, feeds them
+    /// with the generator and runs all seven topologies, printing progress until Ctrl-C.
+    Demo {
+        /// Generated records per second.
+        #[arg(long, default_value_t = 200.0)]
+        rate: f64,
+        /// Stop after this many seconds (runs until Ctrl-C when absent).
+        #[arg(long)]
+        seconds: Option<u64>,
+        /// `processing.guarantee`.
+        #[arg(long, default_value = "exactly_once_v2")]
+        guarantee: String,
+    },
+    /// Runs topologies against Kafka (the embedded broker when no brokers are given).
+    Run {
+        /// Topology names (see `eddy list`).
+        #[arg(required = true)]
+        topologies: Vec<String>,
+        /// `bootstrap.servers`; without it an embedded broker starts in this process.
+        #[arg(long, env = "KAFKA_BOOTSTRAP_SERVERS")]
+        brokers: Option<String>,
+        /// A properties file of streams settings (`processing.guarantee=...`, ...).
+        #[arg(long)]
+        config: Option<std::path::PathBuf>,
+        /// Stop after this many seconds (runs until Ctrl-C when absent).
+        #[arg(long)]
+        seconds: Option<u64>,
+    },
     /// Writes a seeded mix of the platform's events as JSON lines.
     Generate {
         /// Records to write.
@@ -64,6 +94,9 @@ enum Command {
         /// File to write (stdout when absent).
         #[arg(long)]
         output: Option<std::path::PathBuf>,
+        /// Produce to these brokers instead of writing JSON lines.
+        #[arg(long, env = "KAFKA_BOOTSTRAP_SERVERS")]
+        brokers: Option<String>,
     },
 }
 
@@ -113,6 +146,17 @@ fn main() -> Result<()> {
                 print!("{}", topology.describe());
             }
         }
+        Command::Demo {
+            rate,
+            seconds,
+            guarantee,
+        } => demo(rate, seconds, &guarantee)?,
+        Command::Run {
+            topologies,
+            brokers,
+            config,
+            seconds,
+        } => run(&topologies, brokers, config, seconds)?,
         Command::Generate {
             count,
             seed,
@@ -120,6 +164,7 @@ fn main() -> Result<()> {
             late_share,
             bad_share,
             output,
+            brokers,
         } => {
             for (name, value) in [("--late-share", late_share), ("--bad-share", bad_share)] {
                 if !(0.0..=1.0).contains(&value) {
@@ -136,6 +181,12 @@ fn main() -> Result<()> {
                 bad_share,
                 ..Default::default()
             };
+            if let Some(brokers) = brokers {
+                let stop = platform::stop_on_signal();
+                let sent = platform::feed(&brokers, config, rate, &stop)?;
+                eprintln!("sent {sent} records to {brokers}");
+                return Ok(());
+            }
             let mut out: Box<dyn Write> = match &output {
                 Some(path) => Box::new(std::io::BufWriter::new(
                     std::fs::File::create(path)
@@ -156,6 +207,143 @@ fn main() -> Result<()> {
             }
             out.flush()?;
         }
+    }
+    Ok(())
+}
+
+/// Where the applications' state lives in a demo or an ad-hoc run.
+fn temp_state_dir() -> std::path::PathBuf {
+    std::env::temp_dir().join(format!("eddy-{}", std::process::id()))
+}
+
+/// Prints one line per application: records in and out, dead letters, commits.
+fn print_progress(apps: &[(String, eddy_engine::KafkaStreams)], fed: u64) {
+    use std::sync::atomic::Ordering::Relaxed;
+    println!("-- {fed} records fed");
+    for (name, app) in apps {
+        let p = app.progress();
+        println!(
+            "{name:<22} in {:>8}  out {:>8}  dead-letters {:>5}  commits {:>6}  aborts {:>3}  restored {:>6}",
+            p.records_in.load(Relaxed),
+            p.records_out.load(Relaxed),
+            p.dead_letters.load(Relaxed),
+            p.commits.load(Relaxed),
+            p.aborts.load(Relaxed),
+            p.restored.load(Relaxed),
+        );
+    }
+}
+
+fn wait_until(stop: &std::sync::atomic::AtomicBool, seconds: Option<u64>, mut tick: impl FnMut()) {
+    let started = std::time::Instant::now();
+    while !stop.load(std::sync::atomic::Ordering::SeqCst)
+        && seconds.is_none_or(|s| started.elapsed().as_secs() < s)
+    {
+        std::thread::sleep(std::time::Duration::from_secs(2));
+        tick();
+    }
+}
+
+fn demo(rate: f64, seconds: Option<u64>, guarantee: &str) -> Result<()> {
+    let broker = eddy_testkit::EmbeddedBroker::start_with(eddy_testkit::BrokerConfig {
+        default_partitions: 3,
+        ..Default::default()
+    })?;
+    let bootstrap = broker.bootstrap();
+    println!("embedded Kafka-protocol broker at {bootstrap} (try: kcat -b {bootstrap} -L)");
+    platform::create_platform_topics(&bootstrap)?;
+    let mut streams = StreamsConfig::new("eddy-demo");
+    streams.set("processing.guarantee", guarantee)?;
+    streams.state_dir = temp_state_dir();
+    let mut apps = Vec::new();
+    for name in platform::PLATFORM_TOPOLOGIES {
+        apps.push((
+            name.to_string(),
+            platform::start_topology(name, &bootstrap, streams.clone())?,
+        ));
+    }
+    println!("running {} topologies; Ctrl-C stops", apps.len());
+    let stop = platform::stop_on_signal();
+    let fed = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let feeder = {
+        let (stop, fed, bootstrap) = (
+            std::sync::Arc::clone(&stop),
+            std::sync::Arc::clone(&fed),
+            bootstrap.clone(),
+        );
+        std::thread::spawn(move || {
+            // One generated batch after another, each with its own seed, at the demo rate.
+            for seed in 1.. {
+                if stop.load(std::sync::atomic::Ordering::SeqCst) {
+                    break;
+                }
+                let config = GeneratorConfig {
+                    seed,
+                    count: (rate * 10.0).max(1.0) as usize,
+                    ..Default::default()
+                };
+                match platform::feed(&bootstrap, config, Some(rate), &stop) {
+                    Ok(n) => {
+                        fed.fetch_add(n, std::sync::atomic::Ordering::Relaxed);
+                    }
+                    Err(e) => {
+                        eprintln!("generator stopped: {e}");
+                        break;
+                    }
+                }
+            }
+        })
+    };
+    wait_until(&stop, seconds, || {
+        print_progress(&apps, fed.load(std::sync::atomic::Ordering::Relaxed))
+    });
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    let _ = feeder.join();
+    print_progress(&apps, fed.load(std::sync::atomic::Ordering::Relaxed));
+    for (name, app) in apps {
+        app.close().with_context(|| format!("stopping {name}"))?;
+    }
+    let _ = std::fs::remove_dir_all(temp_state_dir());
+    Ok(())
+}
+
+fn run(
+    names: &[String],
+    brokers: Option<String>,
+    config: Option<std::path::PathBuf>,
+    seconds: Option<u64>,
+) -> Result<()> {
+    let mut streams = StreamsConfig::new("eddy");
+    if let Some(path) = &config {
+        let text =
+            std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+        streams.apply_properties(&text)?;
+    }
+    let embedded;
+    let bootstrap = match brokers {
+        Some(b) => b,
+        None => {
+            embedded = eddy_testkit::EmbeddedBroker::start_with(eddy_testkit::BrokerConfig {
+                default_partitions: 3,
+                ..Default::default()
+            })?;
+            let b = embedded.bootstrap();
+            println!("no --brokers: embedded Kafka-protocol broker at {b}");
+            platform::create_platform_topics(&b)?;
+            b
+        }
+    };
+    let mut apps = Vec::new();
+    for name in names {
+        apps.push((
+            name.clone(),
+            platform::start_topology(name, &bootstrap, streams.clone())?,
+        ));
+    }
+    let stop = platform::stop_on_signal();
+    wait_until(&stop, seconds, || print_progress(&apps, 0));
+    for (name, app) in apps {
+        app.close().with_context(|| format!("stopping {name}"))?;
     }
     Ok(())
 }
