@@ -1,0 +1,245 @@
+//! The runtime against a raw rdkafka passthrough, on one embedded broker: records/s of a plain
+//! and a transactional (commit every 100 ms) consume→produce loop, a stateless topology, and a
+//! windowed count under exactly-once and at-least-once, with 100-byte values. Prints a table
+//! with each figure's ratio to the plain passthrough. `cargo bench -p eddy-benches --bench runtime`
+
+use std::collections::BTreeMap;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use eddy_engine::{
+    Consumed, Grouped, KafkaStreams, Materialized, Produced, RuntimeConfig, Serdes, StreamsBuilder,
+    StreamsConfig, TimeWindows, Topology,
+};
+use eddy_testkit::EmbeddedBroker;
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
+use rdkafka::message::Message;
+use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+use rdkafka::{Offset, TopicPartitionList};
+
+const RECORDS: usize = 50_000;
+
+fn fill(bootstrap: &str, topic: &str) {
+    let p: BaseProducer = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .set("linger.ms", "5")
+        .set("queue.buffering.max.messages", "1000000")
+        .create()
+        .unwrap();
+    let payload = vec![b'x'; 100];
+    for i in 0..RECORDS {
+        let key = format!("k{}", i % 1000);
+        while p
+            .send(BaseRecord::to(topic).key(&key).payload(&payload))
+            .is_err()
+        {
+            p.poll(Duration::from_millis(1));
+        }
+    }
+    p.flush(Duration::from_secs(60)).unwrap();
+}
+
+fn passthrough(bootstrap: &str, transactional: bool) -> f64 {
+    let group = if transactional {
+        "pass-txn"
+    } else {
+        "pass-plain"
+    };
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .set("group.id", group)
+        .set("enable.auto.commit", "false")
+        .set("auto.offset.reset", "earliest")
+        .create()
+        .unwrap();
+    consumer.subscribe(&["bench-in"]).unwrap();
+    let mut config = ClientConfig::new();
+    config
+        .set("bootstrap.servers", bootstrap)
+        .set("linger.ms", "5")
+        .set("queue.buffering.max.messages", "1000000");
+    if transactional {
+        config.set("transactional.id", "bench-passthrough");
+    }
+    let producer: BaseProducer = config.create().unwrap();
+    if transactional {
+        producer.init_transactions(Duration::from_secs(10)).unwrap();
+        producer.begin_transaction().unwrap();
+    }
+    let out = format!("bench-out-{group}");
+    let started = Instant::now();
+    let mut last_commit = Instant::now();
+    let mut offsets: BTreeMap<i32, i64> = BTreeMap::new();
+    let mut seen = 0;
+    let commit =
+        |producer: &BaseProducer, consumer: &BaseConsumer, offsets: &BTreeMap<i32, i64>| {
+            let mut tpl = TopicPartitionList::new();
+            for (p, o) in offsets {
+                tpl.add_partition_offset("bench-in", *p, Offset::Offset(*o))
+                    .unwrap();
+            }
+            if transactional {
+                producer
+                    .send_offsets_to_transaction(
+                        &tpl,
+                        &consumer.group_metadata().unwrap(),
+                        Duration::from_secs(10),
+                    )
+                    .unwrap();
+                producer
+                    .commit_transaction(Duration::from_secs(30))
+                    .unwrap();
+                producer.begin_transaction().unwrap();
+            } else {
+                producer.flush(Duration::from_secs(30)).unwrap();
+                if tpl.count() > 0 {
+                    consumer.commit(&tpl, CommitMode::Sync).unwrap();
+                }
+            }
+        };
+    while seen < RECORDS {
+        if let Some(Ok(m)) = consumer.poll(Duration::from_millis(20)) {
+            while producer
+                .send(
+                    BaseRecord::to(&out)
+                        .key(m.key().unwrap_or_default())
+                        .payload(m.payload().unwrap_or_default()),
+                )
+                .is_err()
+            {
+                producer.poll(Duration::from_millis(1));
+            }
+            offsets.insert(m.partition(), m.offset() + 1);
+            seen += 1;
+        }
+        producer.poll(Duration::ZERO);
+        if last_commit.elapsed() >= Duration::from_millis(100) {
+            commit(&producer, &consumer, &offsets);
+            last_commit = Instant::now();
+        }
+    }
+    commit(&producer, &consumer, &offsets);
+    RECORDS as f64 / started.elapsed().as_secs_f64()
+}
+
+fn run_topology(bootstrap: &str, app: &str, topology: Topology, guarantee: &str) -> f64 {
+    let dir = std::env::temp_dir().join(format!("eddy-bench-{app}-{}", std::process::id()));
+    let mut streams = StreamsConfig::new(app);
+    streams.set("processing.guarantee", guarantee).unwrap();
+    streams.set("commit.interval.ms", "100").unwrap();
+    streams.state_dir = dir.clone();
+    let started = Instant::now();
+    let streams_app =
+        KafkaStreams::start(topology, RuntimeConfig::new(streams, bootstrap)).unwrap();
+    let progress = streams_app.progress();
+    while progress.records_in.load(Ordering::Relaxed) < RECORDS as u64 {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let rate = RECORDS as f64 / started.elapsed().as_secs_f64();
+    streams_app.close().unwrap();
+    let _ = std::fs::remove_dir_all(dir);
+    rate
+}
+
+fn stateless() -> Topology {
+    let b = StreamsBuilder::new();
+    b.stream(
+        &["bench-in"],
+        Consumed::with(Serdes::string(), Serdes::bytes()),
+    )
+    .filter(|_, v| !v.is_empty())
+    .map_values(|mut v: Vec<u8>| {
+        v.reverse();
+        v
+    })
+    .to(
+        "bench-stateless-out",
+        Produced::with(Serdes::string(), Serdes::bytes()),
+    );
+    b.build().unwrap()
+}
+
+fn windowed_count(out: &str) -> Topology {
+    let b = StreamsBuilder::new();
+    b.stream(
+        &["bench-in"],
+        Consumed::with(Serdes::string(), Serdes::bytes()),
+    )
+    .group_by_key(Grouped::default())
+    .windowed_by(TimeWindows::of_size_and_grace(
+        Duration::from_secs(60),
+        Duration::from_secs(10),
+    ))
+    .count(Materialized::named("bench-counts"))
+    .to_stream()
+    .to(
+        out,
+        Produced::with(
+            Serdes::windowed(Serdes::string()),
+            Serdes::nullable(Serdes::i64()),
+        ),
+    );
+    b.build().unwrap()
+}
+
+fn main() {
+    // `cargo test --benches` runs bench binaries with no arguments besides `--bench`-less ones;
+    // only measure when asked to bench.
+    if !std::env::args().any(|a| a == "--bench") {
+        return;
+    }
+    let broker = EmbeddedBroker::start().unwrap();
+    let bootstrap = broker.bootstrap();
+    broker.create_topic("bench-in", 3);
+    for t in [
+        "bench-out-pass-plain",
+        "bench-out-pass-txn",
+        "bench-stateless-out",
+        "bench-count-eos",
+        "bench-count-alos",
+    ] {
+        broker.create_topic(t, 3);
+    }
+    fill(&bootstrap, "bench-in");
+    let plain = passthrough(&bootstrap, false);
+    let rows = [
+        ("rdkafka passthrough, plain", plain),
+        (
+            "rdkafka passthrough, transactional (100 ms)",
+            passthrough(&bootstrap, true),
+        ),
+        (
+            "stateless topology (filter, map_values), exactly_once_v2",
+            run_topology(
+                &bootstrap,
+                "bench-stateless",
+                stateless(),
+                "exactly_once_v2",
+            ),
+        ),
+        (
+            "windowed count, exactly_once_v2",
+            run_topology(
+                &bootstrap,
+                "bench-count-eos",
+                windowed_count("bench-count-eos"),
+                "exactly_once_v2",
+            ),
+        ),
+        (
+            "windowed count, at_least_once",
+            run_topology(
+                &bootstrap,
+                "bench-count-alos",
+                windowed_count("bench-count-alos"),
+                "at_least_once",
+            ),
+        ),
+    ];
+    println!("| {RECORDS} records of 100 bytes, 3 partitions | records/s | vs plain passthrough |");
+    println!("|---|---|---|");
+    for (name, rate) in rows {
+        println!("| {name} | {:.0} | {:.2} |", rate, rate / plain);
+    }
+}
