@@ -173,6 +173,17 @@ fn two_workers_share_the_partitions_at_least_once() {
     };
     let a = start(0);
     let b = start(1);
+    // Produce only once the group has settled with both workers holding partitions.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let holds = |app: &KafkaStreams| {
+        app.progress()
+            .assigned_partitions
+            .load(std::sync::atomic::Ordering::Relaxed)
+            > 0
+    };
+    while !(holds(&a) && holds(&b)) && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
     let (input, oracle) = lines(400);
     produce_lines(&broker.bootstrap(), &input);
     let seen = read_counts(&broker.bootstrap(), 4, |s| {

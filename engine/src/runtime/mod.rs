@@ -48,6 +48,8 @@ pub struct Progress {
     pub restored: AtomicU64,
     pub commits: AtomicU64,
     pub aborts: AtomicU64,
+    /// Input partitions the application's threads hold now.
+    pub assigned_partitions: AtomicU64,
 }
 
 impl Progress {

@@ -273,6 +273,12 @@ impl ConsumerContext for ThreadContext {
                     .assigned
                     .remove(&(e.topic().to_string(), e.partition()));
             }
+            let revoked = tpl.count() as u64;
+            let _ = inner.progress.assigned_partitions.fetch_update(
+                Ordering::Relaxed,
+                Ordering::Relaxed,
+                |n| Some(n.saturating_sub(revoked)),
+            );
             inner.close_tasks();
         }
     }
@@ -285,6 +291,10 @@ impl ConsumerContext for ThreadContext {
                     .assigned
                     .insert((e.topic().to_string(), e.partition()));
             }
+            inner
+                .progress
+                .assigned_partitions
+                .fetch_add(tpl.count() as u64, Ordering::Relaxed);
             if let Err(e) = inner.create_tasks() {
                 tracing::error!("cannot create tasks: {e}");
                 inner.failure = Some(e);

@@ -95,11 +95,14 @@ impl Groups {
         if !g.members.contains_key(member) {
             return Err(ResponseError::UnknownMemberId);
         }
-        if g.phase == Phase::PreparingRebalance {
-            return Err(ResponseError::RebalanceInProgress);
-        }
         if g.generation != generation {
             return Err(ResponseError::IllegalGeneration);
+        }
+        // As Kafka: a member of the current generation may commit while the group prepares a
+        // rebalance (eager consumers commit in their revocation callback), but not while it
+        // waits for the new assignment.
+        if g.phase == Phase::AwaitingSync {
+            return Err(ResponseError::RebalanceInProgress);
         }
         Ok(())
     }
