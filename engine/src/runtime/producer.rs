@@ -67,6 +67,17 @@ pub(crate) struct CommitProducer {
 
 const TIMEOUT: Duration = Duration::from_secs(30);
 
+/// Identifies this process among the application's instances (for transactional ids).
+fn process_id() -> &'static str {
+    static ID: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    ID.get_or_init(|| {
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos());
+        format!("{:x}{:x}", std::process::id(), nanos % 0xffff_ffff)
+    })
+}
+
 fn fatal(what: &str, e: KafkaError) -> CommitError {
     CommitError::Fatal(format!("{what}: {e}"))
 }
@@ -86,12 +97,15 @@ fn classify(what: &str, e: KafkaError) -> CommitError {
 
 impl CommitProducer {
     /// A producer for thread `thread` of the application; transactional under EOS, with the
-    /// stable `transactional.id` `<application.id>-<thread>`.
+    /// `transactional.id` `<application.id>-<process id>-<thread>` (EOS-v2: fencing comes from the
+    /// consumer group generation; a dead instance's open transaction is aborted by
+    /// `transaction.timeout.ms`, 10 s by default as in Kafka Streams).
     pub fn new(
         bootstrap: &str,
         application_id: &str,
         thread: usize,
         guarantee: ProcessingGuarantee,
+        transaction_timeout_ms: u64,
     ) -> Result<Self> {
         let tracker = DeliveryTracker::default();
         let delivery_failed = Arc::clone(&tracker.failed);
@@ -108,8 +122,11 @@ impl CommitProducer {
         }
         if guarantee == ProcessingGuarantee::ExactlyOnceV2 {
             config
-                .set("transactional.id", format!("{application_id}-{thread}"))
-                .set("transaction.timeout.ms", "60000");
+                .set(
+                    "transactional.id",
+                    format!("{application_id}-{}-{thread}", process_id()),
+                )
+                .set("transaction.timeout.ms", transaction_timeout_ms.to_string());
         }
         let producer: BaseProducer<DeliveryTracker> =
             config

@@ -48,6 +48,12 @@ impl Inner {
                 &self.config.streams.application_id,
                 self.index,
                 self.config.streams.processing_guarantee,
+                self.config
+                    .streams
+                    .extra
+                    .get("transaction.timeout.ms")
+                    .and_then(|v| v.parse().ok())
+                    .unwrap_or(10_000),
             )?;
             self.producer = Some(p);
         }
