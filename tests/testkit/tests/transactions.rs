@@ -234,3 +234,75 @@ fn a_transaction_past_its_timeout_is_aborted() {
     )
     .is_empty());
 }
+
+#[test]
+fn compaction_keeps_committed_values_of_a_transactional_topic() {
+    let broker = EmbeddedBroker::start().unwrap();
+    let b = broker.bootstrap();
+    let admin: rdkafka::admin::AdminClient<rdkafka::client::DefaultClientContext> =
+        ClientConfig::new()
+            .set("bootstrap.servers", &b)
+            .create()
+            .unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let topic = rdkafka::admin::NewTopic::new(
+        "txn-compacted",
+        1,
+        rdkafka::admin::TopicReplication::Fixed(1),
+    )
+    .set("cleanup.policy", "compact");
+    for r in rt
+        .block_on(admin.create_topics(&[topic], &rdkafka::admin::AdminOptions::new()))
+        .unwrap()
+    {
+        r.unwrap();
+    }
+    let p = txn_producer(&b, "txn-compact", 60_000);
+    let mut expected = std::collections::BTreeMap::new();
+    for round in 0..6 {
+        p.begin_transaction().unwrap();
+        for k in 0..5 {
+            let key = format!("k{k}");
+            let value = format!("r{round}");
+            p.send(BaseRecord::to("txn-compacted").key(&key).payload(&value))
+                .unwrap();
+            if round % 3 != 2 {
+                expected.insert(key, value);
+            }
+        }
+        p.flush(Duration::from_secs(10)).unwrap();
+        if round % 3 == 2 {
+            p.abort_transaction(Duration::from_secs(10)).unwrap();
+        } else {
+            p.commit_transaction(Duration::from_secs(10)).unwrap();
+        }
+        if round == 3 {
+            broker.compact_now();
+        }
+    }
+    broker.compact_now();
+    let c: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", &b)
+        .set("group.id", "compacted-reader")
+        .set("isolation.level", "read_committed")
+        .create()
+        .unwrap();
+    let mut tpl = TopicPartitionList::new();
+    tpl.add_partition_offset("txn-compacted", 0, rdkafka::Offset::Beginning)
+        .unwrap();
+    c.assign(&tpl).unwrap();
+    let mut latest = std::collections::BTreeMap::new();
+    let deadline = Instant::now() + Duration::from_secs(3);
+    while Instant::now() < deadline {
+        if let Some(Ok(m)) = c.poll(Duration::from_millis(50)) {
+            latest.insert(
+                String::from_utf8_lossy(m.key().unwrap_or_default()).to_string(),
+                String::from_utf8_lossy(m.payload().unwrap_or_default()).to_string(),
+            );
+        }
+    }
+    assert_eq!(latest, expected);
+}
