@@ -6,12 +6,12 @@ use std::collections::BTreeSet;
 use std::time::Duration;
 
 use eddy_engine::{
-    Consumed, Grouped, KGroupedStream, Materialized, Produced, Result, Serdes, StreamsBuilder,
-    TimeWindows, Topology,
+    Grouped, KGroupedStream, Materialized, Produced, Result, Serdes, StreamsBuilder, TimeWindows,
+    Topology,
 };
 use serde::{Deserialize, Serialize};
 
-use crate::events::{event_time_extractor, DecodeEvents, PlatformEvent};
+use crate::events::{platform_events, PlatformEvent};
 
 /// The event types of `analytics-events`.
 pub const ANALYTICS_EVENT_TYPES: &[&str] = &[
@@ -104,22 +104,17 @@ fn count_distinct(
 /// Builds the topology.
 pub fn active_users(config: &ActiveUsersConfig) -> Result<Topology> {
     let b = StreamsBuilder::new();
-    let consumed = Consumed::with(Serdes::string(), Serdes::bytes())
-        .with_timestamp_extractor(event_time_extractor());
-    let users_by_tenant: KGroupedStream<String, String> = b
-        .stream(&[config.input_topic.as_str()], consumed)
-        .process_values(
-            || DecodeEvents {
-                known: ANALYTICS_EVENT_TYPES,
-                entity_id: "user_id",
-            },
-            &[],
-        )
-        .filter(|_, e: &PlatformEvent| e.str("tenant_id").is_some_and(|t| !t.is_empty()))
-        .map(|user, e| (e.str("tenant_id").unwrap_or_default().to_string(), user))
-        .group_by_key(
-            Grouped::named("active-users-by-tenant").with(Serdes::string(), Serdes::string()),
-        );
+    let users_by_tenant: KGroupedStream<String, String> = platform_events(
+        &b,
+        config.input_topic.as_str(),
+        ANALYTICS_EVENT_TYPES,
+        "user_id",
+    )
+    .filter(|_, e: &PlatformEvent| e.str("tenant_id").is_some_and(|t| !t.is_empty()))
+    .map(|user, e| (e.str("tenant_id").unwrap_or_default().to_string(), user))
+    .group_by_key(
+        Grouped::named("active-users-by-tenant").with(Serdes::string(), Serdes::string()),
+    );
     let short = TimeWindows::of_size_and_grace(config.short_window, config.grace);
     let long = TimeWindows::of_size_and_grace(config.long_window, config.grace)
         .advance_by(config.long_advance);

@@ -5,12 +5,12 @@
 use std::collections::BTreeSet;
 
 use eddy_engine::{
-    Consumed, KStream, KeyValueStoreHandle, Processor, ProcessorContext, Produced, Record, Result,
-    Serdes, StoreSpec, StreamsBuilder, Topology,
+    KStream, KeyValueStoreHandle, Processor, ProcessorContext, Produced, Record, Result, Serdes,
+    StoreSpec, StreamsBuilder, Topology,
 };
 use serde::{Deserialize, Serialize};
 
-use crate::events::{event_time_extractor, DecodeEvents, PlatformEvent};
+use crate::events::{platform_events, PlatformEvent};
 
 /// The fold of a document's events.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
@@ -176,37 +176,27 @@ pub fn document_lifecycle(config: &DocumentLifecycleConfig) -> Result<Topology> 
         Serdes::string(),
         Serdes::json::<Vec<HistoryEntry>>(),
     );
-    let consumed = || {
-        Consumed::with(Serdes::string(), Serdes::bytes())
-            .with_timestamp_extractor(event_time_extractor())
-    };
-    let documents: KStream<String, PlatformEvent> = b
-        .stream(&[config.document_topic.as_str()], consumed())
-        .process_values(
-            || DecodeEvents {
-                known: crate::saga::DOCUMENT_EVENT_TYPES,
-                entity_id: "document_id",
-            },
-            &[],
-        );
-    let quizzes = b
-        .stream(&[config.quiz_topic.as_str()], consumed())
-        .process_values(
-            || DecodeEvents {
-                known: crate::quiz_results::QUIZ_EVENT_TYPES,
-                entity_id: "quiz_id",
-            },
-            &[],
-        )
-        .filter(|_, e| {
-            e.event_type == "quiz.generated" && e.str("document_id").is_some_and(|d| !d.is_empty())
-        })
-        .select_key(|_, e| e.str("document_id").unwrap_or_default().to_string())
-        .repartition_with(
-            "document-quizzes",
-            Serdes::string(),
-            Serdes::json::<PlatformEvent>(),
-        );
+    let documents: KStream<String, PlatformEvent> = platform_events(
+        &b,
+        config.document_topic.as_str(),
+        crate::saga::DOCUMENT_EVENT_TYPES,
+        "document_id",
+    );
+    let quizzes = platform_events(
+        &b,
+        config.quiz_topic.as_str(),
+        crate::quiz_results::QUIZ_EVENT_TYPES,
+        "quiz_id",
+    )
+    .filter(|_, e| {
+        e.event_type == "quiz.generated" && e.str("document_id").is_some_and(|d| !d.is_empty())
+    })
+    .select_key(|_, e| e.str("document_id").unwrap_or_default().to_string())
+    .repartition_with(
+        "document-quizzes",
+        Serdes::string(),
+        Serdes::json::<PlatformEvent>(),
+    );
     documents
         .merge(&quizzes)
         .process_values(

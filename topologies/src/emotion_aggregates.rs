@@ -6,12 +6,12 @@
 use std::time::Duration;
 
 use eddy_engine::{
-    Consumed, EmitStrategy, Grouped, Materialized, Produced, Result, Serdes, StreamsBuilder,
-    TimeWindows, Topology,
+    EmitStrategy, Grouped, Materialized, Produced, Result, Serdes, StreamsBuilder, TimeWindows,
+    Topology,
 };
 use serde::{Deserialize, Serialize};
 
-use crate::events::{event_time_extractor, DecodeEvents, PlatformEvent};
+use crate::events::{platform_events, PlatformEvent};
 
 /// Topics, window size, grace and idle timeout.
 #[derive(Debug, Clone, PartialEq)]
@@ -56,65 +56,59 @@ pub struct EmotionAggregate {
 /// Builds the topology.
 pub fn emotion_aggregates(config: &EmotionAggregatesConfig) -> Result<Topology> {
     let b = StreamsBuilder::new();
-    let consumed = Consumed::with(Serdes::string(), Serdes::bytes())
-        .with_timestamp_extractor(event_time_extractor());
-    b.stream(&[config.input_topic.as_str()], consumed)
-        .process_values(
-            || DecodeEvents {
-                known: &["emotion.detected"],
-                entity_id: "child_id",
-            },
-            &[],
-        )
-        .flat_map(|child, e: PlatformEvent| {
-            // The flat schema says `emotion`/`confidence`; message events say `emotion_detected`.
-            let emotion = e
-                .str("emotion")
-                .or_else(|| e.str("emotion_detected"))
-                .map(str::to_string);
-            let confidence = e.f64("confidence").or_else(|| e.f64("emotion_confidence"));
-            match (emotion, confidence) {
-                (Some(emotion), Some(c)) => Some((format!("{child}|{emotion}"), c)),
-                _ => None,
-            }
+    platform_events(
+        &b,
+        config.input_topic.as_str(),
+        &["emotion.detected"],
+        "child_id",
+    )
+    .flat_map(|child, e: PlatformEvent| {
+        // The flat schema says `emotion`/`confidence`; message events say `emotion_detected`.
+        let emotion = e
+            .str("emotion")
+            .or_else(|| e.str("emotion_detected"))
+            .map(str::to_string);
+        let confidence = e.f64("confidence").or_else(|| e.f64("emotion_confidence"));
+        match (emotion, confidence) {
+            (Some(emotion), Some(c)) => Some((format!("{child}|{emotion}"), c)),
+            _ => None,
+        }
+    })
+    .group_by_key(Grouped::named("emotions-by-child").with(Serdes::string(), Serdes::json::<f64>()))
+    .windowed_by(TimeWindows::of_size_and_grace(config.window, config.grace))
+    .emit_strategy(EmitStrategy::OnWindowClose)
+    .close_on_idle(config.idle_close)
+    .aggregate(
+        EmotionWindow::default,
+        |_, c, mut w: EmotionWindow| {
+            w.count += 1;
+            w.confidence_sum += c;
+            w
+        },
+        Materialized::named("emotion_aggregates").with_value_serde(Serdes::json()),
+    )
+    .to_stream()
+    .flat_map(|w, agg| {
+        agg.map(|a| {
+            let (child, emotion) = w.key.split_once('|').unwrap_or((w.key.as_str(), ""));
+            let out = EmotionAggregate {
+                child_id: child.to_string(),
+                emotion: emotion.to_string(),
+                window_start_ms: w.start,
+                window_end_ms: w.end,
+                count: a.count,
+                mean_confidence: if a.count == 0 {
+                    0.0
+                } else {
+                    a.confidence_sum / a.count as f64
+                },
+            };
+            (child.to_string(), out)
         })
-        .group_by_key(
-            Grouped::named("emotions-by-child").with(Serdes::string(), Serdes::json::<f64>()),
-        )
-        .windowed_by(TimeWindows::of_size_and_grace(config.window, config.grace))
-        .emit_strategy(EmitStrategy::OnWindowClose)
-        .close_on_idle(config.idle_close)
-        .aggregate(
-            EmotionWindow::default,
-            |_, c, mut w: EmotionWindow| {
-                w.count += 1;
-                w.confidence_sum += c;
-                w
-            },
-            Materialized::named("emotion_aggregates").with_value_serde(Serdes::json()),
-        )
-        .to_stream()
-        .flat_map(|w, agg| {
-            agg.map(|a| {
-                let (child, emotion) = w.key.split_once('|').unwrap_or((w.key.as_str(), ""));
-                let out = EmotionAggregate {
-                    child_id: child.to_string(),
-                    emotion: emotion.to_string(),
-                    window_start_ms: w.start,
-                    window_end_ms: w.end,
-                    count: a.count,
-                    mean_confidence: if a.count == 0 {
-                        0.0
-                    } else {
-                        a.confidence_sum / a.count as f64
-                    },
-                };
-                (child.to_string(), out)
-            })
-        })
-        .to(
-            &config.output_topic,
-            Produced::with(Serdes::string(), Serdes::json::<EmotionAggregate>()),
-        );
+    })
+    .to(
+        &config.output_topic,
+        Produced::with(Serdes::string(), Serdes::json::<EmotionAggregate>()),
+    );
     b.build()
 }

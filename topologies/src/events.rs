@@ -4,7 +4,8 @@
 use std::sync::Arc;
 
 use eddy_engine::{
-    JsonFieldTimestampExtractor, Processor, ProcessorContext, Record, Result, TimestampExtractor,
+    Consumed, JsonFieldTimestampExtractor, KStream, Processor, ProcessorContext, Record, Result,
+    Serdes, StreamsBuilder, TimestampExtractor,
 };
 use serde_json::{Map, Value};
 
@@ -141,6 +142,20 @@ impl PlatformEvent {
             _ => Err(RejectReason::MissingEntityId(field)),
         }
     }
+}
+
+/// The platform events of `topic`: raw values with platform.md's event time, decoded and keyed by
+/// `entity_id`; bad records go to the dead-letter path with their reason.
+pub fn platform_events(
+    b: &StreamsBuilder,
+    topic: &str,
+    known: &'static [&'static str],
+    entity_id: &'static str,
+) -> KStream<String, PlatformEvent> {
+    let consumed = Consumed::with(Serdes::string(), Serdes::bytes())
+        .with_timestamp_extractor(event_time_extractor());
+    b.stream(&[topic], consumed)
+        .process_values(move || DecodeEvents { known, entity_id }, &[])
 }
 
 /// Turns raw values of a topic into events keyed by their entity id, sending every record that

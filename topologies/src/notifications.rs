@@ -6,12 +6,12 @@
 use std::time::Duration;
 
 use eddy_engine::{
-    Consumed, Processor, ProcessorContext, Produced, Record, Result, Serdes, StoreKind, StoreSpec,
+    Processor, ProcessorContext, Produced, Record, Result, Serdes, StoreKind, StoreSpec,
     StreamsBuilder, Topology, WindowStoreHandle,
 };
 use serde::{Deserialize, Serialize};
 
-use crate::events::{event_time_extractor, DecodeEvents, PlatformEvent};
+use crate::events::{platform_events, PlatformEvent};
 
 /// One notification.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -121,28 +121,18 @@ pub fn notifications(config: &NotificationsConfig) -> Result<Topology> {
         ..StoreSpec::key_value("notified_events")
     };
     b.add_state_store(spec, Serdes::string(), Serdes::json::<bool>());
-    let consumed = || {
-        Consumed::with(Serdes::string(), Serdes::bytes())
-            .with_timestamp_extractor(event_time_extractor())
-    };
-    let documents = b
-        .stream(&[config.document_topic.as_str()], consumed())
-        .process_values(
-            || DecodeEvents {
-                known: crate::saga::DOCUMENT_EVENT_TYPES,
-                entity_id: "document_id",
-            },
-            &[],
-        );
-    let quizzes = b
-        .stream(&[config.quiz_topic.as_str()], consumed())
-        .process_values(
-            || DecodeEvents {
-                known: crate::quiz_results::QUIZ_EVENT_TYPES,
-                entity_id: "quiz_id",
-            },
-            &[],
-        );
+    let documents = platform_events(
+        &b,
+        config.document_topic.as_str(),
+        crate::saga::DOCUMENT_EVENT_TYPES,
+        "document_id",
+    );
+    let quizzes = platform_events(
+        &b,
+        config.quiz_topic.as_str(),
+        crate::quiz_results::QUIZ_EVENT_TYPES,
+        "quiz_id",
+    );
     documents
         .merge(&quizzes)
         .process(

@@ -6,12 +6,12 @@
 use std::time::Duration;
 
 use eddy_engine::{
-    Consumed, Grouped, Materialized, Processor, ProcessorContext, Produced, Record, Result, Serdes,
+    Grouped, Materialized, Processor, ProcessorContext, Produced, Record, Result, Serdes,
     StreamsBuilder, TimeWindows, Topology,
 };
 use serde::{Deserialize, Serialize};
 
-use crate::events::{event_time_extractor, DecodeEvents, PlatformEvent};
+use crate::events::{platform_events, PlatformEvent};
 use crate::notifications::Notification;
 
 /// Event types of `paper_uploaded` and `plagiarism_checked`.
@@ -215,37 +215,27 @@ impl Processor<String, (PlatformEvent, Option<Paper>), String, CheckedPaper> for
 /// Builds the topology.
 pub fn plagiarism_stats(config: &PlagiarismStatsConfig) -> Result<Topology> {
     let b = StreamsBuilder::new();
-    let consumed = || {
-        Consumed::with(Serdes::string(), Serdes::bytes())
-            .with_timestamp_extractor(event_time_extractor())
-    };
-    let papers = b
-        .stream(&[config.papers_topic.as_str()], consumed())
-        .process_values(
-            || DecodeEvents {
-                known: PAPER_EVENT_TYPES,
-                entity_id: "submission_id",
-            },
-            &[],
-        )
-        .process_values(|| ToPaper, &[])
-        .flat_map_values(|p: Option<Paper>| p)
-        .to_table(
-            Materialized::named("papers")
-                .with_key_serde(Serdes::string())
-                .with_value_serde(Serdes::json()),
-        );
-    let checked = b
-        .stream(&[config.checks_topic.as_str()], consumed())
-        .process_values(
-            || DecodeEvents {
-                known: CHECK_EVENT_TYPES,
-                entity_id: "submission_id",
-            },
-            &[],
-        )
-        .left_join_table(&papers, |check, paper| (check.clone(), paper.cloned()))
-        .process_values(|| ValidateCheck, &[]);
+    let papers = platform_events(
+        &b,
+        config.papers_topic.as_str(),
+        PAPER_EVENT_TYPES,
+        "submission_id",
+    )
+    .process_values(|| ToPaper, &[])
+    .flat_map_values(|p: Option<Paper>| p)
+    .to_table(
+        Materialized::named("papers")
+            .with_key_serde(Serdes::string())
+            .with_value_serde(Serdes::json()),
+    );
+    let checked = platform_events(
+        &b,
+        config.checks_topic.as_str(),
+        CHECK_EVENT_TYPES,
+        "submission_id",
+    )
+    .left_join_table(&papers, |check, paper| (check.clone(), paper.cloned()))
+    .process_values(|| ValidateCheck, &[]);
     checked
         .map(|_, c| {
             let n = Notification {

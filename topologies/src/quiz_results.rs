@@ -11,13 +11,13 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use eddy_engine::{
-    Consumed, DeadLetter, Grouped, KeyValueStoreHandle, Materialized, Processor, ProcessorContext,
-    Produced, PunctuationType, Record, Result, Serdes, StoreSpec, StreamsBuilder, Topology,
+    DeadLetter, Grouped, KeyValueStoreHandle, Materialized, Processor, ProcessorContext, Produced,
+    PunctuationType, Record, Result, Serdes, StoreSpec, StreamsBuilder, Topology,
 };
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::events::{event_time_extractor, DecodeEvents, PlatformEvent};
+use crate::events::{platform_events, PlatformEvent};
 
 /// Topic names, limits and store names of the topology.
 #[derive(Debug, Clone, PartialEq)]
@@ -327,18 +327,8 @@ pub fn quiz_results(config: &QuizResultsConfig) -> Result<Topology> {
         Serdes::string(),
         Serdes::json::<QuizResult>(),
     );
-    let consumed = Consumed::with(Serdes::string(), Serdes::bytes())
-        .with_timestamp_extractor(event_time_extractor());
     let grader_config = config.clone();
-    let graded = b
-        .stream(&[config.input_topic.as_str()], consumed)
-        .process_values(
-            || DecodeEvents {
-                known: QUIZ_EVENT_TYPES,
-                entity_id: "quiz_id",
-            },
-            &[],
-        )
+    let graded = platform_events(&b, config.input_topic.as_str(), QUIZ_EVENT_TYPES, "quiz_id")
         .process_values(
             move || Grader {
                 config: grader_config.clone(),

@@ -8,12 +8,12 @@
 use std::time::Duration;
 
 use eddy_engine::{
-    Consumed, KStream, KeyValueStoreHandle, Processor, ProcessorContext, Produced, PunctuationType,
-    Record, Result, ScheduleId, Serde, SerdeError, Serdes, StoreSpec, StreamsBuilder, Topology,
+    KStream, KeyValueStoreHandle, Processor, ProcessorContext, Produced, PunctuationType, Record,
+    Result, ScheduleId, Serde, SerdeError, Serdes, StoreSpec, StreamsBuilder, Topology,
 };
 use serde::{Deserialize, Serialize};
 
-use crate::events::{event_time_extractor, DecodeEvents, PlatformEvent};
+use crate::events::{platform_events, PlatformEvent};
 
 /// The steps of the saga, in order.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
@@ -396,39 +396,29 @@ pub fn document_quiz_saga(config: &SagaConfig) -> Result<Topology> {
         std::sync::Arc::new(DeadlineKeySerde),
         Serdes::json::<()>(),
     );
-    let consumed = || {
-        Consumed::with(Serdes::string(), Serdes::bytes())
-            .with_timestamp_extractor(event_time_extractor())
-    };
-    let documents: KStream<String, PlatformEvent> = b
-        .stream(&[config.document_topic.as_str()], consumed())
-        .process_values(
-            || DecodeEvents {
-                known: DOCUMENT_EVENT_TYPES,
-                entity_id: "document_id",
-            },
-            &[],
-        );
+    let documents: KStream<String, PlatformEvent> = platform_events(
+        &b,
+        config.document_topic.as_str(),
+        DOCUMENT_EVENT_TYPES,
+        "document_id",
+    );
     // Quiz events are keyed by quiz; the saga's are re-keyed by document and repartitioned.
-    let quizzes: KStream<String, PlatformEvent> = b
-        .stream(&[config.quiz_topic.as_str()], consumed())
-        .process_values(
-            || DecodeEvents {
-                known: crate::quiz_results::QUIZ_EVENT_TYPES,
-                entity_id: "quiz_id",
-            },
-            &[],
-        )
-        .filter(|_, e| {
-            matches!(e.event_type.as_str(), "quiz.generated" | "quiz.failed")
-                && e.str("document_id").is_some_and(|d| !d.is_empty())
-        })
-        .select_key(|_, e| e.str("document_id").unwrap_or_default().to_string())
-        .repartition_with(
-            "saga-quizzes-by-document",
-            Serdes::string(),
-            Serdes::json::<PlatformEvent>(),
-        );
+    let quizzes: KStream<String, PlatformEvent> = platform_events(
+        &b,
+        config.quiz_topic.as_str(),
+        crate::quiz_results::QUIZ_EVENT_TYPES,
+        "quiz_id",
+    )
+    .filter(|_, e| {
+        matches!(e.event_type.as_str(), "quiz.generated" | "quiz.failed")
+            && e.str("document_id").is_some_and(|d| !d.is_empty())
+    })
+    .select_key(|_, e| e.str("document_id").unwrap_or_default().to_string())
+    .repartition_with(
+        "saga-quizzes-by-document",
+        Serdes::string(),
+        Serdes::json::<PlatformEvent>(),
+    );
     let saga_config = config.clone();
     let by_document = documents.merge(&quizzes);
     let outputs = by_document.process_values(
