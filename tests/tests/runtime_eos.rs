@@ -117,8 +117,25 @@ fn check(seen: &BTreeMap<String, Vec<i64>>, oracle: &BTreeMap<String, i64>, exac
 
 #[test]
 fn one_worker_counts_words_exactly_once() {
+    exactly_once_word_count(|_| {});
+}
+
+#[test]
+fn exactly_once_holds_when_the_broker_delays_end_txn() {
+    exactly_once_word_count(|broker| {
+        broker.delay_requests(kafka_protocol_api::END_TXN, Duration::from_millis(300));
+    });
+}
+
+/// The ApiKey numbers the fault injection takes.
+mod kafka_protocol_api {
+    pub const END_TXN: i16 = 26;
+}
+
+fn exactly_once_word_count(faults: impl Fn(&EmbeddedBroker)) {
     logs();
     let broker = EmbeddedBroker::start().unwrap();
+    faults(&broker);
     broker.create_topic("text-lines", 3);
     broker.create_topic("word-counts", 3);
     let dir = tempfile::tempdir().unwrap();
