@@ -167,6 +167,40 @@ impl StreamsConfig {
     }
 }
 
+impl StreamsConfig {
+    /// The environment's overrides: `EDDY_<KEY>` with the key upper-cased and `.` as `_`
+    /// (`EDDY_PROCESSING_GUARANTEE=at_least_once`, `EDDY_NUM_STREAM_THREADS=4`).
+    pub fn apply_env_from(
+        &mut self,
+        vars: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<&mut Self> {
+        const KEYS: &[&str] = &[
+            "application.id",
+            "processing.guarantee",
+            "commit.interval.ms",
+            "state.dir",
+            "num.stream.threads",
+            "statestore.cache.max.bytes",
+            "deserialization.exception.handler",
+            "processing.exception.handler",
+            "transaction.timeout.ms",
+        ];
+        let vars: BTreeMap<String, String> = vars.into_iter().collect();
+        for key in KEYS {
+            let name = format!("EDDY_{}", key.to_uppercase().replace('.', "_"));
+            if let Some(value) = vars.get(&name) {
+                self.set(key, value)?;
+            }
+        }
+        Ok(self)
+    }
+
+    /// [`StreamsConfig::apply_env_from`] with this process's environment.
+    pub fn apply_env(&mut self) -> Result<&mut Self> {
+        self.apply_env_from(std::env::vars())
+    }
+}
+
 fn parse_handler(v: &str) -> Option<ExceptionHandler> {
     match v {
         "log_and_fail" | "LogAndFailExceptionHandler" => Some(ExceptionHandler::LogAndFail),
@@ -180,6 +214,27 @@ fn parse_handler(v: &str) -> Option<ExceptionHandler> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn layers_apply_defaults_then_file_then_environment() {
+        let mut c = StreamsConfig::new("a");
+        c.apply_properties("processing.guarantee=at_least_once\nnum.stream.threads=2")
+            .unwrap();
+        let env = [
+            ("EDDY_NUM_STREAM_THREADS".to_string(), "4".to_string()),
+            ("OTHER".to_string(), "x".to_string()),
+        ];
+        c.apply_env_from(env).unwrap();
+        assert_eq!(
+            c.processing_guarantee,
+            ProcessingGuarantee::AtLeastOnce,
+            "from the file"
+        );
+        assert_eq!(c.num_stream_threads, 4, "the environment wins");
+        assert!(c
+            .apply_env_from([("EDDY_COMMIT_INTERVAL_MS".to_string(), "soon".to_string())])
+            .is_err());
+    }
 
     #[test]
     fn properties_apply_in_order_and_errors_name_the_key() {

@@ -320,6 +320,7 @@ fn run(
             std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
         streams.apply_properties(&text)?;
     }
+    streams.apply_env()?;
     let embedded;
     let bootstrap = match brokers {
         Some(b) => b,
