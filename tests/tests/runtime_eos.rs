@@ -117,14 +117,29 @@ fn check(seen: &BTreeMap<String, Vec<i64>>, oracle: &BTreeMap<String, i64>, exac
 
 #[test]
 fn one_worker_counts_words_exactly_once() {
-    exactly_once_word_count(|_| {});
+    exactly_once_word_count(|_| {}, |_| {}, false);
 }
 
 #[test]
 fn exactly_once_holds_when_the_broker_delays_end_txn() {
-    exactly_once_word_count(|broker| {
-        broker.delay_requests(kafka_protocol_api::END_TXN, Duration::from_millis(300));
-    });
+    exactly_once_word_count(
+        |broker| broker.delay_requests(kafka_protocol_api::END_TXN, Duration::from_millis(300)),
+        |_| {},
+        false,
+    );
+}
+
+#[test]
+fn exactly_once_holds_when_the_broker_pauses_past_the_session_timeout() {
+    exactly_once_word_count(
+        |_| {},
+        |broker| {
+            broker.pause();
+            std::thread::sleep(Duration::from_secs(12)); // session.timeout.ms is 10 s
+            broker.resume();
+        },
+        true,
+    );
 }
 
 /// The ApiKey numbers the fault injection takes.
@@ -132,10 +147,17 @@ mod kafka_protocol_api {
     pub const END_TXN: i16 = 26;
 }
 
-fn exactly_once_word_count(faults: impl Fn(&EmbeddedBroker)) {
+/// The word count under exactly-once: `before` runs before the application starts, `during`
+/// between the two halves of the input; with `may_abort`, failed commits are allowed (they must
+/// still leave no duplicate and no gap).
+fn exactly_once_word_count(
+    before: impl Fn(&EmbeddedBroker),
+    during: impl Fn(&EmbeddedBroker),
+    may_abort: bool,
+) {
     logs();
     let broker = EmbeddedBroker::start().unwrap();
-    faults(&broker);
+    before(&broker);
     broker.create_topic("text-lines", 3);
     broker.create_topic("word-counts", 3);
     let dir = tempfile::tempdir().unwrap();
@@ -148,17 +170,22 @@ fn exactly_once_word_count(faults: impl Fn(&EmbeddedBroker)) {
     )
     .unwrap();
     let (input, oracle) = lines(300);
-    produce_lines(&broker.bootstrap(), &input);
+    produce_lines(&broker.bootstrap(), &input[..150]);
+    std::thread::sleep(Duration::from_millis(300));
+    during(&broker);
+    produce_lines(&broker.bootstrap(), &input[150..]);
     let seen = read_counts(&broker.bootstrap(), 3, |s| {
         oracle
             .iter()
             .all(|(w, n)| s.get(w).and_then(|c| c.last()) == Some(n))
     });
     let progress = app.progress();
-    assert_eq!(
-        progress.aborts.load(std::sync::atomic::Ordering::Relaxed),
-        0
-    );
+    if !may_abort {
+        assert_eq!(
+            progress.aborts.load(std::sync::atomic::Ordering::Relaxed),
+            0
+        );
+    }
     // Nothing of the application stays open on the output once it is idle and closed.
     app.close().unwrap();
     for p in 0..3 {
