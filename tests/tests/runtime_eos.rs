@@ -142,19 +142,90 @@ fn exactly_once_holds_when_the_broker_pauses_past_the_session_timeout() {
     );
 }
 
-/// The ApiKey numbers the fault injection takes.
+/// A commit whose TxnOffsetCommit the broker refuses (an abortable error) is aborted: its outputs
+/// stay in the log but read_committed never shows them.
+#[test]
+fn a_refused_offset_commit_aborts_the_transaction_and_its_outputs_stay_invisible() {
+    let aborts = exactly_once_word_count(
+        |_| {},
+        |broker| {
+            broker.fail_requests(
+                kafka_protocol_api::TXN_OFFSET_COMMIT,
+                kafka_protocol_api::GROUP_AUTHORIZATION_FAILED,
+                Some(1),
+            )
+        },
+        true,
+    );
+    assert!(aborts >= 1, "the refused commit aborted its transaction");
+}
+
+/// The broker rejects a write to the count's changelog, so the transaction holding those state
+/// changes aborts. Its state changes are dropped with it: had they stayed in the store, the
+/// redone records would be counted twice and the final counts would pass the oracle.
+#[test]
+fn an_aborted_transaction_drops_its_state_changes() {
+    let aborts = exactly_once_word_count(
+        |_| {},
+        |broker| {
+            broker.reject_produce_to("-changelog", kafka_protocol_api::INVALID_RECORD, 1);
+        },
+        true,
+    );
+    assert!(
+        aborts >= 1,
+        "the rejected changelog write aborted its transaction"
+    );
+}
+
+/// The ApiKey numbers and error codes the fault injection takes.
 mod kafka_protocol_api {
     pub const END_TXN: i16 = 26;
+    pub const TXN_OFFSET_COMMIT: i16 = 28;
+    pub const GROUP_AUTHORIZATION_FAILED: i16 = 30;
+    pub const INVALID_RECORD: i16 = 87;
+}
+
+/// How many records the topics that `chosen` picks hold, as a consumer with `isolation`
+/// (`read_committed` or `read_uncommitted`) sees them.
+fn count_records(bootstrap: &str, isolation: &str, chosen: impl Fn(&str) -> bool) -> usize {
+    let c: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .set("group.id", format!("verifier-{isolation}"))
+        .set("isolation.level", isolation)
+        .create()
+        .unwrap();
+    let metadata = c.fetch_metadata(None, Duration::from_secs(10)).unwrap();
+    let mut tpl = TopicPartitionList::new();
+    for t in metadata.topics() {
+        if chosen(t.name()) {
+            for p in t.partitions() {
+                tpl.add_partition_offset(t.name(), p.id(), rdkafka::Offset::Beginning)
+                    .unwrap();
+            }
+        }
+    }
+    c.assign(&tpl).unwrap();
+    let mut n = 0;
+    let mut idle = Instant::now();
+    while idle.elapsed() < Duration::from_secs(2) {
+        if let Some(Ok(_)) = c.poll(Duration::from_millis(50)) {
+            n += 1;
+            idle = Instant::now();
+        }
+    }
+    n
 }
 
 /// The word count under exactly-once: `before` runs before the application starts, `during`
 /// between the two halves of the input; with `may_abort`, failed commits are allowed (they must
-/// still leave no duplicate and no gap).
+/// still leave no duplicate and no gap). Returns the number of aborted commits; when there were
+/// any, checks that their outputs are in the log yet invisible to read_committed.
 fn exactly_once_word_count(
     before: impl Fn(&EmbeddedBroker),
     during: impl Fn(&EmbeddedBroker),
     may_abort: bool,
-) {
+) -> u64 {
     logs();
     let broker = EmbeddedBroker::start().unwrap();
     before(&broker);
@@ -180,11 +251,9 @@ fn exactly_once_word_count(
             .all(|(w, n)| s.get(w).and_then(|c| c.last()) == Some(n))
     });
     let progress = app.progress();
+    let aborts = progress.aborts.load(std::sync::atomic::Ordering::Relaxed);
     if !may_abort {
-        assert_eq!(
-            progress.aborts.load(std::sync::atomic::Ordering::Relaxed),
-            0
-        );
+        assert_eq!(aborts, 0);
     }
     // Nothing of the application stays open on the output once it is idle and closed.
     app.close().unwrap();
@@ -196,6 +265,17 @@ fn exactly_once_word_count(
         );
     }
     check(&seen, &oracle, true);
+    if aborts > 0 {
+        // Aborted transactions left records in the log that read_committed never shows.
+        let chosen = |t: &str| t == "word-counts" || t.starts_with("wc-eos-");
+        let committed = count_records(&broker.bootstrap(), "read_committed", chosen);
+        let in_log = count_records(&broker.bootstrap(), "read_uncommitted", chosen);
+        assert!(
+            in_log > committed,
+            "aborted writes are in the log ({in_log}) but not read_committed ({committed})"
+        );
+    }
+    aborts
 }
 
 #[test]

@@ -1,5 +1,6 @@
 //! Fault injection through rdkafka: a paused broker answers nothing until resumed; dropped
-//! connections are re-made; delayed and failed request kinds are retried by the client.
+//! connections are re-made; delayed and failed request kinds are retried by the client; a rejected
+//! topic appends nothing.
 
 use std::time::{Duration, Instant};
 
@@ -104,4 +105,33 @@ fn a_delayed_request_kind_slows_only_that_kind() {
     assert!(started.elapsed() >= Duration::from_millis(700));
     broker.clear_faults();
     assert_eq!(read_values(&broker.bootstrap(), "slow", 1), vec!["x"]);
+}
+
+#[test]
+fn a_rejected_topic_appends_nothing_while_other_topics_are_written() {
+    let broker = EmbeddedBroker::start().unwrap();
+    broker.create_topic("app-store-changelog", 1);
+    broker.create_topic("outputs", 1);
+    broker.reject_produce_to("-changelog", ResponseError::InvalidRecord.code(), 1);
+    let p: BaseProducer = ClientConfig::new()
+        .set("bootstrap.servers", broker.bootstrap())
+        .set("linger.ms", "0")
+        .create()
+        .unwrap();
+    let delivered = |topic: &str| {
+        p.send(BaseRecord::to(topic).key("k").payload("v")).unwrap();
+        p.flush(Duration::from_secs(10)).unwrap();
+        broker.partition_state(topic, 0).unwrap().0
+    };
+    assert_eq!(delivered("outputs"), 1, "other topics are written");
+    assert_eq!(
+        delivered("app-store-changelog"),
+        0,
+        "the rejected batch is not appended"
+    );
+    assert_eq!(
+        delivered("app-store-changelog"),
+        1,
+        "the rejection is used up"
+    );
 }

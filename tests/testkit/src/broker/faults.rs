@@ -1,10 +1,11 @@
-//! Fault injection: pause and resume (stop answering), drop every connection, and delay or fail
-//! chosen request kinds with chosen error codes.
+//! Fault injection: pause and resume (stop answering), drop every connection, delay or fail
+//! chosen request kinds with chosen error codes, and reject produce requests to chosen topics.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use kafka_protocol::messages::{ApiKey, ResponseKind};
+use kafka_protocol::messages::produce_response::{PartitionProduceResponse, TopicProduceResponse};
+use kafka_protocol::messages::{ApiKey, ProduceRequest, ResponseKind};
 use parking_lot::Mutex;
 use tokio::sync::watch;
 
@@ -23,6 +24,9 @@ pub(crate) struct Faults {
     /// Bumped to drop every open connection.
     pub connection_epoch: watch::Sender<u64>,
     pub rules: Mutex<BTreeMap<i16, FaultRule>>,
+    /// Produce rejections: (topic name suffix, error code, how many more produce requests that
+    /// write to such a topic are rejected).
+    pub produce_rejections: Mutex<Vec<(String, i16, u32)>>,
 }
 
 impl Faults {
@@ -31,7 +35,44 @@ impl Faults {
             paused: watch::channel(false).0,
             connection_epoch: watch::channel(0).0,
             rules: Mutex::new(BTreeMap::new()),
+            produce_rejections: Mutex::new(Vec::new()),
         }
+    }
+
+    /// Takes out of `request` the topics a produce rejection covers — they are not appended, as
+    /// a broker that refuses a batch appends nothing of it — and returns their error responses.
+    pub fn reject_produce(&self, request: &mut ProduceRequest) -> Vec<TopicProduceResponse> {
+        let mut rejections = self.produce_rejections.lock();
+        let mut rejected = Vec::new();
+        for rule in rejections.iter_mut().filter(|r| r.2 > 0) {
+            let (suffix, code) = (rule.0.clone(), rule.1);
+            let before = request.topic_data.len();
+            request.topic_data.retain(|t| {
+                if !t.name.0.ends_with(suffix.as_str()) {
+                    return true;
+                }
+                rejected.push(
+                    TopicProduceResponse::default()
+                        .with_name(t.name.clone())
+                        .with_partition_responses(
+                            t.partition_data
+                                .iter()
+                                .map(|p| {
+                                    PartitionProduceResponse::default()
+                                        .with_index(p.index)
+                                        .with_error_code(code)
+                                        .with_base_offset(-1)
+                                })
+                                .collect(),
+                        ),
+                );
+                false
+            });
+            if request.topic_data.len() < before {
+                rule.2 -= 1;
+            }
+        }
+        rejected
     }
 
     /// Waits while the broker is paused.

@@ -198,9 +198,21 @@ impl EmbeddedBroker {
             .fail = Some((error_code, times));
     }
 
-    /// Removes every delay and failure rule.
+    /// Rejects the next `times` produce requests that write to a topic whose name ends with
+    /// `topic_suffix`, with `error_code` on each of its partitions; nothing of them is appended.
+    /// Other topics in the same request are written as usual.
+    pub fn reject_produce_to(&self, topic_suffix: &str, error_code: i16, times: u32) {
+        self.shared.faults.produce_rejections.lock().push((
+            topic_suffix.to_string(),
+            error_code,
+            times,
+        ));
+    }
+
+    /// Removes every delay, failure and rejection rule.
     pub fn clear_faults(&self) {
         self.shared.faults.rules.lock().clear();
+        self.shared.faults.produce_rejections.lock().clear();
     }
 
     /// (high watermark, last stable offset, producer ids with an open transaction) of a

@@ -68,9 +68,17 @@ async fn serve(mut stream: TcpStream, shared: Arc<Shared>) -> Result<(), String>
         if let Some(delay) = delay {
             tokio::time::sleep(delay).await;
         }
+        let mut request = request;
+        let rejected = match &mut request {
+            RequestKind::Produce(r) => shared.faults.reject_produce(r),
+            _ => Vec::new(),
+        };
         let Some(mut response) = handle(&shared, &header, request).await else {
             continue; // acks=0 produce: no response
         };
+        if let ResponseKind::Produce(r) = &mut response {
+            r.responses.extend(rejected);
+        }
         if let Some(code) = error {
             faults::inject_error(&mut response, code);
         }
