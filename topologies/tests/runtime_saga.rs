@@ -151,7 +151,7 @@ fn completions_and_compensations_arrive_once_and_match_the_oracle() {
     let mut completed: Vec<String> = Vec::new();
     let mut commands: BTreeMap<String, Vec<SagaCommand>> = BTreeMap::new();
     let want_command_count: usize = want_commands.values().map(Vec::len).sum();
-    let mut poll = |completed: &mut Vec<String>, commands: &mut BTreeMap<_, Vec<_>>| {
+    let poll = |completed: &mut Vec<String>, commands: &mut BTreeMap<_, Vec<_>>| {
         if let Some(Ok(m)) = completed_consumer.poll(Duration::from_millis(20)) {
             let c: SagaCompleted = serde_json::from_slice(m.payload().unwrap_or_default()).unwrap();
             completed.push(c.document_id);
