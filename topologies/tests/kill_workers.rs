@@ -1,6 +1,8 @@
-//! Two `eddy run` worker processes share a repartition + count topology under exactly-once; one
-//! is SIGKILLed and restarted three times while input flows. read_committed outputs have no
-//! duplicate and no gap: each word's counts only grow, by the oracle's steps, to its total.
+//! Two `eddy run` worker processes share a repartition + count topology under exactly-once; a
+//! worker is SIGKILLed and restarted three times, at random points, while input flows.
+//! read_committed outputs have no duplicate and no gap: each word's counts only grow, by the
+//! oracle's steps, to its total; the committed changelog of the count store replays to the
+//! oracle's totals too.
 
 use std::collections::BTreeMap;
 use std::io::Write;
@@ -8,6 +10,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use eddy_testkit::EmbeddedBroker;
+use rand::{Rng, SeedableRng};
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::Message;
@@ -49,6 +52,23 @@ fn killed_workers_leave_no_duplicate_and_no_gap() {
         .set("bootstrap.servers", &bootstrap)
         .create()
         .unwrap();
+    // Random kill points (which batch, which worker, how far into the pause), reproducible with
+    // EDDY_KILL_SEED.
+    let seed = std::env::var("EDDY_KILL_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| {
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_nanos() as u64
+        });
+    eprintln!("kill points from EDDY_KILL_SEED={seed}");
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+    let mut kill_batches = std::collections::BTreeSet::new();
+    while kill_batches.len() < 3 {
+        kill_batches.insert(rng.random_range(2..22));
+    }
     let mut kills = 0;
     for batch in 0..24 {
         for i in 0..50 {
@@ -68,13 +88,17 @@ fn killed_workers_leave_no_duplicate_and_no_gap() {
                 .unwrap();
         }
         producer.flush(Duration::from_secs(10)).unwrap();
-        std::thread::sleep(Duration::from_millis(150));
-        // SIGKILL worker 0 at a few points mid-stream, and start it again.
-        if [5, 11, 17].contains(&batch) {
-            workers[0].kill().unwrap();
-            workers[0].wait().unwrap();
-            workers[0] = worker(&bootstrap, dir.path(), 0);
+        let pause = rng.random_range(0..300);
+        if kill_batches.contains(&batch) {
+            // SIGKILL a worker somewhere in the processing of this batch, and start it again.
+            let victim = rng.random_range(0..workers.len());
+            std::thread::sleep(Duration::from_millis(pause));
+            workers[victim].kill().unwrap();
+            workers[victim].wait().unwrap();
+            workers[victim] = worker(&bootstrap, dir.path(), victim);
             kills += 1;
+        } else {
+            std::thread::sleep(Duration::from_millis(150));
         }
     }
     assert_eq!(kills, 3);
@@ -112,6 +136,7 @@ fn killed_workers_leave_no_duplicate_and_no_gap() {
         let _ = w.kill();
         let _ = w.wait();
     }
+    let replayed = replay_changelog(&bootstrap);
     for (word, total) in &oracle {
         let counts = seen
             .get(word)
@@ -122,4 +147,49 @@ fn killed_workers_leave_no_duplicate_and_no_gap() {
             "{word} counted twice somewhere: {counts:?}"
         );
     }
+    assert_eq!(
+        replayed, oracle,
+        "the committed changelog of the count store replays to the oracle's totals"
+    );
+}
+
+/// The count store's changelog (`*-word-counts-changelog`), read_committed from the beginning,
+/// replayed: the newest count per word.
+fn replay_changelog(bootstrap: &str) -> BTreeMap<String, i64> {
+    let c: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .set("group.id", "changelog-verifier")
+        .set("isolation.level", "read_committed")
+        .create()
+        .unwrap();
+    let metadata = c.fetch_metadata(None, Duration::from_secs(10)).unwrap();
+    let mut tpl = TopicPartitionList::new();
+    for t in metadata.topics() {
+        if t.name().ends_with("-word-counts-changelog") {
+            for p in t.partitions() {
+                tpl.add_partition_offset(t.name(), p.id(), rdkafka::Offset::Beginning)
+                    .unwrap();
+            }
+        }
+    }
+    assert!(tpl.count() > 0, "the count store has a changelog");
+    c.assign(&tpl).unwrap();
+    let mut replayed = BTreeMap::new();
+    let mut idle = Instant::now();
+    while idle.elapsed() < Duration::from_secs(3) {
+        if let Some(Ok(m)) = c.poll(Duration::from_millis(50)) {
+            idle = Instant::now();
+            let word = String::from_utf8_lossy(m.key().unwrap_or_default()).to_string();
+            match m.payload() {
+                Some(b) => {
+                    let count = i64::from_be_bytes(b.try_into().expect("an 8-byte count"));
+                    replayed.insert(word, count);
+                }
+                None => {
+                    replayed.remove(&word);
+                }
+            }
+        }
+    }
+    replayed
 }
