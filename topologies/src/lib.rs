@@ -15,7 +15,7 @@ mod word_count;
 
 use eddy_engine::{Result, Topology};
 
-pub use word_count::word_count;
+pub use word_count::{windowed_word_count, word_count};
 
 fn active_users_default() -> Result<Topology> {
     active_users::active_users(&active_users::ActiveUsersConfig::default())
@@ -98,6 +98,11 @@ pub fn registry() -> Vec<TopologyEntry> {
             name: "word-count",
             summary: "counts words of `text-lines` into `word-counts` (the engine's smoke test)",
             build: word_count,
+        },
+        TopologyEntry {
+            name: "windowed-word-count",
+            summary: "counts words of `text-lines` per 1-second window into `windowed-word-counts`",
+            build: windowed_word_count,
         },
     ]
 }

@@ -102,7 +102,7 @@ fn every_topology_runs_the_generated_mix_and_dead_letters_exactly_the_bad_record
     let records = records();
     for entry in eddy_topologies::registry()
         .into_iter()
-        .filter(|e| e.name != "word-count")
+        .filter(|e| !e.name.ends_with("word-count"))
     {
         let reads = inputs(entry.name);
         assert!(!reads.is_empty(), "{} has inputs in this test", entry.name);

@@ -1,8 +1,8 @@
-//! Two `eddy run` worker processes share a repartition + count topology under exactly-once; a
-//! worker is SIGKILLed and restarted three times, at random points, while input flows.
-//! read_committed outputs have no duplicate and no gap: each word's counts only grow, by the
-//! oracle's steps, to its total; the committed changelog of the count store replays to the
-//! oracle's totals too.
+//! Two `eddy run` worker processes share a repartition + count topology (plain, and per 1-second
+//! window) under exactly-once; a worker is SIGKILLed and restarted three times, at random points,
+//! while input flows. read_committed outputs have no duplicate and no gap: each key's counts only
+//! grow, by the oracle's steps, to its total; the committed changelog of the count store replays
+//! to the oracle's totals too.
 
 use std::collections::BTreeMap;
 use std::io::Write;
@@ -17,13 +17,24 @@ use rdkafka::message::Message;
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
 use rdkafka::TopicPartitionList;
 
-fn worker(bootstrap: &str, dir: &std::path::Path, n: usize) -> Child {
+/// Which topology a kill test runs.
+#[derive(Clone, Copy)]
+struct Counting {
+    topology: &'static str,
+    output: &'static str,
+    /// Counts per 1-second window of the record timestamp, keyed `<word>@<window start>`.
+    windowed: bool,
+}
+
+const BASE_MS: i64 = 1_767_225_600_000;
+
+fn worker(topology: &str, bootstrap: &str, dir: &std::path::Path, n: usize) -> Child {
     let config = dir.join(format!("worker-{n}.properties"));
     let state = dir.join(format!("state-{n}"));
     let mut f = std::fs::File::create(&config).unwrap();
     writeln!(f, "processing.guarantee=exactly_once_v2\ncommit.interval.ms=100\ntransaction.timeout.ms=3000\nstate.dir={}", state.display()).unwrap();
     Command::new(env!("CARGO_BIN_EXE_eddy"))
-        .args(["run", "word-count", "--brokers", bootstrap, "--config"])
+        .args(["run", topology, "--brokers", bootstrap, "--config"])
         .arg(&config)
         .env("RUST_LOG", "warn")
         .stdout(Stdio::null())
@@ -34,14 +45,31 @@ fn worker(bootstrap: &str, dir: &std::path::Path, n: usize) -> Child {
 
 #[test]
 fn killed_workers_leave_no_duplicate_and_no_gap() {
+    kill_workers(Counting {
+        topology: "word-count",
+        output: "word-counts",
+        windowed: false,
+    });
+}
+
+#[test]
+fn killed_workers_leave_no_duplicate_and_no_gap_in_a_windowed_count() {
+    kill_workers(Counting {
+        topology: "windowed-word-count",
+        output: "windowed-word-counts",
+        windowed: true,
+    });
+}
+
+fn kill_workers(spec: Counting) {
     let broker = EmbeddedBroker::start().unwrap();
     let bootstrap = broker.bootstrap();
     broker.create_topic("text-lines", 4);
-    broker.create_topic("word-counts", 4);
+    broker.create_topic(spec.output, 4);
     let dir = tempfile::tempdir().unwrap();
     let mut workers = vec![
-        worker(&bootstrap, dir.path(), 0),
-        worker(&bootstrap, dir.path(), 1),
+        worker(spec.topology, &bootstrap, dir.path(), 0),
+        worker(spec.topology, &bootstrap, dir.path(), 1),
     ];
 
     let words = [
@@ -76,14 +104,22 @@ fn killed_workers_leave_no_duplicate_and_no_gap() {
             let line: Vec<&str> = (0..2)
                 .map(|j| words[(n * 3 + j * 5) % words.len()])
                 .collect();
+            // 10 ms of event time per line: a batch of 50 spans half a window.
+            let ts = BASE_MS + n as i64 * 10;
             for w in &line {
-                *oracle.entry(w.to_string()).or_default() += 1;
+                let key = if spec.windowed {
+                    format!("{w}@{}", ts - ts.rem_euclid(1000))
+                } else {
+                    w.to_string()
+                };
+                *oracle.entry(key).or_default() += 1;
             }
             producer
                 .send(
                     BaseRecord::to("text-lines")
                         .key(&format!("l{n}"))
-                        .payload(&line.join(" ")),
+                        .payload(&line.join(" "))
+                        .timestamp(ts),
                 )
                 .unwrap();
         }
@@ -95,7 +131,7 @@ fn killed_workers_leave_no_duplicate_and_no_gap() {
             std::thread::sleep(Duration::from_millis(pause));
             workers[victim].kill().unwrap();
             workers[victim].wait().unwrap();
-            workers[victim] = worker(&bootstrap, dir.path(), victim);
+            workers[victim] = worker(spec.topology, &bootstrap, dir.path(), victim);
             kills += 1;
         } else {
             std::thread::sleep(Duration::from_millis(150));
@@ -111,7 +147,7 @@ fn killed_workers_leave_no_duplicate_and_no_gap() {
         .unwrap();
     let mut tpl = TopicPartitionList::new();
     for p in 0..4 {
-        tpl.add_partition_offset("word-counts", p, rdkafka::Offset::Beginning)
+        tpl.add_partition_offset(spec.output, p, rdkafka::Offset::Beginning)
             .unwrap();
     }
     c.assign(&tpl).unwrap();
@@ -136,7 +172,7 @@ fn killed_workers_leave_no_duplicate_and_no_gap() {
         let _ = w.kill();
         let _ = w.wait();
     }
-    let replayed = replay_changelog(&bootstrap);
+    let replayed = replay_changelog(&bootstrap, spec);
     for (word, total) in &oracle {
         let counts = seen
             .get(word)
@@ -153,9 +189,10 @@ fn killed_workers_leave_no_duplicate_and_no_gap() {
     );
 }
 
-/// The count store's changelog (`*-word-counts-changelog`), read_committed from the beginning,
-/// replayed: the newest count per word.
-fn replay_changelog(bootstrap: &str) -> BTreeMap<String, i64> {
+/// The count store's changelog (`*-<output>-changelog`), read_committed from the beginning,
+/// replayed: the newest count per key (window keys decoded to `<word>@<start>`).
+fn replay_changelog(bootstrap: &str, spec: Counting) -> BTreeMap<String, i64> {
+    let suffix = format!("-{}-changelog", spec.output);
     let c: BaseConsumer = ClientConfig::new()
         .set("bootstrap.servers", bootstrap)
         .set("group.id", "changelog-verifier")
@@ -165,7 +202,7 @@ fn replay_changelog(bootstrap: &str) -> BTreeMap<String, i64> {
     let metadata = c.fetch_metadata(None, Duration::from_secs(10)).unwrap();
     let mut tpl = TopicPartitionList::new();
     for t in metadata.topics() {
-        if t.name().ends_with("-word-counts-changelog") {
+        if t.name().ends_with(&suffix) {
             for p in t.partitions() {
                 tpl.add_partition_offset(t.name(), p.id(), rdkafka::Offset::Beginning)
                     .unwrap();
@@ -179,7 +216,12 @@ fn replay_changelog(bootstrap: &str) -> BTreeMap<String, i64> {
     while idle.elapsed() < Duration::from_secs(3) {
         if let Some(Ok(m)) = c.poll(Duration::from_millis(50)) {
             idle = Instant::now();
-            let word = String::from_utf8_lossy(m.key().unwrap_or_default()).to_string();
+            let raw = m.key().unwrap_or_default();
+            let word = if spec.windowed {
+                window_key(raw)
+            } else {
+                String::from_utf8_lossy(raw).to_string()
+            };
             match m.payload() {
                 Some(b) => {
                     let count = i64::from_be_bytes(b.try_into().expect("an 8-byte count"));
@@ -192,4 +234,13 @@ fn replay_changelog(bootstrap: &str) -> BTreeMap<String, i64> {
         }
     }
     replayed
+}
+
+/// `<word>@<start>` of a window store's changelog key: `[segment:8][key length:4][key][start:8]
+/// [sequence:8]`, timestamps big-endian with the sign bit flipped.
+fn window_key(raw: &[u8]) -> String {
+    let len = u32::from_be_bytes(raw[8..12].try_into().unwrap()) as usize;
+    let word = String::from_utf8_lossy(&raw[12..12 + len]);
+    let start = u64::from_be_bytes(raw[12 + len..20 + len].try_into().unwrap()) ^ (1 << 63);
+    format!("{word}@{}", start as i64)
 }
