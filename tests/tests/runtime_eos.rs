@@ -27,24 +27,37 @@ fn produce_lines(bootstrap: &str, lines: &[String]) {
     p.flush(Duration::from_secs(10)).unwrap();
 }
 
+/// A consumer with `isolation` (`read_committed` or `read_uncommitted`) assigned every partition
+/// of the topics that `chosen` picks, from the beginning.
+fn consumer_from_beginning(
+    bootstrap: &str,
+    isolation: &str,
+    chosen: impl Fn(&str) -> bool,
+) -> BaseConsumer {
+    let c: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .set("group.id", format!("verifier-{isolation}"))
+        .set("isolation.level", isolation)
+        .create()
+        .unwrap();
+    let metadata = c.fetch_metadata(None, Duration::from_secs(10)).unwrap();
+    let mut tpl = TopicPartitionList::new();
+    for t in metadata.topics().iter().filter(|t| chosen(t.name())) {
+        for p in t.partitions() {
+            tpl.add_partition_offset(t.name(), p.id(), rdkafka::Offset::Beginning)
+                .unwrap();
+        }
+    }
+    c.assign(&tpl).unwrap();
+    c
+}
+
 /// Every (word, count) on `word-counts`, read_committed, until `done` says the oracle is met.
 fn read_counts(
     bootstrap: &str,
-    partitions: i32,
     done: impl Fn(&BTreeMap<String, Vec<i64>>) -> bool,
 ) -> BTreeMap<String, Vec<i64>> {
-    let c: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", bootstrap)
-        .set("group.id", "verifier")
-        .set("isolation.level", "read_committed")
-        .create()
-        .unwrap();
-    let mut tpl = TopicPartitionList::new();
-    for p in 0..partitions {
-        tpl.add_partition_offset("word-counts", p, rdkafka::Offset::Beginning)
-            .unwrap();
-    }
-    c.assign(&tpl).unwrap();
+    let c = consumer_from_beginning(bootstrap, "read_committed", |t| t == "word-counts");
     let mut seen: BTreeMap<String, Vec<i64>> = BTreeMap::new();
     let deadline = Instant::now() + Duration::from_secs(60);
     while Instant::now() < deadline && !done(&seen) {
@@ -189,23 +202,7 @@ mod kafka_protocol_api {
 /// How many records the topics that `chosen` picks hold, as a consumer with `isolation`
 /// (`read_committed` or `read_uncommitted`) sees them.
 fn count_records(bootstrap: &str, isolation: &str, chosen: impl Fn(&str) -> bool) -> usize {
-    let c: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", bootstrap)
-        .set("group.id", format!("verifier-{isolation}"))
-        .set("isolation.level", isolation)
-        .create()
-        .unwrap();
-    let metadata = c.fetch_metadata(None, Duration::from_secs(10)).unwrap();
-    let mut tpl = TopicPartitionList::new();
-    for t in metadata.topics() {
-        if chosen(t.name()) {
-            for p in t.partitions() {
-                tpl.add_partition_offset(t.name(), p.id(), rdkafka::Offset::Beginning)
-                    .unwrap();
-            }
-        }
-    }
-    c.assign(&tpl).unwrap();
+    let c = consumer_from_beginning(bootstrap, isolation, chosen);
     let mut n = 0;
     let mut idle = Instant::now();
     while idle.elapsed() < Duration::from_secs(2) {
@@ -245,7 +242,7 @@ fn exactly_once_word_count(
     std::thread::sleep(Duration::from_millis(300));
     during(&broker);
     produce_lines(&broker.bootstrap(), &input[150..]);
-    let seen = read_counts(&broker.bootstrap(), 3, |s| {
+    let seen = read_counts(&broker.bootstrap(), |s| {
         oracle
             .iter()
             .all(|(w, n)| s.get(w).and_then(|c| c.last()) == Some(n))
@@ -310,7 +307,7 @@ fn two_workers_share_the_partitions_at_least_once() {
     }
     let (input, oracle) = lines(400);
     produce_lines(&broker.bootstrap(), &input);
-    let seen = read_counts(&broker.bootstrap(), 4, |s| {
+    let seen = read_counts(&broker.bootstrap(), |s| {
         oracle
             .iter()
             .all(|(w, n)| s.get(w).and_then(|c| c.last()) == Some(n))

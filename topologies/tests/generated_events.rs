@@ -3,6 +3,8 @@
 //! dead-letter path with the reason a plain classification of its bytes gives. quiz-results is
 //! also checked against a plain grading of the generated events.
 
+mod common;
+
 use std::collections::BTreeMap;
 
 use eddy_engine::testing::TopologyTestDriver;
@@ -153,8 +155,7 @@ fn quiz_results_of_the_generated_mix_match_a_plain_grading() {
         StreamsConfig::new("quiz"),
     )
     .unwrap();
-    let mut quizzes: BTreeMap<String, BTreeMap<String, String>> = BTreeMap::new();
-    let mut graded: BTreeMap<String, (u32, u32)> = BTreeMap::new();
+    let mut grading = common::QuizGrading::default();
     for r in records().into_iter().filter(|r| r.topic == "quiz-events") {
         d.pipe_raw(
             r.topic,
@@ -164,40 +165,9 @@ fn quiz_results_of_the_generated_mix_match_a_plain_grading() {
             Headers::new(),
         )
         .unwrap();
-        let Ok(v) = serde_json::from_slice::<Value>(&r.value) else {
-            continue;
-        };
-        let p = &v["payload"];
-        match v["event_type"].as_str() {
-            Some("quiz.generated") => {
-                let qs = p["questions"].as_array().cloned().unwrap_or_default();
-                let correct = qs
-                    .iter()
-                    .map(|q| {
-                        (
-                            q["question_id"].as_str().unwrap_or_default().to_string(),
-                            q["correct_answer"].as_str().unwrap_or_default().to_string(),
-                        )
-                    })
-                    .collect();
-                quizzes.insert(
-                    p["quiz_id"].as_str().unwrap_or_default().to_string(),
-                    correct,
-                );
-            }
-            Some("quiz.submitted") => {
-                let quiz = &quizzes[p["quiz_id"].as_str().unwrap_or_default()];
-                let right = quiz
-                    .iter()
-                    .filter(|(q, a)| p["answers"][q.as_str()].as_str() == Some(a.as_str()))
-                    .count() as u32;
-                graded
-                    .entry(p["submission_id"].as_str().unwrap_or_default().to_string())
-                    .or_insert((right, quiz.len() as u32));
-            }
-            _ => {}
-        }
+        grading.see(&r.value);
     }
+    let graded = grading.graded;
     assert!(graded.len() > 100);
     let store = d
         .key_value_store::<String, QuizResult>("quiz_results")

@@ -1,6 +1,8 @@
 //! quiz-results end to end on the embedded broker under exactly-once: the generator's quiz
 //! events in, every graded submission out exactly once, equal to a plain grading.
 
+mod common;
+
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
@@ -13,7 +15,6 @@ use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::Message;
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
 use rdkafka::TopicPartitionList;
-use serde_json::Value;
 
 #[test]
 fn graded_submissions_arrive_once_and_match_a_plain_grading() {
@@ -40,8 +41,7 @@ fn graded_submissions_arrive_once_and_match_a_plain_grading() {
         .set("partitioner", "murmur2_random")
         .create()
         .unwrap();
-    let mut quizzes: BTreeMap<String, BTreeMap<String, String>> = BTreeMap::new();
-    let mut graded: BTreeMap<String, (u32, u32)> = BTreeMap::new();
+    let mut grading = common::QuizGrading::default();
     let records = Generator::new(GeneratorConfig {
         seed: 7,
         count: 6_000,
@@ -52,40 +52,9 @@ fn graded_submissions_arrive_once_and_match_a_plain_grading() {
             .send(BaseRecord::to(r.topic).key(&r.key).payload(&r.value))
             .unwrap();
         producer.poll(Duration::ZERO);
-        let Ok(v) = serde_json::from_slice::<Value>(&r.value) else {
-            continue;
-        };
-        let p = &v["payload"];
-        match v["event_type"].as_str() {
-            Some("quiz.generated") => {
-                let qs = p["questions"].as_array().cloned().unwrap_or_default();
-                let correct = qs
-                    .iter()
-                    .map(|q| {
-                        (
-                            q["question_id"].as_str().unwrap_or_default().to_string(),
-                            q["correct_answer"].as_str().unwrap_or_default().to_string(),
-                        )
-                    })
-                    .collect();
-                quizzes.insert(
-                    p["quiz_id"].as_str().unwrap_or_default().to_string(),
-                    correct,
-                );
-            }
-            Some("quiz.submitted") => {
-                let quiz = &quizzes[p["quiz_id"].as_str().unwrap_or_default()];
-                let right = quiz
-                    .iter()
-                    .filter(|(q, a)| p["answers"][q.as_str()].as_str() == Some(a.as_str()))
-                    .count() as u32;
-                graded
-                    .entry(p["submission_id"].as_str().unwrap_or_default().to_string())
-                    .or_insert((right, quiz.len() as u32));
-            }
-            _ => {}
-        }
+        grading.see(&r.value);
     }
+    let graded = grading.graded;
     producer.flush(Duration::from_secs(10)).unwrap();
     assert!(graded.len() > 100);
 

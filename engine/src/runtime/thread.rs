@@ -26,6 +26,8 @@ use crate::topology::Topology;
 struct Inner {
     index: usize,
     topology: Arc<Topology>,
+    /// Which sub-topology reads each input topic (computed once: looked up per record).
+    subtopology_by_topic: BTreeMap<String, usize>,
     config: RuntimeConfig,
     tasks: BTreeMap<TaskId, StreamTask>,
     producer: Option<CommitProducer>,
@@ -63,9 +65,9 @@ impl Inner {
     }
 
     fn task_of(&self, topic: &str, partition: i32) -> Option<TaskId> {
-        self.topology
-            .subtopology_of(self.app(), topic)
-            .map(|subtopology| TaskId {
+        self.subtopology_by_topic
+            .get(topic)
+            .map(|&subtopology| TaskId {
                 subtopology,
                 partition,
             })
@@ -324,6 +326,7 @@ pub(crate) fn run(
     let inner = Arc::new(Mutex::new(Inner {
         index,
         topology: Arc::clone(&topology),
+        subtopology_by_topic: topology.subtopologies_by_topic(&config.streams.application_id),
         config: config.clone(),
         tasks: BTreeMap::new(),
         producer: None,

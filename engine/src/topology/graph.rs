@@ -147,14 +147,16 @@ impl Topology {
         out
     }
 
-    /// The sub-topology that reads `topic` (named as on the broker), if any.
-    pub fn subtopology_of(&self, application_id: &str, topic: &str) -> Option<usize> {
-        self.subtopologies.iter().find_map(|s| {
-            s.source_topics
-                .iter()
-                .any(|t| self.physical_topic(application_id, t) == topic)
-                .then_some(s.id)
-        })
+    /// The sub-topology that reads each source topic, by the topic's name on the broker.
+    pub fn subtopologies_by_topic(&self, application_id: &str) -> BTreeMap<String, usize> {
+        self.subtopologies
+            .iter()
+            .flat_map(|s| {
+                s.source_topics
+                    .iter()
+                    .map(|t| (self.physical_topic(application_id, t), s.id))
+            })
+            .collect()
     }
 
     pub(crate) fn node_index(&self, name: &str) -> Option<usize> {

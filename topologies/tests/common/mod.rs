@@ -1,0 +1,53 @@
+//! Oracles shared by the topology tests.
+
+use std::collections::BTreeMap;
+
+use serde_json::Value;
+
+/// Quiz grading written plainly: `quiz.generated` gives the right answers, each
+/// `quiz.submitted` is graded against them once (a re-delivered submission keeps its grade).
+#[derive(Default)]
+pub struct QuizGrading {
+    quizzes: BTreeMap<String, BTreeMap<String, String>>,
+    /// (right answers, questions) per submission id.
+    pub graded: BTreeMap<String, (u32, u32)>,
+}
+
+impl QuizGrading {
+    /// Takes in one quiz-events value; anything that is not JSON is ignored.
+    pub fn see(&mut self, value: &[u8]) {
+        let Ok(v) = serde_json::from_slice::<Value>(value) else {
+            return;
+        };
+        let p = &v["payload"];
+        match v["event_type"].as_str() {
+            Some("quiz.generated") => {
+                let qs = p["questions"].as_array().cloned().unwrap_or_default();
+                let correct = qs
+                    .iter()
+                    .map(|q| {
+                        (
+                            q["question_id"].as_str().unwrap_or_default().to_string(),
+                            q["correct_answer"].as_str().unwrap_or_default().to_string(),
+                        )
+                    })
+                    .collect();
+                self.quizzes.insert(
+                    p["quiz_id"].as_str().unwrap_or_default().to_string(),
+                    correct,
+                );
+            }
+            Some("quiz.submitted") => {
+                let quiz = &self.quizzes[p["quiz_id"].as_str().unwrap_or_default()];
+                let right = quiz
+                    .iter()
+                    .filter(|(q, a)| p["answers"][q.as_str()].as_str() == Some(a.as_str()))
+                    .count() as u32;
+                self.graded
+                    .entry(p["submission_id"].as_str().unwrap_or_default().to_string())
+                    .or_insert((right, quiz.len() as u32));
+            }
+            _ => {}
+        }
+    }
+}
