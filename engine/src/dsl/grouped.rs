@@ -29,10 +29,7 @@ impl<K: StoredData, V: StoredData> KGroupedStream<K, V> {
 
     /// The number of records per key.
     pub fn count(&self, materialized: Materialized<K, i64>) -> KTable<K, i64> {
-        let materialized = Materialized {
-            value: materialized.value.clone().or_else(|| Some(Serdes::i64())),
-            ..materialized
-        };
+        let materialized = materialized.or_value_serde(Serdes::i64);
         self.aggregate(|| 0i64, |_, _, n| n + 1, materialized)
     }
 

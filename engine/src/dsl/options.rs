@@ -120,6 +120,14 @@ impl<K, V> Default for Materialized<K, V> {
 }
 
 impl<K, V> Materialized<K, V> {
+    /// The same, with `default` as the value serde unless one was set.
+    pub(crate) fn or_value_serde(mut self, default: impl FnOnce() -> SerdeRef<V>) -> Self {
+        if self.value.is_none() {
+            self.value = Some(default());
+        }
+        self
+    }
+
     /// An unnamed store (named by the topology, not meant for queries).
     pub fn new() -> Self {
         Self::default()

@@ -49,10 +49,7 @@ impl<K: StoredData, V: StoredData> SessionWindowedKStream<K, V> {
 
     /// Records per session.
     pub fn count(&self, materialized: Materialized<K, i64>) -> KTable<Windowed<K>, i64> {
-        let m = Materialized {
-            value: materialized.value.clone().or_else(|| Some(Serdes::i64())),
-            ..materialized
-        };
+        let m = materialized.or_value_serde(Serdes::i64);
         self.fold(count_folder(), Arc::new(|_, a, b| a + b), m)
     }
 
@@ -62,13 +59,7 @@ impl<K: StoredData, V: StoredData> SessionWindowedKStream<K, V> {
         reducer: impl Fn(V, V) -> V + Send + Sync + 'static,
         materialized: Materialized<K, V>,
     ) -> KTable<Windowed<K>, V> {
-        let m = Materialized {
-            value: materialized
-                .value
-                .clone()
-                .or_else(|| Some(Arc::clone(&self.value))),
-            ..materialized
-        };
+        let m = materialized.or_value_serde(|| Arc::clone(&self.value));
         let reducer = Arc::new(reducer);
         let r = Arc::clone(&reducer);
         self.fold(

@@ -79,10 +79,7 @@ impl<K: StoredData, V: StoredData> TimeWindowedKStream<K, V> {
 
     /// Records per key and window.
     pub fn count(&self, materialized: Materialized<K, i64>) -> KTable<Windowed<K>, i64> {
-        let m = Materialized {
-            value: materialized.value.clone().or_else(|| Some(Serdes::i64())),
-            ..materialized
-        };
+        let m = materialized.or_value_serde(Serdes::i64);
         self.fold(count_folder(), m)
     }
 
@@ -92,13 +89,7 @@ impl<K: StoredData, V: StoredData> TimeWindowedKStream<K, V> {
         reducer: impl Fn(V, V) -> V + Send + Sync + 'static,
         materialized: Materialized<K, V>,
     ) -> KTable<Windowed<K>, V> {
-        let m = Materialized {
-            value: materialized
-                .value
-                .clone()
-                .or_else(|| Some(Arc::clone(&self.value))),
-            ..materialized
-        };
+        let m = materialized.or_value_serde(|| Arc::clone(&self.value));
         self.fold(reduce_folder(reducer), m)
     }
 
