@@ -5,12 +5,10 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use eddy_engine::{KafkaStreams, RuntimeConfig, StreamsConfig};
-use eddy_testkit::EmbeddedBroker;
+use eddy_testkit::{consumer_from_beginning, EmbeddedBroker};
 use rdkafka::config::ClientConfig;
-use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::Message;
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
-use rdkafka::TopicPartitionList;
 
 fn produce_lines(bootstrap: &str, lines: &[String]) {
     let p: BaseProducer = ClientConfig::new()
@@ -27,37 +25,14 @@ fn produce_lines(bootstrap: &str, lines: &[String]) {
     p.flush(Duration::from_secs(10)).unwrap();
 }
 
-/// A consumer with `isolation` (`read_committed` or `read_uncommitted`) assigned every partition
-/// of the topics that `chosen` picks, from the beginning.
-fn consumer_from_beginning(
-    bootstrap: &str,
-    isolation: &str,
-    chosen: impl Fn(&str) -> bool,
-) -> BaseConsumer {
-    let c: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", bootstrap)
-        .set("group.id", format!("verifier-{isolation}"))
-        .set("isolation.level", isolation)
-        .create()
-        .unwrap();
-    let metadata = c.fetch_metadata(None, Duration::from_secs(10)).unwrap();
-    let mut tpl = TopicPartitionList::new();
-    for t in metadata.topics().iter().filter(|t| chosen(t.name())) {
-        for p in t.partitions() {
-            tpl.add_partition_offset(t.name(), p.id(), rdkafka::Offset::Beginning)
-                .unwrap();
-        }
-    }
-    c.assign(&tpl).unwrap();
-    c
-}
-
 /// Every (word, count) on `word-counts`, read_committed, until `done` says the oracle is met.
 fn read_counts(
     bootstrap: &str,
     done: impl Fn(&BTreeMap<String, Vec<i64>>) -> bool,
 ) -> BTreeMap<String, Vec<i64>> {
-    let c = consumer_from_beginning(bootstrap, "read_committed", |t| t == "word-counts");
+    let c = consumer_from_beginning(bootstrap, "verifier", "read_committed", |t| {
+        t == "word-counts"
+    });
     let mut seen: BTreeMap<String, Vec<i64>> = BTreeMap::new();
     let deadline = Instant::now() + Duration::from_secs(60);
     while Instant::now() < deadline && !done(&seen) {
@@ -202,7 +177,12 @@ mod kafka_protocol_api {
 /// How many records the topics that `chosen` picks hold, as a consumer with `isolation`
 /// (`read_committed` or `read_uncommitted`) sees them.
 fn count_records(bootstrap: &str, isolation: &str, chosen: impl Fn(&str) -> bool) -> usize {
-    let c = consumer_from_beginning(bootstrap, isolation, chosen);
+    let c = consumer_from_beginning(
+        bootstrap,
+        &format!("verifier-{isolation}"),
+        isolation,
+        chosen,
+    );
     let mut n = 0;
     let mut idle = Instant::now();
     while idle.elapsed() < Duration::from_secs(2) {

@@ -9,13 +9,12 @@ use std::io::Write;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use eddy_testkit::EmbeddedBroker;
+use eddy_testkit::{consumer_from_beginning, EmbeddedBroker};
 use rand::{Rng, SeedableRng};
 use rdkafka::config::ClientConfig;
-use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::consumer::Consumer;
 use rdkafka::message::Message;
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
-use rdkafka::TopicPartitionList;
 
 /// Which topology a kill test runs.
 #[derive(Clone, Copy)]
@@ -139,18 +138,9 @@ fn kill_workers(spec: Counting) {
     }
     assert_eq!(kills, 3);
 
-    let c: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", &bootstrap)
-        .set("group.id", "verifier")
-        .set("isolation.level", "read_committed")
-        .create()
-        .unwrap();
-    let mut tpl = TopicPartitionList::new();
-    for p in 0..4 {
-        tpl.add_partition_offset(spec.output, p, rdkafka::Offset::Beginning)
-            .unwrap();
-    }
-    c.assign(&tpl).unwrap();
+    let c = consumer_from_beginning(&bootstrap, "verifier", "read_committed", |t| {
+        t == spec.output
+    });
     let mut seen: BTreeMap<String, Vec<i64>> = BTreeMap::new();
     let deadline = Instant::now() + Duration::from_secs(120);
     let done = |s: &BTreeMap<String, Vec<i64>>| {
@@ -193,24 +183,13 @@ fn kill_workers(spec: Counting) {
 /// replayed: the newest count per key (window keys decoded to `<word>@<start>`).
 fn replay_changelog(bootstrap: &str, spec: Counting) -> BTreeMap<String, i64> {
     let suffix = format!("-{}-changelog", spec.output);
-    let c: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", bootstrap)
-        .set("group.id", "changelog-verifier")
-        .set("isolation.level", "read_committed")
-        .create()
-        .unwrap();
-    let metadata = c.fetch_metadata(None, Duration::from_secs(10)).unwrap();
-    let mut tpl = TopicPartitionList::new();
-    for t in metadata.topics() {
-        if t.name().ends_with(&suffix) {
-            for p in t.partitions() {
-                tpl.add_partition_offset(t.name(), p.id(), rdkafka::Offset::Beginning)
-                    .unwrap();
-            }
-        }
-    }
-    assert!(tpl.count() > 0, "the count store has a changelog");
-    c.assign(&tpl).unwrap();
+    let c = consumer_from_beginning(bootstrap, "changelog-verifier", "read_committed", |t| {
+        t.ends_with(&suffix)
+    });
+    assert!(
+        !c.assignment().unwrap().elements().is_empty(),
+        "the count store has a changelog"
+    );
     let mut replayed = BTreeMap::new();
     let mut idle = Instant::now();
     while idle.elapsed() < Duration::from_secs(3) {

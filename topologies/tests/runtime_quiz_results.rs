@@ -7,14 +7,12 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use eddy_engine::{KafkaStreams, RuntimeConfig, StreamsConfig};
-use eddy_testkit::EmbeddedBroker;
+use eddy_testkit::{consumer_from_beginning, EmbeddedBroker};
 use eddy_topologies::generator::{Generator, GeneratorConfig};
 use eddy_topologies::quiz_results::QuizResult;
 use rdkafka::config::ClientConfig;
-use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::Message;
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
-use rdkafka::TopicPartitionList;
 
 #[test]
 fn graded_submissions_arrive_once_and_match_a_plain_grading() {
@@ -58,18 +56,9 @@ fn graded_submissions_arrive_once_and_match_a_plain_grading() {
     producer.flush(Duration::from_secs(10)).unwrap();
     assert!(graded.len() > 100);
 
-    let c: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", &bootstrap)
-        .set("group.id", "verifier")
-        .set("isolation.level", "read_committed")
-        .create()
-        .unwrap();
-    let mut tpl = TopicPartitionList::new();
-    for p in 0..3 {
-        tpl.add_partition_offset("quiz-results", p, rdkafka::Offset::Beginning)
-            .unwrap();
-    }
-    c.assign(&tpl).unwrap();
+    let c = consumer_from_beginning(&bootstrap, "verifier", "read_committed", |t| {
+        t == "quiz-results"
+    });
     let mut seen: Vec<QuizResult> = Vec::new();
     let deadline = Instant::now() + Duration::from_secs(60);
     while seen.len() < graded.len() && Instant::now() < deadline {

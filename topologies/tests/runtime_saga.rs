@@ -6,14 +6,13 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use eddy_engine::{KafkaStreams, RuntimeConfig, StreamsConfig};
-use eddy_testkit::EmbeddedBroker;
+use eddy_testkit::{consumer_from_beginning, EmbeddedBroker};
 use eddy_topologies::generator::{Generator, GeneratorConfig};
 use eddy_topologies::saga::{document_quiz_saga, SagaCommand, SagaCompleted, SagaConfig, SagaStep};
 use rdkafka::config::ClientConfig;
-use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::consumer::BaseConsumer;
 use rdkafka::message::Message;
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
-use rdkafka::TopicPartitionList;
 use serde_json::Value;
 
 /// What the saga must do for the events given, when no deadline passes: documents whose four
@@ -72,19 +71,12 @@ impl Oracle {
 }
 
 fn read_committed(bootstrap: &str, topic: &str) -> BaseConsumer {
-    let c: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", bootstrap)
-        .set("group.id", format!("verifier-{topic}"))
-        .set("isolation.level", "read_committed")
-        .create()
-        .unwrap();
-    let mut tpl = TopicPartitionList::new();
-    for p in 0..3 {
-        tpl.add_partition_offset(topic, p, rdkafka::Offset::Beginning)
-            .unwrap();
-    }
-    c.assign(&tpl).unwrap();
-    c
+    consumer_from_beginning(
+        bootstrap,
+        &format!("verifier-{topic}"),
+        "read_committed",
+        |t| t == topic,
+    )
 }
 
 #[test]

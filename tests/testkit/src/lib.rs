@@ -8,5 +8,7 @@
 //! ```
 
 pub mod broker;
+pub mod verifier;
 
 pub use broker::{BrokerConfig, BrokerError, EmbeddedBroker};
+pub use verifier::consumer_from_beginning;
