@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 use eddy_engine::{KafkaStreams, RuntimeConfig, StreamsConfig};
 use eddy_testkit::{consumer_from_beginning, EmbeddedBroker};
 use rdkafka::config::ClientConfig;
+
 use rdkafka::message::Message;
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
 
@@ -105,7 +106,7 @@ fn check(seen: &BTreeMap<String, Vec<i64>>, oracle: &BTreeMap<String, i64>, exac
 
 #[test]
 fn one_worker_counts_words_exactly_once() {
-    exactly_once_word_count(|_| {}, |_| {}, false);
+    exactly_once_word_count(|_| {}, |_| {}, Aborts::Never);
 }
 
 #[test]
@@ -113,7 +114,7 @@ fn exactly_once_holds_when_the_broker_delays_end_txn() {
     exactly_once_word_count(
         |broker| broker.delay_requests(kafka_protocol_api::END_TXN, Duration::from_millis(300)),
         |_| {},
-        false,
+        Aborts::Never,
     );
 }
 
@@ -126,7 +127,7 @@ fn exactly_once_holds_when_the_broker_pauses_past_the_session_timeout() {
             std::thread::sleep(Duration::from_secs(12)); // session.timeout.ms is 10 s
             broker.resume();
         },
-        true,
+        Aborts::Allowed,
     );
 }
 
@@ -143,7 +144,7 @@ fn a_refused_offset_commit_aborts_the_transaction_and_its_outputs_stay_invisible
                 Some(1),
             )
         },
-        true,
+        Aborts::Expected,
     );
     assert!(aborts >= 1, "the refused commit aborted its transaction");
 }
@@ -158,7 +159,7 @@ fn an_aborted_transaction_drops_its_state_changes() {
         |broker| {
             broker.reject_produce_to("-changelog", kafka_protocol_api::INVALID_RECORD, 1);
         },
-        true,
+        Aborts::Expected,
     );
     assert!(
         aborts >= 1,
@@ -194,14 +195,25 @@ fn count_records(bootstrap: &str, isolation: &str, chosen: impl Fn(&str) -> bool
     n
 }
 
+/// What a scenario's faults may do to commits.
+#[derive(PartialEq)]
+enum Aborts {
+    /// No commit may fail.
+    Never,
+    /// Commits may fail (e.g. a lost session), possibly before writing anything.
+    Allowed,
+    /// A fault aborts a transaction that has written records: they must be in the log yet
+    /// invisible to read_committed.
+    Expected,
+}
+
 /// The word count under exactly-once: `before` runs before the application starts, `during`
-/// between the two halves of the input; with `may_abort`, failed commits are allowed (they must
-/// still leave no duplicate and no gap). Returns the number of aborted commits; when there were
-/// any, checks that their outputs are in the log yet invisible to read_committed.
+/// between the two halves of the input; failed commits as `aborts` says (they must still leave
+/// no duplicate and no gap). Returns the number of aborted commits.
 fn exactly_once_word_count(
     before: impl Fn(&EmbeddedBroker),
     during: impl Fn(&EmbeddedBroker),
-    may_abort: bool,
+    aborts_expected: Aborts,
 ) -> u64 {
     logs();
     let broker = EmbeddedBroker::start().unwrap();
@@ -229,7 +241,7 @@ fn exactly_once_word_count(
     });
     let progress = app.progress();
     let aborts = progress.aborts.load(std::sync::atomic::Ordering::Relaxed);
-    if !may_abort {
+    if aborts_expected == Aborts::Never {
         assert_eq!(aborts, 0);
     }
     // Nothing of the application stays open on the output once it is idle and closed.
@@ -242,7 +254,7 @@ fn exactly_once_word_count(
         );
     }
     check(&seen, &oracle, true);
-    if aborts > 0 {
+    if aborts_expected == Aborts::Expected && aborts > 0 {
         // Aborted transactions left records in the log that read_committed never shows.
         let chosen = |t: &str| t == "word-counts" || t.starts_with("wc-eos-");
         let committed = count_records(&broker.bootstrap(), "read_committed", chosen);
