@@ -148,7 +148,7 @@ fn reduce_and_aggregate_keep_per_key_state() {
 }
 
 #[test]
-fn a_task_reopened_on_the_same_state_dir_keeps_its_rocksdb_store() {
+fn a_task_reopened_on_the_same_state_dir_keeps_its_committed_rocksdb_state_only() {
     let dir = std::env::temp_dir().join(format!("eddy-reopen-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     let mut config = StreamsConfig::new("reopen");
@@ -179,7 +179,34 @@ fn a_task_reopened_on_the_same_state_dir_keeps_its_rocksdb_store() {
         task.process(input(0)).unwrap();
         task.process(input(1)).unwrap();
         task.flush().unwrap();
-        task.rocksdb().unwrap().flush_all().unwrap();
+        let offsets = std::collections::BTreeMap::from([("word-counts".to_string(), 17)]);
+        task.commit_state(&offsets).unwrap();
+    }
+    let open = || {
+        eddy_engine::StreamTask::new(
+            &topology,
+            id,
+            &config,
+            eddy_engine::WallClock::manual(0),
+            true,
+        )
+        .unwrap()
+    };
+    {
+        // An aborted transaction: processed and flushed (its changelog records sent), never
+        // committed. The task is dropped with its buffered writes.
+        let mut task = open();
+        let checkpoint = task.checkpoint().unwrap();
+        assert_eq!(checkpoint.changelog_offsets["word-counts"], 17);
+        assert_eq!(checkpoint.stream_time, Some(1));
+        assert_eq!(task.stream_time(), 1, "stream time carries over a restart");
+        task.process(input(5)).unwrap();
+        task.process(input(6)).unwrap();
+        task.flush().unwrap();
+        assert_eq!(
+            task.take_produced().last().unwrap().value.as_deref(),
+            Some(&4i64.to_be_bytes()[..])
+        );
     }
     let mut task = eddy_engine::StreamTask::new(
         &topology,

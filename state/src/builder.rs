@@ -1,4 +1,6 @@
-//! Builds a store from its spec as Kafka Streams does: Metered(Caching(ChangeLogging(inner))).
+//! Builds a store from its spec as Kafka Streams does: Metered(Caching(ChangeLogging(inner))),
+//! where `inner` is the RocksDB or in-memory store behind a transaction buffer (KIP-892's idea:
+//! writes reach the store only once their transaction committed).
 
 use std::sync::Arc;
 
@@ -10,6 +12,7 @@ use crate::metered::MeteredKeyValueStore;
 use crate::rocks::RocksDbInstance;
 use crate::session::SessionStore;
 use crate::store::KeyValueStore;
+use crate::transaction_buffer::TransactionBufferKeyValueStore;
 use crate::window::WindowStore;
 
 /// The shape of a store.
@@ -110,6 +113,7 @@ pub fn build_store(spec: &StoreSpec, ctx: &StoreContext) -> Result<BuiltStore> {
         (Some(db), true) => Box::new(db.key_value_store(&spec.name)?),
         _ => Box::new(InMemoryKeyValueStore::new(spec.name.clone())),
     };
+    let base: Box<dyn KeyValueStore> = Box::new(TransactionBufferKeyValueStore::new(base));
     let logged: Box<dyn KeyValueStore> = match (&ctx.changelog, spec.logging) {
         (Some(sink), true) => Box::new(ChangeLoggingKeyValueStore::new(base, Arc::clone(sink))),
         _ => base,

@@ -2,11 +2,11 @@
 //! updates of a key until the next commit flushes it.
 
 use std::collections::BTreeMap;
-use std::iter::Peekable;
 use std::ops::Bound;
 
 use crate::error::Result;
-use crate::store::{FlushedEntry, KeyValue, KeyValueStore, KvIter};
+use crate::merge::OverlayIter;
+use crate::store::{FlushedEntry, KeyValueStore, KvIter};
 
 /// Holds writes back until [`KeyValueStore::flush_cache`], so that ten updates of one key between
 /// two commits reach the store below, its changelog and the downstream processors once.
@@ -91,10 +91,9 @@ impl<S: KeyValueStore> KeyValueStore for CachingKeyValueStore<S> {
         let cached = self
             .dirty
             .range::<[u8], _>((from, to))
-            .map(|(k, v)| (k.clone(), v.clone()))
-            .peekable();
-        let stored = self.inner.range(from, to)?.peekable();
-        Ok(Box::new(MergeIter { cached, stored }))
+            .map(|(k, v)| (k.clone(), v.clone()));
+        let stored = self.inner.range(from, to)?;
+        Ok(Box::new(OverlayIter::new(cached, stored)))
     }
     fn delete_range(&mut self, from: &[u8], to: &[u8]) -> Result<()> {
         if from < to {
@@ -158,41 +157,10 @@ impl<S: KeyValueStore> KeyValueStore for CachingKeyValueStore<S> {
         }
         self.inner.restore(key, value)
     }
+    fn commit_into(&mut self, batch: &mut crate::batch::StateBatch) -> Result<()> {
+        self.inner.commit_into(batch)
+    }
     fn persistent(&self) -> bool {
         self.inner.persistent()
-    }
-}
-
-/// Merges the cache's dirty entries over the store's entries; a cached delete hides a stored key.
-struct MergeIter<'a, C: Iterator<Item = (Vec<u8>, Option<Vec<u8>>)>> {
-    cached: Peekable<C>,
-    stored: Peekable<KvIter<'a>>,
-}
-
-impl<C: Iterator<Item = (Vec<u8>, Option<Vec<u8>>)>> Iterator for MergeIter<'_, C> {
-    type Item = Result<KeyValue>;
-
-    fn next(&mut self) -> Option<Self::Item> {
-        loop {
-            let order = match (self.cached.peek(), self.stored.peek()) {
-                (None, None) => return None,
-                (Some(_), None) => std::cmp::Ordering::Less,
-                (None, Some(_)) | (Some(_), Some(Err(_))) => std::cmp::Ordering::Greater,
-                (Some((ck, _)), Some(Ok((sk, _)))) => ck.as_slice().cmp(sk.as_slice()),
-            };
-            if order == std::cmp::Ordering::Equal {
-                // The cached value replaces the stored one.
-                self.stored.next();
-            }
-            let take_cached = order != std::cmp::Ordering::Greater;
-            if take_cached {
-                let (k, v) = self.cached.next()?;
-                match v {
-                    Some(v) => return Some(Ok((k, v))),
-                    None => continue,
-                }
-            }
-            return self.stored.next();
-        }
     }
 }

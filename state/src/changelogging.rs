@@ -68,6 +68,9 @@ impl<S: KeyValueStore> KeyValueStore for ChangeLoggingKeyValueStore<S> {
         // Restoring replays the changelog: it must not write it again.
         self.inner.restore(key, value)
     }
+    fn commit_into(&mut self, batch: &mut crate::batch::StateBatch) -> Result<()> {
+        self.inner.commit_into(batch)
+    }
     fn persistent(&self) -> bool {
         self.inner.persistent()
     }

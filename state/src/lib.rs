@@ -11,22 +11,26 @@
 //! assert_eq!(store.get(b"u1").unwrap(), Some(b"alice".to_vec()));
 //! ```
 
+mod batch;
 mod builder;
 mod caching;
 mod changelogging;
 mod error;
 mod keys;
 mod memory;
+mod merge;
 mod metered;
 mod rocks;
 mod segments;
 mod session;
 mod store;
+mod transaction_buffer;
 mod window;
 
 #[cfg(test)]
 mod suite;
 
+pub use batch::{Checkpoint, StateBatch};
 pub use builder::{build_store, BuiltStore, StoreContext, StoreKind, StoreSpec};
 pub use caching::CachingKeyValueStore;
 pub use changelogging::{ChangeLoggingKeyValueStore, ChangelogSink};
@@ -34,9 +38,8 @@ pub use error::{ErrorClass, Result, StateError};
 pub use keys::{decode_timestamp, encode_timestamp};
 pub use memory::InMemoryKeyValueStore;
 pub use metered::{store_operation_count, MeteredKeyValueStore};
-pub use rocks::{
-    BatchEntry, RocksDbEnv, RocksDbInstance, RocksDbKeyValueStore, RocksDbMemoryConfig,
-};
+pub use rocks::{RocksDbEnv, RocksDbInstance, RocksDbKeyValueStore, RocksDbMemoryConfig};
 pub use session::{SessionEntry, SessionStore};
 pub use store::{prefix_successor, FlushedEntry, KeyValue, KeyValueStore, KvIter};
+pub use transaction_buffer::TransactionBufferKeyValueStore;
 pub use window::{WindowEntry, WindowStore};

@@ -113,6 +113,9 @@ impl<S: KeyValueStore> KeyValueStore for MeteredKeyValueStore<S> {
     fn restore(&mut self, key: &[u8], value: Option<&[u8]>) -> Result<()> {
         self.inner.restore(key, value)
     }
+    fn commit_into(&mut self, batch: &mut crate::batch::StateBatch) -> Result<()> {
+        self.inner.commit_into(batch)
+    }
     fn persistent(&self) -> bool {
         self.inner.persistent()
     }

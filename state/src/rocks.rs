@@ -11,13 +11,16 @@ use rocksdb::{
     WriteOptions,
 };
 
+use crate::batch::{BatchOp, Checkpoint, StateBatch};
 use crate::error::{Result, StateError};
 use crate::store::{in_bounds, owned_bound, KeyValueStore, KvIter};
 
 type Db = DBWithThreadMode<MultiThreaded>;
 
-/// One change of an atomic batch: store, key, and the new value (`None`: delete).
-pub type BatchEntry<'a> = (&'a str, &'a [u8], Option<&'a [u8]>);
+/// The column family that holds a task's [`Checkpoint`].
+const CHECKPOINT_CF: &str = "__eddy_checkpoint";
+const STREAM_TIME_KEY: &[u8] = b"stream-time";
+const OFFSET_PREFIX: &[u8] = b"offset/";
 
 /// Memory limits shared by every RocksDB store of a process.
 #[derive(Debug, Clone, Copy)]
@@ -98,7 +101,11 @@ pub struct RocksDbInstance {
     db: Db,
     env: RocksDbEnv,
     path: PathBuf,
+    /// Single writes (restore of raw stores, tests) skip the WAL.
     write_opts: WriteOptions,
+    /// Commit batches go through the WAL (not synced): a killed process keeps every batch it
+    /// wrote, so it restores only what committed in Kafka after its last batch.
+    commit_opts: WriteOptions,
 }
 
 impl std::fmt::Debug for RocksDbInstance {
@@ -125,13 +132,15 @@ impl RocksDbInstance {
             source,
         })?;
         let opts = env.db_options();
-        let existing = Db::list_cf(&opts, &path).unwrap_or_default();
+        let mut existing = Db::list_cf(&opts, &path).unwrap_or_default();
+        if !existing.iter().any(|n| n == CHECKPOINT_CF) {
+            existing.push(CHECKPOINT_CF.to_string());
+        }
         let descriptors = existing
             .into_iter()
             .map(|name| ColumnFamilyDescriptor::new(name, env.cf_options()));
         let db = Db::open_cf_descriptors(&opts, &path, descriptors)
             .map_err(rocks_err(&path.display().to_string()))?;
-        // The changelog is the write-ahead log of a store, so RocksDB's own WAL is redundant.
         let mut write_opts = WriteOptions::default();
         write_opts.disable_wal(true);
         Ok(Arc::new(Self {
@@ -139,6 +148,7 @@ impl RocksDbInstance {
             env: env.clone(),
             path,
             write_opts,
+            commit_opts: WriteOptions::default(),
         }))
     }
 
@@ -165,23 +175,60 @@ impl RocksDbInstance {
         Db::list_cf(&self.env.db_options(), &self.path)
             .unwrap_or_default()
             .into_iter()
-            .filter(|n| n != "default")
+            .filter(|n| n != "default" && n != CHECKPOINT_CF)
             .collect()
     }
 
-    /// Writes a batch of changes to several stores atomically. Each entry names its store.
-    pub fn write_atomically(&self, entries: &[BatchEntry<'_>]) -> Result<()> {
-        let mut batch = WriteBatch::default();
-        for (store, key, value) in entries {
-            let cf = self.cf(store)?;
-            match value {
-                Some(v) => batch.put_cf(&cf, key, v),
-                None => batch.delete_cf(&cf, key),
+    /// Writes a committed transaction's changes and the checkpoint they bring the state to in one
+    /// atomic batch. Offsets of stores not named in `checkpoint` keep their earlier values.
+    pub fn commit(&self, batch: StateBatch, checkpoint: &Checkpoint) -> Result<()> {
+        let mut write = WriteBatch::default();
+        for op in batch.ops {
+            match op {
+                BatchOp::Put { store, key, value } => write.put_cf(&self.cf(&store)?, key, value),
+                BatchOp::Delete { store, key } => write.delete_cf(&self.cf(&store)?, key),
+                BatchOp::DeleteRange { store, from, to } => {
+                    write.delete_range_cf(&self.cf(&store)?, from, to)
+                }
             }
         }
+        let cf = self.cf(CHECKPOINT_CF)?;
+        for (store, offset) in &checkpoint.changelog_offsets {
+            let key = [OFFSET_PREFIX, store.as_bytes()].concat();
+            write.put_cf(&cf, key, offset.to_be_bytes());
+        }
+        if let Some(t) = checkpoint.stream_time {
+            write.put_cf(&cf, STREAM_TIME_KEY, t.to_be_bytes());
+        }
         self.db
-            .write_opt(batch, &self.write_opts)
+            .write_opt(write, &self.commit_opts)
             .map_err(rocks_err(&self.path.display().to_string()))
+    }
+
+    /// The checkpoint written by the last [`RocksDbInstance::commit`] (empty for a new database).
+    pub fn checkpoint(&self) -> Result<Checkpoint> {
+        let cf = self.cf(CHECKPOINT_CF)?;
+        let mut checkpoint = Checkpoint::default();
+        for item in self.db.iterator_cf(&cf, IteratorMode::Start) {
+            let (key, value) = item.map_err(rocks_err(CHECKPOINT_CF))?;
+            let number = <[u8; 8]>::try_from(value.as_ref())
+                .map(i64::from_be_bytes)
+                .map_err(|_| StateError::Corrupted {
+                    store: CHECKPOINT_CF.to_string(),
+                    reason: format!(
+                        "value of {:?} is not 8 bytes",
+                        String::from_utf8_lossy(&key)
+                    ),
+                })?;
+            if key.as_ref() == STREAM_TIME_KEY {
+                checkpoint.stream_time = Some(number);
+            } else if let Some(store) = key.strip_prefix(OFFSET_PREFIX) {
+                checkpoint
+                    .changelog_offsets
+                    .insert(String::from_utf8_lossy(store).into_owned(), number);
+            }
+        }
+        Ok(checkpoint)
     }
 
     /// Flushes every memtable to disk, so that a restart without a WAL loses nothing.
@@ -295,8 +342,8 @@ impl KeyValueStore for RocksDbKeyValueStore {
             .unwrap_or(0))
     }
     fn flush(&mut self) -> Result<()> {
-        // Writes are in the memtable and readable. Making them durable (a memtable flush) is the
-        // checkpoint's job, `RocksDbInstance::flush_all`, which runs far less often than commits.
+        // Writes are in the memtable and readable. Task stores are written by commit batches,
+        // which the WAL makes durable; `RocksDbInstance::flush_all` writes memtables out.
         Ok(())
     }
     fn persistent(&self) -> bool {

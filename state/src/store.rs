@@ -2,6 +2,7 @@
 
 use std::ops::Bound;
 
+use crate::batch::StateBatch;
 use crate::error::Result;
 
 /// One key and its value, as bytes.
@@ -51,6 +52,13 @@ pub trait KeyValueStore: Send {
             Some(v) => self.put(key, v),
             None => self.delete(key).map(|_| ()),
         }
+    }
+    /// For a transaction-buffer layer: hands the writes since the last commit on, once their
+    /// transaction has committed — into `batch` when the store below is persistent (so that they
+    /// land atomically with the task's checkpoint), else straight into the store below. Every
+    /// decorator must pass the call down.
+    fn commit_into(&mut self, _batch: &mut StateBatch) -> Result<()> {
+        Ok(())
     }
     /// Whether the data survives a restart of the process.
     fn persistent(&self) -> bool;
@@ -141,6 +149,9 @@ impl KeyValueStore for Box<dyn KeyValueStore> {
     }
     fn restore(&mut self, key: &[u8], value: Option<&[u8]>) -> Result<()> {
         (**self).restore(key, value)
+    }
+    fn commit_into(&mut self, batch: &mut StateBatch) -> Result<()> {
+        (**self).commit_into(batch)
     }
     fn persistent(&self) -> bool {
         (**self).persistent()

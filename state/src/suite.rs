@@ -404,8 +404,13 @@ fn rocksdb_stores_survive_reopening() {
             false,
         );
         w.put(b"k", 1_000, Some(b"w")).unwrap();
-        db.write_atomically(&[("kv", b"batch", Some(b"1")), ("kv", b"k2", Some(b"2"))])
-            .unwrap();
+        let mut batch = StateBatch::new();
+        batch.put("kv", b"batch".to_vec(), b"1".to_vec());
+        batch.put("kv", b"k2".to_vec(), b"2".to_vec());
+        let mut checkpoint = Checkpoint::default();
+        checkpoint.changelog_offsets.insert("kv".into(), 42);
+        checkpoint.stream_time = Some(7);
+        db.commit(batch, &checkpoint).unwrap();
         db.flush_all().unwrap();
     }
     let db = RocksDbInstance::open(&env, dir.path()).unwrap();
@@ -415,6 +420,9 @@ fn rocksdb_stores_survive_reopening() {
     let kv = db.key_value_store("kv").unwrap();
     assert_eq!(kv.get(b"k").unwrap(), Some(b"v".to_vec()));
     assert_eq!(kv.get(b"batch").unwrap(), Some(b"1".to_vec()));
+    let checkpoint = db.checkpoint().unwrap();
+    assert_eq!(checkpoint.changelog_offsets.get("kv"), Some(&42));
+    assert_eq!(checkpoint.stream_time, Some(7));
     let w = WindowStore::new(
         Box::new(db.key_value_store("win").unwrap()),
         60_000,

@@ -12,7 +12,7 @@ use std::time::Duration;
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
-use rdkafka::message::{Header, OwnedHeaders};
+use rdkafka::message::{Header, Message, OwnedHeaders};
 use rdkafka::producer::{BaseProducer, BaseRecord, DeliveryResult, Producer, ProducerContext};
 use rdkafka::{ClientContext, Offset, TopicPartitionList};
 
@@ -38,10 +38,16 @@ impl std::fmt::Display for CommitError {
     }
 }
 
-/// Remembers delivery failures, which under at-least-once must stop an offset commit.
+/// The next offset of each changelog partition written by a commit: `(topic, partition)` →
+/// one past the newest record delivered. Tasks checkpoint their state with it.
+pub(crate) type ChangelogOffsets = BTreeMap<(String, i32), i64>;
+
+/// Remembers delivery failures, which under at-least-once must stop an offset commit, and the
+/// newest offset delivered to each changelog partition since the last commit or abort.
 #[derive(Default)]
 pub(crate) struct DeliveryTracker {
     failed: Arc<AtomicBool>,
+    changelog_offsets: Arc<parking_lot::Mutex<ChangelogOffsets>>,
 }
 
 impl ClientContext for DeliveryTracker {}
@@ -49,9 +55,20 @@ impl ClientContext for DeliveryTracker {}
 impl ProducerContext for DeliveryTracker {
     type DeliveryOpaque = ();
     fn delivery(&self, result: &DeliveryResult<'_>, _: ()) {
-        if let Err((e, _)) = result {
-            tracing::warn!("delivery failed: {e}");
-            self.failed.store(true, Ordering::SeqCst);
+        match result {
+            Ok(m) if m.topic().ends_with(CHANGELOG_SUFFIX) => {
+                let next = m.offset() + 1;
+                let mut offsets = self.changelog_offsets.lock();
+                let entry = offsets
+                    .entry((m.topic().to_string(), m.partition()))
+                    .or_insert(next);
+                *entry = (*entry).max(next);
+            }
+            Ok(_) => {}
+            Err((e, _)) => {
+                tracing::warn!("delivery failed: {e}");
+                self.failed.store(true, Ordering::SeqCst);
+            }
         }
     }
 }
@@ -60,12 +77,14 @@ impl ProducerContext for DeliveryTracker {
 pub(crate) struct CommitProducer {
     producer: BaseProducer<DeliveryTracker>,
     delivery_failed: Arc<AtomicBool>,
+    changelog_offsets: Arc<parking_lot::Mutex<ChangelogOffsets>>,
     guarantee: ProcessingGuarantee,
     in_transaction: bool,
     application_id: String,
 }
 
 const TIMEOUT: Duration = Duration::from_secs(30);
+const CHANGELOG_SUFFIX: &str = "-changelog";
 
 /// Identifies this process among the application's instances (for transactional ids).
 fn process_id() -> &'static str {
@@ -109,6 +128,7 @@ impl CommitProducer {
     ) -> Result<Self> {
         let tracker = DeliveryTracker::default();
         let delivery_failed = Arc::clone(&tracker.failed);
+        let changelog_offsets = Arc::clone(&tracker.changelog_offsets);
         let mut config = ClientConfig::new();
         config
             .set("bootstrap.servers", bootstrap)
@@ -143,6 +163,7 @@ impl CommitProducer {
         Ok(Self {
             producer,
             delivery_failed,
+            changelog_offsets,
             guarantee,
             in_transaction: false,
             application_id: application_id.to_string(),
@@ -281,12 +302,13 @@ impl CommitProducer {
     }
 
     /// Commits what was sent together with `offsets` (the next offset to read, per input
-    /// partition).
+    /// partition). Returns where the committed changelog writes ended, for the tasks'
+    /// checkpoints.
     pub fn commit<C: ConsumerContext>(
         &mut self,
         consumer: &BaseConsumer<C>,
         offsets: &BTreeMap<(String, i32), i64>,
-    ) -> std::result::Result<(), CommitError> {
+    ) -> std::result::Result<ChangelogOffsets, CommitError> {
         let mut tpl = TopicPartitionList::new();
         for ((topic, partition), offset) in offsets {
             let _ = tpl.add_partition_offset(topic, *partition, Offset::Offset(*offset));
@@ -330,7 +352,8 @@ impl CommitProducer {
                 }
             }
         }
-        Ok(())
+        // Every delivery report of the committed records was served by the flush above.
+        Ok(std::mem::take(&mut *self.changelog_offsets.lock()))
     }
 
     /// Aborts the open transaction (a no-op under at-least-once).
@@ -343,6 +366,8 @@ impl CommitProducer {
                 .abort_transaction(TIMEOUT)
                 .map_err(|e| fatal("abort_transaction", e))?;
         }
+        // Offsets of aborted changelog records must never reach a checkpoint.
+        self.changelog_offsets.lock().clear();
         Ok(())
     }
 

@@ -1,6 +1,9 @@
-//! Restoring a task's logged stores from their changelog partitions (read_committed) before the
-//! task processes anything.
+//! Restoring a task's logged stores before it processes anything: each store's changelog
+//! partition is read (read_committed) from the task's checkpoint to its end, and the records are
+//! committed to local state in batches, each with the checkpoint it reaches — so an interrupted
+//! restore resumes where it stopped.
 
+use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use rdkafka::config::ClientConfig;
@@ -8,12 +11,20 @@ use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::Message;
 use rdkafka::{Offset, TopicPartitionList};
 
+use eddy_state::StateError;
+
 use crate::error::{EngineError, Result};
 use crate::task::StreamTask;
 use crate::topology::Topology;
 
-/// Reads each logged store's changelog partition from `from` (per store; the beginning when
-/// absent) to its end and writes it into the task. Returns the records restored.
+/// Records restored between two local commits.
+const RESTORE_BATCH: u64 = 10_000;
+
+/// Brings every logged store of `task` up to the end of its changelog partition. Returns the
+/// number of records read: only what the checkpoint did not already cover.
+///
+/// A checkpoint outside the changelog's offsets means the local state belongs to another
+/// incarnation of the topic: a [`StateError::Corrupted`] error, which makes the caller wipe it.
 pub(crate) fn restore_task(
     task: &mut StreamTask,
     topology: &Topology,
@@ -25,6 +36,7 @@ pub(crate) fn restore_task(
     if stores.is_empty() {
         return Ok(0);
     }
+    let checkpoint = task.checkpoint()?;
     let consumer: BaseConsumer = ClientConfig::new()
         .set("bootstrap.servers", bootstrap)
         .set("group.id", format!("{application_id}-restore"))
@@ -44,45 +56,84 @@ pub(crate) fn restore_task(
             .map_err(|e| {
                 EngineError::TaskMigrated(format!("changelog {topic}-{partition}: {e}"))
             })?;
-        if high <= low {
+        let from = checkpoint.changelog_offsets.get(&store).copied();
+        if let Some(c) = from {
+            if c > high || c < low {
+                return Err(EngineError::State(StateError::Corrupted {
+                    store: store.clone(),
+                    reason: format!(
+                        "checkpoint {c} is outside changelog {topic}-{partition} [{low}, {high}]"
+                    ),
+                }));
+            }
+        }
+        let start = from.unwrap_or(low);
+        if start >= high {
             continue;
         }
-        let mut tpl = TopicPartitionList::new();
-        tpl.add_partition_offset(&topic, partition, Offset::Beginning)
-            .map_err(|e| EngineError::TaskMigrated(e.to_string()))?;
-        consumer
-            .assign(&tpl)
-            .map_err(|e| EngineError::TaskMigrated(e.to_string()))?;
-        // read_committed stops at the last stable offset; markers take offsets too, so the end
-        // is reached when the position passes the high watermark or nothing more comes.
-        let mut idle = Instant::now();
-        loop {
-            match consumer.poll(Duration::from_millis(100)) {
-                Some(Ok(m)) => {
-                    idle = Instant::now();
-                    task.restore_record(&store, m.key().unwrap_or_default(), m.payload())?;
-                    restored += 1;
-                    if m.offset() + 1 >= high {
-                        break;
-                    }
+        let n = restore_store(task, &consumer, &store, &topic, partition, start, high)?;
+        tracing::info!(task = %task.id(), store, from = start, to = high, restored = n, "restored store");
+        restored += n;
+    }
+    tracing::info!(task = %task.id(), restored, elapsed_ms = started.elapsed().as_millis() as u64, "restored state");
+    Ok(restored)
+}
+
+/// Reads `topic`-`partition` from `start` until `high` (or until nothing more comes: read_committed
+/// stops at the last stable offset) into `store`.
+fn restore_store(
+    task: &mut StreamTask,
+    consumer: &BaseConsumer,
+    store: &str,
+    topic: &str,
+    partition: i32,
+    start: i64,
+    high: i64,
+) -> Result<u64> {
+    let mut tpl = TopicPartitionList::new();
+    tpl.add_partition_offset(topic, partition, Offset::Offset(start))
+        .map_err(|e| EngineError::TaskMigrated(e.to_string()))?;
+    consumer
+        .assign(&tpl)
+        .map_err(|e| EngineError::TaskMigrated(e.to_string()))?;
+    let mut restored = 0u64;
+    let mut next = start;
+    let mut uncommitted = 0u64;
+    let mut idle = Instant::now();
+    loop {
+        match consumer.poll(Duration::from_millis(100)) {
+            Some(Ok(m)) => {
+                idle = Instant::now();
+                task.restore_record(store, m.key().unwrap_or_default(), m.payload())?;
+                restored += 1;
+                uncommitted += 1;
+                next = m.offset() + 1;
+                if uncommitted >= RESTORE_BATCH {
+                    task.commit_state(&BTreeMap::from([(store.to_string(), next)]))?;
+                    uncommitted = 0;
                 }
-                Some(Err(e)) => {
-                    return Err(EngineError::TaskMigrated(format!("restoring {topic}: {e}")))
+                if next >= high {
+                    break;
                 }
-                None => {
-                    let position = consumer
-                        .position()
-                        .ok()
-                        .and_then(|p| p.find_partition(&topic, partition).map(|e| e.offset()));
-                    if matches!(position, Some(Offset::Offset(o)) if o >= high)
-                        || idle.elapsed() > Duration::from_secs(2)
-                    {
-                        break;
-                    }
+            }
+            Some(Err(e)) => {
+                return Err(EngineError::TaskMigrated(format!("restoring {topic}: {e}")))
+            }
+            None => {
+                // Markers and aborted records take offsets too: the position passes them.
+                let position = consumer
+                    .position()
+                    .ok()
+                    .and_then(|p| p.find_partition(topic, partition).map(|e| e.offset()));
+                if let Some(Offset::Offset(o)) = position {
+                    next = next.max(o);
+                }
+                if next >= high || idle.elapsed() > Duration::from_secs(2) {
+                    break;
                 }
             }
         }
     }
-    tracing::info!(task = %task.id(), restored, elapsed_ms = started.elapsed().as_millis() as u64, "restored state");
+    task.commit_state(&BTreeMap::from([(store.to_string(), next)]))?;
     Ok(restored)
 }

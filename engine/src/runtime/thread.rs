@@ -1,7 +1,8 @@
 //! A stream thread: one consumer in the application's group, the tasks of the partitions it is
-//! assigned, and one producer committing their work. Rebalances commit revoked work first and
-//! abort lost work; an aborted commit drops uncommitted state (restoring from the changelog) and
-//! rewinds to the committed offsets.
+//! assigned, and one producer committing their work. Once a commit succeeded, each task writes
+//! its buffered state changes and checkpoint to RocksDB. Rebalances commit revoked work first and
+//! abort lost work; an aborted commit drops the tasks with their uncommitted state, rewinds to
+//! the committed offsets and reopens the tasks from their checkpoints.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -17,7 +18,7 @@ use rdkafka::{ClientContext, Offset};
 use crate::config::ProcessingGuarantee;
 use crate::error::{EngineError, Result};
 use crate::record::Headers as RecordHeaders;
-use crate::runtime::producer::{CommitError, CommitProducer};
+use crate::runtime::producer::{ChangelogOffsets, CommitError, CommitProducer};
 use crate::runtime::{restore, Progress, RuntimeConfig};
 use crate::task::{InputRecord, StreamTask, TaskId};
 use crate::time::WallClock;
@@ -73,8 +74,10 @@ impl Inner {
             })
     }
 
-    /// Creates (wiping any local state, which may hold uncommitted writes) and restores the
-    /// tasks of the assigned partitions that have none yet.
+    /// Opens the tasks of the assigned partitions that have none yet and restores each from its
+    /// checkpoint to the end of its changelogs. Local state that does not fit its changelog
+    /// (checkpoint past the end or before the start: the topic was recreated or truncated) is
+    /// wiped and restored from the beginning.
     fn create_tasks(&mut self) -> Result<()> {
         let wanted: BTreeSet<TaskId> = self
             .assigned
@@ -85,29 +88,60 @@ impl Inner {
             if self.tasks.contains_key(&id) {
                 continue;
             }
-            let dir = self
-                .config
-                .streams
-                .state_dir
-                .join(self.app())
-                .join(id.to_string());
-            let _ = std::fs::remove_dir_all(&dir);
-            let mut task = StreamTask::new(
-                &self.topology,
-                id,
-                &self.config.streams,
-                WallClock::system(),
-                true,
-            )?;
-            let n = restore::restore_task(
-                &mut task,
-                &self.topology,
-                &self.config.bootstrap_servers,
-                self.app(),
-                id.partition,
-            )?;
-            Progress::add(&self.progress.restored, n);
+            let task = match self.open_task(id) {
+                Err(e) if e.kind() == crate::error::ErrorKind::StateCorrupted => {
+                    tracing::warn!(task = %id, "wiping local state: {e}");
+                    let dir = self
+                        .config
+                        .streams
+                        .state_dir
+                        .join(self.app())
+                        .join(id.to_string());
+                    let _ = std::fs::remove_dir_all(&dir);
+                    self.open_task(id)?
+                }
+                other => other?,
+            };
             self.tasks.insert(id, task);
+        }
+        Ok(())
+    }
+
+    fn open_task(&self, id: TaskId) -> Result<StreamTask> {
+        let mut task = StreamTask::new(
+            &self.topology,
+            id,
+            &self.config.streams,
+            WallClock::system(),
+            true,
+        )?;
+        let n = restore::restore_task(
+            &mut task,
+            &self.topology,
+            &self.config.bootstrap_servers,
+            self.app(),
+            id.partition,
+        )?;
+        Progress::add(&self.progress.restored, n);
+        Ok(task)
+    }
+
+    /// After a successful commit: every task makes its buffered writes local state, with the
+    /// changelog offsets they reach as its checkpoint.
+    fn commit_state(&mut self, changelog: &ChangelogOffsets) -> Result<()> {
+        let app = self.config.streams.application_id.clone();
+        for (id, task) in &mut self.tasks {
+            let offsets: BTreeMap<String, i64> = task
+                .logged_stores(&self.topology)
+                .into_iter()
+                .filter_map(|store| {
+                    let topic = Topology::changelog_topic(&app, &store);
+                    changelog
+                        .get(&(topic, id.partition))
+                        .map(|&offset| (store, offset))
+                })
+                .collect();
+            task.commit_state(&offsets)?;
         }
         Ok(())
     }
@@ -211,9 +245,12 @@ impl Inner {
             .producer()
             .map_err(|e| CommitError::Fatal(e.to_string()))?;
         match producer.commit(consumer, &offsets) {
-            Ok(()) => {
+            Ok(changelog) => {
                 Progress::add(&self.progress.commits, 1);
-                Ok(())
+                // The transaction is in; a failure here leaves local state at the previous
+                // checkpoint, and reopening the tasks restores the difference.
+                self.commit_state(&changelog)
+                    .map_err(|e| CommitError::Aborted(format!("writing local state: {e}")))
             }
             Err(e) => {
                 self.offsets = offsets;
@@ -222,8 +259,8 @@ impl Inner {
         }
     }
 
-    /// After a failed commit: abort, drop the tasks' uncommitted state (they are rebuilt from
-    /// their changelogs) and rewind the consumer to the committed offsets.
+    /// After a failed commit: abort, drop the tasks with their uncommitted state, rewind the
+    /// consumer to the committed offsets and reopen the tasks from their checkpoints.
     fn recover<C: ConsumerContext>(
         &mut self,
         consumer: &BaseConsumer<C>,

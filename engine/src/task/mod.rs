@@ -9,7 +9,10 @@ pub(crate) mod schedule;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, OnceLock};
 
-use eddy_state::{build_store, RocksDbEnv, RocksDbInstance, RocksDbMemoryConfig, StoreContext};
+use eddy_state::{
+    build_store, Checkpoint, RocksDbEnv, RocksDbInstance, RocksDbMemoryConfig, StateBatch,
+    StoreContext,
+};
 use parking_lot::Mutex;
 
 use crate::config::{ExceptionHandler, StreamsConfig};
@@ -169,6 +172,10 @@ impl StreamTask {
             deserialization_handler: config.deserialization_exception_handler,
             processing_handler: config.processing_exception_handler,
         };
+        // Stream time carries over a restart (the windows' grace depends on it).
+        if let Some(t) = task.checkpoint()?.stream_time {
+            task.core.stream_time = t;
+        }
         for &i in &task.order {
             let mut node = task.core.take_node(i)?;
             let result = node.init(&mut task.core, i);
@@ -359,6 +366,34 @@ impl StreamTask {
         })?;
         entry.store.lock().key_values().restore(key, value)?;
         Ok(())
+    }
+
+    /// Makes the writes of a committed transaction local state: every store hands its buffered
+    /// writes on, and the persistent ones land in one RocksDB batch together with the checkpoint
+    /// (`changelog_offsets`: store → next changelog offset, for the stores whose changelog was
+    /// written; the others keep theirs) and the stream time. Called only after the transaction
+    /// committed; an aborted transaction's writes are dropped with the task.
+    pub fn commit_state(&mut self, changelog_offsets: &BTreeMap<String, i64>) -> Result<()> {
+        let mut batch = StateBatch::new();
+        for entry in self.core.stores.values() {
+            entry.store.lock().key_values().commit_into(&mut batch)?;
+        }
+        if let Some(db) = &self.rocksdb {
+            let checkpoint = Checkpoint {
+                changelog_offsets: changelog_offsets.clone(),
+                stream_time: (self.core.stream_time != i64::MIN).then_some(self.core.stream_time),
+            };
+            db.commit(batch, &checkpoint)?;
+        }
+        Ok(())
+    }
+
+    /// How far the local state has got (empty without persistent stores: they restore fully).
+    pub fn checkpoint(&self) -> Result<Checkpoint> {
+        match &self.rocksdb {
+            Some(db) => Ok(db.checkpoint()?),
+            None => Ok(Checkpoint::default()),
+        }
     }
 
     /// The task's RocksDB database, if it has persistent stores.

@@ -362,6 +362,7 @@ impl DriverState {
             let mut queue = VecDeque::new();
             for i in 0..self.tasks.len() {
                 self.tasks[i].flush()?;
+                self.tasks[i].commit_state(&BTreeMap::new())?;
                 let produced = self.tasks[i].take_produced();
                 queue.extend(self.record_outputs(produced));
                 for rec in self.tasks[i].take_changelog() {
