@@ -254,6 +254,18 @@ fn exactly_once_word_count(
         );
     }
     check(&seen, &oracle, true);
+    // Local state is the committed changelog up to the checkpoint: aborted changes never
+    // reached RocksDB.
+    let local = eddy_testkit::local_state_matches_changelogs(
+        &broker.bootstrap(),
+        "wc-eos",
+        &dir.path().join("wc-eos"),
+    )
+    .unwrap();
+    assert!(
+        local.checkpointed > 0 && local.entries > 0,
+        "checkpointed stores were compared: {local:?}"
+    );
     if aborts_expected == Aborts::Expected && aborts > 0 {
         // Aborted transactions left records in the log that read_committed never shows.
         let chosen = |t: &str| t == "word-counts" || t.starts_with("wc-eos-");

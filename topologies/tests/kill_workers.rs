@@ -2,7 +2,9 @@
 //! window) under exactly-once; a worker is SIGKILLed and restarted three times, at random points,
 //! while input flows. read_committed outputs have no duplicate and no gap: each key's counts only
 //! grow, by the oracle's steps, to its total; the committed changelog of the count store replays
-//! to the oracle's totals too.
+//! to the oracle's totals too, and every worker's local stores are exactly their changelogs
+//! replayed up to their checkpoints. A killed and restarted single worker restores only the
+//! un-checkpointed tail of its changelogs.
 
 use std::collections::BTreeMap;
 use std::io::Write;
@@ -28,6 +30,17 @@ struct Counting {
 const BASE_MS: i64 = 1_767_225_600_000;
 
 fn worker(topology: &str, bootstrap: &str, dir: &std::path::Path, n: usize) -> Child {
+    worker_with_output(topology, bootstrap, dir, n, Stdio::null())
+}
+
+/// A worker whose progress lines (records in and out, commits, aborts, restored) go to `stdout`.
+fn worker_with_output(
+    topology: &str,
+    bootstrap: &str,
+    dir: &std::path::Path,
+    n: usize,
+    stdout: Stdio,
+) -> Child {
     let config = dir.join(format!("worker-{n}.properties"));
     let state = dir.join(format!("state-{n}"));
     let mut f = std::fs::File::create(&config).unwrap();
@@ -36,7 +49,7 @@ fn worker(topology: &str, bootstrap: &str, dir: &std::path::Path, n: usize) -> C
         .args(["run", topology, "--brokers", bootstrap, "--config"])
         .arg(&config)
         .env("RUST_LOG", "warn")
-        .stdout(Stdio::null())
+        .stdout(stdout)
         .stderr(Stdio::null())
         .spawn()
         .unwrap()
@@ -177,6 +190,143 @@ fn kill_workers(spec: Counting) {
         replayed, oracle,
         "the committed changelog of the count store replays to the oracle's totals"
     );
+    for n in 0..workers.len() {
+        let local = eddy_testkit::local_state_matches_changelogs(
+            &bootstrap,
+            spec.topology,
+            &dir.path().join(format!("state-{n}")).join(spec.topology),
+        )
+        .unwrap_or_else(|e| panic!("worker {n}: {e}"));
+        assert!(local.checkpointed > 0, "worker {n} checkpointed: {local:?}");
+    }
+}
+
+/// One worker counts words; it is SIGKILLed at a random point while input flows and started
+/// again on the same state directory. Its stores come back from their checkpoints: the restore
+/// counter shows at most one transaction's changelog records (the one that may have committed in
+/// Kafka just before the kill, before it reached RocksDB), far fewer than the changelog holds.
+#[test]
+fn a_killed_worker_restores_only_the_tail_after_its_checkpoint() {
+    let spec = Counting {
+        topology: "word-count",
+        output: "word-counts",
+        windowed: false,
+    };
+    let broker = EmbeddedBroker::start().unwrap();
+    let bootstrap = broker.bootstrap();
+    broker.create_topic("text-lines", 4);
+    broker.create_topic(spec.output, 4);
+    let dir = tempfile::tempdir().unwrap();
+    let out = |incarnation: usize| dir.path().join(format!("progress-{incarnation}.txt"));
+    let start = |incarnation: usize| {
+        let file = std::fs::File::create(out(incarnation)).unwrap();
+        worker_with_output(spec.topology, &bootstrap, dir.path(), 0, Stdio::from(file))
+    };
+    let mut worker = start(0);
+    let words = [
+        "alpha", "beta", "gamma", "delta", "epsilon", "zeta", "eta", "theta",
+    ];
+    let producer: BaseProducer = ClientConfig::new()
+        .set("bootstrap.servers", &bootstrap)
+        .create()
+        .unwrap();
+    let seed = std::env::var("EDDY_KILL_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| {
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_nanos() as u64
+        });
+    eprintln!("kill point from EDDY_KILL_SEED={seed}");
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+    let kill_batch = rng.random_range(4..8);
+    let mut oracle: BTreeMap<String, i64> = BTreeMap::new();
+    for batch in 0..12 {
+        for i in 0..50 {
+            let n = batch * 50 + i;
+            let line: Vec<&str> = (0..2)
+                .map(|j| words[(n * 3 + j * 5) % words.len()])
+                .collect();
+            for w in &line {
+                *oracle.entry(w.to_string()).or_default() += 1;
+            }
+            producer
+                .send(
+                    BaseRecord::to("text-lines")
+                        .key(&format!("l{n}"))
+                        .payload(&line.join(" ")),
+                )
+                .unwrap();
+        }
+        producer.flush(Duration::from_secs(10)).unwrap();
+        if batch == kill_batch {
+            std::thread::sleep(Duration::from_millis(rng.random_range(0..300)));
+            worker.kill().unwrap();
+            worker.wait().unwrap();
+            worker = start(1);
+        } else {
+            std::thread::sleep(Duration::from_millis(300));
+        }
+    }
+    let c = consumer_from_beginning(&bootstrap, "verifier", "read_committed", |t| {
+        t == spec.output
+    });
+    let mut last: BTreeMap<String, i64> = BTreeMap::new();
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while Instant::now() < deadline && last != oracle {
+        if let Some(Ok(m)) = c.poll(Duration::from_millis(50)) {
+            let word = String::from_utf8_lossy(m.key().unwrap_or_default()).to_string();
+            let count = i64::from_be_bytes(m.payload().unwrap().try_into().unwrap());
+            last.insert(word, count);
+        }
+    }
+    assert_eq!(last, oracle, "final counts");
+    // One more progress line (every 2 s) after the last output, then stop the worker.
+    std::thread::sleep(Duration::from_millis(2_500));
+    worker.kill().unwrap();
+    worker.wait().unwrap();
+    let progress = std::fs::read_to_string(out(1)).unwrap();
+    let restored: u64 = progress
+        .lines()
+        .filter(|l| l.starts_with(spec.topology))
+        .filter_map(|l| l.split("restored").nth(1)?.trim().parse().ok())
+        .next_back()
+        .unwrap_or_else(|| panic!("no progress line from the restarted worker:\n{progress}"));
+    let in_changelog = count_committed(&bootstrap, &format!("-{}-changelog", spec.output));
+    eprintln!("restored {restored} of {in_changelog} changelog records");
+    assert!(
+        restored <= words.len() as u64,
+        "the restarted worker read {restored} changelog records: more than one transaction's"
+    );
+    assert!(
+        in_changelog >= 4 * words.len(),
+        "the changelog holds many transactions ({in_changelog} records)"
+    );
+    let local = eddy_testkit::local_state_matches_changelogs(
+        &bootstrap,
+        spec.topology,
+        &dir.path().join("state-0").join(spec.topology),
+    )
+    .unwrap();
+    assert!(local.checkpointed > 0, "{local:?}");
+}
+
+/// Records in the topics ending with `suffix`, read_committed.
+fn count_committed(bootstrap: &str, suffix: &str) -> usize {
+    let c = consumer_from_beginning(bootstrap, "counter", "read_committed", |t| {
+        t.ends_with(suffix)
+    });
+    let mut n = 0;
+    let mut idle = Instant::now();
+    while idle.elapsed() < Duration::from_secs(2) {
+        if let Some(Ok(_)) = c.poll(Duration::from_millis(50)) {
+            n += 1;
+            idle = Instant::now();
+        }
+    }
+    n
 }
 
 /// The count store's changelog (`*-<output>-changelog`), read_committed from the beginning,

@@ -11,4 +11,4 @@ pub mod broker;
 pub mod verifier;
 
 pub use broker::{BrokerConfig, BrokerError, EmbeddedBroker};
-pub use verifier::consumer_from_beginning;
+pub use verifier::{consumer_from_beginning, local_state_matches_changelogs, LocalStateCheck};
