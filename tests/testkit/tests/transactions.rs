@@ -306,3 +306,111 @@ fn compaction_keeps_committed_values_of_a_transactional_topic() {
     }
     assert_eq!(latest, expected);
 }
+
+/// The background log cleaner compacts a transactional, multi-partition topic while two
+/// producers commit and abort and a read_committed consumer follows it: the consumer (and one
+/// reading from the beginning afterwards) ends with the newest committed value of every key.
+#[test]
+fn background_compaction_keeps_committed_values_for_a_following_consumer() {
+    let broker = EmbeddedBroker::start_with(eddy_testkit::BrokerConfig {
+        compaction_interval: Some(Duration::from_millis(20)),
+        ..Default::default()
+    })
+    .unwrap();
+    let b = broker.bootstrap();
+    let admin: rdkafka::admin::AdminClient<rdkafka::client::DefaultClientContext> =
+        ClientConfig::new()
+            .set("bootstrap.servers", &b)
+            .create()
+            .unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let topic = rdkafka::admin::NewTopic::new(
+        "bg-compacted",
+        4,
+        rdkafka::admin::TopicReplication::Fixed(1),
+    )
+    .set("cleanup.policy", "compact");
+    for r in rt
+        .block_on(admin.create_topics(&[topic], &rdkafka::admin::AdminOptions::new()))
+        .unwrap()
+    {
+        r.unwrap();
+    }
+    let reader = |group: &str| {
+        let c: BaseConsumer = ClientConfig::new()
+            .set("bootstrap.servers", &b)
+            .set("group.id", group)
+            .set("isolation.level", "read_committed")
+            .create()
+            .unwrap();
+        let mut tpl = TopicPartitionList::new();
+        for p in 0..4 {
+            tpl.add_partition_offset("bg-compacted", p, rdkafka::Offset::Beginning)
+                .unwrap();
+        }
+        c.assign(&tpl).unwrap();
+        c
+    };
+    let follower = reader("follower");
+    let mut followed = std::collections::BTreeMap::new();
+    let follow = |c: &BaseConsumer,
+                  followed: &mut std::collections::BTreeMap<(i32, String), String>,
+                  until: Duration| {
+        let deadline = Instant::now() + until;
+        while Instant::now() < deadline {
+            if let Some(Ok(m)) = c.poll(Duration::from_millis(10)) {
+                followed.insert(
+                    (
+                        m.partition(),
+                        String::from_utf8_lossy(m.key().unwrap_or_default()).to_string(),
+                    ),
+                    String::from_utf8_lossy(m.payload().unwrap_or_default()).to_string(),
+                );
+            }
+        }
+    };
+    let producers = [
+        txn_producer(&b, "bg-a", 60_000),
+        txn_producer(&b, "bg-b", 60_000),
+    ];
+    let mut expected = std::collections::BTreeMap::new();
+    for round in 0..30 {
+        let p = &producers[round % 2];
+        p.begin_transaction().unwrap();
+        let mut written = Vec::new();
+        for k in 0..8 {
+            let key = format!("k{k}");
+            let value = format!("r{round}");
+            let partition = k % 4;
+            p.send(
+                BaseRecord::to("bg-compacted")
+                    .partition(partition)
+                    .key(&key)
+                    .payload(&value),
+            )
+            .unwrap();
+            written.push(((partition, key), value));
+        }
+        p.flush(Duration::from_secs(10)).unwrap();
+        follow(&follower, &mut followed, Duration::from_millis(30));
+        if round % 4 == 3 {
+            p.abort_transaction(Duration::from_secs(10)).unwrap();
+        } else {
+            p.commit_transaction(Duration::from_secs(10)).unwrap();
+            expected.extend(written);
+        }
+        follow(&follower, &mut followed, Duration::from_millis(30));
+    }
+    follow(&follower, &mut followed, Duration::from_secs(2));
+    assert_eq!(followed, expected, "the following consumer");
+    let late = reader("late-reader");
+    let mut from_start = std::collections::BTreeMap::new();
+    follow(&late, &mut from_start, Duration::from_secs(2));
+    assert_eq!(
+        from_start, expected,
+        "a consumer reading from the beginning"
+    );
+}

@@ -20,20 +20,24 @@ impl PartitionLog {
         let boundary = self.last_stable_offset();
         let split = self.batches.partition_point(|b| b.last_offset < boundary);
         let (old, rest) = self.batches.split_at(split);
-        // Decode the decided part, dropping markers and aborted records.
+        // Decode the decided part, dropping markers and aborted records. A stored entry may hold
+        // several wire batches (an earlier compaction's output): decode them all. One that does
+        // not decode is kept as it is rather than lost.
         let mut kept_batches: Vec<Vec<Record>> = Vec::new();
+        let mut verbatim: Vec<StoredBatch> = Vec::new();
         let mut newest: HashMap<Bytes, i64> = HashMap::new();
         for batch in old {
             if batch.control {
                 continue;
             }
             let mut bytes = batch.bytes.clone();
-            let Ok(set) = RecordBatchDecoder::decode(&mut bytes) else {
+            let Ok(sets) = RecordBatchDecoder::decode_all(&mut bytes) else {
+                verbatim.push(batch.clone());
                 continue;
             };
-            let records: Vec<Record> = set
-                .records
+            let records: Vec<Record> = sets
                 .into_iter()
+                .flat_map(|set| set.records)
                 .filter(|r| {
                     !self.aborted.iter().any(|(pid, first, last)| {
                         *pid == r.producer_id && (*first..=*last).contains(&r.offset)
@@ -48,17 +52,23 @@ impl PartitionLog {
             kept_batches.push(records);
         }
         let before: usize = kept_batches.iter().map(Vec::len).sum();
-        let mut rebuilt = Vec::new();
+        let mut rebuilt = verbatim;
         let mut kept = 0;
         for records in kept_batches {
             let survivors: Vec<Record> = records
                 .into_iter()
                 .filter(|r| r.key.as_ref().and_then(|k| newest.get(k)) == Some(&r.offset))
+                .collect();
+            let base = survivors.first().map_or(0, |r| r.offset);
+            let survivors: Vec<Record> = survivors
+                .into_iter()
                 .map(|mut r| {
                     r.transactional = false;
                     r.producer_id = -1;
                     r.producer_epoch = -1;
-                    r.sequence = -1;
+                    // Sequences that follow the offsets keep the survivors in one wire batch
+                    // (the encoder splits where offset − sequence changes).
+                    r.sequence = (r.offset - base) as i32;
                     r
                 })
                 .collect();
@@ -85,6 +95,7 @@ impl PartitionLog {
             });
         }
         let rest = rest.to_vec();
+        rebuilt.sort_by_key(|b| b.base_offset);
         self.batches = rebuilt;
         self.batches.extend(rest);
         self.aborted.retain(|(_, _, last)| *last >= boundary);

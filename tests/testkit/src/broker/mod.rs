@@ -53,9 +53,8 @@ pub struct BrokerConfig {
     /// Partitions of an auto-created topic (Kafka's `num.partitions`).
     pub default_partitions: i32,
     /// How often the log cleaner compacts `cleanup.policy=compact` topics; `None` (the default):
-    /// only on [`EmbeddedBroker::compact_now`]. The background cleaner is off by default because
-    /// compacting a transactional changelog while tasks move broke restores in the kill test
-    /// (`topologies/tests/kill_workers.rs`); see the issue notes.
+    /// only on [`EmbeddedBroker::compact_now`], so that tests counting records in a log see
+    /// every record. The kill tests run with a background cleaner.
     pub compaction_interval: Option<Duration>,
     /// Where to keep data across restarts; `None`: in memory only.
     pub data_dir: Option<std::path::PathBuf>,
