@@ -326,9 +326,8 @@ impl CommitProducer {
                         .map_err(|e| classify("send_offsets_to_transaction", e))?;
                 }
                 let offsets_at = started.elapsed();
-                self.producer
-                    .flush(TIMEOUT)
-                    .map_err(|e| classify("flush", e))?;
+                self.await_deliveries(TIMEOUT)
+                    .map_err(|e| CommitError::Aborted(format!("flush: {e}")))?;
                 let flushed_at = started.elapsed();
                 self.producer
                     .commit_transaction(TIMEOUT)
@@ -339,8 +338,7 @@ impl CommitProducer {
                 self.in_transaction = false;
             }
             ProcessingGuarantee::AtLeastOnce => {
-                self.producer
-                    .flush(TIMEOUT)
+                self.await_deliveries(TIMEOUT)
                     .map_err(|e| CommitError::Aborted(format!("flush: {e}")))?;
                 if self.delivery_failed.swap(false, Ordering::SeqCst) {
                     return Err(CommitError::Aborted("a record was not delivered".into()));
@@ -360,7 +358,7 @@ impl CommitProducer {
     pub fn abort(&mut self) -> std::result::Result<(), CommitError> {
         if self.guarantee == ProcessingGuarantee::ExactlyOnceV2 && self.in_transaction {
             // librdkafka wants outstanding deliveries served before an abort.
-            let _ = self.producer.flush(Duration::from_secs(5));
+            let _ = self.await_deliveries(Duration::from_secs(5));
             self.in_transaction = false;
             self.producer
                 .abort_transaction(TIMEOUT)
@@ -368,6 +366,24 @@ impl CommitProducer {
         }
         // Offsets of aborted changelog records must never reach a checkpoint.
         self.changelog_offsets.lock().clear();
+        Ok(())
+    }
+
+    /// Sends what lingers and serves delivery reports until every record sent is acknowledged.
+    /// (`BaseProducer::flush` serves them in 100 ms slices, so every commit took 100 ms.)
+    fn await_deliveries(&self, timeout: Duration) -> std::result::Result<(), String> {
+        let deadline = std::time::Instant::now() + timeout;
+        // A zero-timeout flush only tells the broker threads to send lingering batches now.
+        let _ = self.producer.flush(Duration::ZERO);
+        while self.producer.in_flight_count() > 0 {
+            if std::time::Instant::now() >= deadline {
+                return Err(format!(
+                    "{} records unacknowledged after {timeout:?}",
+                    self.producer.in_flight_count()
+                ));
+            }
+            self.producer.poll(Duration::from_millis(1));
+        }
         Ok(())
     }
 

@@ -100,6 +100,10 @@ enum Command {
     },
 }
 
+/// How often the embedded broker compacts changelogs (Kafka's log cleaner runs in the
+/// background too).
+const LOG_CLEANER_INTERVAL: std::time::Duration = std::time::Duration::from_secs(10);
+
 fn main() -> Result<()> {
     tracing_subscriber::fmt()
         .with_env_filter(
@@ -119,6 +123,7 @@ fn main() -> Result<()> {
                 listen: std::net::SocketAddr::new(host, port),
                 default_partitions,
                 data_dir,
+                compaction_interval: Some(LOG_CLEANER_INTERVAL),
                 ..Default::default()
             };
             let broker =
@@ -248,6 +253,7 @@ fn wait_until(stop: &std::sync::atomic::AtomicBool, seconds: Option<u64>, mut ti
 fn demo(rate: f64, seconds: Option<u64>, guarantee: &str) -> Result<()> {
     let broker = eddy_testkit::EmbeddedBroker::start_with(eddy_testkit::BrokerConfig {
         default_partitions: 3,
+        compaction_interval: Some(LOG_CLEANER_INTERVAL),
         ..Default::default()
     })?;
     let bootstrap = broker.bootstrap();
@@ -327,6 +333,7 @@ fn run(
         None => {
             embedded = eddy_testkit::EmbeddedBroker::start_with(eddy_testkit::BrokerConfig {
                 default_partitions: 3,
+                compaction_interval: Some(LOG_CLEANER_INTERVAL),
                 ..Default::default()
             })?;
             let b = embedded.bootstrap();
