@@ -72,6 +72,7 @@ pub(crate) fn restore_task(
             continue;
         }
         let n = restore_store(task, &consumer, &store, &topic, partition, start, high)?;
+        task.count_restored(&store, n);
         tracing::info!(task = %task.id(), store, from = start, to = high, restored = n, "restored store");
         restored += n;
     }

@@ -1,4 +1,4 @@
-//! Prometheus metrics of tasks: records processed and dropped, per task.
+//! Prometheus metrics of tasks: records processed, dropped and restored, per task.
 
 use std::sync::LazyLock;
 
@@ -28,6 +28,14 @@ static DROPPED: LazyLock<IntCounterVec> = LazyLock::new(|| {
     )
 });
 
+static RESTORED: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    counter(
+        "eddy_task_restored_records_total",
+        "Changelog records a task read back into a store on restore (only what its checkpoint did not cover).",
+        &["application", "task", "store"],
+    )
+});
+
 /// The metric handles of one task.
 pub(crate) struct TaskMetrics {
     application: String,
@@ -42,6 +50,12 @@ impl TaskMetrics {
             task: task.to_string(),
             processed: PROCESSED.with_label_values(&[application, task]),
         }
+    }
+
+    pub fn restored(&self, store: &str, records: u64) {
+        RESTORED
+            .with_label_values(&[self.application.as_str(), self.task.as_str(), store])
+            .inc_by(records);
     }
 
     pub fn dropped(&self, reason: &str) {

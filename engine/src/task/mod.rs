@@ -359,6 +359,11 @@ impl StreamTask {
         names
     }
 
+    /// Counts records restored into `store` (Prometheus `eddy_task_restored_records_total`).
+    pub(crate) fn count_restored(&self, store: &str, records: u64) {
+        self.core.metrics.restored(store, records);
+    }
+
     /// Writes one changelog record back into `store` (restore: no cache, no changelog).
     pub fn restore_record(&mut self, store: &str, key: &[u8], value: Option<&[u8]>) -> Result<()> {
         let entry = self.core.stores.get(store).ok_or_else(|| {
