@@ -120,6 +120,9 @@ impl<K: StoredData, V: StoredData> SessionWindowedKStream<K, V> {
             },
             &[&self.stream.node],
         );
+        if self.emit == EmitStrategy::OnWindowClose {
+            st.emit_progress_store(&store_name, &materialized, &node);
+        }
         let mat = Materialized {
             name: Some(store_name),
             ..materialized

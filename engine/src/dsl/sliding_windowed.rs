@@ -123,6 +123,9 @@ impl<K: StoredData, V: StoredData> SlidingWindowedKStream<K, V> {
             Arc::clone(&self.value),
             &[&node],
         );
+        if self.emit == EmitStrategy::OnWindowClose {
+            st.emit_progress_store(&store_name, &materialized, &node);
+        }
         let mat = Materialized {
             name: Some(store_name),
             ..materialized

@@ -64,6 +64,32 @@ impl DslState {
         name
     }
 
+    /// Adds the progress store of an emit-on-close aggregation over `window_store`, persisted and
+    /// logged as that store is.
+    pub fn emit_progress_store<K, V>(
+        &mut self,
+        window_store: &str,
+        materialized: &Materialized<K, V>,
+        processor: &str,
+    ) {
+        let progress: Materialized<String, i64> = Materialized {
+            name: Some(crate::operators::emit_progress::progress_store_name(
+                window_store,
+            )),
+            persistent: materialized.persistent,
+            logging: materialized.logging,
+            ..Materialized::default()
+        };
+        self.store(
+            &progress,
+            "",
+            StoreKind::KeyValue,
+            Serdes::string(),
+            Serdes::i64(),
+            &[processor],
+        );
+    }
+
     /// Adds a store of `kind` from `materialized` (or an internal name) for `processors`.
     pub fn store<K: 'static, V: 'static>(
         &mut self,

@@ -140,6 +140,9 @@ impl<K: StoredData, V: StoredData> TimeWindowedKStream<K, V> {
             segment_interval_ms: None,
             retain_duplicates: false,
         };
+        if emit == EmitStrategy::OnWindowClose {
+            st.emit_progress_store(&store_name, &materialized, &node);
+        }
         let mat = Materialized {
             name: Some(store_name.clone()),
             ..materialized

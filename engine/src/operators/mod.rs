@@ -2,6 +2,7 @@
 
 pub(crate) mod aggregate;
 pub(crate) mod branch;
+pub(crate) mod emit_progress;
 pub(crate) mod filter;
 pub(crate) mod flat_map;
 pub(crate) mod map;

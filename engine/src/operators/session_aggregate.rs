@@ -6,6 +6,7 @@ use std::sync::Arc;
 use crate::dsl::windows::{EmitStrategy, SessionWindows};
 use crate::error::Result;
 use crate::operators::aggregate::Folder;
+use crate::operators::emit_progress::EmitProgress;
 use crate::processor::{Processor, ProcessorContext, SessionStoreHandle};
 use crate::record::{Record, Windowed};
 
@@ -21,6 +22,8 @@ pub(crate) struct SessionAggregate<K, V, VA> {
     pub store: Option<SessionStoreHandle<K, VA>>,
     pub observed: i64,
     pub emitted_until: i64,
+    /// Emit-on-close: `observed` and `emitted_until`, kept in a logged store.
+    pub progress: Option<EmitProgress>,
     pub pending_time: i64,
 }
 
@@ -44,6 +47,7 @@ impl<K, V, VA> SessionAggregate<K, V, VA> {
             store: None,
             observed: i64::MIN,
             emitted_until: i64::MIN,
+            progress: None,
             pending_time: i64::MIN,
         }
     }
@@ -64,6 +68,12 @@ where
 {
     fn init(&mut self, ctx: &mut ProcessorContext<'_, Windowed<K>, Option<VA>>) -> Result<()> {
         self.store = Some(ctx.session_store(&self.store_name)?);
+        if self.emit == EmitStrategy::OnWindowClose {
+            let (progress, observed, emitted) = EmitProgress::open(ctx, &self.store_name)?;
+            self.progress = Some(progress);
+            self.observed = self.observed.max(observed);
+            self.emitted_until = self.emitted_until.max(emitted);
+        }
         Ok(())
     }
 
@@ -77,6 +87,9 @@ where
         };
         let ts = record.timestamp;
         self.observed = self.observed.max(ts);
+        if let Some(progress) = &mut self.progress {
+            progress.observed(self.observed)?;
+        }
         if self.emit == EmitStrategy::OnWindowClose {
             // Before the write that advances the store's time and may expire closed sessions.
             self.emit_closed(ctx)?;
@@ -174,6 +187,10 @@ where
             ctx.forward(Record::new(Windowed { key, start, end }, Some(value), end))?;
         }
         self.emitted_until = close;
+        if let Some(progress) = &mut self.progress {
+            progress.observed(self.observed)?;
+            progress.emitted(close)?;
+        }
         Ok(())
     }
 }

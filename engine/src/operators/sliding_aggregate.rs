@@ -8,6 +8,7 @@ use std::collections::BTreeSet;
 use crate::dsl::windows::{EmitStrategy, SlidingWindows};
 use crate::error::Result;
 use crate::operators::aggregate::Folder;
+use crate::operators::emit_progress::EmitProgress;
 use crate::processor::{Processor, ProcessorContext, WindowStoreHandle};
 use crate::record::{Record, Windowed};
 
@@ -21,6 +22,8 @@ pub(crate) struct SlidingAggregate<K, V, VA> {
     pub records: Option<WindowStoreHandle<K, V>>,
     pub observed: i64,
     pub emitted_until: i64,
+    /// Emit-on-close: `observed` and `emitted_until`, kept in a logged store.
+    pub progress: Option<EmitProgress>,
 }
 
 impl<K, V, VA> SlidingAggregate<K, V, VA> {
@@ -41,6 +44,7 @@ impl<K, V, VA> SlidingAggregate<K, V, VA> {
             records: None,
             observed: i64::MIN,
             emitted_until: i64::MIN,
+            progress: None,
         }
     }
 }
@@ -78,6 +82,10 @@ where
             ))?;
         }
         self.emitted_until = close;
+        if let Some(progress) = &mut self.progress {
+            progress.observed(self.observed)?;
+            progress.emitted(close)?;
+        }
         Ok(())
     }
 }
@@ -90,6 +98,12 @@ where
 {
     fn init(&mut self, ctx: &mut ProcessorContext<'_, Windowed<K>, Option<VA>>) -> Result<()> {
         self.store = Some(ctx.window_store(&self.store_name)?);
+        if self.emit == EmitStrategy::OnWindowClose {
+            let (progress, observed, emitted) = EmitProgress::open(ctx, &self.store_name)?;
+            self.progress = Some(progress);
+            self.observed = self.observed.max(observed);
+            self.emitted_until = self.emitted_until.max(emitted);
+        }
         self.records = Some(ctx.window_store(&self.records_store_name)?);
         Ok(())
     }
@@ -105,6 +119,9 @@ where
         let t = record.timestamp;
         let d = self.windows.time_difference_ms;
         self.observed = self.observed.max(t);
+        if let Some(progress) = &mut self.progress {
+            progress.observed(self.observed)?;
+        }
         let close = self.observed.saturating_sub(self.windows.grace_ms);
         let left_start = (t - d).max(0);
         // A window [s, e] closes once stream time passes e + grace (`e < close`). This differs

@@ -3,6 +3,7 @@
 use crate::dsl::windows::{EmitStrategy, TimeWindows};
 use crate::error::Result;
 use crate::operators::aggregate::Folder;
+use crate::operators::emit_progress::EmitProgress;
 use crate::processor::{Processor, ProcessorContext, WindowStoreHandle};
 use crate::record::{Record, Windowed};
 
@@ -17,6 +18,8 @@ pub(crate) struct WindowAggregate<K, V, VA> {
     pub observed: i64,
     /// Windows ending at or before this time have been emitted (emit-on-close).
     pub emitted_until: i64,
+    /// Emit-on-close: `observed` and `emitted_until`, kept in a logged store.
+    pub progress: Option<EmitProgress>,
     pub pending_time: i64,
     /// Emit-on-close only: after this much wall-clock time without a record, stream time moves
     /// on by the idle time, so the last windows of a quiet input close.
@@ -43,6 +46,7 @@ impl<K, V, VA> WindowAggregate<K, V, VA> {
             store: None,
             observed: i64::MIN,
             emitted_until: i64::MIN,
+            progress: None,
             pending_time: i64::MIN,
             idle_close_ms: None,
             last_record_wall: i64::MIN,
@@ -82,6 +86,10 @@ where
             ))?;
         }
         self.emitted_until = close;
+        if let Some(progress) = &mut self.progress {
+            progress.observed(self.observed)?;
+            progress.emitted(close)?;
+        }
         Ok(())
     }
 }
@@ -94,6 +102,12 @@ where
 {
     fn init(&mut self, ctx: &mut ProcessorContext<'_, Windowed<K>, Option<VA>>) -> Result<()> {
         self.store = Some(ctx.window_store(&self.store_name)?);
+        if self.emit == EmitStrategy::OnWindowClose {
+            let (progress, observed, emitted) = EmitProgress::open(ctx, &self.store_name)?;
+            self.progress = Some(progress);
+            self.observed = self.observed.max(observed);
+            self.emitted_until = self.emitted_until.max(emitted);
+        }
         if let (Some(idle), EmitStrategy::OnWindowClose) = (self.idle_close_ms, self.emit) {
             let every = std::time::Duration::from_millis((idle / 4).clamp(1, 1_000) as u64);
             ctx.schedule(every, crate::time::PunctuationType::WallClock);
@@ -133,6 +147,9 @@ where
         };
         let ts = record.timestamp;
         self.observed = self.observed.max(ts);
+        if let Some(progress) = &mut self.progress {
+            progress.observed(self.observed)?;
+        }
         self.last_record_wall = ctx.wall_clock_ms();
         self.observed_at_last_record = self.observed;
         let close = self.observed.saturating_sub(self.windows.grace_ms);

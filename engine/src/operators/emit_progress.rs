@@ -1,0 +1,53 @@
+//! Emit-on-close progress of a windowed aggregation, kept in a small logged store next to the
+//! window store: how far stream time had got and up to where windows were emitted. A restarted
+//! or moved task reads it back, so it neither emits a closed window twice nor takes a late record
+//! into a window it already emitted.
+
+use crate::error::Result;
+use crate::processor::{KeyValueStoreHandle, ProcessorContext};
+
+const OBSERVED: &str = "observed";
+const EMITTED_UNTIL: &str = "emitted-until";
+
+/// The name of the progress store of the window or session store `store`.
+pub(crate) fn progress_store_name(store: &str) -> String {
+    format!("{store}-emit-progress")
+}
+
+/// Reads and writes one aggregation's progress.
+pub(crate) struct EmitProgress {
+    handle: KeyValueStoreHandle<String, i64>,
+    saved_observed: i64,
+}
+
+impl EmitProgress {
+    /// Opens the progress of the aggregation over `store`. Returns it with the stream time seen
+    /// and the time up to which windows were emitted (`i64::MIN` when nothing was recorded).
+    pub fn open<KO: Clone + Send + 'static, VO: Clone + Send + 'static>(
+        ctx: &ProcessorContext<'_, KO, VO>,
+        store: &str,
+    ) -> Result<(Self, i64, i64)> {
+        let handle = ctx.key_value_store::<String, i64>(&progress_store_name(store))?;
+        let observed = handle.get(&OBSERVED.to_string())?.unwrap_or(i64::MIN);
+        let emitted = handle.get(&EMITTED_UNTIL.to_string())?.unwrap_or(i64::MIN);
+        let progress = Self {
+            handle,
+            saved_observed: observed,
+        };
+        Ok((progress, observed, emitted))
+    }
+
+    /// Records the stream time seen (a cached write: one changelog record per commit).
+    pub fn observed(&mut self, observed: i64) -> Result<()> {
+        if observed > self.saved_observed {
+            self.handle.put(&OBSERVED.to_string(), &observed)?;
+            self.saved_observed = observed;
+        }
+        Ok(())
+    }
+
+    /// Records that windows closing at or before `until` were emitted.
+    pub fn emitted(&mut self, until: i64) -> Result<()> {
+        self.handle.put(&EMITTED_UNTIL.to_string(), &until)
+    }
+}
