@@ -205,6 +205,7 @@ fn kill_workers(spec: Counting) {
         let local =
             eddy_testkit::local_state_matches_changelogs(&bootstrap, spec.topology, &app_dir)
                 .unwrap_or_else(|e| panic!("worker {n}: {e}"));
+        eprintln!("worker {n}: {local:?}");
         checkpointed += local.checkpointed;
     }
     assert!(checkpointed > 0, "the workers checkpointed their stores");

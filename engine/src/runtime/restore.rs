@@ -20,6 +20,14 @@ use crate::topology::Topology;
 /// Records restored between two local commits.
 const RESTORE_BATCH: u64 = 10_000;
 
+/// How long a restore waits for the changelog's open transactions to be decided. A dead
+/// worker's transaction stays open until `transaction.timeout.ms` aborts it.
+const RESTORE_TIMEOUT: Duration = Duration::from_secs(300);
+
+/// How long nothing must arrive, once every transaction below the end is decided, before a
+/// restore whose position stopped short of the end (in front of markers) is complete.
+const QUIET: Duration = Duration::from_millis(300);
+
 /// Brings every logged store of `task` up to the end of its changelog partition. Returns the
 /// number of records read: only what the checkpoint did not already cover.
 ///
@@ -47,11 +55,23 @@ pub(crate) fn restore_task(
             key: "bootstrap.servers".into(),
             reason: e.to_string(),
         })?;
+    // The end to restore to is the high watermark, not the last stable offset that a
+    // read_committed client is told: records committed after a transaction that is still open
+    // (a killed worker's) belong to the state too, so the restore waits for that transaction
+    // to be decided rather than stopping in front of it.
+    let watermarks: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .set("isolation.level", "read_uncommitted")
+        .create()
+        .map_err(|e| EngineError::Config {
+            key: "bootstrap.servers".into(),
+            reason: e.to_string(),
+        })?;
     let mut restored = 0u64;
     let started = Instant::now();
     for store in stores {
         let topic = Topology::changelog_topic(application_id, &store);
-        let (low, high) = consumer
+        let (low, high) = watermarks
             .fetch_watermarks(&topic, partition, Duration::from_secs(10))
             .map_err(|e| {
                 EngineError::TaskMigrated(format!("changelog {topic}-{partition}: {e}"))
@@ -80,8 +100,8 @@ pub(crate) fn restore_task(
     Ok(restored)
 }
 
-/// Reads `topic`-`partition` from `start` until `high` (or until nothing more comes: read_committed
-/// stops at the last stable offset) into `store`.
+/// Reads `topic`-`partition` from `start` until its position reaches `high` into `store`.
+/// read_committed holds the position at an open transaction until it is decided.
 fn restore_store(
     task: &mut StreamTask,
     consumer: &BaseConsumer,
@@ -100,9 +120,12 @@ fn restore_store(
     let mut restored = 0u64;
     let mut next = start;
     let mut uncommitted = 0u64;
+    let deadline = Instant::now() + RESTORE_TIMEOUT;
+    let mut waiting_logged = false;
     let mut idle = Instant::now();
+    let mut stable_at: Option<Instant> = None;
     loop {
-        match consumer.poll(Duration::from_millis(100)) {
+        match consumer.poll(Duration::from_millis(50)) {
             Some(Ok(m)) => {
                 idle = Instant::now();
                 task.restore_record(store, m.key().unwrap_or_default(), m.payload())?;
@@ -121,7 +144,6 @@ fn restore_store(
                 return Err(EngineError::TaskMigrated(format!("restoring {topic}: {e}")))
             }
             None => {
-                // Markers and aborted records take offsets too: the position passes them.
                 let position = consumer
                     .position()
                     .ok()
@@ -129,8 +151,40 @@ fn restore_store(
                 if let Some(Offset::Offset(o)) = position {
                     next = next.max(o);
                 }
-                if next >= high || idle.elapsed() > Duration::from_secs(2) {
+                if next >= high {
                     break;
+                }
+                // What is left below `high` may be transaction markers and aborted records,
+                // which the client skips without moving its position. Once every transaction
+                // below `high` is decided (the last stable offset has reached it) and nothing
+                // more arrives, the restore is complete.
+                if stable_at.is_none() && idle.elapsed() >= QUIET {
+                    let (_, stable) = consumer
+                        .fetch_watermarks(topic, partition, Duration::from_secs(10))
+                        .map_err(|e| {
+                            EngineError::TaskMigrated(format!("changelog {topic}-{partition}: {e}"))
+                        })?;
+                    if stable >= high {
+                        stable_at = Some(Instant::now());
+                    } else if !waiting_logged {
+                        tracing::info!(
+                            topic,
+                            partition,
+                            at = next,
+                            stable,
+                            end = high,
+                            "restore waits for an open transaction on the changelog to be decided"
+                        );
+                        waiting_logged = true;
+                    }
+                }
+                if stable_at.is_some_and(|at| at.elapsed() >= QUIET) && idle.elapsed() >= QUIET {
+                    break;
+                }
+                if Instant::now() >= deadline {
+                    return Err(EngineError::TaskMigrated(format!(
+                        "restoring {topic}-{partition}: stuck at offset {next} of {high} for {RESTORE_TIMEOUT:?}"
+                    )));
                 }
             }
         }
