@@ -6,7 +6,7 @@ use std::ops::Bound;
 
 use crate::error::Result;
 use crate::merge::OverlayIter;
-use crate::store::{FlushedEntry, KeyValueStore, KvIter};
+use crate::store::{bounds_inverted, FlushedEntry, KeyValueStore, KvIter};
 
 /// Holds writes back until [`KeyValueStore::flush_cache`], so that ten updates of one key between
 /// two commits reach the store below, its changelog and the downstream processors once.
@@ -81,12 +81,8 @@ impl<S: KeyValueStore> KeyValueStore for CachingKeyValueStore<S> {
         Ok(old)
     }
     fn range<'a>(&'a self, from: Bound<&[u8]>, to: Bound<&[u8]>) -> Result<KvIter<'a>> {
-        if let (Bound::Included(f) | Bound::Excluded(f), Bound::Included(t) | Bound::Excluded(t)) =
-            (from, to)
-        {
-            if f > t {
-                return Ok(Box::new(std::iter::empty()));
-            }
+        if bounds_inverted(from, to) {
+            return Ok(Box::new(std::iter::empty()));
         }
         let cached = self
             .dirty

@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 use std::ops::Bound;
 
 use crate::error::Result;
-use crate::store::{KeyValueStore, KvIter};
+use crate::store::{bounds_inverted, KeyValueStore, KvIter};
 
 /// A `BTreeMap`-backed [`KeyValueStore`]. Its changelog, when it has one, is its only durability.
 #[derive(Debug, Default)]
@@ -38,13 +38,9 @@ impl KeyValueStore for InMemoryKeyValueStore {
         Ok(self.map.remove(key))
     }
     fn range<'a>(&'a self, from: Bound<&[u8]>, to: Bound<&[u8]>) -> Result<KvIter<'a>> {
-        if let (Bound::Included(f) | Bound::Excluded(f), Bound::Included(t) | Bound::Excluded(t)) =
-            (from, to)
-        {
-            // BTreeMap::range panics on inverted bounds; an inverted range is simply empty.
-            if f > t {
-                return Ok(Box::new(std::iter::empty()));
-            }
+        // BTreeMap::range panics on inverted bounds; an inverted range is simply empty.
+        if bounds_inverted(from, to) {
+            return Ok(Box::new(std::iter::empty()));
         }
         let iter = self
             .map

@@ -107,6 +107,15 @@ pub(crate) fn in_bounds(key: &[u8], from: Bound<&[u8]>, to: Bound<&[u8]>) -> boo
     above && below
 }
 
+/// Whether the lower bound lies above the upper one (an empty range that RocksDB and `BTreeMap`
+/// would reject or panic on).
+pub(crate) fn bounds_inverted(from: Bound<&[u8]>, to: Bound<&[u8]>) -> bool {
+    matches!(
+        (from, to),
+        (Bound::Included(f) | Bound::Excluded(f), Bound::Included(t) | Bound::Excluded(t)) if f > t
+    )
+}
+
 /// Owned copies of borrowed bounds, for stores that keep them in an iterator.
 pub(crate) fn owned_bound(b: Bound<&[u8]>) -> Bound<Vec<u8>> {
     match b {

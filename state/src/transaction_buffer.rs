@@ -7,7 +7,7 @@ use std::ops::Bound;
 use crate::batch::StateBatch;
 use crate::error::Result;
 use crate::merge::OverlayIter;
-use crate::store::{in_bounds, KeyValueStore, KvIter};
+use crate::store::{bounds_inverted, in_bounds, KeyValueStore, KvIter};
 
 /// Sits below the change-logging layer: every change is sent to the changelog at once but reaches
 /// the store below only through [`KeyValueStore::commit_into`], which the task calls after the
@@ -72,12 +72,8 @@ impl<S: KeyValueStore> KeyValueStore for TransactionBufferKeyValueStore<S> {
         Ok(old)
     }
     fn range<'a>(&'a self, from: Bound<&[u8]>, to: Bound<&[u8]>) -> Result<KvIter<'a>> {
-        if let (Bound::Included(f) | Bound::Excluded(f), Bound::Included(t) | Bound::Excluded(t)) =
-            (from, to)
-        {
-            if f > t {
-                return Ok(Box::new(std::iter::empty()));
-            }
+        if bounds_inverted(from, to) {
+            return Ok(Box::new(std::iter::empty()));
         }
         let pending = self
             .pending

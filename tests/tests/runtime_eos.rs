@@ -175,26 +175,6 @@ mod kafka_protocol_api {
     pub const INVALID_RECORD: i16 = 87;
 }
 
-/// How many records the topics that `chosen` picks hold, as a consumer with `isolation`
-/// (`read_committed` or `read_uncommitted`) sees them.
-fn count_records(bootstrap: &str, isolation: &str, chosen: impl Fn(&str) -> bool) -> usize {
-    let c = consumer_from_beginning(
-        bootstrap,
-        &format!("verifier-{isolation}"),
-        isolation,
-        chosen,
-    );
-    let mut n = 0;
-    let mut idle = Instant::now();
-    while idle.elapsed() < Duration::from_secs(2) {
-        if let Some(Ok(_)) = c.poll(Duration::from_millis(50)) {
-            n += 1;
-            idle = Instant::now();
-        }
-    }
-    n
-}
-
 /// What a scenario's faults may do to commits.
 #[derive(PartialEq)]
 enum Aborts {
@@ -269,8 +249,8 @@ fn exactly_once_word_count(
     if aborts_expected == Aborts::Expected && aborts > 0 {
         // Aborted transactions left records in the log that read_committed never shows.
         let chosen = |t: &str| t == "word-counts" || t.starts_with("wc-eos-");
-        let committed = count_records(&broker.bootstrap(), "read_committed", chosen);
-        let in_log = count_records(&broker.bootstrap(), "read_uncommitted", chosen);
+        let committed = eddy_testkit::count_records(&broker.bootstrap(), "read_committed", chosen);
+        let in_log = eddy_testkit::count_records(&broker.bootstrap(), "read_uncommitted", chosen);
         assert!(
             in_log > committed,
             "aborted writes are in the log ({in_log}) but not read_committed ({committed})"

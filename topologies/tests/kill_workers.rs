@@ -55,6 +55,28 @@ fn worker_with_output(
         .unwrap()
 }
 
+/// Where the kills fall: drawn from `EDDY_KILL_SEED` (printed, to replay a run) or the clock.
+fn kill_rng() -> rand::rngs::StdRng {
+    let seed = std::env::var("EDDY_KILL_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| {
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_nanos() as u64
+        });
+    eprintln!("kill points from EDDY_KILL_SEED={seed}");
+    rand::rngs::StdRng::seed_from_u64(seed)
+}
+
+/// Line `n` of the input: two of `words`.
+fn line<'a>(words: &[&'a str], n: usize) -> Vec<&'a str> {
+    (0..2)
+        .map(|j| words[(n * 3 + j * 5) % words.len()])
+        .collect()
+}
+
 #[test]
 fn killed_workers_leave_no_duplicate_and_no_gap() {
     kill_workers(Counting {
@@ -99,17 +121,7 @@ fn kill_workers(spec: Counting) {
         .unwrap();
     // Random kill points (which batch, which worker, how far into the pause), reproducible with
     // EDDY_KILL_SEED.
-    let seed = std::env::var("EDDY_KILL_SEED")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| {
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .unwrap()
-                .as_nanos() as u64
-        });
-    eprintln!("kill points from EDDY_KILL_SEED={seed}");
-    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+    let mut rng = kill_rng();
     let mut kill_batches = std::collections::BTreeSet::new();
     while kill_batches.len() < 3 {
         kill_batches.insert(rng.random_range(2..22));
@@ -118,9 +130,7 @@ fn kill_workers(spec: Counting) {
     for batch in 0..24 {
         for i in 0..50 {
             let n = batch * 50 + i;
-            let line: Vec<&str> = (0..2)
-                .map(|j| words[(n * 3 + j * 5) % words.len()])
-                .collect();
+            let line = line(&words, n);
             // 10 ms of event time per line: a batch of 50 spans half a window.
             let ts = BASE_MS + n as i64 * 10;
             for w in &line {
@@ -241,25 +251,13 @@ fn a_killed_worker_restores_only_the_tail_after_its_checkpoint() {
         .set("bootstrap.servers", &bootstrap)
         .create()
         .unwrap();
-    let seed = std::env::var("EDDY_KILL_SEED")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| {
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .unwrap()
-                .as_nanos() as u64
-        });
-    eprintln!("kill point from EDDY_KILL_SEED={seed}");
-    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+    let mut rng = kill_rng();
     let kill_batch = rng.random_range(4..8);
     let mut oracle: BTreeMap<String, i64> = BTreeMap::new();
     for batch in 0..12 {
         for i in 0..50 {
             let n = batch * 50 + i;
-            let line: Vec<&str> = (0..2)
-                .map(|j| words[(n * 3 + j * 5) % words.len()])
-                .collect();
+            let line = line(&words, n);
             for w in &line {
                 *oracle.entry(w.to_string()).or_default() += 1;
             }
@@ -305,7 +303,9 @@ fn a_killed_worker_restores_only_the_tail_after_its_checkpoint() {
         .filter_map(|l| l.split("restored").nth(1)?.trim().parse().ok())
         .next_back()
         .unwrap_or_else(|| panic!("no progress line from the restarted worker:\n{progress}"));
-    let in_changelog = count_committed(&bootstrap, &format!("-{}-changelog", spec.output));
+    let suffix = format!("-{}-changelog", spec.output);
+    let in_changelog =
+        eddy_testkit::count_records(&bootstrap, "read_committed", |t| t.ends_with(&suffix));
     eprintln!("restored {restored} of {in_changelog} changelog records");
     assert!(
         restored <= words.len() as u64,
@@ -322,22 +322,6 @@ fn a_killed_worker_restores_only_the_tail_after_its_checkpoint() {
     )
     .unwrap();
     assert!(local.checkpointed > 0, "{local:?}");
-}
-
-/// Records in the topics ending with `suffix`, read_committed.
-fn count_committed(bootstrap: &str, suffix: &str) -> usize {
-    let c = consumer_from_beginning(bootstrap, "counter", "read_committed", |t| {
-        t.ends_with(suffix)
-    });
-    let mut n = 0;
-    let mut idle = Instant::now();
-    while idle.elapsed() < Duration::from_secs(2) {
-        if let Some(Ok(_)) = c.poll(Duration::from_millis(50)) {
-            n += 1;
-            idle = Instant::now();
-        }
-    }
-    n
 }
 
 /// The count store's changelog (`*-<output>-changelog`), read_committed from the beginning,

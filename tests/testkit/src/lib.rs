@@ -11,4 +11,6 @@ pub mod broker;
 pub mod verifier;
 
 pub use broker::{BrokerConfig, BrokerError, EmbeddedBroker};
-pub use verifier::{consumer_from_beginning, local_state_matches_changelogs, LocalStateCheck};
+pub use verifier::{
+    consumer_from_beginning, count_records, local_state_matches_changelogs, LocalStateCheck,
+};

@@ -39,6 +39,26 @@ pub fn consumer_from_beginning(
     c
 }
 
+/// How many records the topics that `chosen` picks hold, as a consumer with `isolation`
+/// (`read_committed` or `read_uncommitted`) sees them: read until nothing comes for 2 s.
+pub fn count_records(bootstrap: &str, isolation: &str, chosen: impl Fn(&str) -> bool) -> usize {
+    let c = consumer_from_beginning(
+        bootstrap,
+        &format!("counter-{isolation}"),
+        isolation,
+        chosen,
+    );
+    let mut n = 0;
+    let mut idle = std::time::Instant::now();
+    while idle.elapsed() < Duration::from_secs(2) {
+        if let Some(Ok(_)) = c.poll(Duration::from_millis(50)) {
+            n += 1;
+            idle = std::time::Instant::now();
+        }
+    }
+    n
+}
+
 /// What [`local_state_matches_changelogs`] compared.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct LocalStateCheck {

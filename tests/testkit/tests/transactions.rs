@@ -49,6 +49,28 @@ fn txn_producer(bootstrap: &str, id: &str, timeout_ms: u32) -> BaseProducer {
     p
 }
 
+/// Creates `name` with `cleanup.policy=compact` through the admin API.
+fn create_compacted_topic(bootstrap: &str, name: &str, partitions: i32) {
+    let admin: rdkafka::admin::AdminClient<rdkafka::client::DefaultClientContext> =
+        ClientConfig::new()
+            .set("bootstrap.servers", bootstrap)
+            .create()
+            .unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let topic =
+        rdkafka::admin::NewTopic::new(name, partitions, rdkafka::admin::TopicReplication::Fixed(1))
+            .set("cleanup.policy", "compact");
+    for r in rt
+        .block_on(admin.create_topics(&[topic], &rdkafka::admin::AdminOptions::new()))
+        .unwrap()
+    {
+        r.unwrap();
+    }
+}
+
 fn send(p: &BaseProducer, topic: &str, values: &[&str]) {
     for v in values {
         p.send(BaseRecord::to(topic).key("k").payload(*v)).unwrap();
@@ -239,27 +261,7 @@ fn a_transaction_past_its_timeout_is_aborted() {
 fn compaction_keeps_committed_values_of_a_transactional_topic() {
     let broker = EmbeddedBroker::start().unwrap();
     let b = broker.bootstrap();
-    let admin: rdkafka::admin::AdminClient<rdkafka::client::DefaultClientContext> =
-        ClientConfig::new()
-            .set("bootstrap.servers", &b)
-            .create()
-            .unwrap();
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    let topic = rdkafka::admin::NewTopic::new(
-        "txn-compacted",
-        1,
-        rdkafka::admin::TopicReplication::Fixed(1),
-    )
-    .set("cleanup.policy", "compact");
-    for r in rt
-        .block_on(admin.create_topics(&[topic], &rdkafka::admin::AdminOptions::new()))
-        .unwrap()
-    {
-        r.unwrap();
-    }
+    create_compacted_topic(&b, "txn-compacted", 1);
     let p = txn_producer(&b, "txn-compact", 60_000);
     let mut expected = std::collections::BTreeMap::new();
     for round in 0..6 {
@@ -318,27 +320,7 @@ fn background_compaction_keeps_committed_values_for_a_following_consumer() {
     })
     .unwrap();
     let b = broker.bootstrap();
-    let admin: rdkafka::admin::AdminClient<rdkafka::client::DefaultClientContext> =
-        ClientConfig::new()
-            .set("bootstrap.servers", &b)
-            .create()
-            .unwrap();
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    let topic = rdkafka::admin::NewTopic::new(
-        "bg-compacted",
-        4,
-        rdkafka::admin::TopicReplication::Fixed(1),
-    )
-    .set("cleanup.policy", "compact");
-    for r in rt
-        .block_on(admin.create_topics(&[topic], &rdkafka::admin::AdminOptions::new()))
-        .unwrap()
-    {
-        r.unwrap();
-    }
+    create_compacted_topic(&b, "bg-compacted", 4);
     let reader = |group: &str| {
         let c: BaseConsumer = ClientConfig::new()
             .set("bootstrap.servers", &b)
