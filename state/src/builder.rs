@@ -113,7 +113,10 @@ pub fn build_store(spec: &StoreSpec, ctx: &StoreContext) -> Result<BuiltStore> {
         (Some(db), true) => Box::new(db.key_value_store(&spec.name)?),
         _ => Box::new(InMemoryKeyValueStore::new(spec.name.clone())),
     };
-    let base: Box<dyn KeyValueStore> = Box::new(TransactionBufferKeyValueStore::new(base));
+    let base: Box<dyn KeyValueStore> = Box::new(TransactionBufferKeyValueStore::with_max_bytes(
+        base,
+        ctx.cache_max_bytes,
+    ));
     let logged: Box<dyn KeyValueStore> = match (&ctx.changelog, spec.logging) {
         (Some(sink), true) => Box::new(ChangeLoggingKeyValueStore::new(base, Arc::clone(sink))),
         _ => base,

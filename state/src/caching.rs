@@ -140,7 +140,7 @@ impl<S: KeyValueStore> KeyValueStore for CachingKeyValueStore<S> {
         Ok(flushed)
     }
     fn cache_full(&self) -> bool {
-        self.dirty_bytes > self.max_bytes
+        self.dirty_bytes > self.max_bytes || self.inner.cache_full()
     }
     fn restore(&mut self, key: &[u8], value: Option<&[u8]>) -> Result<()> {
         if let Some(old) = self.dirty.remove(key) {

@@ -64,6 +64,9 @@ impl<S: KeyValueStore> KeyValueStore for ChangeLoggingKeyValueStore<S> {
     fn flush(&mut self) -> Result<()> {
         self.inner.flush()
     }
+    fn cache_full(&self) -> bool {
+        self.inner.cache_full()
+    }
     fn restore(&mut self, key: &[u8], value: Option<&[u8]>) -> Result<()> {
         // Restoring replays the changelog: it must not write it again.
         self.inner.restore(key, value)

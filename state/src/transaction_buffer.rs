@@ -18,6 +18,10 @@ pub struct TransactionBufferKeyValueStore<S> {
     pending: BTreeMap<Vec<u8>, Option<Vec<u8>>>,
     /// Ranges removed since the last commit (time segments dropped by retention).
     range_deletes: Vec<(Vec<u8>, Vec<u8>)>,
+    /// Bytes of keys and values held, and the size past which the store asks for a commit
+    /// (so that a long commit interval cannot grow the buffer without bound).
+    pending_bytes: usize,
+    max_bytes: usize,
 }
 
 impl<S: KeyValueStore> std::fmt::Debug for TransactionBufferKeyValueStore<S> {
@@ -30,12 +34,29 @@ impl<S: KeyValueStore> std::fmt::Debug for TransactionBufferKeyValueStore<S> {
 }
 
 impl<S: KeyValueStore> TransactionBufferKeyValueStore<S> {
-    /// Buffers the writes to `inner` until they commit.
+    /// Buffers the writes to `inner` until they commit, however many.
     pub fn new(inner: S) -> Self {
+        Self::with_max_bytes(inner, usize::MAX)
+    }
+
+    /// Buffers the writes to `inner` until they commit; past `max_bytes` the store asks for a
+    /// commit ([`KeyValueStore::cache_full`]).
+    pub fn with_max_bytes(inner: S, max_bytes: usize) -> Self {
         Self {
             inner,
             pending: BTreeMap::new(),
             range_deletes: Vec::new(),
+            pending_bytes: 0,
+            max_bytes,
+        }
+    }
+
+    fn hold(&mut self, key: &[u8], value: Option<Vec<u8>>) {
+        self.pending_bytes += key.len() + value.as_ref().map_or(0, Vec::len);
+        if let Some(old) = self.pending.insert(key.to_vec(), value) {
+            self.pending_bytes = self
+                .pending_bytes
+                .saturating_sub(key.len() + old.map_or(0, |v| v.len()));
         }
     }
 
@@ -63,12 +84,12 @@ impl<S: KeyValueStore> KeyValueStore for TransactionBufferKeyValueStore<S> {
         }
     }
     fn put(&mut self, key: &[u8], value: &[u8]) -> Result<()> {
-        self.pending.insert(key.to_vec(), Some(value.to_vec()));
+        self.hold(key, Some(value.to_vec()));
         Ok(())
     }
     fn delete(&mut self, key: &[u8]) -> Result<Option<Vec<u8>>> {
         let old = self.get(key)?;
-        self.pending.insert(key.to_vec(), None);
+        self.hold(key, None);
         Ok(old)
     }
     fn range<'a>(&'a self, from: Bound<&[u8]>, to: Bound<&[u8]>) -> Result<KvIter<'a>> {
@@ -95,7 +116,15 @@ impl<S: KeyValueStore> KeyValueStore for TransactionBufferKeyValueStore<S> {
             return Ok(());
         }
         let (lo, hi) = (Bound::Included(from), Bound::Excluded(to));
-        self.pending.retain(|k, _| !in_bounds(k, lo, hi));
+        let mut dropped = 0;
+        self.pending.retain(|k, v| {
+            let keep = !in_bounds(k, lo, hi);
+            if !keep {
+                dropped += k.len() + v.as_ref().map_or(0, Vec::len);
+            }
+            keep
+        });
+        self.pending_bytes = self.pending_bytes.saturating_sub(dropped);
         self.range_deletes.push((from.to_vec(), to.to_vec()));
         Ok(())
     }
@@ -107,12 +136,16 @@ impl<S: KeyValueStore> KeyValueStore for TransactionBufferKeyValueStore<S> {
         Ok(())
     }
     fn restore(&mut self, key: &[u8], value: Option<&[u8]>) -> Result<()> {
-        self.pending.insert(key.to_vec(), value.map(<[u8]>::to_vec));
+        self.hold(key, value.map(<[u8]>::to_vec));
         Ok(())
+    }
+    fn cache_full(&self) -> bool {
+        self.pending_bytes > self.max_bytes
     }
     fn commit_into(&mut self, batch: &mut StateBatch) -> Result<()> {
         let ranges = std::mem::take(&mut self.range_deletes);
         let pending = std::mem::take(&mut self.pending);
+        self.pending_bytes = 0;
         if self.inner.persistent() {
             let name = self.inner.name().to_string();
             for (from, to) in ranges {
@@ -253,6 +286,33 @@ mod tests {
             let inner = db.key_value_store(&format!("r{seed}")).unwrap();
             run_model(Box::new(inner), Some(Arc::clone(&db)), seed);
         }
+    }
+
+    #[test]
+    fn a_full_buffer_asks_for_a_commit() {
+        let mut store =
+            TransactionBufferKeyValueStore::with_max_bytes(InMemoryKeyValueStore::new("f"), 100);
+        for i in 0..9u8 {
+            store.put(&[i], &[0; 10]).unwrap();
+        }
+        assert!(!store.cache_full(), "99 bytes held");
+        store.put(b"k", &[0; 10]).unwrap();
+        assert!(store.cache_full(), "110 bytes held");
+        store.put(b"k", &[]).unwrap();
+        assert!(
+            !store.cache_full(),
+            "an overwrite replaces the old size: 100 bytes"
+        );
+        store.delete_range(&[0], &[5]).unwrap();
+        store.put(b"big", &[0; 40]).unwrap();
+        assert!(
+            !store.cache_full(),
+            "a range delete frees its entries: 88 bytes"
+        );
+        store.put(b"bigger", &[0; 60]).unwrap();
+        assert!(store.cache_full());
+        store.commit_into(&mut StateBatch::new()).unwrap();
+        assert!(!store.cache_full(), "a commit empties the buffer");
     }
 
     #[test]
