@@ -37,7 +37,7 @@ impl EmitProgress {
         Ok((progress, observed, emitted))
     }
 
-    /// Records the stream time seen (a cached write: one changelog record per commit).
+    /// Records the stream time seen; called when the task commits.
     pub fn observed(&mut self, observed: i64) -> Result<()> {
         if observed > self.saved_observed {
             self.handle.put(&OBSERVED.to_string(), &observed)?;

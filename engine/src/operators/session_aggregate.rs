@@ -87,9 +87,6 @@ where
         };
         let ts = record.timestamp;
         self.observed = self.observed.max(ts);
-        if let Some(progress) = &mut self.progress {
-            progress.observed(self.observed)?;
-        }
         if self.emit == EmitStrategy::OnWindowClose {
             // Before the write that advances the store's time and may expire closed sessions.
             self.emit_closed(ctx)?;
@@ -146,6 +143,10 @@ where
     }
 
     fn flush(&mut self, ctx: &mut ProcessorContext<'_, Windowed<K>, Option<VA>>) -> Result<()> {
+        // Stream time reaches the progress store once per commit, not once per record.
+        if let Some(progress) = &mut self.progress {
+            progress.observed(self.observed)?;
+        }
         let Some(store) = &self.store else {
             return Ok(());
         };

@@ -119,9 +119,6 @@ where
         let t = record.timestamp;
         let d = self.windows.time_difference_ms;
         self.observed = self.observed.max(t);
-        if let Some(progress) = &mut self.progress {
-            progress.observed(self.observed)?;
-        }
         let close = self.observed.saturating_sub(self.windows.grace_ms);
         let left_start = (t - d).max(0);
         // A window [s, e] closes once stream time passes e + grace (`e < close`). This differs
@@ -181,6 +178,10 @@ where
     }
 
     fn flush(&mut self, _ctx: &mut ProcessorContext<'_, Windowed<K>, Option<VA>>) -> Result<()> {
+        // Stream time reaches the progress store once per commit, not once per record.
+        if let Some(progress) = &mut self.progress {
+            progress.observed(self.observed)?;
+        }
         // Every update was forwarded as it happened; the stores only need writing down.
         if let Some(store) = &self.store {
             store.flush_cache()?;

@@ -147,9 +147,6 @@ where
         };
         let ts = record.timestamp;
         self.observed = self.observed.max(ts);
-        if let Some(progress) = &mut self.progress {
-            progress.observed(self.observed)?;
-        }
         self.last_record_wall = ctx.wall_clock_ms();
         self.observed_at_last_record = self.observed;
         let close = self.observed.saturating_sub(self.windows.grace_ms);
@@ -184,6 +181,10 @@ where
     }
 
     fn flush(&mut self, ctx: &mut ProcessorContext<'_, Windowed<K>, Option<VA>>) -> Result<()> {
+        // Stream time reaches the progress store once per commit, not once per record.
+        if let Some(progress) = &mut self.progress {
+            progress.observed(self.observed)?;
+        }
         let Some(store) = &self.store else {
             return Ok(());
         };
