@@ -28,76 +28,109 @@ const RESTORE_TIMEOUT: Duration = Duration::from_secs(300);
 /// restore whose position stopped short of the end (in front of markers) is complete.
 const QUIET: Duration = Duration::from_millis(300);
 
-/// Brings every logged store of `task` up to the end of its changelog partition. Returns the
-/// number of records read: only what the checkpoint did not already cover.
-///
-/// A checkpoint outside the changelog's offsets means the local state belongs to another
-/// incarnation of the topic: a [`StateError::Corrupted`] error, which makes the caller wipe it.
-pub(crate) fn restore_task(
-    task: &mut StreamTask,
-    topology: &Topology,
-    bootstrap: &str,
-    application_id: &str,
-    partition: i32,
-) -> Result<u64> {
-    let stores = task.logged_stores(topology);
-    if stores.is_empty() {
-        return Ok(0);
+/// A stream thread's restore clients, made on its first restore and kept for the next ones.
+pub(crate) struct Restorer {
+    application_id: String,
+    /// Reads the changelogs, read_committed.
+    consumer: BaseConsumer,
+    /// Asks for the changelogs' ends (see [`Restorer::restore_task`]).
+    watermarks: BaseConsumer,
+}
+
+impl Restorer {
+    pub fn new(bootstrap: &str, application_id: &str) -> Result<Self> {
+        let client = |isolation: &str| -> Result<BaseConsumer> {
+            ClientConfig::new()
+                .set("bootstrap.servers", bootstrap)
+                .set("group.id", format!("{application_id}-restore"))
+                .set("enable.auto.commit", "false")
+                .set("isolation.level", isolation)
+                // The client moves from partition to partition: a fetch parked at the end of the
+                // last one (500 ms by default) would hold up the next.
+                .set("fetch.wait.max.ms", "10")
+                .create()
+                .map_err(|e| EngineError::Config {
+                    key: "bootstrap.servers".into(),
+                    reason: e.to_string(),
+                })
+        };
+        Ok(Self {
+            application_id: application_id.to_string(),
+            consumer: client("read_committed")?,
+            // The end to restore to is the high watermark, not the last stable offset that a
+            // read_committed client is told: records committed after a transaction that is
+            // still open (a killed worker's) belong to the state too, so the restore waits for
+            // that transaction to be decided rather than stopping in front of it.
+            watermarks: client("read_uncommitted")?,
+        })
     }
-    let checkpoint = task.checkpoint()?;
-    let consumer: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", bootstrap)
-        .set("group.id", format!("{application_id}-restore"))
-        .set("enable.auto.commit", "false")
-        .set("isolation.level", "read_committed")
-        .create()
-        .map_err(|e| EngineError::Config {
-            key: "bootstrap.servers".into(),
-            reason: e.to_string(),
-        })?;
-    // The end to restore to is the high watermark, not the last stable offset that a
-    // read_committed client is told: records committed after a transaction that is still open
-    // (a killed worker's) belong to the state too, so the restore waits for that transaction
-    // to be decided rather than stopping in front of it.
-    let watermarks: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", bootstrap)
-        .set("isolation.level", "read_uncommitted")
-        .create()
-        .map_err(|e| EngineError::Config {
-            key: "bootstrap.servers".into(),
-            reason: e.to_string(),
-        })?;
-    let mut restored = 0u64;
-    let started = Instant::now();
-    for store in stores {
-        let topic = Topology::changelog_topic(application_id, &store);
-        let (low, high) = watermarks
-            .fetch_watermarks(&topic, partition, Duration::from_secs(10))
-            .map_err(|e| {
-                EngineError::TaskMigrated(format!("changelog {topic}-{partition}: {e}"))
-            })?;
-        let from = checkpoint.changelog_offsets.get(&store).copied();
-        if let Some(c) = from {
-            if c > high || c < low {
-                return Err(EngineError::State(StateError::Corrupted {
-                    store: store.clone(),
-                    reason: format!(
+
+    /// Brings every logged store of `task` up to the end of its changelog partition. Returns
+    /// the number of records read: only what the checkpoint did not already cover.
+    ///
+    /// A checkpoint outside the changelog's offsets means the local state belongs to another
+    /// incarnation of the topic: a [`StateError::Corrupted`] error, which makes the caller wipe
+    /// it.
+    pub fn restore_task(
+        &self,
+        task: &mut StreamTask,
+        topology: &Topology,
+        partition: i32,
+    ) -> Result<u64> {
+        let restored = self.restore_stores(task, topology, partition);
+        // Stop fetching until the next restore.
+        let _ = self.consumer.unassign();
+        restored
+    }
+
+    fn restore_stores(
+        &self,
+        task: &mut StreamTask,
+        topology: &Topology,
+        partition: i32,
+    ) -> Result<u64> {
+        let (application_id, consumer, watermarks) = (
+            self.application_id.as_str(),
+            &self.consumer,
+            &self.watermarks,
+        );
+        let stores = task.logged_stores(topology);
+        if stores.is_empty() {
+            return Ok(0);
+        }
+        let checkpoint = task.checkpoint()?;
+        let mut restored = 0u64;
+        let started = Instant::now();
+        for store in stores {
+            let topic = Topology::changelog_topic(application_id, &store);
+            let (low, high) = watermarks
+                .fetch_watermarks(&topic, partition, Duration::from_secs(10))
+                .map_err(|e| {
+                    EngineError::TaskMigrated(format!("changelog {topic}-{partition}: {e}"))
+                })?;
+            let from = checkpoint.changelog_offsets.get(&store).copied();
+            if let Some(c) = from {
+                if c > high || c < low {
+                    return Err(EngineError::State(StateError::Corrupted {
+                        store: store.clone(),
+                        reason: format!(
                         "checkpoint {c} is outside changelog {topic}-{partition} [{low}, {high}]"
                     ),
-                }));
+                    }));
+                }
             }
+            let start = from.unwrap_or(low);
+            if start >= high {
+                continue;
+            }
+            let n = restore_store(task, consumer, &store, &topic, partition, start, high)?;
+            task.count_restored(&store, n);
+            tracing::info!(task = %task.id(), store, from = start, to = high, restored = n, "restored store");
+            restored += n;
         }
-        let start = from.unwrap_or(low);
-        if start >= high {
-            continue;
-        }
-        let n = restore_store(task, &consumer, &store, &topic, partition, start, high)?;
-        task.count_restored(&store, n);
-        tracing::info!(task = %task.id(), store, from = start, to = high, restored = n, "restored store");
-        restored += n;
+        tracing::info!(task = %task.id(), restored, elapsed_ms = started.elapsed().as_millis() as u64, "restored state");
+        Ok(restored)
     }
-    tracing::info!(task = %task.id(), restored, elapsed_ms = started.elapsed().as_millis() as u64, "restored state");
-    Ok(restored)
 }
 
 /// Reads `topic`-`partition` from `start` until its position reaches `high` into `store`.

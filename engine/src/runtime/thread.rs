@@ -32,6 +32,8 @@ struct Inner {
     config: RuntimeConfig,
     tasks: BTreeMap<TaskId, StreamTask>,
     producer: Option<CommitProducer>,
+    /// Reads changelogs into tasks being opened; made on the first restore.
+    restorer: Option<restore::Restorer>,
     /// Next offset to read per input partition, consumed since the last commit.
     offsets: BTreeMap<(String, i32), i64>,
     assigned: BTreeSet<(String, i32)>,
@@ -107,7 +109,7 @@ impl Inner {
         Ok(())
     }
 
-    fn open_task(&self, id: TaskId) -> Result<StreamTask> {
+    fn open_task(&mut self, id: TaskId) -> Result<StreamTask> {
         let mut task = StreamTask::new(
             &self.topology,
             id,
@@ -115,13 +117,16 @@ impl Inner {
             WallClock::system(),
             true,
         )?;
-        let n = restore::restore_task(
-            &mut task,
-            &self.topology,
-            &self.config.bootstrap_servers,
-            self.app(),
-            id.partition,
-        )?;
+        let restorer = match self.restorer.take() {
+            Some(r) => r,
+            None => restore::Restorer::new(
+                &self.config.bootstrap_servers,
+                &self.config.streams.application_id,
+            )?,
+        };
+        let n = restorer.restore_task(&mut task, &self.topology, id.partition);
+        self.restorer = Some(restorer);
+        let n = n?;
         Progress::add(&self.progress.restored, n);
         Ok(task)
     }
@@ -367,6 +372,7 @@ pub(crate) fn run(
         config: config.clone(),
         tasks: BTreeMap::new(),
         producer: None,
+        restorer: None,
         offsets: BTreeMap::new(),
         assigned: BTreeSet::new(),
         progress,
