@@ -29,6 +29,8 @@ struct Inner {
     topology: Arc<Topology>,
     /// Which sub-topology reads each input topic (computed once: looked up per record).
     subtopology_by_topic: BTreeMap<String, usize>,
+    /// Which sub-topology and store each changelog topic belongs to (computed once).
+    store_by_changelog: BTreeMap<String, (usize, String)>,
     config: RuntimeConfig,
     tasks: BTreeMap<TaskId, StreamTask>,
     producer: Option<CommitProducer>,
@@ -134,19 +136,19 @@ impl Inner {
     /// After a successful commit: every task makes its buffered writes local state, with the
     /// changelog offsets they reach as its checkpoint.
     fn commit_state(&mut self, changelog: &ChangelogOffsets) -> Result<()> {
-        let app = self.config.streams.application_id.clone();
+        let mut by_task: BTreeMap<TaskId, BTreeMap<String, i64>> = BTreeMap::new();
+        for ((topic, partition), &offset) in changelog {
+            if let Some((subtopology, store)) = self.store_by_changelog.get(topic) {
+                let id = TaskId {
+                    subtopology: *subtopology,
+                    partition: *partition,
+                };
+                by_task.entry(id).or_default().insert(store.clone(), offset);
+            }
+        }
+        let none = BTreeMap::new();
         for (id, task) in &mut self.tasks {
-            let offsets: BTreeMap<String, i64> = task
-                .logged_stores(&self.topology)
-                .into_iter()
-                .filter_map(|store| {
-                    let topic = Topology::changelog_topic(&app, &store);
-                    changelog
-                        .get(&(topic, id.partition))
-                        .map(|&offset| (store, offset))
-                })
-                .collect();
-            task.commit_state(&offsets)?;
+            task.commit_state(by_task.get(id).unwrap_or(&none))?;
         }
         Ok(())
     }
@@ -369,6 +371,7 @@ pub(crate) fn run(
         index,
         topology: Arc::clone(&topology),
         subtopology_by_topic: topology.subtopologies_by_topic(&config.streams.application_id),
+        store_by_changelog: topology.stores_by_changelog(&config.streams.application_id),
         config: config.clone(),
         tasks: BTreeMap::new(),
         producer: None,

@@ -159,6 +159,27 @@ impl Topology {
             .collect()
     }
 
+    /// The changelog topic of each logged store, with the sub-topology and store it belongs to.
+    pub(crate) fn stores_by_changelog(
+        &self,
+        application_id: &str,
+    ) -> BTreeMap<String, (usize, String)> {
+        self.subtopologies
+            .iter()
+            .flat_map(|s| {
+                s.stores
+                    .iter()
+                    .filter(|store| self.store_is_logged(store))
+                    .map(|store| {
+                        (
+                            Self::changelog_topic(application_id, store),
+                            (s.id, store.clone()),
+                        )
+                    })
+            })
+            .collect()
+    }
+
     pub(crate) fn node_index(&self, name: &str) -> Option<usize> {
         self.nodes.iter().position(|n| n.name == name)
     }
