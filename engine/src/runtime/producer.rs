@@ -5,7 +5,7 @@
 //! `at_least_once`.
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -47,6 +47,9 @@ pub(crate) type ChangelogOffsets = BTreeMap<(String, i32), i64>;
 #[derive(Default)]
 pub(crate) struct DeliveryTracker {
     failed: Arc<AtomicBool>,
+    /// Records not delivered since the last commit or abort: an abort purges every record
+    /// still queued, so they are counted and logged once instead of a line each.
+    undelivered: Arc<AtomicU64>,
     changelog_offsets: Arc<parking_lot::Mutex<ChangelogOffsets>>,
 }
 
@@ -65,9 +68,18 @@ impl ProducerContext for DeliveryTracker {
                 *entry = (*entry).max(next);
             }
             Ok(_) => {}
-            Err((e, _)) => {
-                tracing::warn!("delivery failed: {e}");
-                self.failed.store(true, Ordering::SeqCst);
+            Err((e, record)) => {
+                self.undelivered.fetch_add(1, Ordering::Relaxed);
+                let purged = matches!(
+                    e,
+                    KafkaError::MessageProduction(
+                        RDKafkaErrorCode::PurgeQueue | RDKafkaErrorCode::PurgeInflight
+                    )
+                );
+                // The first real failure says why; purges follow an abort, which is logged.
+                if !self.failed.swap(true, Ordering::SeqCst) && !purged {
+                    tracing::warn!(topic = record.topic(), "delivery failed: {e}");
+                }
             }
         }
     }
@@ -77,6 +89,7 @@ impl ProducerContext for DeliveryTracker {
 pub(crate) struct CommitProducer {
     producer: BaseProducer<DeliveryTracker>,
     delivery_failed: Arc<AtomicBool>,
+    undelivered: Arc<AtomicU64>,
     changelog_offsets: Arc<parking_lot::Mutex<ChangelogOffsets>>,
     guarantee: ProcessingGuarantee,
     in_transaction: bool,
@@ -128,6 +141,7 @@ impl CommitProducer {
     ) -> Result<Self> {
         let tracker = DeliveryTracker::default();
         let delivery_failed = Arc::clone(&tracker.failed);
+        let undelivered = Arc::clone(&tracker.undelivered);
         let changelog_offsets = Arc::clone(&tracker.changelog_offsets);
         let mut config = ClientConfig::new();
         config
@@ -163,6 +177,7 @@ impl CommitProducer {
         Ok(Self {
             producer,
             delivery_failed,
+            undelivered,
             changelog_offsets,
             guarantee,
             in_transaction: false,
@@ -317,6 +332,12 @@ impl CommitProducer {
             ProcessingGuarantee::ExactlyOnceV2 => {
                 self.begin_if_needed()?;
                 let started = std::time::Instant::now();
+                // Records first, then offsets (as Kafka Streams flushes before committing): a
+                // transaction whose offset commit is refused has all its records in the log,
+                // and a failed delivery aborts it before its offsets are sent.
+                self.await_deliveries(TIMEOUT)
+                    .map_err(|e| CommitError::Aborted(format!("flush: {e}")))?;
+                let flushed_at = started.elapsed();
                 if tpl.count() > 0 {
                     let metadata = consumer
                         .group_metadata()
@@ -326,23 +347,17 @@ impl CommitProducer {
                         .map_err(|e| classify("send_offsets_to_transaction", e))?;
                 }
                 let offsets_at = started.elapsed();
-                self.await_deliveries(TIMEOUT)
-                    .map_err(|e| CommitError::Aborted(format!("flush: {e}")))?;
-                let flushed_at = started.elapsed();
                 self.producer
                     .commit_transaction(TIMEOUT)
                     .map_err(|e| classify("commit_transaction", e))?;
                 if started.elapsed() > Duration::from_secs(1) {
-                    tracing::warn!(?offsets_at, ?flushed_at, total = ?started.elapsed(), "slow transaction commit");
+                    tracing::warn!(?flushed_at, ?offsets_at, total = ?started.elapsed(), "slow transaction commit");
                 }
                 self.in_transaction = false;
             }
             ProcessingGuarantee::AtLeastOnce => {
                 self.await_deliveries(TIMEOUT)
                     .map_err(|e| CommitError::Aborted(format!("flush: {e}")))?;
-                if self.delivery_failed.swap(false, Ordering::SeqCst) {
-                    return Err(CommitError::Aborted("a record was not delivered".into()));
-                }
                 if tpl.count() > 0 {
                     consumer
                         .commit(&tpl, CommitMode::Sync)
@@ -363,7 +378,16 @@ impl CommitProducer {
             self.producer
                 .abort_transaction(TIMEOUT)
                 .map_err(|e| fatal("abort_transaction", e))?;
+            self.producer.poll(Duration::ZERO);
         }
+        let undelivered = self.undelivered.swap(0, Ordering::Relaxed);
+        if undelivered > 0 {
+            tracing::warn!(
+                undelivered,
+                "records of the aborted commit were not delivered (they are redone)"
+            );
+        }
+        self.delivery_failed.store(false, Ordering::SeqCst);
         // Offsets of aborted changelog records must never reach a checkpoint.
         self.changelog_offsets.lock().clear();
         Ok(())
@@ -375,7 +399,15 @@ impl CommitProducer {
         let deadline = std::time::Instant::now() + timeout;
         // A zero-timeout flush only tells the broker threads to send lingering batches now.
         let _ = self.producer.flush(Duration::ZERO);
-        while self.producer.in_flight_count() > 0 {
+        loop {
+            // A failed record dooms the commit; waiting for the rest would only delay the abort
+            // (a transaction in error sends nothing more).
+            if self.delivery_failed.load(Ordering::SeqCst) {
+                return Err("a record was not delivered".into());
+            }
+            if self.producer.in_flight_count() == 0 {
+                return Ok(());
+            }
             if std::time::Instant::now() >= deadline {
                 return Err(format!(
                     "{} records unacknowledged after {timeout:?}",
@@ -384,7 +416,6 @@ impl CommitProducer {
             }
             self.producer.poll(Duration::from_millis(1));
         }
-        Ok(())
     }
 
     /// Serves delivery reports.
