@@ -1,5 +1,6 @@
 //! Restoring a task from a changelog that a dead worker left with an open transaction: the
-//! restore waits for that transaction to be decided and reads what was committed after it.
+//! restore waits for that transaction to be decided and reads what was committed after it; a
+//! worker restarted on the dead one's state directory aborts it at once.
 
 use std::time::{Duration, Instant};
 
@@ -98,5 +99,167 @@ fn restore_waits_for_a_dead_workers_transaction_and_reads_what_was_committed_aft
         "the committed 5 was restored, the dead write was not"
     );
     assert_eq!(restored, 1, "one committed changelog record restored");
+    drop(dead);
+}
+
+fn word_count_app(bootstrap: &str, state_dir: &std::path::Path) -> KafkaStreams {
+    let mut config = StreamsConfig::new("wc-fence");
+    config
+        .set("state.dir", state_dir.to_str().unwrap())
+        .unwrap();
+    config.set("commit.interval.ms", "100").unwrap();
+    KafkaStreams::start(
+        eddy_topologies::word_count().unwrap(),
+        RuntimeConfig::new(config, bootstrap),
+    )
+    .unwrap()
+}
+
+fn send_line(bootstrap: &str, key: &str, line: &str) {
+    let input: BaseProducer = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .create()
+        .unwrap();
+    input
+        .send(BaseRecord::to("text-lines").key(key).payload(line))
+        .unwrap();
+    input.flush(Duration::from_secs(10)).unwrap();
+}
+
+/// A worker dies in the middle of a transaction that would not time out for 10 minutes (its
+/// count of 99 for "alpha" in the output and the changelog). Restarted on its state directory,
+/// the worker keeps its process id, so its producer takes over the dead one's transactional id:
+/// `init_transactions` aborts the open transaction, and the restore, which waits for open
+/// transactions on the changelog, goes on at once. Without the kept id the restore would wait
+/// out the 10 minutes (the test gives it one).
+#[test]
+fn a_restarted_worker_aborts_its_predecessors_open_transaction_at_once() {
+    let broker = EmbeddedBroker::start().unwrap();
+    let bootstrap = broker.bootstrap();
+    broker.create_topic("text-lines", 1);
+    broker.create_topic("word-counts", 1);
+    let dir = tempfile::tempdir().unwrap();
+
+    let first = word_count_app(&bootstrap, dir.path());
+    // A second instance on the same state directory is refused: it would share the ids.
+    let mut same_dir = StreamsConfig::new("wc-fence");
+    same_dir
+        .set("state.dir", dir.path().to_str().unwrap())
+        .unwrap();
+    let refused = KafkaStreams::start(
+        eddy_topologies::word_count().unwrap(),
+        RuntimeConfig::new(same_dir, bootstrap.clone()),
+    )
+    .unwrap_err();
+    assert!(
+        refused.to_string().contains("in use by another instance"),
+        "{refused}"
+    );
+    send_line(&bootstrap, "l0", "alpha alpha");
+    let counts = consumer_from_beginning(&bootstrap, "verifier", "read_committed", |t| {
+        t == "word-counts"
+    });
+    let next_count = |deadline: Duration| {
+        let until = Instant::now() + deadline;
+        while Instant::now() < until {
+            if let Some(Ok(m)) = counts.poll(Duration::from_millis(50)) {
+                return Some(i64::from_be_bytes(m.payload().unwrap().try_into().unwrap()));
+            }
+        }
+        None
+    };
+    let mut seen = Vec::new();
+    while seen.last() != Some(&2) {
+        seen.push(next_count(Duration::from_secs(60)).expect("a count of the first run"));
+    }
+    first.close().unwrap();
+
+    let process_id =
+        std::fs::read_to_string(dir.path().join("wc-fence").join("eddy-process-metadata")).unwrap();
+    let changelog = "wc-fence-word-counts-changelog";
+    let dead = transactional(
+        &bootstrap,
+        &format!("wc-fence-{}-0", process_id.trim()),
+        600_000,
+    );
+    dead.begin_transaction().unwrap();
+    for topic in [changelog, "word-counts"] {
+        dead.send(
+            BaseRecord::to(topic)
+                .key("alpha")
+                .payload(&99i64.to_be_bytes()[..]),
+        )
+        .unwrap();
+    }
+    dead.flush(Duration::from_secs(10)).unwrap();
+    let (_, _, open) = broker.partition_state(changelog, 0).unwrap();
+    assert!(!open.is_empty(), "the dead worker's transaction is open");
+
+    let restarted = word_count_app(&bootstrap, dir.path());
+    send_line(&bootstrap, "l1", "alpha");
+    let after_restart = next_count(Duration::from_secs(60));
+    let restored = restarted
+        .progress()
+        .restored
+        .load(std::sync::atomic::Ordering::Relaxed);
+    restarted.close().unwrap();
+    assert_eq!(
+        after_restart,
+        Some(3),
+        "counted on from the checkpoint, without the dead write, within a minute"
+    );
+    assert_eq!(restored, 0, "the checkpoint was at the changelog's end");
+    for topic in [changelog, "word-counts"] {
+        let (hw, lso, open) = broker.partition_state(topic, 0).unwrap();
+        assert!(
+            open.is_empty() && lso == hw,
+            "{topic}: hw {hw} lso {lso} open {open:?}"
+        );
+    }
+    std::mem::forget(dead); // it was fenced; dropping it would only log the fencing
+}
+
+/// Closing the application while a restore waits for a dead worker's transaction (10 minutes
+/// from timing out) stops the restore: `close` returns, cleanly, instead of waiting it out.
+#[test]
+fn closing_stops_a_restore_that_waits_for_an_open_transaction() {
+    let broker = EmbeddedBroker::start().unwrap();
+    let bootstrap = broker.bootstrap();
+    let changelog = "wc-fence-word-counts-changelog";
+    broker.create_topic("text-lines", 1);
+    broker.create_topic("word-counts", 1);
+    broker.create_topic(changelog, 1);
+    let dead = transactional(&bootstrap, "another-dead-worker", 600_000);
+    dead.begin_transaction().unwrap();
+    dead.send(
+        BaseRecord::to(changelog)
+            .key("alpha")
+            .payload(&99i64.to_be_bytes()[..]),
+    )
+    .unwrap();
+    dead.flush(Duration::from_secs(10)).unwrap();
+
+    let dir = tempfile::tempdir().unwrap();
+    let app = word_count_app(&bootstrap, dir.path());
+    let progress = app.progress();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while progress
+        .assigned_partitions
+        .load(std::sync::atomic::Ordering::Relaxed)
+        == 0
+    {
+        assert!(
+            Instant::now() < deadline,
+            "the partition was never assigned"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    std::thread::sleep(Duration::from_millis(500)); // the restore is waiting by now
+    let (done, closed) = std::sync::mpsc::channel();
+    std::thread::spawn(move || done.send(app.close()));
+    let result = closed
+        .recv_timeout(Duration::from_secs(60))
+        .expect("close returned while the restore was waiting");
+    result.expect("a restore cut short by closing is no failure");
     drop(dead);
 }

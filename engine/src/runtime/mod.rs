@@ -5,6 +5,7 @@
 
 mod producer;
 mod restore;
+mod state_directory;
 mod thread;
 mod topics;
 
@@ -78,22 +79,29 @@ impl KafkaStreams {
     /// threads. A missing input topic or partition counts that differ among co-partitioned
     /// sources are clear errors here, not hangs.
     pub fn start(topology: Topology, config: RuntimeConfig) -> Result<Self> {
-        let partitions = topics::prepare(&topology, &config)?;
+        let state_directory = Arc::new(state_directory::StateDirectory::open(
+            &config.streams.state_dir,
+            &config.streams.application_id,
+        )?);
+        topics::prepare(&topology, &config)?;
         let topology = Arc::new(topology);
         let shutdown = Arc::new(AtomicBool::new(false));
         let progress = Arc::new(Progress::default());
         let mut threads = Vec::new();
         for index in 0..config.streams.num_stream_threads {
-            let (topology, config, shutdown, progress, partitions) = (
+            let (topology, config, shutdown, progress, state_directory) = (
                 Arc::clone(&topology),
                 config.clone(),
                 Arc::clone(&shutdown),
                 Arc::clone(&progress),
-                partitions.clone(),
+                Arc::clone(&state_directory),
             );
             let handle = std::thread::Builder::new()
                 .name(format!("{}-stream-{index}", config.streams.application_id))
-                .spawn(move || thread::run(index, topology, config, partitions, shutdown, progress))
+                .spawn(move || {
+                    let process_id = state_directory.process_id();
+                    thread::run(index, topology, config, process_id, shutdown, progress)
+                })
                 .map_err(|e| EngineError::Config {
                     key: "num.stream.threads".into(),
                     reason: e.to_string(),

@@ -99,17 +99,6 @@ pub(crate) struct CommitProducer {
 const TIMEOUT: Duration = Duration::from_secs(30);
 const CHANGELOG_SUFFIX: &str = "-changelog";
 
-/// Identifies this process among the application's instances (for transactional ids).
-fn process_id() -> &'static str {
-    static ID: std::sync::OnceLock<String> = std::sync::OnceLock::new();
-    ID.get_or_init(|| {
-        let nanos = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_nanos());
-        format!("{:x}{:x}", std::process::id(), nanos % 0xffff_ffff)
-    })
-}
-
 fn fatal(what: &str, e: KafkaError) -> CommitError {
     CommitError::Fatal(format!("{what}: {e}"))
 }
@@ -129,12 +118,15 @@ fn classify(what: &str, e: KafkaError) -> CommitError {
 
 impl CommitProducer {
     /// A producer for thread `thread` of the application; transactional under EOS, with the
-    /// `transactional.id` `<application.id>-<process id>-<thread>` (EOS-v2: fencing comes from the
-    /// consumer group generation; a dead instance's open transaction is aborted by
-    /// `transaction.timeout.ms`, 10 s by default as in Kafka Streams).
+    /// `transactional.id` `<application.id>-<process id>-<thread>`. EOS-v2 fences zombies through
+    /// the consumer group generation; the process id is kept in the state directory, so an
+    /// instance restarted after a crash takes over its transactional ids and its
+    /// `init_transactions` aborts the transactions the dead one left open at once (another
+    /// instance's are aborted by `transaction.timeout.ms`, 10 s by default as in Kafka Streams).
     pub fn new(
         bootstrap: &str,
         application_id: &str,
+        process_id: &str,
         thread: usize,
         guarantee: ProcessingGuarantee,
         transaction_timeout_ms: u64,
@@ -158,7 +150,7 @@ impl CommitProducer {
             config
                 .set(
                     "transactional.id",
-                    format!("{application_id}-{}-{thread}", process_id()),
+                    format!("{application_id}-{process_id}-{thread}"),
                 )
                 .set("transaction.timeout.ms", transaction_timeout_ms.to_string());
         }

@@ -4,6 +4,8 @@
 //! restore resumes where it stopped.
 
 use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use rdkafka::config::ClientConfig;
@@ -35,10 +37,12 @@ pub(crate) struct Restorer {
     consumer: BaseConsumer,
     /// Asks for the changelogs' ends (see [`Restorer::restore_task`]).
     watermarks: BaseConsumer,
+    /// The application is closing: a restore stops where it is (its progress is kept).
+    shutdown: Arc<AtomicBool>,
 }
 
 impl Restorer {
-    pub fn new(bootstrap: &str, application_id: &str) -> Result<Self> {
+    pub fn new(bootstrap: &str, application_id: &str, shutdown: Arc<AtomicBool>) -> Result<Self> {
         let client = |isolation: &str| -> Result<BaseConsumer> {
             ClientConfig::new()
                 .set("bootstrap.servers", bootstrap)
@@ -62,6 +66,7 @@ impl Restorer {
             // still open (a killed worker's) belong to the state too, so the restore waits for
             // that transaction to be decided rather than stopping in front of it.
             watermarks: client("read_uncommitted")?,
+            shutdown,
         })
     }
 
@@ -94,6 +99,7 @@ impl Restorer {
             &self.consumer,
             &self.watermarks,
         );
+        let shutdown = self.shutdown.as_ref();
         let stores = task.logged_stores(topology);
         if stores.is_empty() {
             return Ok(0);
@@ -123,7 +129,15 @@ impl Restorer {
             if start >= high {
                 continue;
             }
-            let n = restore_store(task, consumer, &store, &topic, partition, start, high)?;
+            let n = restore_store(
+                task,
+                consumer,
+                shutdown,
+                &store,
+                (&topic, partition),
+                start,
+                high,
+            )?;
             task.count_restored(&store, n);
             tracing::info!(task = %task.id(), store, from = start, to = high, restored = n, "restored store");
             restored += n;
@@ -134,13 +148,14 @@ impl Restorer {
 }
 
 /// Reads `topic`-`partition` from `start` until its position reaches `high` into `store`.
-/// read_committed holds the position at an open transaction until it is decided.
+/// read_committed holds the position at an open transaction until it is decided. On
+/// `shutdown` it stops with an error (the task is not opened), keeping what it restored.
 fn restore_store(
     task: &mut StreamTask,
     consumer: &BaseConsumer,
+    shutdown: &AtomicBool,
     store: &str,
-    topic: &str,
-    partition: i32,
+    (topic, partition): (&str, i32),
     start: i64,
     high: i64,
 ) -> Result<u64> {
@@ -158,6 +173,12 @@ fn restore_store(
     let mut idle = Instant::now();
     let mut stable_at: Option<Instant> = None;
     loop {
+        if shutdown.load(Ordering::SeqCst) {
+            task.commit_state(&BTreeMap::from([(store.to_string(), next)]))?;
+            return Err(EngineError::TaskMigrated(format!(
+                "closing: restore of {topic}-{partition} stopped at offset {next} of {high}"
+            )));
+        }
         match consumer.poll(Duration::from_millis(50)) {
             Some(Ok(m)) => {
                 idle = Instant::now();

@@ -41,6 +41,10 @@ struct Inner {
     assigned: BTreeSet<(String, i32)>,
     progress: Arc<Progress>,
     failure: Option<EngineError>,
+    /// This instance's id, kept in its state directory: part of the transactional ids.
+    process_id: String,
+    /// Set when the application closes (restores watch it).
+    shutdown: Arc<AtomicBool>,
 }
 
 impl Inner {
@@ -53,6 +57,7 @@ impl Inner {
             let p = CommitProducer::new(
                 &self.config.bootstrap_servers,
                 &self.config.streams.application_id,
+                &self.process_id,
                 self.index,
                 self.config.streams.processing_guarantee,
                 self.config
@@ -124,6 +129,7 @@ impl Inner {
             None => restore::Restorer::new(
                 &self.config.bootstrap_servers,
                 &self.config.streams.application_id,
+                Arc::clone(&self.shutdown),
             )?,
         };
         let n = restorer.restore_task(&mut task, &self.topology, id.partition);
@@ -360,7 +366,7 @@ pub(crate) fn run(
     index: usize,
     topology: Arc<Topology>,
     config: RuntimeConfig,
-    _partitions: BTreeMap<String, i32>,
+    process_id: &str,
     shutdown: Arc<AtomicBool>,
     progress: Arc<Progress>,
 ) -> Result<()> {
@@ -380,6 +386,8 @@ pub(crate) fn run(
         assigned: BTreeSet::new(),
         progress,
         failure: None,
+        process_id: process_id.to_string(),
+        shutdown: Arc::clone(&shutdown),
     }));
     inner.lock().producer()?;
     let mut consumer_config = ClientConfig::new();
@@ -448,7 +456,10 @@ pub(crate) fn run(
             });
             let guard = g.get_or_insert_with(|| inner.lock());
             if let Some(e) = guard.failure.take() {
-                stop = Some(Err(e));
+                // A restore cut short by closing is no failure: the loop closes next.
+                if !shutdown.load(Ordering::SeqCst) {
+                    stop = Some(Err(e));
+                }
                 break;
             }
             match message {
