@@ -263,3 +263,73 @@ fn closing_stops_a_restore_that_waits_for_an_open_transaction() {
     result.expect("a restore cut short by closing is no failure");
     drop(dead);
 }
+
+const LIST_OFFSETS: i16 = 2;
+
+/// The broker refuses the restore's first request for the changelog's offsets (ListOffsets).
+/// librdkafka retries it, and has then been seen to answer with the end offset as the start:
+/// a restore that started there restored nothing and counted the next "alpha" as 1.
+#[test]
+fn a_refused_offsets_query_still_restores_everything() {
+    const TOPIC_AUTHORIZATION_FAILED: i16 = 29;
+    // Should the refusal reach the restore as an error instead, the task is opened again:
+    // either way the count goes on from 5.
+    count_after_restore_with_fault(|broker| {
+        broker.fail_requests(LIST_OFFSETS, TOPIC_AUTHORIZATION_FAILED, Some(1))
+    });
+}
+
+/// The restore's offsets query gets no answer for 11 s, past its 10 s timeout: the task fails
+/// to open. The thread rewinds and opens it again instead of stopping.
+#[test]
+fn a_task_that_fails_to_open_is_opened_again() {
+    let aborts = count_after_restore_with_fault(|broker| {
+        broker.delay_next_requests(LIST_OFFSETS, Duration::from_secs(11), Some(1))
+    });
+    assert!(aborts >= 1, "the failed opening was seen and retried");
+}
+
+/// A committed count of 5 for "alpha" in the changelog, one more "alpha" in the input, `fault`
+/// armed just before the application starts (after the verifier found its start, so that the
+/// restore's requests are the first to meet it). The application must count 6 and keep
+/// running. Returns the number of aborts it went through.
+fn count_after_restore_with_fault(fault: impl Fn(&EmbeddedBroker)) -> u64 {
+    let broker = EmbeddedBroker::start().unwrap();
+    let bootstrap = broker.bootstrap();
+    let changelog = "wc-fence-word-counts-changelog";
+    broker.create_topic("text-lines", 1);
+    broker.create_topic("word-counts", 1);
+    broker.create_topic(changelog, 1);
+    let earlier = transactional(&bootstrap, "earlier-owner", 60_000);
+    earlier.begin_transaction().unwrap();
+    earlier
+        .send(
+            BaseRecord::to(changelog)
+                .key("alpha")
+                .payload(&5i64.to_be_bytes()[..]),
+        )
+        .unwrap();
+    earlier.commit_transaction(Duration::from_secs(10)).unwrap();
+    send_line(&bootstrap, "l0", "alpha");
+    let c = consumer_from_beginning(&bootstrap, "verifier", "read_committed", |t| {
+        t == "word-counts"
+    });
+    assert!(c.poll(Duration::from_millis(500)).is_none());
+    fault(&broker);
+
+    let dir = tempfile::tempdir().unwrap();
+    let app = word_count_app(&bootstrap, dir.path());
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut counts = Vec::new();
+    while Instant::now() < deadline && counts.is_empty() {
+        if let Some(Ok(m)) = c.poll(Duration::from_millis(50)) {
+            counts.push(i64::from_be_bytes(m.payload().unwrap().try_into().unwrap()));
+        }
+    }
+    let progress = app.progress();
+    let running = app.is_running();
+    app.close().unwrap();
+    assert!(running, "the stream thread kept running");
+    assert_eq!(counts, vec![6], "the restored 5, plus one");
+    progress.aborts.load(std::sync::atomic::Ordering::Relaxed)
+}

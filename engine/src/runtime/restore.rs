@@ -114,6 +114,12 @@ impl Restorer {
                 .map_err(|e| {
                     EngineError::TaskMigrated(format!("changelog {topic}-{partition}: {e}"))
                 })?;
+            // A query that librdkafka retried after an error has come back with the end in
+            // place of the start (seen with a refused ListOffsets). So the end is the larger
+            // of the two, and a restore without a checkpoint starts at whatever the consumer
+            // resolves as the beginning rather than at `low`; a `low` too high can only make a
+            // valid checkpoint look corrupted, which costs a full restore, never a record.
+            let (low, high) = (low.min(high), low.max(high));
             let from = checkpoint.changelog_offsets.get(&store).copied();
             if let Some(c) = from {
                 if c > high || c < low {
@@ -125,8 +131,7 @@ impl Restorer {
                     }));
                 }
             }
-            let start = from.unwrap_or(low);
-            if start >= high {
+            if from.unwrap_or(0) >= high {
                 continue;
             }
             let n = restore_store(
@@ -135,11 +140,11 @@ impl Restorer {
                 shutdown,
                 &store,
                 (&topic, partition),
-                start,
+                from,
                 high,
             )?;
             task.count_restored(&store, n);
-            tracing::info!(task = %task.id(), store, from = start, to = high, restored = n, "restored store");
+            tracing::info!(task = %task.id(), store, from = ?from, to = high, restored = n, "restored store");
             restored += n;
         }
         tracing::info!(task = %task.id(), restored, elapsed_ms = started.elapsed().as_millis() as u64, "restored state");
@@ -147,7 +152,8 @@ impl Restorer {
     }
 }
 
-/// Reads `topic`-`partition` from `start` until its position reaches `high` into `store`.
+/// Reads `topic`-`partition` from `start` (the beginning without one) until its position
+/// reaches `high` into `store`.
 /// read_committed holds the position at an open transaction until it is decided. On
 /// `shutdown` it stops with an error (the task is not opened), keeping what it restored.
 fn restore_store(
@@ -156,17 +162,21 @@ fn restore_store(
     shutdown: &AtomicBool,
     store: &str,
     (topic, partition): (&str, i32),
-    start: i64,
+    start: Option<i64>,
     high: i64,
 ) -> Result<u64> {
     let mut tpl = TopicPartitionList::new();
-    tpl.add_partition_offset(topic, partition, Offset::Offset(start))
-        .map_err(|e| EngineError::TaskMigrated(e.to_string()))?;
+    tpl.add_partition_offset(
+        topic,
+        partition,
+        start.map_or(Offset::Beginning, Offset::Offset),
+    )
+    .map_err(|e| EngineError::TaskMigrated(e.to_string()))?;
     consumer
         .assign(&tpl)
         .map_err(|e| EngineError::TaskMigrated(e.to_string()))?;
     let mut restored = 0u64;
-    let mut next = start;
+    let mut next = start.unwrap_or(0);
     let mut uncommitted = 0u64;
     let deadline = Instant::now() + RESTORE_TIMEOUT;
     let mut waiting_logged = false;

@@ -24,6 +24,9 @@ use crate::task::{InputRecord, StreamTask, TaskId};
 use crate::time::WallClock;
 use crate::topology::Topology;
 
+/// Pause before opening tasks again after they failed to open.
+const TASK_RETRY_BACKOFF: Duration = Duration::from_millis(500);
+
 struct Inner {
     index: usize,
     topology: Arc<Topology>,
@@ -272,6 +275,39 @@ impl Inner {
         }
     }
 
+    /// After tasks failed to open (a restore that lost the broker, say): a task-migrated or
+    /// retriable error rewinds and opens them again — records of a partition whose task is
+    /// missing were skipped, so the consumer must go back to the committed offsets; the next
+    /// failure is kept for the next round. Any other error stops the thread.
+    fn retry_opening_tasks<C: ConsumerContext>(
+        &mut self,
+        consumer: &BaseConsumer<C>,
+        error: EngineError,
+    ) -> Result<()> {
+        if !matches!(
+            error.kind(),
+            crate::error::ErrorKind::TaskMigrated | crate::error::ErrorKind::Retriable
+        ) {
+            return Err(error);
+        }
+        std::thread::sleep(TASK_RETRY_BACKOFF);
+        match self.recover(
+            consumer,
+            CommitError::Aborted(format!("opening tasks: {error}")),
+        ) {
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    crate::error::ErrorKind::TaskMigrated | crate::error::ErrorKind::Retriable
+                ) =>
+            {
+                self.failure = Some(e);
+                Ok(())
+            }
+            other => other,
+        }
+    }
+
     /// After a failed commit: abort, drop the tasks with their uncommitted state, rewind the
     /// consumer to the committed offsets and reopen the tasks from their checkpoints.
     fn recover<C: ConsumerContext>(
@@ -458,7 +494,7 @@ pub(crate) fn run(
             if let Some(e) = guard.failure.take() {
                 // A restore cut short by closing is no failure: the loop closes next.
                 if !shutdown.load(Ordering::SeqCst) {
-                    stop = Some(Err(e));
+                    stop = guard.retry_opening_tasks(&consumer, e).err().map(Err);
                 }
                 break;
             }

@@ -12,7 +12,8 @@ use tokio::sync::watch;
 /// What happens to requests of one kind.
 #[derive(Debug, Clone, Default)]
 pub(crate) struct FaultRule {
-    pub delay: Option<Duration>,
+    /// (delay, how many more requests get it; `None`: all).
+    pub delay: Option<(Duration, Option<u32>)>,
     /// (error code, how many more requests get it; `None`: all).
     pub fail: Option<(i16, Option<u32>)>,
 }
@@ -91,16 +92,19 @@ impl Faults {
         let Some(rule) = rules.get_mut(&(key as i16)) else {
             return (None, None);
         };
-        let delay = rule.delay;
-        let error = match &mut rule.fail {
-            Some((code, None)) => Some(*code),
-            Some((code, Some(n))) if *n > 0 => {
-                *n -= 1;
-                Some(*code)
-            }
-            _ => None,
-        };
-        (delay, error)
+        (take_one(&mut rule.delay), take_one(&mut rule.fail))
+    }
+}
+
+/// The fault's value if it still applies, counting it down when it is limited.
+fn take_one<T: Copy>(fault: &mut Option<(T, Option<u32>)>) -> Option<T> {
+    match fault {
+        Some((value, None)) => Some(*value),
+        Some((value, Some(n))) if *n > 0 => {
+            *n -= 1;
+            Some(*value)
+        }
+        _ => None,
     }
 }
 

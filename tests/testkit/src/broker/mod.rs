@@ -177,13 +177,18 @@ impl EmbeddedBroker {
 
     /// Delays every request of `api_key` (a `kafka_protocol::messages::ApiKey` as i16) by `delay`.
     pub fn delay_requests(&self, api_key: i16, delay: Duration) {
+        self.delay_next_requests(api_key, delay, None);
+    }
+
+    /// Delays the next `times` requests of `api_key` (all, with `None`) by `delay`.
+    pub fn delay_next_requests(&self, api_key: i16, delay: Duration, times: Option<u32>) {
         self.shared
             .faults
             .rules
             .lock()
             .entry(api_key)
             .or_default()
-            .delay = Some(delay);
+            .delay = Some((delay, times));
     }
 
     /// Answers the next `times` requests of `api_key` (all, with `None`) with `error_code`.
