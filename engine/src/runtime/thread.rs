@@ -120,7 +120,7 @@ impl Inner {
     }
 
     fn open_task(&mut self, id: TaskId) -> Result<StreamTask> {
-        let mut task = StreamTask::new(
+        let mut task = StreamTask::open(
             &self.topology,
             id,
             &self.config.streams,
@@ -139,6 +139,7 @@ impl Inner {
         self.restorer = Some(restorer);
         let n = n?;
         Progress::add(&self.progress.restored, n);
+        task.initialize()?;
         Ok(task)
     }
 

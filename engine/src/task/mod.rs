@@ -74,6 +74,21 @@ impl StreamTask {
         clock: WallClock,
         persistent: bool,
     ) -> Result<Self> {
+        let mut task = Self::open(topology, id, config, clock, persistent)?;
+        task.initialize()?;
+        Ok(task)
+    }
+
+    /// Builds the task's stores and processors without initializing the processors: the
+    /// runtime restores the stores first, since processors read their state in `init` (as
+    /// Kafka Streams initializes a task's topology once its restoration is complete).
+    pub(crate) fn open(
+        topology: &Topology,
+        id: TaskId,
+        config: &StreamsConfig,
+        clock: WallClock,
+        persistent: bool,
+    ) -> Result<Self> {
         let sub = topology
             .subtopologies
             .get(id.subtopology)
@@ -176,13 +191,18 @@ impl StreamTask {
         if let Some(t) = task.checkpoint()?.stream_time {
             task.core.stream_time = t;
         }
-        for &i in &task.order {
-            let mut node = task.core.take_node(i)?;
-            let result = node.init(&mut task.core, i);
-            task.core.nodes[i] = Some(node);
+        Ok(task)
+    }
+
+    /// Initializes the processors, in topological order; once, after the stores are restored.
+    pub(crate) fn initialize(&mut self) -> Result<()> {
+        for &i in &self.order {
+            let mut node = self.core.take_node(i)?;
+            let result = node.init(&mut self.core, i);
+            self.core.nodes[i] = Some(node);
             result?;
         }
-        Ok(task)
+        Ok(())
     }
 
     /// The task's id.
