@@ -1,6 +1,8 @@
 //! A task that moves to a worker without its local state (another machine, a lost disk) is
-//! restored from its changelogs before its processors start: an emit-on-close window count
-//! neither emits a closed window again nor counts a late record into it.
+//! restored from its changelogs before its processors start, and takes up the stream time
+//! committed with its input offsets: an emit-on-close window count neither emits a closed window
+//! again nor counts a late record into it, and a count that emits every update drops records
+//! that are late for it.
 
 use std::time::{Duration, Instant};
 
@@ -14,9 +16,10 @@ use rdkafka::consumer::BaseConsumer;
 use rdkafka::message::Message;
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
 
-/// Counts the keys of `events` per 10-second window (no grace), each window once, when it closes;
-/// `closed-counts` gets `<key>@<window start>` → count.
-fn closing_window_count() -> Topology {
+/// Counts the keys of `events` per 10-second window (no grace), each update (collapsed per
+/// commit) or each window once, when it closes; `closed-counts` gets `<key>@<window start>` →
+/// count.
+fn window_count(emit: EmitStrategy) -> Topology {
     let b = StreamsBuilder::new();
     b.stream(
         &["events"],
@@ -27,7 +30,7 @@ fn closing_window_count() -> Topology {
         Duration::from_secs(10),
         Duration::ZERO,
     ))
-    .emit_strategy(EmitStrategy::OnWindowClose)
+    .emit_strategy(emit)
     .count(Materialized::named("closing-counts"))
     .to_stream()
     .map(|w, count| (format!("{}@{}", w.key, w.start), count))
@@ -38,17 +41,13 @@ fn closing_window_count() -> Topology {
     b.build().unwrap()
 }
 
-fn app(bootstrap: &str, state_dir: &std::path::Path) -> KafkaStreams {
+fn app(bootstrap: &str, state_dir: &std::path::Path, emit: EmitStrategy) -> KafkaStreams {
     let mut config = StreamsConfig::new("moved");
     config
         .set("state.dir", state_dir.to_str().unwrap())
         .unwrap();
     config.set("commit.interval.ms", "100").unwrap();
-    KafkaStreams::start(
-        closing_window_count(),
-        RuntimeConfig::new(config, bootstrap),
-    )
-    .unwrap()
+    KafkaStreams::start(window_count(emit), RuntimeConfig::new(config, bootstrap)).unwrap()
 }
 
 fn send(bootstrap: &str, events: &[(&str, i64)]) {
@@ -95,7 +94,7 @@ fn a_moved_emit_on_close_count_emits_no_window_twice() {
 
     // The first worker: window [0, 10 s) of "a" gets two records and closes at 10 s.
     let first_dir = tempfile::tempdir().unwrap();
-    let first = app(&bootstrap, first_dir.path());
+    let first = app(&bootstrap, first_dir.path(), EmitStrategy::OnWindowClose);
     send(&bootstrap, &[("a", 1_000), ("a", 2_000), ("b", 10_500)]);
     let emitted = read(&counts, 1, Duration::from_secs(30));
     assert_eq!(emitted, vec![("a@0".to_string(), 2)]);
@@ -104,7 +103,7 @@ fn a_moved_emit_on_close_count_emits_no_window_twice() {
     // The task moves to a worker with an empty state directory: a late "a" for the closed
     // window, then records that close [10 s, 20 s).
     let second_dir = tempfile::tempdir().unwrap();
-    let second = app(&bootstrap, second_dir.path());
+    let second = app(&bootstrap, second_dir.path(), EmitStrategy::OnWindowClose);
     send(&bootstrap, &[("a", 3_000), ("b", 12_000), ("c", 21_000)]);
     let emitted = read(&counts, 2, Duration::from_secs(10));
     let restored = second
@@ -117,5 +116,41 @@ fn a_moved_emit_on_close_count_emits_no_window_twice() {
         emitted,
         vec![("b@10000".to_string(), 2)],
         "only the window that closed after the move, once; the late record was dropped"
+    );
+}
+
+#[test]
+fn a_moved_count_drops_records_that_are_late_for_it() {
+    let broker = EmbeddedBroker::start().unwrap();
+    let bootstrap = broker.bootstrap();
+    broker.create_topic("events", 1);
+    broker.create_topic("closed-counts", 1);
+    let counts = consumer_from_beginning(&bootstrap, "verifier", "read_committed", |t| {
+        t == "closed-counts"
+    });
+
+    // The first worker takes stream time to 10.5 s: window [0, 10 s) of "a" is closed.
+    let first_dir = tempfile::tempdir().unwrap();
+    let first = app(&bootstrap, first_dir.path(), EmitStrategy::OnWindowUpdate);
+    send(&bootstrap, &[("a", 1_000), ("b", 10_500)]);
+    let mut emitted = read(&counts, 2, Duration::from_secs(30));
+    emitted.sort();
+    assert_eq!(
+        emitted,
+        vec![("a@0".to_string(), 1), ("b@10000".to_string(), 1)]
+    );
+    first.close().unwrap();
+
+    // On an empty state directory the moved task has no local checkpoint: its stream time
+    // comes with the committed offset, and the late "a" is dropped.
+    let second_dir = tempfile::tempdir().unwrap();
+    let second = app(&bootstrap, second_dir.path(), EmitStrategy::OnWindowUpdate);
+    send(&bootstrap, &[("a", 3_000), ("b", 12_000)]);
+    let emitted = read(&counts, 2, Duration::from_secs(10));
+    second.close().unwrap();
+    assert_eq!(
+        emitted,
+        vec![("b@10000".to_string(), 2)],
+        "the late record updated no closed window"
     );
 }

@@ -68,6 +68,9 @@ where
 {
     fn init(&mut self, ctx: &mut ProcessorContext<'_, Windowed<K>, Option<VA>>) -> Result<()> {
         self.store = Some(ctx.session_store(&self.store_name)?);
+        // A restarted or moved task starts from the stream time it committed, so records that
+        // were late before are late still.
+        self.observed = self.observed.max(ctx.stream_time());
         if self.emit == EmitStrategy::OnWindowClose {
             let (progress, observed, emitted) = EmitProgress::open(ctx, &self.store_name)?;
             self.progress = Some(progress);

@@ -38,6 +38,49 @@ impl std::fmt::Display for CommitError {
     }
 }
 
+/// Where the thread got to in one input partition: the next offset to read, and the stream time
+/// of the task reading it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct InputPosition {
+    pub offset: i64,
+    pub stream_time: Option<i64>,
+}
+
+/// The stream time goes with the committed offset as its metadata (Kafka Streams commits its
+/// partition time the same way), so that a task that moves to a worker without its local
+/// checkpoint still drops the records that are late for it.
+const STREAM_TIME_METADATA: &str = "eddy.stream.time=";
+
+fn stream_time_metadata(stream_time: i64) -> String {
+    format!("{STREAM_TIME_METADATA}{stream_time}")
+}
+
+/// The stream times committed with the offsets of `partitions` (those committed by Eddy).
+pub(crate) fn committed_stream_times<C: ConsumerContext>(
+    consumer: &BaseConsumer<C>,
+    partitions: &TopicPartitionList,
+) -> BTreeMap<(String, i32), i64> {
+    let committed = match consumer.committed_offsets(partitions.clone(), TIMEOUT) {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::warn!("reading committed stream times: {e}");
+            return BTreeMap::new();
+        }
+    };
+    committed
+        .elements()
+        .iter()
+        .filter_map(|e| {
+            let time = e
+                .metadata()
+                .strip_prefix(STREAM_TIME_METADATA)?
+                .parse()
+                .ok()?;
+            Some(((e.topic().to_string(), e.partition()), time))
+        })
+        .collect()
+}
+
 /// The next offset of each changelog partition written by a commit: `(topic, partition)` →
 /// one past the newest record delivered. Tasks checkpoint their state with it.
 pub(crate) type ChangelogOffsets = BTreeMap<(String, i32), i64>;
@@ -308,17 +351,21 @@ impl CommitProducer {
         )
     }
 
-    /// Commits what was sent together with `offsets` (the next offset to read, per input
-    /// partition). Returns where the committed changelog writes ended, for the tasks'
+    /// Commits what was sent together with `positions` (the next offset to read per input
+    /// partition, with its stream time as metadata). Returns where the committed changelog writes ended, for the tasks'
     /// checkpoints.
     pub fn commit<C: ConsumerContext>(
         &mut self,
         consumer: &BaseConsumer<C>,
-        offsets: &BTreeMap<(String, i32), i64>,
+        positions: &BTreeMap<(String, i32), InputPosition>,
     ) -> std::result::Result<ChangelogOffsets, CommitError> {
         let mut tpl = TopicPartitionList::new();
-        for ((topic, partition), offset) in offsets {
-            let _ = tpl.add_partition_offset(topic, *partition, Offset::Offset(*offset));
+        for ((topic, partition), position) in positions {
+            let mut element = tpl.add_partition(topic, *partition);
+            let _ = element.set_offset(Offset::Offset(position.offset));
+            if let Some(t) = position.stream_time {
+                element.set_metadata(stream_time_metadata(t));
+            }
         }
         match self.guarantee {
             ProcessingGuarantee::ExactlyOnceV2 => {

@@ -18,7 +18,9 @@ use rdkafka::{ClientContext, Offset};
 use crate::config::ProcessingGuarantee;
 use crate::error::{EngineError, Result};
 use crate::record::Headers as RecordHeaders;
-use crate::runtime::producer::{ChangelogOffsets, CommitError, CommitProducer};
+use crate::runtime::producer::{
+    self, ChangelogOffsets, CommitError, CommitProducer, InputPosition,
+};
 use crate::runtime::{restore, Progress, RuntimeConfig};
 use crate::task::{InputRecord, StreamTask, TaskId};
 use crate::time::WallClock;
@@ -48,6 +50,8 @@ struct Inner {
     process_id: String,
     /// Set when the application closes (restores watch it).
     shutdown: Arc<AtomicBool>,
+    /// Stream time committed with the offsets of the assigned input partitions.
+    committed_stream_times: BTreeMap<(String, i32), i64>,
 }
 
 impl Inner {
@@ -139,6 +143,14 @@ impl Inner {
         self.restorer = Some(restorer);
         let n = n?;
         Progress::add(&self.progress.restored, n);
+        let committed_stream_time = task
+            .input_topics()
+            .into_iter()
+            .filter_map(|t| self.committed_stream_times.get(&(t, id.partition)).copied())
+            .max();
+        if let Some(t) = committed_stream_time {
+            task.advance_stream_time(t);
+        }
         task.initialize()?;
         Ok(task)
     }
@@ -258,10 +270,25 @@ impl Inner {
             self.drain(id)?;
         }
         let offsets = std::mem::take(&mut self.offsets);
+        let positions: BTreeMap<(String, i32), InputPosition> = offsets
+            .iter()
+            .map(|((topic, partition), &offset)| {
+                let stream_time = self
+                    .task_of(topic, *partition)
+                    .and_then(|id| self.tasks.get(&id))
+                    .map(StreamTask::stream_time)
+                    .filter(|&t| t != i64::MIN);
+                let position = InputPosition {
+                    offset,
+                    stream_time,
+                };
+                ((topic.clone(), *partition), position)
+            })
+            .collect();
         let producer = self
             .producer()
             .map_err(|e| CommitError::Fatal(e.to_string()))?;
-        match producer.commit(consumer, &offsets) {
+        match producer.commit(consumer, &positions) {
             Ok(changelog) => {
                 Progress::add(&self.progress.commits, 1);
                 // The transaction is in; a failure here leaves local state at the previous
@@ -378,9 +405,11 @@ impl ConsumerContext for ThreadContext {
         }
     }
 
-    fn post_rebalance(&self, _consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+    fn post_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         if let Rebalance::Assign(tpl) = rebalance {
+            let committed_stream_times = producer::committed_stream_times(consumer, tpl);
             let mut inner = self.inner.lock();
+            inner.committed_stream_times.extend(committed_stream_times);
             for e in tpl.elements() {
                 inner
                     .assigned
@@ -425,6 +454,7 @@ pub(crate) fn run(
         failure: None,
         process_id: process_id.to_string(),
         shutdown: Arc::clone(&shutdown),
+        committed_stream_times: BTreeMap::new(),
     }));
     inner.lock().producer()?;
     let mut consumer_config = ClientConfig::new();

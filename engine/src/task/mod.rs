@@ -217,6 +217,12 @@ impl StreamTask {
         t
     }
 
+    /// Moves stream time up to `t` (the time committed with the input offsets, when the local
+    /// checkpoint has none or an older one); before [`StreamTask::initialize`].
+    pub(crate) fn advance_stream_time(&mut self, t: i64) {
+        self.core.stream_time = self.core.stream_time.max(t);
+    }
+
     /// The largest event time this task has seen (`i64::MIN` before the first record).
     pub fn stream_time(&self) -> i64 {
         self.core.stream_time
