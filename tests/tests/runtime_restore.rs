@@ -333,3 +333,68 @@ fn count_after_restore_with_fault(fault: impl Fn(&EmbeddedBroker)) -> u64 {
     assert_eq!(counts, vec![6], "the restored 5, plus one");
     progress.aborts.load(std::sync::atomic::Ordering::Relaxed)
 }
+
+/// The changelog's first records were deleted (its log starts at 2, DeleteRecords): a restore
+/// without a checkpoint, which asks for offset 0, is told it is out of range and goes on from
+/// the log's start instead of from its end.
+#[test]
+fn a_restore_starts_where_the_changelog_starts() {
+    use rdkafka::admin::{AdminClient, AdminOptions};
+    use rdkafka::client::DefaultClientContext;
+    use rdkafka::{Offset, TopicPartitionList};
+    let broker = EmbeddedBroker::start().unwrap();
+    let bootstrap = broker.bootstrap();
+    let changelog = "wc-fence-word-counts-changelog";
+    broker.create_topic("text-lines", 1);
+    broker.create_topic("word-counts", 1);
+    broker.create_topic(changelog, 1);
+    let p: BaseProducer = ClientConfig::new()
+        .set("bootstrap.servers", &bootstrap)
+        .create()
+        .unwrap();
+    for (word, count) in [("alpha", 1i64), ("beta", 1), ("alpha", 2), ("beta", 2)] {
+        p.send(
+            BaseRecord::to(changelog)
+                .key(word)
+                .payload(&count.to_be_bytes()[..]),
+        )
+        .unwrap();
+    }
+    p.flush(Duration::from_secs(10)).unwrap();
+    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
+        .set("bootstrap.servers", &bootstrap)
+        .create()
+        .unwrap();
+    let mut before = TopicPartitionList::new();
+    before
+        .add_partition_offset(changelog, 0, Offset::Offset(2))
+        .unwrap();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime
+        .block_on(admin.delete_records(&before, &AdminOptions::new()))
+        .unwrap();
+
+    let dir = tempfile::tempdir().unwrap();
+    let app = word_count_app(&bootstrap, dir.path());
+    send_line(&bootstrap, "l0", "alpha");
+    let c = consumer_from_beginning(&bootstrap, "verifier", "read_committed", |t| {
+        t == "word-counts"
+    });
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut counts = Vec::new();
+    while Instant::now() < deadline && counts.is_empty() {
+        if let Some(Ok(m)) = c.poll(Duration::from_millis(50)) {
+            counts.push(i64::from_be_bytes(m.payload().unwrap().try_into().unwrap()));
+        }
+    }
+    let restored = app
+        .progress()
+        .restored
+        .load(std::sync::atomic::Ordering::Relaxed);
+    app.close().unwrap();
+    assert_eq!(counts, vec![3], "alpha's 2 from the changelog, plus one");
+    assert_eq!(restored, 2, "the two records left in the changelog");
+}

@@ -52,6 +52,10 @@ impl Restorer {
                 // The client moves from partition to partition: a fetch parked at the end of the
                 // last one (500 ms by default) would hold up the next.
                 .set("fetch.wait.max.ms", "10")
+                // A restore without a checkpoint starts at offset 0; where the log starts later
+                // (records deleted), the broker says out of range and the client goes to the
+                // log's start.
+                .set("auto.offset.reset", "earliest")
                 .create()
                 .map_err(|e| EngineError::Config {
                     key: "bootstrap.servers".into(),
@@ -116,9 +120,9 @@ impl Restorer {
                 })?;
             // A query that librdkafka retried after an error has come back with the end in
             // place of the start (seen with a refused ListOffsets). So the end is the larger
-            // of the two, and a restore without a checkpoint starts at whatever the consumer
-            // resolves as the beginning rather than at `low`; a `low` too high can only make a
-            // valid checkpoint look corrupted, which costs a full restore, never a record.
+            // of the two, and a restore without a checkpoint starts at offset 0 rather than at
+            // `low`; a `low` too high can only make a valid checkpoint look corrupted, which
+            // costs a full restore, never a record.
             let (low, high) = (low.min(high), low.max(high));
             let from = checkpoint.changelog_offsets.get(&store).copied();
             if let Some(c) = from {
@@ -152,7 +156,7 @@ impl Restorer {
     }
 }
 
-/// Reads `topic`-`partition` from `start` (the beginning without one) until its position
+/// Reads `topic`-`partition` from `start` (offset 0 without one) until its position
 /// reaches `high` into `store`.
 /// read_committed holds the position at an open transaction until it is decided. On
 /// `shutdown` it stops with an error (the task is not opened), keeping what it restored.
@@ -169,7 +173,9 @@ fn restore_store(
     tpl.add_partition_offset(
         topic,
         partition,
-        start.map_or(Offset::Beginning, Offset::Offset),
+        // Not `Offset::Beginning`: resolving it costs the client a round of offset queries
+        // per partition (full restores ran at a third of the speed).
+        Offset::Offset(start.unwrap_or(0)),
     )
     .map_err(|e| EngineError::TaskMigrated(e.to_string()))?;
     consumer
