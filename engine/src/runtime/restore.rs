@@ -52,9 +52,8 @@ impl Restorer {
                 // The client moves from partition to partition: a fetch parked at the end of the
                 // last one (500 ms by default) would hold up the next.
                 .set("fetch.wait.max.ms", "10")
-                // A restore without a checkpoint starts at offset 0; where the log starts later
-                // (records deleted), the broker says out of range and the client goes to the
-                // log's start.
+                // Should the log's start pass the offset a restore asks for (retention, deleted
+                // records), the broker says out of range and the client goes to the new start.
                 .set("auto.offset.reset", "earliest")
                 .create()
                 .map_err(|e| EngineError::Config {
@@ -113,18 +112,22 @@ impl Restorer {
         let started = Instant::now();
         for store in stores {
             let topic = Topology::changelog_topic(application_id, &store);
-            let (low, high) = watermarks
-                .fetch_watermarks(&topic, partition, Duration::from_secs(10))
-                .map_err(|e| {
-                    EngineError::TaskMigrated(format!("changelog {topic}-{partition}: {e}"))
-                })?;
-            // A query that librdkafka retried after an error has come back with the end in
-            // place of the start (seen with a refused ListOffsets). So the end is the larger
-            // of the two, and a restore without a checkpoint starts at offset 0 rather than at
-            // `low`; a `low` too high can only make a valid checkpoint look corrupted, which
-            // costs a full restore, never a record.
-            let (low, high) = (low.min(high), low.max(high));
+            let query = || {
+                watermarks
+                    .fetch_watermarks(&topic, partition, Duration::from_secs(10))
+                    .map_err(|e| {
+                        EngineError::TaskMigrated(format!("changelog {topic}-{partition}: {e}"))
+                    })
+            };
             let from = checkpoint.changelog_offsets.get(&store).copied();
+            let (mut low, mut high) = query()?;
+            // A query that librdkafka retried after an error has come back with the end in
+            // place of the start (seen with a refused ListOffsets): an empty-looking changelog
+            // that a restore without a checkpoint would skip is asked about once more.
+            if from.is_none() && low == high && high > 0 {
+                (low, high) = query()?;
+            }
+            let (low, high) = (low.min(high), low.max(high));
             if let Some(c) = from {
                 if c > high || c < low {
                     return Err(EngineError::State(StateError::Corrupted {
@@ -135,7 +138,8 @@ impl Restorer {
                     }));
                 }
             }
-            if from.unwrap_or(0) >= high {
+            let start = from.unwrap_or(low);
+            if start >= high {
                 continue;
             }
             let n = restore_store(
@@ -144,11 +148,11 @@ impl Restorer {
                 shutdown,
                 &store,
                 (&topic, partition),
-                from,
+                start,
                 high,
             )?;
             task.count_restored(&store, n);
-            tracing::info!(task = %task.id(), store, from = ?from, to = high, restored = n, "restored store");
+            tracing::info!(task = %task.id(), store, from = start, to = high, restored = n, "restored store");
             restored += n;
         }
         tracing::info!(task = %task.id(), restored, elapsed_ms = started.elapsed().as_millis() as u64, "restored state");
@@ -156,8 +160,7 @@ impl Restorer {
     }
 }
 
-/// Reads `topic`-`partition` from `start` (offset 0 without one) until its position
-/// reaches `high` into `store`.
+/// Reads `topic`-`partition` from `start` until its position reaches `high` into `store`.
 /// read_committed holds the position at an open transaction until it is decided. On
 /// `shutdown` it stops with an error (the task is not opened), keeping what it restored.
 fn restore_store(
@@ -166,7 +169,7 @@ fn restore_store(
     shutdown: &AtomicBool,
     store: &str,
     (topic, partition): (&str, i32),
-    start: Option<i64>,
+    start: i64,
     high: i64,
 ) -> Result<u64> {
     let mut tpl = TopicPartitionList::new();
@@ -175,14 +178,14 @@ fn restore_store(
         partition,
         // Not `Offset::Beginning`: resolving it costs the client a round of offset queries
         // per partition (full restores ran at a third of the speed).
-        Offset::Offset(start.unwrap_or(0)),
+        Offset::Offset(start),
     )
     .map_err(|e| EngineError::TaskMigrated(e.to_string()))?;
     consumer
         .assign(&tpl)
         .map_err(|e| EngineError::TaskMigrated(e.to_string()))?;
     let mut restored = 0u64;
-    let mut next = start.unwrap_or(0);
+    let mut next = start;
     let mut uncommitted = 0u64;
     let deadline = Instant::now() + RESTORE_TIMEOUT;
     let mut waiting_logged = false;
