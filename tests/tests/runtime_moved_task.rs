@@ -82,15 +82,21 @@ fn read(c: &BaseConsumer, want: usize, wait: Duration) -> Vec<(String, i64)> {
     out
 }
 
-#[test]
-fn a_moved_emit_on_close_count_emits_no_window_twice() {
+/// A broker with the topics, and a read_committed reader of `closed-counts`.
+fn broker_and_reader() -> (EmbeddedBroker, BaseConsumer) {
     let broker = EmbeddedBroker::start().unwrap();
-    let bootstrap = broker.bootstrap();
     broker.create_topic("events", 1);
     broker.create_topic("closed-counts", 1);
-    let counts = consumer_from_beginning(&bootstrap, "verifier", "read_committed", |t| {
+    let counts = consumer_from_beginning(&broker.bootstrap(), "verifier", "read_committed", |t| {
         t == "closed-counts"
     });
+    (broker, counts)
+}
+
+#[test]
+fn a_moved_emit_on_close_count_emits_no_window_twice() {
+    let (broker, counts) = broker_and_reader();
+    let bootstrap = broker.bootstrap();
 
     // The first worker: window [0, 10 s) of "a" gets two records and closes at 10 s.
     let first_dir = tempfile::tempdir().unwrap();
@@ -121,13 +127,8 @@ fn a_moved_emit_on_close_count_emits_no_window_twice() {
 
 #[test]
 fn a_moved_count_drops_records_that_are_late_for_it() {
-    let broker = EmbeddedBroker::start().unwrap();
+    let (broker, counts) = broker_and_reader();
     let bootstrap = broker.bootstrap();
-    broker.create_topic("events", 1);
-    broker.create_topic("closed-counts", 1);
-    let counts = consumer_from_beginning(&bootstrap, "verifier", "read_committed", |t| {
-        t == "closed-counts"
-    });
 
     // The first worker takes stream time to 10.5 s: window [0, 10 s) of "a" is closed.
     let first_dir = tempfile::tempdir().unwrap();
