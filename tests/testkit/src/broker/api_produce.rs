@@ -5,7 +5,7 @@ use kafka_protocol::messages::{ProduceRequest, ProduceResponse};
 use kafka_protocol::ResponseError;
 
 use crate::broker::log::{split_batches, IncomingBatch};
-use crate::broker::state::ClusterState;
+use crate::broker::state::{ClusterState, RECENT_BATCHES};
 use crate::broker::txn::partition_in_open_txn;
 use crate::broker::Shared;
 
@@ -29,15 +29,43 @@ fn check_sequence(
         producer.last.clear();
     }
     let last_seq = b.base_sequence.wrapping_add(b.record_count - 1);
-    match producer.last.get(&(topic.to_string(), partition)) {
-        Some(&(first, last, offset)) if first == b.base_sequence && last == last_seq => {
-            Ok(Some(offset))
-        }
-        Some(&(_, last, _)) if b.base_sequence != last.wrapping_add(1) => {
+    let Some(recent) = producer.last.get(&(topic.to_string(), partition)) else {
+        return match b.base_sequence {
+            0 => Ok(None),
+            _ => Err(ResponseError::OutOfOrderSequenceNumber),
+        };
+    };
+    if let Some(&(_, _, offset)) = recent
+        .iter()
+        .find(|(first, last, _)| *first == b.base_sequence && *last == last_seq)
+    {
+        return Ok(Some(offset));
+    }
+    match recent.back() {
+        Some(&(_, newest, _)) if b.base_sequence != newest.wrapping_add(1) => {
             Err(ResponseError::OutOfOrderSequenceNumber)
         }
-        None if b.base_sequence != 0 => Err(ResponseError::OutOfOrderSequenceNumber),
         _ => Ok(None),
+    }
+}
+
+/// Remembers an appended batch of producer `pid` for duplicate detection.
+fn remember_batch(
+    state: &mut ClusterState,
+    pid: i64,
+    (topic, partition): (&str, i32),
+    batch: (i32, i32, i64),
+) {
+    let recent = state
+        .producers
+        .entry(pid)
+        .or_default()
+        .last
+        .entry((topic.to_string(), partition))
+        .or_default();
+    recent.push_back(batch);
+    if recent.len() > RECENT_BATCHES {
+        recent.pop_front();
     }
 }
 
@@ -71,12 +99,7 @@ fn append_partition(
 
         first_offset.get_or_insert(base);
         if pid >= 0 {
-            state
-                .producers
-                .entry(pid)
-                .or_default()
-                .last
-                .insert((topic.to_string(), partition), (first, last, base));
+            remember_batch(state, pid, (topic, partition), (first, last, base));
         }
     }
     first_offset.ok_or(ResponseError::CorruptMessage)
@@ -121,4 +144,58 @@ pub(crate) fn produce(shared: &Shared, r: ProduceRequest) -> ProduceResponse {
     }
     shared.appended.notify_waiters();
     ProduceResponse::default().with_responses(responses)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn batch(base_sequence: i32, record_count: i32) -> IncomingBatch {
+        IncomingBatch {
+            record_count,
+            producer_id: 7,
+            producer_epoch: 0,
+            base_sequence,
+            transactional: false,
+            control: false,
+            marker_commit: None,
+            last_offset_delta: record_count - 1,
+            max_timestamp: 0,
+            bytes: Vec::new(),
+        }
+    }
+
+    /// Three batches were appended but their answers lost with the connection: the producer
+    /// sends all three again, oldest first. Each is a duplicate with its first offset, as a
+    /// Kafka broker answers; a gap is still out of order.
+    #[test]
+    fn retried_in_flight_batches_are_duplicates_not_out_of_order() {
+        let mut state = ClusterState::default();
+        for (i, base) in [0, 10, 20].into_iter().enumerate() {
+            assert_eq!(
+                check_sequence(&mut state, "t", 0, &batch(base, 10)),
+                Ok(None)
+            );
+            remember_batch(&mut state, 7, ("t", 0), (base, base + 9, i as i64 * 10));
+        }
+        for (i, base) in [0, 10, 20].into_iter().enumerate() {
+            assert_eq!(
+                check_sequence(&mut state, "t", 0, &batch(base, 10)),
+                Ok(Some(i as i64 * 10))
+            );
+        }
+        assert_eq!(check_sequence(&mut state, "t", 0, &batch(30, 10)), Ok(None));
+        assert_eq!(
+            check_sequence(&mut state, "t", 0, &batch(40, 10)),
+            Err(ResponseError::OutOfOrderSequenceNumber)
+        );
+        // Only the latest batches are remembered.
+        for base in (30..100).step_by(10) {
+            remember_batch(&mut state, 7, ("t", 0), (base, base + 9, i64::from(base)));
+        }
+        assert_eq!(
+            state.producers[&7].last[&("t".to_string(), 0)].len(),
+            RECENT_BATCHES
+        );
+    }
 }

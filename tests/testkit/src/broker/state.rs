@@ -13,12 +13,19 @@ pub(crate) struct Topic {
     pub configs: BTreeMap<String, String>,
 }
 
-/// An idempotent producer's last sequence per partition.
+/// How many batches per producer and partition are remembered for duplicate detection (the
+/// most requests an idempotent producer keeps in flight).
+pub(crate) const RECENT_BATCHES: usize = 5;
+
+/// An idempotent producer's epoch and latest batches per partition.
 #[derive(Debug, Default, Clone)]
 pub(crate) struct ProducerState {
     pub epoch: i16,
-    /// (topic, partition) → (first sequence, last sequence, base offset) of its last batch.
-    pub last: BTreeMap<(String, i32), (i32, i32, i64)>,
+    /// (topic, partition) → (first sequence, last sequence, base offset) of its latest
+    /// batches, oldest first: up to [`RECENT_BATCHES`], as a Kafka broker keeps, so that a
+    /// producer retrying all its in-flight requests (after a lost connection) gets each one
+    /// acknowledged as a duplicate instead of an out-of-order error.
+    pub last: BTreeMap<(String, i32), std::collections::VecDeque<(i32, i32, i64)>>,
 }
 
 /// A committed offset of a group.
