@@ -38,6 +38,12 @@ fn the_demo_runs_every_platform_topology() {
             .and_then(|n| n.parse().ok())
             .unwrap_or(0);
         assert!(records_in > 0, "{name} processed nothing: {line}");
+        let lag: Option<u64> = line
+            .split_whitespace()
+            .skip_while(|w| *w != "lag")
+            .nth(1)
+            .and_then(|n| n.parse().ok());
+        assert!(lag.is_some(), "{name} shows its input lag: {line}");
         assert!(line.contains("aborts   0"), "{line}");
     }
 }

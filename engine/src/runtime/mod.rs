@@ -3,6 +3,7 @@
 //! once. `KafkaStreams::start` runs N threads in this process; run the binary N times to spread
 //! the partitions over processes.
 
+mod lag;
 mod producer;
 mod restore;
 mod state_directory;
@@ -51,6 +52,8 @@ pub struct Progress {
     pub aborts: AtomicU64,
     /// Input partitions the application's threads hold now.
     pub assigned_partitions: AtomicU64,
+    /// Records in those partitions not read yet (updated every second; see `runtime/lag.rs`).
+    pub lag: AtomicU64,
 }
 
 impl Progress {

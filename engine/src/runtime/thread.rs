@@ -21,7 +21,7 @@ use crate::record::Headers as RecordHeaders;
 use crate::runtime::producer::{
     self, ChangelogOffsets, CommitError, CommitProducer, InputPosition,
 };
-use crate::runtime::{restore, Progress, RuntimeConfig};
+use crate::runtime::{lag, restore, Progress, RuntimeConfig};
 use crate::task::{InputRecord, StreamTask, TaskId};
 use crate::time::WallClock;
 use crate::topology::Topology;
@@ -369,9 +369,14 @@ impl Inner {
 
 struct ThreadContext {
     inner: Arc<Mutex<Inner>>,
+    lag: lag::InputLag,
 }
 
-impl ClientContext for ThreadContext {}
+impl ClientContext for ThreadContext {
+    fn stats(&self, statistics: rdkafka::statistics::Statistics) {
+        self.lag.record(&statistics);
+    }
+}
 
 impl ConsumerContext for ThreadContext {
     fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
@@ -450,7 +455,7 @@ pub(crate) fn run(
         restorer: None,
         offsets: BTreeMap::new(),
         assigned: BTreeSet::new(),
-        progress,
+        progress: Arc::clone(&progress),
         failure: None,
         process_id: process_id.to_string(),
         shutdown: Arc::clone(&shutdown),
@@ -478,8 +483,10 @@ pub(crate) fn run(
         )
         .set("session.timeout.ms", "10000")
         .set("heartbeat.interval.ms", "500")
+        .set("statistics.interval.ms", lag::STATISTICS_INTERVAL_MS)
         .create_with_context(ThreadContext {
             inner: Arc::clone(&inner),
+            lag: lag::InputLag::new(Arc::clone(&progress), eos),
         })
         .map_err(|e| EngineError::Config {
             key: "bootstrap.servers".into(),

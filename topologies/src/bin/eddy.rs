@@ -222,16 +222,18 @@ fn temp_state_dir() -> std::path::PathBuf {
     std::env::temp_dir().join(format!("eddy-{}", std::process::id()))
 }
 
-/// Prints one line per application: records in and out, dead letters, commits.
+/// Prints one line per application: records in and out, input lag, dead letters, commits,
+/// aborts and restored records.
 fn print_progress(apps: &[(String, eddy_engine::KafkaStreams)], fed: u64) {
     use std::sync::atomic::Ordering::Relaxed;
     println!("-- {fed} records fed");
     for (name, app) in apps {
         let p = app.progress();
         println!(
-            "{name:<22} in {:>8}  out {:>8}  dead-letters {:>5}  commits {:>6}  aborts {:>3}  restored {:>6}",
+            "{name:<22} in {:>8}  out {:>8}  lag {:>6}  dead-letters {:>5}  commits {:>6}  aborts {:>3}  restored {:>6}",
             p.records_in.load(Relaxed),
             p.records_out.load(Relaxed),
+            p.lag.load(Relaxed),
             p.dead_letters.load(Relaxed),
             p.commits.load(Relaxed),
             p.aborts.load(Relaxed),
