@@ -3,6 +3,7 @@
 //! or moved task reads it back, so it neither emits a closed window twice nor takes a late record
 //! into a window it already emitted.
 
+use crate::dsl::windows::EmitStrategy;
 use crate::error::Result;
 use crate::processor::{KeyValueStoreHandle, ProcessorContext};
 
@@ -14,6 +15,23 @@ pub(crate) fn progress_store_name(store: &str) -> String {
     format!("{store}-emit-progress")
 }
 
+/// Where a windowed aggregation over `store` resumes in `init`: its progress store under
+/// emit-on-close, and the stream time it has observed and the time windows were emitted until
+/// (`i64::MIN` when unknown). The observed time is at least the task's stream time, which a
+/// restarted or moved task takes up from its checkpoint or its committed offsets, so records that
+/// were late before are late still.
+pub(crate) fn resume<KO: Clone + Send + 'static, VO: Clone + Send + 'static>(
+    ctx: &ProcessorContext<'_, KO, VO>,
+    store: &str,
+    emit: EmitStrategy,
+) -> Result<(Option<EmitProgress>, i64, i64)> {
+    if emit != EmitStrategy::OnWindowClose {
+        return Ok((None, ctx.stream_time(), i64::MIN));
+    }
+    let (progress, observed, emitted) = EmitProgress::open(ctx, store)?;
+    Ok((Some(progress), observed.max(ctx.stream_time()), emitted))
+}
+
 /// Reads and writes one aggregation's progress.
 pub(crate) struct EmitProgress {
     handle: KeyValueStoreHandle<String, i64>,
@@ -23,7 +41,7 @@ pub(crate) struct EmitProgress {
 impl EmitProgress {
     /// Opens the progress of the aggregation over `store`. Returns it with the stream time seen
     /// and the time up to which windows were emitted (`i64::MIN` when nothing was recorded).
-    pub fn open<KO: Clone + Send + 'static, VO: Clone + Send + 'static>(
+    fn open<KO: Clone + Send + 'static, VO: Clone + Send + 'static>(
         ctx: &ProcessorContext<'_, KO, VO>,
         store: &str,
     ) -> Result<(Self, i64, i64)> {

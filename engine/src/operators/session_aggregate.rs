@@ -6,7 +6,7 @@ use std::sync::Arc;
 use crate::dsl::windows::{EmitStrategy, SessionWindows};
 use crate::error::Result;
 use crate::operators::aggregate::Folder;
-use crate::operators::emit_progress::EmitProgress;
+use crate::operators::emit_progress::{self, EmitProgress};
 use crate::processor::{Processor, ProcessorContext, SessionStoreHandle};
 use crate::record::{Record, Windowed};
 
@@ -68,15 +68,11 @@ where
 {
     fn init(&mut self, ctx: &mut ProcessorContext<'_, Windowed<K>, Option<VA>>) -> Result<()> {
         self.store = Some(ctx.session_store(&self.store_name)?);
-        // A restarted or moved task starts from the stream time it committed, so records that
-        // were late before are late still.
-        self.observed = self.observed.max(ctx.stream_time());
-        if self.emit == EmitStrategy::OnWindowClose {
-            let (progress, observed, emitted) = EmitProgress::open(ctx, &self.store_name)?;
-            self.progress = Some(progress);
-            self.observed = self.observed.max(observed);
-            self.emitted_until = self.emitted_until.max(emitted);
-        }
+        let (progress, observed, emitted) =
+            emit_progress::resume(ctx, &self.store_name, self.emit)?;
+        self.progress = progress;
+        self.observed = self.observed.max(observed);
+        self.emitted_until = self.emitted_until.max(emitted);
         Ok(())
     }
 

@@ -8,7 +8,7 @@ use std::collections::BTreeSet;
 use crate::dsl::windows::{EmitStrategy, SlidingWindows};
 use crate::error::Result;
 use crate::operators::aggregate::Folder;
-use crate::operators::emit_progress::EmitProgress;
+use crate::operators::emit_progress::{self, EmitProgress};
 use crate::processor::{Processor, ProcessorContext, WindowStoreHandle};
 use crate::record::{Record, Windowed};
 
@@ -98,15 +98,11 @@ where
 {
     fn init(&mut self, ctx: &mut ProcessorContext<'_, Windowed<K>, Option<VA>>) -> Result<()> {
         self.store = Some(ctx.window_store(&self.store_name)?);
-        // A restarted or moved task starts from the stream time it committed, so records that
-        // were late before are late still.
-        self.observed = self.observed.max(ctx.stream_time());
-        if self.emit == EmitStrategy::OnWindowClose {
-            let (progress, observed, emitted) = EmitProgress::open(ctx, &self.store_name)?;
-            self.progress = Some(progress);
-            self.observed = self.observed.max(observed);
-            self.emitted_until = self.emitted_until.max(emitted);
-        }
+        let (progress, observed, emitted) =
+            emit_progress::resume(ctx, &self.store_name, self.emit)?;
+        self.progress = progress;
+        self.observed = self.observed.max(observed);
+        self.emitted_until = self.emitted_until.max(emitted);
         self.records = Some(ctx.window_store(&self.records_store_name)?);
         Ok(())
     }

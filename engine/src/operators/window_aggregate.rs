@@ -3,7 +3,7 @@
 use crate::dsl::windows::{EmitStrategy, TimeWindows};
 use crate::error::Result;
 use crate::operators::aggregate::Folder;
-use crate::operators::emit_progress::EmitProgress;
+use crate::operators::emit_progress::{self, EmitProgress};
 use crate::processor::{Processor, ProcessorContext, WindowStoreHandle};
 use crate::record::{Record, Windowed};
 
@@ -102,15 +102,11 @@ where
 {
     fn init(&mut self, ctx: &mut ProcessorContext<'_, Windowed<K>, Option<VA>>) -> Result<()> {
         self.store = Some(ctx.window_store(&self.store_name)?);
-        // A restarted or moved task starts from the stream time it committed, so records that
-        // were late before are late still.
-        self.observed = self.observed.max(ctx.stream_time());
-        if self.emit == EmitStrategy::OnWindowClose {
-            let (progress, observed, emitted) = EmitProgress::open(ctx, &self.store_name)?;
-            self.progress = Some(progress);
-            self.observed = self.observed.max(observed);
-            self.emitted_until = self.emitted_until.max(emitted);
-        }
+        let (progress, observed, emitted) =
+            emit_progress::resume(ctx, &self.store_name, self.emit)?;
+        self.progress = progress;
+        self.observed = self.observed.max(observed);
+        self.emitted_until = self.emitted_until.max(emitted);
         if let (Some(idle), EmitStrategy::OnWindowClose) = (self.idle_close_ms, self.emit) {
             let every = std::time::Duration::from_millis((idle / 4).clamp(1, 1_000) as u64);
             ctx.schedule(every, crate::time::PunctuationType::WallClock);
