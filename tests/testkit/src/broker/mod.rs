@@ -236,6 +236,15 @@ impl EmbeddedBroker {
         compaction::compact_all(&self.shared)
     }
 
+    /// Deletes the records of a partition below `before` (as DeleteRecords would); returns the
+    /// new log start offset, `None` for an unknown partition.
+    pub fn delete_records(&self, topic: &str, partition: i32, before: i64) -> Option<i64> {
+        self.shared
+            .state
+            .lock()
+            .delete_records(topic, partition, before)
+    }
+
     /// Creates a topic (as CreateTopics would); `false` if it exists.
     pub fn create_topic(&self, name: &str, partitions: i32) -> bool {
         self.shared
