@@ -26,6 +26,15 @@ use crate::task::{InputRecord, StreamTask, TaskId};
 use crate::time::WallClock;
 use crate::topology::Topology;
 
+/// Whether an error rewinds the thread to its committed offsets (and reopens its tasks) rather
+/// than stopping it.
+fn rewinds(error: &EngineError) -> bool {
+    matches!(
+        error.kind(),
+        crate::error::ErrorKind::TaskMigrated | crate::error::ErrorKind::Retriable
+    )
+}
+
 /// Pause before opening tasks again after they failed to open.
 const TASK_RETRY_BACKOFF: Duration = Duration::from_millis(500);
 
@@ -42,7 +51,7 @@ struct Inner {
     /// Reads changelogs into tasks being opened; made on the first restore.
     restorer: Option<restore::Restorer>,
     /// Next offset to read per input partition, consumed since the last commit.
-    offsets: BTreeMap<(String, i32), i64>,
+    offsets: BTreeMap<(String, i32), InputPosition>,
     assigned: BTreeSet<(String, i32)>,
     progress: Arc<Progress>,
     failure: Option<EngineError>,
@@ -235,7 +244,12 @@ impl Inner {
         };
         task.process(input)?;
         Progress::add(&self.progress.records_in, 1);
-        self.offsets.insert((topic, partition), offset + 1);
+        let stream_time = task.stream_time();
+        let position = InputPosition {
+            offset: offset + 1,
+            stream_time: (stream_time != i64::MIN).then_some(stream_time),
+        };
+        self.offsets.insert((topic, partition), position);
         self.drain(id)
             .map_err(|e| EngineError::TaskMigrated(e.to_string()))
     }
@@ -270,25 +284,10 @@ impl Inner {
             self.drain(id)?;
         }
         let offsets = std::mem::take(&mut self.offsets);
-        let positions: BTreeMap<(String, i32), InputPosition> = offsets
-            .iter()
-            .map(|((topic, partition), &offset)| {
-                let stream_time = self
-                    .task_of(topic, *partition)
-                    .and_then(|id| self.tasks.get(&id))
-                    .map(StreamTask::stream_time)
-                    .filter(|&t| t != i64::MIN);
-                let position = InputPosition {
-                    offset,
-                    stream_time,
-                };
-                ((topic.clone(), *partition), position)
-            })
-            .collect();
         let producer = self
             .producer()
             .map_err(|e| CommitError::Fatal(e.to_string()))?;
-        match producer.commit(consumer, &positions) {
+        match producer.commit(consumer, &offsets) {
             Ok(changelog) => {
                 Progress::add(&self.progress.commits, 1);
                 // The transaction is in; a failure here leaves local state at the previous
@@ -312,10 +311,7 @@ impl Inner {
         consumer: &BaseConsumer<C>,
         error: EngineError,
     ) -> Result<()> {
-        if !matches!(
-            error.kind(),
-            crate::error::ErrorKind::TaskMigrated | crate::error::ErrorKind::Retriable
-        ) {
+        if !rewinds(&error) {
             return Err(error);
         }
         std::thread::sleep(TASK_RETRY_BACKOFF);
@@ -323,12 +319,7 @@ impl Inner {
             consumer,
             CommitError::Aborted(format!("opening tasks: {error}")),
         ) {
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    crate::error::ErrorKind::TaskMigrated | crate::error::ErrorKind::Retriable
-                ) =>
-            {
+            Err(e) if rewinds(&e) => {
                 self.failure = Some(e);
                 Ok(())
             }
@@ -539,16 +530,12 @@ pub(crate) fn run(
             match message {
                 Some(Ok(m)) => {
                     if let Err(e) = guard.process(&m) {
-                        match e.kind() {
-                            crate::error::ErrorKind::TaskMigrated
-                            | crate::error::ErrorKind::Retriable => {
-                                if let Err(e) =
-                                    guard.recover(&consumer, CommitError::Aborted(e.to_string()))
-                                {
-                                    stop = Some(Err(e));
-                                }
-                            }
-                            _ => stop = Some(Err(e)),
+                        if !rewinds(&e) {
+                            stop = Some(Err(e));
+                        } else if let Err(e) =
+                            guard.recover(&consumer, CommitError::Aborted(e.to_string()))
+                        {
+                            stop = Some(Err(e));
                         }
                         break;
                     }
