@@ -5,7 +5,7 @@
 //! `at_least_once`.
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -85,13 +85,12 @@ pub(crate) fn committed_stream_times<C: ConsumerContext>(
 /// one past the newest record delivered. Tasks checkpoint their state with it.
 pub(crate) type ChangelogOffsets = BTreeMap<(String, i32), i64>;
 
-/// Remembers delivery failures, which under at-least-once must stop an offset commit, and the
-/// newest offset delivered to each changelog partition since the last commit or abort.
+/// Counts delivery failures, any of which stops the commit, and remembers the newest offset
+/// delivered to each changelog partition since the last commit or abort.
 #[derive(Default)]
 pub(crate) struct DeliveryTracker {
-    failed: Arc<AtomicBool>,
-    /// Records not delivered since the last commit or abort: an abort purges every record
-    /// still queued, so they are counted and logged once instead of a line each.
+    /// Records not delivered since the last abort (a failure always ends in one). An abort
+    /// purges every record still queued, so they are counted and logged once, not a line each.
     undelivered: Arc<AtomicU64>,
     changelog_offsets: Arc<parking_lot::Mutex<ChangelogOffsets>>,
 }
@@ -112,7 +111,7 @@ impl ProducerContext for DeliveryTracker {
             }
             Ok(_) => {}
             Err((e, record)) => {
-                self.undelivered.fetch_add(1, Ordering::Relaxed);
+                let before = self.undelivered.fetch_add(1, Ordering::SeqCst);
                 let purged = matches!(
                     e,
                     KafkaError::MessageProduction(
@@ -120,7 +119,7 @@ impl ProducerContext for DeliveryTracker {
                     )
                 );
                 // The first real failure says why; purges follow an abort, which is logged.
-                if !self.failed.swap(true, Ordering::SeqCst) && !purged {
+                if before == 0 && !purged {
                     tracing::warn!(topic = record.topic(), "delivery failed: {e}");
                 }
             }
@@ -131,7 +130,6 @@ impl ProducerContext for DeliveryTracker {
 /// A stream thread's producer.
 pub(crate) struct CommitProducer {
     producer: BaseProducer<DeliveryTracker>,
-    delivery_failed: Arc<AtomicBool>,
     undelivered: Arc<AtomicU64>,
     changelog_offsets: Arc<parking_lot::Mutex<ChangelogOffsets>>,
     guarantee: ProcessingGuarantee,
@@ -175,7 +173,6 @@ impl CommitProducer {
         transaction_timeout_ms: u64,
     ) -> Result<Self> {
         let tracker = DeliveryTracker::default();
-        let delivery_failed = Arc::clone(&tracker.failed);
         let undelivered = Arc::clone(&tracker.undelivered);
         let changelog_offsets = Arc::clone(&tracker.changelog_offsets);
         let mut config = ClientConfig::new();
@@ -211,7 +208,6 @@ impl CommitProducer {
         }
         Ok(Self {
             producer,
-            delivery_failed,
             undelivered,
             changelog_offsets,
             guarantee,
@@ -419,14 +415,13 @@ impl CommitProducer {
                 .map_err(|e| fatal("abort_transaction", e))?;
             self.producer.poll(Duration::ZERO);
         }
-        let undelivered = self.undelivered.swap(0, Ordering::Relaxed);
+        let undelivered = self.undelivered.swap(0, Ordering::SeqCst);
         if undelivered > 0 {
             tracing::warn!(
                 undelivered,
                 "records of the aborted commit were not delivered (they are redone)"
             );
         }
-        self.delivery_failed.store(false, Ordering::SeqCst);
         // Offsets of aborted changelog records must never reach a checkpoint.
         self.changelog_offsets.lock().clear();
         Ok(())
@@ -441,7 +436,7 @@ impl CommitProducer {
         loop {
             // A failed record dooms the commit; waiting for the rest would only delay the abort
             // (a transaction in error sends nothing more).
-            if self.delivery_failed.load(Ordering::SeqCst) {
+            if self.undelivered.load(Ordering::SeqCst) > 0 {
                 return Err("a record was not delivered".into());
             }
             if self.producer.in_flight_count() == 0 {
