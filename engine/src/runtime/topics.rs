@@ -40,12 +40,8 @@ pub(crate) fn broker_topics(bootstrap: &str) -> Result<BTreeMap<String, i32>> {
         .collect())
 }
 
-/// Checks the sources and creates the internal topics; returns the partitions of every topic
-/// the topology reads, by its name on the broker.
-pub(crate) fn prepare(
-    topology: &Topology,
-    config: &RuntimeConfig,
-) -> Result<BTreeMap<String, i32>> {
+/// Checks the sources and creates the internal topics.
+pub(crate) fn prepare(topology: &Topology, config: &RuntimeConfig) -> Result<()> {
     let app = &config.streams.application_id;
     let existing = broker_topics(&config.bootstrap_servers)?;
     let mut partitions: BTreeMap<String, i32> = BTreeMap::new();
@@ -151,7 +147,7 @@ pub(crate) fn prepare(
         }
         tracing::info!(topics = ?missing.iter().map(|t| &t.0).collect::<Vec<_>>(), "created internal topics");
     }
-    Ok(partitions)
+    Ok(())
 }
 
 /// Runs a future to completion on this thread (rdkafka's admin API is async; its futures are
