@@ -21,13 +21,18 @@ use rdkafka::{Offset, TopicPartitionList};
 
 const RECORDS: usize = 200_000;
 
-fn fill(bootstrap: &str, topic: &str) {
-    let p: BaseProducer = ClientConfig::new()
+/// A producer for filling topics fast (batches of 5 ms, a deep queue).
+fn bulk_producer(bootstrap: &str) -> BaseProducer {
+    ClientConfig::new()
         .set("bootstrap.servers", bootstrap)
         .set("linger.ms", "5")
         .set("queue.buffering.max.messages", "1000000")
         .create()
-        .unwrap();
+        .unwrap()
+}
+
+fn fill(bootstrap: &str, topic: &str) {
+    let p = bulk_producer(bootstrap);
     let payload = vec![b'x'; 100];
     for i in 0..RECORDS {
         let key = format!("k{}", i % 1000);
@@ -204,12 +209,7 @@ const CHANGELOG_RECORDS: usize = 200_000;
 fn restore(bootstrap: &str) -> (f64, u64, Duration) {
     let app = "bench-restore";
     let changelog = format!("{app}-restore-counts-changelog");
-    let p: BaseProducer = ClientConfig::new()
-        .set("bootstrap.servers", bootstrap)
-        .set("linger.ms", "5")
-        .set("queue.buffering.max.messages", "1000000")
-        .create()
-        .unwrap();
+    let p = bulk_producer(bootstrap);
     for i in 0..CHANGELOG_RECORDS {
         let key = format!("k{}", i % 10_000);
         let value = (i as i64).to_be_bytes();
