@@ -301,7 +301,11 @@ fn main() {
     }
     broker.create_topic("restore-in", 3);
     broker.create_topic("restore-out", 3);
-    broker.create_topic("bench-restore-restore-counts-changelog", 3);
+    broker.create_topic_with_configs(
+        "bench-restore-restore-counts-changelog",
+        3,
+        &[("cleanup.policy", "compact")],
+    );
     fill(&bootstrap, "bench-in");
     let plain = passthrough(&bootstrap, false);
     let rows = [

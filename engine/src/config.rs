@@ -35,6 +35,10 @@ pub enum ExceptionHandler {
 /// | `statestore.cache.max.bytes` | 10485760 |
 /// | `deserialization.exception.handler` | `log_and_fail` |
 /// | `processing.exception.handler` | `log_and_fail` |
+/// | `transaction.timeout.ms` | 10000 (the producer's, under exactly-once) |
+/// | `max.task.idle.ms` | 0: a task with several input partitions waits for none that is empty (but one fetch) |
+/// | `repartition.purge.interval.ms` | 30000: how often consumed records of repartition topics are deleted |
+/// | `replication.factor` | -1: internal topics get the broker's default |
 ///
 /// ```
 /// use eddy_engine::{StreamsConfig, ProcessingGuarantee};
@@ -55,6 +59,10 @@ pub struct StreamsConfig {
     pub cache_max_bytes: usize,
     pub deserialization_exception_handler: ExceptionHandler,
     pub processing_exception_handler: ExceptionHandler,
+    pub transaction_timeout_ms: u64,
+    pub max_task_idle_ms: i64,
+    pub repartition_purge_interval_ms: u64,
+    pub replication_factor: i32,
     /// Keys this struct does not know, kept for the Kafka clients (`bootstrap.servers`, ...).
     pub extra: BTreeMap<String, String>,
 }
@@ -72,6 +80,10 @@ impl StreamsConfig {
             cache_max_bytes: 10 * 1024 * 1024,
             deserialization_exception_handler: ExceptionHandler::LogAndFail,
             processing_exception_handler: ExceptionHandler::LogAndFail,
+            transaction_timeout_ms: 10_000,
+            max_task_idle_ms: 0,
+            repartition_purge_interval_ms: 30_000,
+            replication_factor: -1,
             extra: BTreeMap::new(),
         }
     }
@@ -141,6 +153,36 @@ impl StreamsConfig {
                 self.processing_exception_handler = parse_handler(value)
                     .ok_or_else(|| bad("must be log_and_fail or log_and_continue"))?;
             }
+            "transaction.timeout.ms" => {
+                let ms: u64 = value
+                    .parse()
+                    .map_err(|_| bad("must be a whole number of ms"))?;
+                if ms == 0 {
+                    return Err(bad("must be at least 1"));
+                }
+                self.transaction_timeout_ms = ms;
+            }
+            "max.task.idle.ms" => {
+                let ms: i64 = value
+                    .parse()
+                    .map_err(|_| bad("must be a whole number of ms, or -1"))?;
+                if ms < -1 {
+                    return Err(bad("must be -1 or more"));
+                }
+                self.max_task_idle_ms = ms;
+            }
+            "repartition.purge.interval.ms" => {
+                self.repartition_purge_interval_ms = value
+                    .parse()
+                    .map_err(|_| bad("must be a whole number of ms"))?;
+            }
+            "replication.factor" => {
+                let n: i32 = value.parse().map_err(|_| bad("must be a whole number"))?;
+                if n == 0 || n < -1 {
+                    return Err(bad("must be -1 (the broker's default) or at least 1"));
+                }
+                self.replication_factor = n;
+            }
             _ => {
                 self.extra.insert(key.to_string(), value.to_string());
             }
@@ -184,6 +226,9 @@ impl StreamsConfig {
             "deserialization.exception.handler",
             "processing.exception.handler",
             "transaction.timeout.ms",
+            "max.task.idle.ms",
+            "repartition.purge.interval.ms",
+            "replication.factor",
         ];
         let vars: BTreeMap<String, String> = vars.into_iter().collect();
         for key in KEYS {

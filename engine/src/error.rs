@@ -50,6 +50,14 @@ pub enum EngineError {
     /// The task no longer belongs to this worker (rebalanced away or fenced).
     #[error("task {0} migrated to another worker")]
     TaskMigrated(String),
+    /// A Kafka client call failed; `kind` says what the caller does about it.
+    #[error("{operation}: {source}")]
+    Kafka {
+        operation: String,
+        kind: ErrorKind,
+        #[source]
+        source: rdkafka::error::KafkaError,
+    },
 }
 
 /// How a caller should react to an [`EngineError`].
@@ -81,6 +89,28 @@ impl EngineError {
                 ErrorClass::Retriable => ErrorKind::Retriable,
             },
             EngineError::TaskMigrated(_) => ErrorKind::TaskMigrated,
+            EngineError::Kafka { kind, .. } => *kind,
+        }
+    }
+
+    /// A failed Kafka client call that the thread rewinds from (reopening its tasks).
+    pub(crate) fn kafka(operation: impl Into<String>, source: rdkafka::error::KafkaError) -> Self {
+        EngineError::Kafka {
+            operation: operation.into(),
+            kind: ErrorKind::TaskMigrated,
+            source,
+        }
+    }
+
+    /// A failed Kafka client call that stops the thread.
+    pub(crate) fn kafka_fatal(
+        operation: impl Into<String>,
+        source: rdkafka::error::KafkaError,
+    ) -> Self {
+        EngineError::Kafka {
+            operation: operation.into(),
+            kind: ErrorKind::Fatal,
+            source,
         }
     }
 

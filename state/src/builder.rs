@@ -9,6 +9,7 @@ use crate::changelogging::{ChangeLoggingKeyValueStore, ChangelogSink};
 use crate::error::Result;
 use crate::memory::InMemoryKeyValueStore;
 use crate::metered::MeteredKeyValueStore;
+use crate::record_time::RecordTime;
 use crate::rocks::RocksDbInstance;
 use crate::session::SessionStore;
 use crate::store::KeyValueStore;
@@ -68,6 +69,8 @@ pub struct StoreContext {
     pub changelog: Option<Arc<dyn ChangelogSink>>,
     /// Dirty bytes a caching store holds before it asks for a commit.
     pub cache_max_bytes: usize,
+    /// The timestamp of the record the task is processing.
+    pub record_time: RecordTime,
 }
 
 impl std::fmt::Debug for StoreContext {
@@ -118,11 +121,19 @@ pub fn build_store(spec: &StoreSpec, ctx: &StoreContext) -> Result<BuiltStore> {
         ctx.cache_max_bytes,
     ));
     let logged: Box<dyn KeyValueStore> = match (&ctx.changelog, spec.logging) {
-        (Some(sink), true) => Box::new(ChangeLoggingKeyValueStore::new(base, Arc::clone(sink))),
+        (Some(sink), true) => Box::new(ChangeLoggingKeyValueStore::new(
+            base,
+            Arc::clone(sink),
+            ctx.record_time.clone(),
+        )),
         _ => base,
     };
     let cached: Box<dyn KeyValueStore> = if spec.caching {
-        Box::new(CachingKeyValueStore::new(logged, ctx.cache_max_bytes))
+        Box::new(CachingKeyValueStore::new(
+            logged,
+            ctx.cache_max_bytes,
+            ctx.record_time.clone(),
+        ))
     } else {
         logged
     };

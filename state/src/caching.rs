@@ -6,6 +6,7 @@ use std::ops::Bound;
 
 use crate::error::Result;
 use crate::merge::OverlayIter;
+use crate::record_time::RecordTime;
 use crate::store::{bounds_inverted, FlushedEntry, KeyValueStore, KvIter};
 
 /// Holds writes back until [`KeyValueStore::flush_cache`], so that ten updates of one key between
@@ -16,8 +17,10 @@ pub struct CachingKeyValueStore<S> {
     /// Dirty keys by when they were last written: a flush writes (and so forwards) them least
     /// recently written first, as Kafka Streams' cache does.
     order: BTreeMap<u64, Vec<u8>>,
-    written_at: std::collections::HashMap<Vec<u8>, u64>,
+    /// Per dirty key: its place in `order`, and the timestamp of the record that wrote it.
+    written_at: std::collections::HashMap<Vec<u8>, (u64, i64)>,
     clock: u64,
+    time: RecordTime,
     dirty_bytes: usize,
     max_bytes: usize,
 }
@@ -33,8 +36,11 @@ impl<S: KeyValueStore> std::fmt::Debug for CachingKeyValueStore<S> {
 
 impl<S: KeyValueStore> CachingKeyValueStore<S> {
     /// Caches writes to `inner`; past `max_bytes` of dirty data the store asks for a commit.
-    pub fn new(inner: S, max_bytes: usize) -> Self {
+    /// Each write remembers the current record's `time`, which is current again when the write
+    /// goes down (so the changelog below is stamped with it) and comes back with the flush.
+    pub fn new(inner: S, max_bytes: usize, time: RecordTime) -> Self {
         Self {
+            time,
             inner,
             dirty: BTreeMap::new(),
             order: BTreeMap::new(),
@@ -47,7 +53,8 @@ impl<S: KeyValueStore> CachingKeyValueStore<S> {
 
     fn remember(&mut self, key: &[u8], value: Option<Vec<u8>>) {
         self.clock += 1;
-        if let Some(previous) = self.written_at.insert(key.to_vec(), self.clock) {
+        let entry = (self.clock, self.time.get());
+        if let Some((previous, _)) = self.written_at.insert(key.to_vec(), entry) {
             self.order.remove(&previous);
         }
         self.order.insert(self.clock, key.to_vec());
@@ -99,7 +106,7 @@ impl<S: KeyValueStore> KeyValueStore for CachingKeyValueStore<S> {
                 .map(|(k, _)| k.clone())
                 .collect();
             for key in doomed {
-                if let Some(at) = self.written_at.remove(&key) {
+                if let Some((at, _)) = self.written_at.remove(&key) {
                     self.order.remove(&at);
                 }
                 if let Some(v) = self.dirty.remove(&key) {
@@ -121,21 +128,30 @@ impl<S: KeyValueStore> KeyValueStore for CachingKeyValueStore<S> {
     fn flush_cache(&mut self) -> Result<Vec<FlushedEntry>> {
         let mut dirty = std::mem::take(&mut self.dirty);
         let order = std::mem::take(&mut self.order);
-        self.written_at.clear();
+        let mut written_at = std::mem::take(&mut self.written_at);
         self.dirty_bytes = 0;
+        let current = self.time.get();
         let mut flushed = Vec::with_capacity(dirty.len());
-        for key in order.into_values() {
-            let Some(value) = dirty.remove(&key) else {
-                continue;
-            };
-            match &value {
-                Some(v) => self.inner.put(&key, v)?,
-                None => {
-                    self.inner.delete(&key)?;
+        let written = (|| {
+            for key in order.into_values() {
+                let Some(value) = dirty.remove(&key) else {
+                    continue;
+                };
+                let timestamp = written_at.remove(&key).map_or(current, |(_, ts)| ts);
+                // The layers below (the changelog) see the write as made by its own record.
+                self.time.set(timestamp);
+                match &value {
+                    Some(v) => self.inner.put(&key, v)?,
+                    None => {
+                        self.inner.delete(&key)?;
+                    }
                 }
+                flushed.push((key, value, timestamp));
             }
-            flushed.push((key, value));
-        }
+            Ok::<_, crate::error::StateError>(())
+        })();
+        self.time.set(current);
+        written?;
         self.inner.flush()?;
         Ok(flushed)
     }
@@ -147,7 +163,7 @@ impl<S: KeyValueStore> KeyValueStore for CachingKeyValueStore<S> {
             self.dirty_bytes = self
                 .dirty_bytes
                 .saturating_sub(key.len() + old.map_or(0, |v| v.len()));
-            if let Some(at) = self.written_at.remove(key) {
+            if let Some((at, _)) = self.written_at.remove(key) {
                 self.order.remove(&at);
             }
         }

@@ -4,13 +4,15 @@ use std::ops::Bound;
 use std::sync::Arc;
 
 use crate::error::Result;
+use crate::record_time::RecordTime;
 use crate::store::{KeyValueStore, KvIter};
 
 /// Where a store's changes go: the runtime sends them to the store's changelog topic in the
 /// task's transaction; the test driver keeps them so that tests can replay them.
 pub trait ChangelogSink: Send + Sync {
-    /// Records that `key` of `store` now has `value` (`None`: deleted).
-    fn log(&self, store: &str, key: &[u8], value: Option<&[u8]>);
+    /// Records that `key` of `store` now has `value` (`None`: deleted), written by a record
+    /// with `timestamp`.
+    fn log(&self, store: &str, key: &[u8], value: Option<&[u8]>, timestamp: i64);
 }
 
 /// Logs each put and delete after applying it to the store below. Above it, a caching layer
@@ -18,6 +20,7 @@ pub trait ChangelogSink: Send + Sync {
 pub struct ChangeLoggingKeyValueStore<S> {
     inner: S,
     sink: Arc<dyn ChangelogSink>,
+    time: RecordTime,
 }
 
 impl<S: KeyValueStore> std::fmt::Debug for ChangeLoggingKeyValueStore<S> {
@@ -29,9 +32,9 @@ impl<S: KeyValueStore> std::fmt::Debug for ChangeLoggingKeyValueStore<S> {
 }
 
 impl<S: KeyValueStore> ChangeLoggingKeyValueStore<S> {
-    /// Logs the changes of `inner` to `sink`.
-    pub fn new(inner: S, sink: Arc<dyn ChangelogSink>) -> Self {
-        Self { inner, sink }
+    /// Logs the changes of `inner` to `sink`, stamped with the current record's `time`.
+    pub fn new(inner: S, sink: Arc<dyn ChangelogSink>, time: RecordTime) -> Self {
+        Self { inner, sink, time }
     }
 }
 
@@ -44,12 +47,13 @@ impl<S: KeyValueStore> KeyValueStore for ChangeLoggingKeyValueStore<S> {
     }
     fn put(&mut self, key: &[u8], value: &[u8]) -> Result<()> {
         self.inner.put(key, value)?;
-        self.sink.log(self.inner.name(), key, Some(value));
+        self.sink
+            .log(self.inner.name(), key, Some(value), self.time.get());
         Ok(())
     }
     fn delete(&mut self, key: &[u8]) -> Result<Option<Vec<u8>>> {
         let old = self.inner.delete(key)?;
-        self.sink.log(self.inner.name(), key, None);
+        self.sink.log(self.inner.name(), key, None, self.time.get());
         Ok(old)
     }
     fn range<'a>(&'a self, from: Bound<&[u8]>, to: Bound<&[u8]>) -> Result<KvIter<'a>> {

@@ -160,6 +160,17 @@ impl SessionStore {
         Ok(out)
     }
 
+    /// Writes a raw changelog record back, as a restore does: a session that is out of retention
+    /// by then is dropped.
+    pub fn restore_raw(&mut self, raw: &[u8], value: Option<&[u8]>) -> Result<()> {
+        let parsed = decode_segmented(self.inner.name(), raw)?;
+        self.segments.observe(parsed.a, self.inner.as_mut())?;
+        if parsed.a < self.segments.earliest_live() {
+            return Ok(());
+        }
+        self.inner.restore(raw, value)
+    }
+
     /// Decodes a raw key of this store's layout into (key, start, end).
     pub fn decode_key(&self, raw: &[u8]) -> Result<(Vec<u8>, i64, i64)> {
         let parsed = decode_segmented(self.inner.name(), raw)?;

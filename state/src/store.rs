@@ -11,8 +11,9 @@ pub type KeyValue = (Vec<u8>, Vec<u8>);
 /// An ordered iterator over a store's entries.
 pub type KvIter<'a> = Box<dyn Iterator<Item = Result<KeyValue>> + 'a>;
 
-/// A change that a caching store held back and has now written down: `None` is a delete.
-pub type FlushedEntry = (Vec<u8>, Option<Vec<u8>>);
+/// A change that a caching store held back and has now written down: key, value (`None` is a
+/// delete) and the timestamp of the record that last wrote it.
+pub type FlushedEntry = (Vec<u8>, Option<Vec<u8>>, i64);
 
 /// A key-value store of bytes, ordered by the bytes of its keys.
 ///

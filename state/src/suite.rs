@@ -8,14 +8,18 @@ use crate::*;
 
 /// Records logged changes for assertions.
 #[derive(Default)]
-struct RecordingSink(Mutex<Vec<(String, Vec<u8>, Option<Vec<u8>>)>>);
+struct RecordingSink(
+    Mutex<Vec<(String, Vec<u8>, Option<Vec<u8>>)>>,
+    Mutex<Vec<i64>>,
+);
 
 impl ChangelogSink for RecordingSink {
-    fn log(&self, store: &str, key: &[u8], value: Option<&[u8]>) {
+    fn log(&self, store: &str, key: &[u8], value: Option<&[u8]>, timestamp: i64) {
         self.0
             .lock()
             .unwrap()
             .push((store.to_string(), key.to_vec(), value.map(<[u8]>::to_vec)));
+        self.1.lock().unwrap().push(timestamp);
     }
 }
 
@@ -58,6 +62,7 @@ fn backends() -> Vec<Backend> {
                 rocksdb: db.clone(),
                 changelog: Some(Arc::clone(&sink)),
                 cache_max_bytes: 1 << 20,
+                record_time: RecordTime::default(),
             };
             match build_store(&StoreSpec::key_value(name), &ctx).unwrap() {
                 BuiltStore::KeyValue(s) => s,
@@ -324,12 +329,28 @@ fn session_retention_expires_old_sessions() {
 #[test]
 fn caching_collapses_updates_and_reads_its_writes() {
     let sink = Arc::new(RecordingSink::default());
-    let logged = ChangeLoggingKeyValueStore::new(InMemoryKeyValueStore::new("c"), sink.clone());
-    let mut s = CachingKeyValueStore::new(logged, 1 << 20);
-    s.put(b"a", b"1").unwrap();
-    s.put(b"a", b"2").unwrap();
-    s.put(b"b", b"x").unwrap();
-    s.delete(b"b").unwrap();
+    let time = RecordTime::default();
+    let logged = ChangeLoggingKeyValueStore::new(
+        InMemoryKeyValueStore::new("c"),
+        sink.clone(),
+        time.clone(),
+    );
+    let mut s = CachingKeyValueStore::new(logged, 1 << 20, time.clone());
+    for (ts, key, value) in [
+        (10, b"a", Some(b"1")),
+        (20, b"a", Some(b"2")),
+        (30, b"b", Some(b"x")),
+        (40, b"b", None),
+    ] {
+        time.set(ts);
+        match value {
+            Some(v) => s.put(key, v).unwrap(),
+            None => {
+                s.delete(key).unwrap();
+            }
+        }
+    }
+    time.set(99);
     assert_eq!(s.get(b"a").unwrap(), Some(b"2".to_vec()));
     assert_eq!(s.get(b"b").unwrap(), None);
     assert!(
@@ -339,8 +360,18 @@ fn caching_collapses_updates_and_reads_its_writes() {
     let flushed = s.flush_cache().unwrap();
     assert_eq!(
         flushed,
-        vec![(b"a".to_vec(), Some(b"2".to_vec())), (b"b".to_vec(), None)]
+        vec![
+            (b"a".to_vec(), Some(b"2".to_vec()), 20),
+            (b"b".to_vec(), None, 40)
+        ],
+        "each key comes back with the timestamp of its last write"
     );
+    assert_eq!(
+        *sink.1.lock().unwrap(),
+        vec![20, 40],
+        "changelog records are stamped with their own write's timestamp"
+    );
+    assert_eq!(time.get(), 99, "the current record's time is put back");
     let logged = sink.0.lock().unwrap().clone();
     assert_eq!(logged.len(), 2, "one changelog record per key: {logged:?}");
     assert!(
@@ -351,7 +382,11 @@ fn caching_collapses_updates_and_reads_its_writes() {
 
 #[test]
 fn caching_range_merges_dirty_entries_over_the_store() {
-    let mut s = CachingKeyValueStore::new(InMemoryKeyValueStore::new("c"), 1 << 20);
+    let mut s = CachingKeyValueStore::new(
+        InMemoryKeyValueStore::new("c"),
+        1 << 20,
+        RecordTime::default(),
+    );
     s.put(b"a", b"1").unwrap();
     s.put(b"c", b"3").unwrap();
     s.flush().unwrap();
@@ -370,7 +405,8 @@ fn caching_range_merges_dirty_entries_over_the_store() {
 
 #[test]
 fn caching_asks_for_a_commit_when_full() {
-    let mut s = CachingKeyValueStore::new(InMemoryKeyValueStore::new("c"), 16);
+    let mut s =
+        CachingKeyValueStore::new(InMemoryKeyValueStore::new("c"), 16, RecordTime::default());
     s.put(b"k", b"0123456789").unwrap();
     assert!(!s.cache_full());
     s.put(b"j", b"0123456789").unwrap();
@@ -444,9 +480,16 @@ fn corrupt_window_keys_are_reported_not_panicked() {
 #[test]
 fn restore_bypasses_the_cache_and_the_changelog() {
     let sink = Arc::new(RecordingSink::default());
-    let logged = ChangeLoggingKeyValueStore::new(InMemoryKeyValueStore::new("r"), sink.clone());
-    let mut s =
-        MeteredKeyValueStore::new(CachingKeyValueStore::new(logged, 1 << 20), "restore-test");
+    let time = RecordTime::default();
+    let logged = ChangeLoggingKeyValueStore::new(
+        InMemoryKeyValueStore::new("r"),
+        sink.clone(),
+        time.clone(),
+    );
+    let mut s = MeteredKeyValueStore::new(
+        CachingKeyValueStore::new(logged, 1 << 20, time),
+        "restore-test",
+    );
     s.put(b"a", b"dirty").unwrap();
     s.restore(b"a", Some(b"restored")).unwrap();
     s.restore(b"b", Some(b"x")).unwrap();

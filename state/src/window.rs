@@ -198,9 +198,6 @@ impl WindowStore {
             return Ok(());
         }
         self.seq = self.seq.max(parsed.b);
-        match value {
-            Some(v) => self.inner.put(raw, v),
-            None => self.inner.delete(raw).map(|_| ()),
-        }
+        self.inner.restore(raw, value)
     }
 }

@@ -23,7 +23,7 @@ fn broker() -> EmbeddedBroker {
     let broker = EmbeddedBroker::start().unwrap();
     broker.create_topic("text-lines", 1);
     broker.create_topic("word-counts", 1);
-    broker.create_topic(CHANGELOG, 1);
+    broker.create_topic_with_configs(CHANGELOG, 1, &[("cleanup.policy", "compact")]);
     broker
 }
 

@@ -353,7 +353,7 @@ impl<K: StoredData, V: StoredData> KStream<K, V> {
     /// [`KStream::repartition`] with the serdes of the repartition topic.
     pub fn repartition_with(&self, name: &str, key: SerdeRef<K>, value: SerdeRef<V>) -> Self {
         let mut st = self.dsl.borrow_mut();
-        let topic = format!("{name}-repartition");
+        let topic = crate::topology::internal_topics::repartition(name);
         st.topo.add_repartition_topic(&topic);
         let sink = st.name("KSTREAM-SINK");
         let r = st

@@ -17,7 +17,6 @@ pub(crate) struct Aggregate<K, V, VA> {
     /// With a caching store, updates go downstream at commit, collapsed per key.
     pub caching: bool,
     pub store: Option<KeyValueStoreHandle<K, VA>>,
-    pub pending_time: i64,
 }
 
 impl<K, V, VA> Aggregate<K, V, VA> {
@@ -27,7 +26,6 @@ impl<K, V, VA> Aggregate<K, V, VA> {
             folder,
             caching,
             store: None,
-            pending_time: i64::MIN,
         }
     }
 }
@@ -55,7 +53,6 @@ where
         let new = (self.folder)(&record.key, record.value, old);
         store.put(&record.key, &new)?;
         if self.caching {
-            self.pending_time = self.pending_time.max(record.timestamp);
             Ok(())
         } else {
             ctx.forward(Record {
@@ -74,11 +71,11 @@ where
         let Some(store) = &self.store else {
             return Ok(());
         };
-        let ts = self.pending_time.max(0);
-        for (key, value) in store.flush_cache()? {
+        // Each key with the timestamp of the record that last updated it, wherever the commit
+        // falls.
+        for (key, value, ts) in store.flush_cache()? {
             ctx.forward(Record::new(key, value, ts))?;
         }
-        self.pending_time = i64::MIN;
         Ok(())
     }
 }

@@ -24,7 +24,6 @@ pub(crate) struct SessionAggregate<K, V, VA> {
     pub emitted_until: i64,
     /// Emit-on-close: `observed` and `emitted_until`, kept in a logged store.
     pub progress: Option<EmitProgress>,
-    pub pending_time: i64,
 }
 
 impl<K, V, VA> SessionAggregate<K, V, VA> {
@@ -48,7 +47,6 @@ impl<K, V, VA> SessionAggregate<K, V, VA> {
             observed: i64::MIN,
             emitted_until: i64::MIN,
             progress: None,
-            pending_time: i64::MIN,
         }
     }
 
@@ -122,9 +120,8 @@ where
         let agg = (self.folder)(&record.key, record.value, agg);
         store.put(&record.key, start, end, &agg)?;
         match self.emit {
-            EmitStrategy::OnWindowUpdate if self.caching => {
-                self.pending_time = self.pending_time.max(ts);
-            }
+            // The cache forwards it at commit, with this record's timestamp.
+            EmitStrategy::OnWindowUpdate if self.caching => {}
             EmitStrategy::OnWindowUpdate => {
                 ctx.forward(Record::new(
                     Windowed {
@@ -151,12 +148,11 @@ where
         };
         let flushed = store.flush_cache()?;
         if self.emit == EmitStrategy::OnWindowUpdate && self.caching {
-            let ts = self.pending_time.max(0);
-            for (key, start, end, value) in flushed {
+            // Each session with the timestamp of the record that last updated it.
+            for (key, start, end, value, ts) in flushed {
                 ctx.forward(Record::new(Windowed { key, start, end }, value, ts))?;
             }
         }
-        self.pending_time = i64::MIN;
         Ok(())
     }
 }

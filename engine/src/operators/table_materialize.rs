@@ -9,7 +9,6 @@ pub(crate) struct TableMaterialize<K, V> {
     pub store_name: String,
     pub caching: bool,
     pub store: Option<KeyValueStoreHandle<K, V>>,
-    pub pending_time: i64,
 }
 
 impl<K, V> TableMaterialize<K, V> {
@@ -18,7 +17,6 @@ impl<K, V> TableMaterialize<K, V> {
             store_name,
             caching,
             store: None,
-            pending_time: i64::MIN,
         }
     }
 }
@@ -48,7 +46,6 @@ where
             }
         }
         if self.caching {
-            self.pending_time = self.pending_time.max(record.timestamp);
             Ok(())
         } else {
             ctx.forward(record)
@@ -62,11 +59,10 @@ where
         let Some(store) = &self.store else {
             return Ok(());
         };
-        let ts = self.pending_time.max(0);
-        for (key, value) in store.flush_cache()? {
+        // Each key with the timestamp of the record that last updated it.
+        for (key, value, ts) in store.flush_cache()? {
             ctx.forward(Record::new(key, value, ts))?;
         }
-        self.pending_time = i64::MIN;
         Ok(())
     }
 }

@@ -20,7 +20,6 @@ pub(crate) struct WindowAggregate<K, V, VA> {
     pub emitted_until: i64,
     /// Emit-on-close: `observed` and `emitted_until`, kept in a logged store.
     pub progress: Option<EmitProgress>,
-    pub pending_time: i64,
     /// Emit-on-close only: after this much wall-clock time without a record, stream time moves
     /// on by the idle time, so the last windows of a quiet input close.
     pub idle_close_ms: Option<i64>,
@@ -47,7 +46,6 @@ impl<K, V, VA> WindowAggregate<K, V, VA> {
             observed: i64::MIN,
             emitted_until: i64::MIN,
             progress: None,
-            pending_time: i64::MIN,
             idle_close_ms: None,
             last_record_wall: i64::MIN,
             observed_at_last_record: i64::MIN,
@@ -164,9 +162,8 @@ where
             let new = (self.folder)(&record.key, record.value.clone(), old);
             store.put(&record.key, start, Some(&new))?;
             if self.emit == EmitStrategy::OnWindowUpdate {
-                if self.caching {
-                    self.pending_time = self.pending_time.max(ts);
-                } else {
+                // A cached update goes downstream at commit, with this record's timestamp.
+                if !self.caching {
                     let key = Windowed {
                         key: record.key.clone(),
                         start,
@@ -189,13 +186,12 @@ where
         };
         let flushed = store.flush_cache()?;
         if self.emit == EmitStrategy::OnWindowUpdate && self.caching {
-            let ts = self.pending_time.max(0);
-            for (key, start, value) in flushed {
+            // Each window with the timestamp of the record that last updated it.
+            for (key, start, value, ts) in flushed {
                 let end = start + self.windows.size_ms;
                 ctx.forward(Record::new(Windowed { key, start, end }, value, ts))?;
             }
         }
-        self.pending_time = i64::MIN;
         Ok(())
     }
 }

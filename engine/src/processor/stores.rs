@@ -214,17 +214,18 @@ impl<K: 'static, V: 'static> KeyValueStoreHandle<K, V> {
         ))
     }
 
-    /// Writes the cache down and returns what it held, one entry per key (`None`: deleted).
-    pub fn flush_cache(&self) -> Result<Vec<(K, Option<V>)>> {
+    /// Writes the cache down and returns what it held, one entry per key (`None`: deleted),
+    /// with the timestamp of the record that last wrote it.
+    pub fn flush_cache(&self) -> Result<Vec<(K, Option<V>, i64)>> {
         let flushed = with_store!(self, KeyValue, "key-value", |s| Ok(s.flush_cache()?))?;
         flushed
             .into_iter()
-            .map(|(k, v)| {
+            .map(|(k, v, ts)| {
                 let key = self
                     .key
                     .deserialize(&k)
                     .map_err(|e| corrupt(&self.name, e))?;
-                Ok((key, v.map(|b| self.decode_value(&b)).transpose()?))
+                Ok((key, v.map(|b| self.decode_value(&b)).transpose()?, ts))
             })
             .collect()
     }
@@ -283,17 +284,23 @@ impl<K: 'static, V: 'static> WindowStoreHandle<K, V> {
         self.fetch_all(i64::MIN, i64::MAX)
     }
 
-    /// Writes the cache down and returns what it held: `(key, start, value)`.
-    pub fn flush_cache(&self) -> Result<Vec<(K, i64, Option<V>)>> {
+    /// Writes the cache down and returns what it held: `(key, start, value, timestamp of the
+    /// last write)`.
+    pub fn flush_cache(&self) -> Result<Vec<(K, i64, Option<V>, i64)>> {
         let mut guard = self.store.lock();
         let BuiltStore::Window(s) = &mut *guard else {
             return Err(wrong_kind(&self.name, "window"));
         };
         let flushed = s.inner_mut().flush_cache()?;
         let mut out = Vec::with_capacity(flushed.len());
-        for (raw, value) in flushed {
+        for (raw, value, ts) in flushed {
             let (k, start) = s.decode_key(&raw)?;
-            out.push((self.k(&k)?, start, value.map(|b| self.v(&b)).transpose()?));
+            out.push((
+                self.k(&k)?,
+                start,
+                value.map(|b| self.v(&b)).transpose()?,
+                ts,
+            ));
         }
         Ok(out)
     }
@@ -354,21 +361,23 @@ impl<K: 'static, V: 'static> SessionStoreHandle<K, V> {
             .collect()
     }
 
-    /// Writes the cache down and returns what it held: `(key, start, end, value)`.
-    pub fn flush_cache(&self) -> Result<Vec<(K, i64, i64, Option<V>)>> {
+    /// Writes the cache down and returns what it held: `(key, start, end, value, timestamp of
+    /// the last write)`.
+    pub fn flush_cache(&self) -> Result<Vec<(K, i64, i64, Option<V>, i64)>> {
         let mut guard = self.store.lock();
         let BuiltStore::Session(s) = &mut *guard else {
             return Err(wrong_kind(&self.name, "session"));
         };
         let flushed = s.inner_mut().flush_cache()?;
         let mut out = Vec::with_capacity(flushed.len());
-        for (raw, value) in flushed {
+        for (raw, value, ts) in flushed {
             let (k, start, end) = s.decode_key(&raw)?;
             out.push((
                 self.k(&k)?,
                 start,
                 end,
                 value.map(|b| self.v(&b)).transpose()?,
+                ts,
             ));
         }
         Ok(out)

@@ -12,9 +12,6 @@ use rdkafka::statistics::Statistics;
 
 use crate::runtime::Progress;
 
-/// How often librdkafka reports statistics to the stream thread.
-pub(crate) const STATISTICS_INTERVAL_MS: &str = "1000";
-
 /// One thread's share of its application's lag.
 pub(crate) struct InputLag {
     progress: Arc<Progress>,

@@ -3,12 +3,15 @@
 //! once. `KafkaStreams::start` runs N threads in this process; run the binary N times to spread
 //! the partitions over processes.
 
+mod changelog_reader;
+mod clients;
+mod internal_topics;
 mod lag;
-mod producer;
-mod restore;
+mod rebalance_listener;
 mod state_directory;
-mod thread;
-mod topics;
+mod stream_thread;
+mod streams_producer;
+mod task_manager;
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -18,7 +21,7 @@ use crate::config::StreamsConfig;
 use crate::error::{EngineError, Result};
 use crate::topology::Topology;
 
-pub use topics::DLQ_TOPIC;
+pub use internal_topics::DLQ_TOPIC;
 
 /// Settings of a runtime: the streams config plus how to reach Kafka.
 #[derive(Debug, Clone)]
@@ -26,8 +29,6 @@ pub struct RuntimeConfig {
     pub streams: StreamsConfig,
     /// `bootstrap.servers`.
     pub bootstrap_servers: String,
-    /// Replication factor of the internal topics Eddy creates.
-    pub replication_factor: i32,
 }
 
 impl RuntimeConfig {
@@ -36,7 +37,6 @@ impl RuntimeConfig {
         Self {
             streams,
             bootstrap_servers: bootstrap_servers.into(),
-            replication_factor: 1,
         }
     }
 }
@@ -86,7 +86,7 @@ impl KafkaStreams {
             &config.streams.state_dir,
             &config.streams.application_id,
         )?);
-        topics::prepare(&topology, &config)?;
+        internal_topics::prepare(&topology, &config)?;
         let topology = Arc::new(topology);
         let shutdown = Arc::new(AtomicBool::new(false));
         let progress = Arc::new(Progress::default());
@@ -103,7 +103,7 @@ impl KafkaStreams {
                 .name(format!("{}-stream-{index}", config.streams.application_id))
                 .spawn(move || {
                     let process_id = state_directory.process_id();
-                    thread::run(index, topology, config, process_id, shutdown, progress)
+                    stream_thread::run(index, topology, config, process_id, shutdown, progress)
                 })
                 .map_err(|e| EngineError::Config {
                     key: "num.stream.threads".into(),

@@ -37,6 +37,8 @@ pub struct ChangelogRecord {
     pub store: String,
     pub key: Vec<u8>,
     pub value: Option<Vec<u8>>,
+    /// The timestamp of the record that made the change.
+    pub timestamp: i64,
 }
 
 /// Collects the changes of a task's logged stores until the task hands them on.
@@ -53,11 +55,12 @@ impl ChangelogBuffer {
 }
 
 impl ChangelogSink for ChangelogBuffer {
-    fn log(&self, store: &str, key: &[u8], value: Option<&[u8]>) {
+    fn log(&self, store: &str, key: &[u8], value: Option<&[u8]>, timestamp: i64) {
         self.0.lock().push(ChangelogRecord {
             store: store.to_string(),
             key: key.to_vec(),
             value: value.map(<[u8]>::to_vec),
+            timestamp,
         });
     }
 }

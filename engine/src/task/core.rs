@@ -51,13 +51,20 @@ pub(crate) struct TaskCore {
     pub dead_letters: Vec<DeadLetter>,
     pub dropped: BTreeMap<String, u64>,
     pub metrics: crate::task::metrics::TaskMetrics,
+    /// The timestamp of the record at the node running now, shared with the stores (caching
+    /// and change-logging layers stamp their writes with it).
+    pub record_time: eddy_state::RecordTime,
 }
 
 impl TaskCore {
     /// Runs `rec` through node `id` (and, through its forwards, everything below it).
     pub fn dispatch(&mut self, id: usize, rec: DynRecord) -> Result<()> {
         let mut node = self.take_node(id)?;
+        // The child runs in the context of the record it was given; the parent's comes back.
+        let parent_time = self.record_time.get();
+        self.record_time.set(rec.timestamp);
         let result = node.process(rec, self, id);
+        self.record_time.set(parent_time);
         self.nodes[id] = Some(node);
         result
     }

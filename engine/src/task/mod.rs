@@ -4,6 +4,7 @@
 pub(crate) mod collector;
 pub(crate) mod core;
 pub(crate) mod metrics;
+pub(crate) mod partition_group;
 pub(crate) mod schedule;
 
 use std::collections::{BTreeMap, HashMap};
@@ -56,6 +57,9 @@ pub struct StreamTask {
     rocksdb: Option<Arc<RocksDbInstance>>,
     deserialization_handler: ExceptionHandler,
     processing_handler: ExceptionHandler,
+    /// Input fetched but not processed yet (the runtime's path; the test driver processes
+    /// directly).
+    buffered: partition_group::PartitionGroup,
 }
 
 impl std::fmt::Debug for StreamTask {
@@ -106,7 +110,9 @@ impl StreamTask {
             None
         };
         let changelog = ChangelogBuffer::new();
+        let record_time = eddy_state::RecordTime::default();
         let store_ctx = StoreContext {
+            record_time: record_time.clone(),
             task_id: format!("{}/{task_id}", config.application_id),
             rocksdb: rocksdb.clone(),
             changelog: Some(changelog.clone() as Arc<dyn eddy_state::ChangelogSink>),
@@ -179,7 +185,9 @@ impl StreamTask {
                 dead_letters: Vec::new(),
                 dropped: BTreeMap::new(),
                 metrics,
+                record_time,
             },
+            buffered: partition_group::PartitionGroup::new(sources.keys().cloned()),
             sources,
             order: sub.nodes.clone(),
             changelog,
@@ -231,13 +239,37 @@ impl StreamTask {
     /// Runs one input record through the sub-topology. A bad record is handled as configured:
     /// `log_and_fail` returns the error; `log_and_continue` dead-letters and counts it.
     pub fn process(&mut self, input: InputRecord) -> Result<()> {
-        let (source, extractor) = self
-            .sources
-            .get(&input.topic)
-            .map(|(s, e)| (*s, Arc::clone(e)))
-            .ok_or_else(|| {
-                EngineError::Topology(format!("task {} does not read `{}`", self.id, input.topic))
-            })?;
+        let ts = self.extract_timestamp(&input)?;
+        self.process_extracted(input, ts)
+    }
+
+    /// Buffers a fetched record with its extracted timestamp, to be processed by
+    /// [`StreamTask::process_next`] in timestamp order across the task's partitions.
+    pub(crate) fn add_record(&mut self, input: InputRecord) -> Result<()> {
+        let ts = self.extract_timestamp(&input)?;
+        self.buffered.add(ts, input);
+        Ok(())
+    }
+
+    /// Processes the next buffered record (see `partition_group.rs`), if one is ready. Returns
+    /// the topic, partition and offset it came from.
+    pub(crate) fn process_next(
+        &mut self,
+        now: std::time::Instant,
+        max_idle_ms: i64,
+    ) -> Result<Option<(String, i32, i64)>> {
+        let Some((ts, input)) = self.buffered.next(now, max_idle_ms) else {
+            return Ok(None);
+        };
+        let from = (input.topic.clone(), input.partition, input.offset);
+        self.process_extracted(input, ts)?;
+        Ok(Some(from))
+    }
+
+    fn extract_timestamp(&self, input: &InputRecord) -> Result<i64> {
+        let (_, extractor) = self.sources.get(&input.topic).ok_or_else(|| {
+            EngineError::Topology(format!("task {} does not read `{}`", self.id, input.topic))
+        })?;
         let raw = RawRecord {
             topic: &input.topic,
             partition: input.partition,
@@ -246,7 +278,17 @@ impl StreamTask {
             value: input.value.as_deref(),
             timestamp: input.timestamp,
         };
-        let ts = extractor.extract(&raw, self.core.stream_time);
+        Ok(extractor.extract(&raw, self.core.stream_time))
+    }
+
+    fn process_extracted(&mut self, input: InputRecord, ts: i64) -> Result<()> {
+        let source = self
+            .sources
+            .get(&input.topic)
+            .map(|(s, _)| *s)
+            .ok_or_else(|| {
+                EngineError::Topology(format!("task {} does not read `{}`", self.id, input.topic))
+            })?;
         if ts < 0 {
             tracing::warn!(topic = %input.topic, offset = input.offset, "dropping record with invalid timestamp {ts}");
             self.core.count_dropped("invalid-timestamp");
@@ -255,6 +297,7 @@ impl StreamTask {
         self.core.metrics.processed.inc();
         self.core.stream_time = self.core.stream_time.max(ts);
         self.core.input_time = ts;
+        self.core.record_time.set(ts);
         self.core.metadata = Some(RecordMetadata {
             topic: input.topic.clone(),
             partition: input.partition,
@@ -313,6 +356,10 @@ impl StreamTask {
             if s.kind == kind && s.fire_at(time) {
                 due.push((s.node, s.id));
             }
+        }
+        // Writes made by a punctuation carry its time, as in Kafka Streams.
+        if !due.is_empty() {
+            self.core.record_time.set(time);
         }
         for (node_id, schedule) in &due {
             let mut node = self.core.take_node(*node_id)?;
@@ -390,12 +437,19 @@ impl StreamTask {
         self.core.metrics.restored(store, records);
     }
 
-    /// Writes one changelog record back into `store` (restore: no cache, no changelog).
+    /// Writes one changelog record back into `store` (restore: no cache, no changelog). Window
+    /// and session stores restore through their own layer, which drops windows that are out of
+    /// retention and takes up the sequence numbers of duplicates.
     pub fn restore_record(&mut self, store: &str, key: &[u8], value: Option<&[u8]>) -> Result<()> {
         let entry = self.core.stores.get(store).ok_or_else(|| {
             EngineError::Topology(format!("task {} has no store `{store}`", self.id))
         })?;
-        entry.store.lock().key_values().restore(key, value)?;
+        let mut built = entry.store.lock();
+        match &mut *built {
+            eddy_state::BuiltStore::KeyValue(s) => s.restore(key, value)?,
+            eddy_state::BuiltStore::Window(w) => w.restore_raw(key, value)?,
+            eddy_state::BuiltStore::Session(s) => s.restore_raw(key, value)?,
+        }
         Ok(())
     }
 
@@ -410,8 +464,14 @@ impl StreamTask {
             entry.store.lock().key_values().commit_into(&mut batch)?;
         }
         if let Some(db) = &self.rocksdb {
+            // Only a store on RocksDB keeps what the checkpoint says across a restart; an
+            // in-memory store beside it must restore its changelog from the start.
             let checkpoint = Checkpoint {
-                changelog_offsets: changelog_offsets.clone(),
+                changelog_offsets: changelog_offsets
+                    .iter()
+                    .filter(|(store, _)| self.store_is_persistent(store))
+                    .map(|(store, offset)| (store.clone(), *offset))
+                    .collect(),
                 stream_time: (self.core.stream_time != i64::MIN).then_some(self.core.stream_time),
             };
             db.commit(batch, &checkpoint)?;
@@ -419,12 +479,24 @@ impl StreamTask {
         Ok(())
     }
 
-    /// How far the local state has got (empty without persistent stores: they restore fully).
+    /// How far the local state has got: the checkpoints of the persistent stores (in-memory
+    /// stores are empty after a restart and restore fully, whatever an older checkpoint says).
     pub fn checkpoint(&self) -> Result<Checkpoint> {
-        match &self.rocksdb {
-            Some(db) => Ok(db.checkpoint()?),
-            None => Ok(Checkpoint::default()),
-        }
+        let mut checkpoint = match &self.rocksdb {
+            Some(db) => db.checkpoint()?,
+            None => Checkpoint::default(),
+        };
+        checkpoint
+            .changelog_offsets
+            .retain(|store, _| self.store_is_persistent(store));
+        Ok(checkpoint)
+    }
+
+    fn store_is_persistent(&self, store: &str) -> bool {
+        self.core
+            .stores
+            .get(store)
+            .is_some_and(|e| e.store.lock().key_values().persistent())
     }
 
     /// The task's RocksDB database, if it has persistent stores.

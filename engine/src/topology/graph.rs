@@ -94,10 +94,27 @@ impl Topology {
         self.stores.get(name).is_some_and(|s| s.spec.logging)
     }
 
+    /// Whether a store lives on RocksDB (and so may be checkpointed) rather than in memory.
+    pub fn store_is_persistent(&self, name: &str) -> bool {
+        self.stores.get(name).is_some_and(|s| s.spec.persistent)
+    }
+
+    /// The spec of a store.
+    pub(crate) fn store_spec(&self, name: &str) -> Option<&StoreSpec> {
+        self.stores.get(name).map(|s| &s.spec)
+    }
+
+    /// Whether `physical` (a broker topic name) is one of this topology's repartition topics.
+    pub(crate) fn is_repartition_topic(&self, application_id: &str, physical: &str) -> bool {
+        self.repartition_topics
+            .iter()
+            .any(|t| super::internal_topics::prefixed(application_id, t) == physical)
+    }
+
     /// The topic name on the broker: internal topics get the application id in front.
     pub fn physical_topic(&self, application_id: &str, topic: &str) -> String {
         if self.repartition_topics.contains(topic) {
-            format!("{application_id}-{topic}")
+            super::internal_topics::prefixed(application_id, topic)
         } else {
             topic.to_string()
         }
@@ -105,7 +122,7 @@ impl Topology {
 
     /// The changelog topic of `store`.
     pub fn changelog_topic(application_id: &str, store: &str) -> String {
-        format!("{application_id}-{store}-changelog")
+        super::internal_topics::changelog(application_id, store)
     }
 
     /// Every topic the topology reads, writes or creates, by kind (logical names).
@@ -128,7 +145,10 @@ impl Topology {
         }
         for (name, store) in &self.stores {
             if store.spec.logging {
-                out.insert(format!("{name}-changelog"), TopicKind::Changelog);
+                out.insert(
+                    super::internal_topics::changelog_logical(name),
+                    TopicKind::Changelog,
+                );
             }
         }
         out

@@ -4,6 +4,7 @@
 mod builder;
 mod describe;
 mod graph;
+pub(crate) mod internal_topics;
 
 pub use builder::TopologyBuilder;
 pub(crate) use graph::NodeKind;

@@ -396,3 +396,73 @@ fn background_compaction_keeps_committed_values_for_a_following_consumer() {
         "a consumer reading from the beginning"
     );
 }
+
+/// KIP-447 zombie fencing: offsets sent to a transaction with the group metadata of a
+/// generation the group has moved past (a member that missed a rebalance) are refused, and the
+/// transaction must abort; the same offsets with the current metadata commit.
+#[test]
+fn offsets_sent_with_a_stale_group_generation_are_refused() {
+    let t = target(&["txn-fence-a", "txn-fence-b", "txn-fence-out"]);
+    let group = format!("txn-fence-{}", std::process::id());
+    let member = || -> BaseConsumer {
+        let c: BaseConsumer = ClientConfig::new()
+            .set("bootstrap.servers", &t.bootstrap)
+            .set("group.id", &group)
+            .set("enable.auto.commit", "false")
+            .set("partition.assignment.strategy", "roundrobin")
+            .set("session.timeout.ms", "10000")
+            .create()
+            .unwrap();
+        c.subscribe(&["txn-fence-a", "txn-fence-b"]).unwrap();
+        c
+    };
+    let assigned = |c: &BaseConsumer| c.assignment().map_or(0, |a| a.count());
+    let first = member();
+    let until = Instant::now() + Duration::from_secs(30);
+    while assigned(&first) < 2 && Instant::now() < until {
+        first.poll(Duration::from_millis(50));
+    }
+    assert_eq!(assigned(&first), 2, "the first member has both partitions");
+    let stale = first.group_metadata().unwrap();
+    // A second member joins: a new generation gives each member one partition.
+    let second = member();
+    let until = Instant::now() + Duration::from_secs(30);
+    while (assigned(&first) != 1 || assigned(&second) != 1) && Instant::now() < until {
+        first.poll(Duration::from_millis(20));
+        second.poll(Duration::from_millis(20));
+    }
+    assert_eq!((assigned(&first), assigned(&second)), (1, 1));
+    let mine = first.assignment().unwrap();
+    let offsets = |n: i64| {
+        let mut tpl = TopicPartitionList::new();
+        for e in mine.elements() {
+            tpl.add_partition_offset(e.topic(), e.partition(), rdkafka::Offset::Offset(n))
+                .unwrap();
+        }
+        tpl
+    };
+    let p = txn_producer(&t.bootstrap, "txn-fence", 60_000);
+    p.begin_transaction().unwrap();
+    send(&p, "txn-fence-out", &["zombie"]);
+    let refused = p.send_offsets_to_transaction(&offsets(3), &stale, Duration::from_secs(10));
+    match refused {
+        Err(KafkaError::Transaction(e)) => assert!(e.txn_requires_abort(), "{e}"),
+        other => panic!("stale generation accepted: {other:?}"),
+    }
+    p.abort_transaction(Duration::from_secs(10)).unwrap();
+    p.begin_transaction().unwrap();
+    send(&p, "txn-fence-out", &["member"]);
+    let current = first.group_metadata().unwrap();
+    p.send_offsets_to_transaction(&offsets(3), &current, Duration::from_secs(10))
+        .unwrap();
+    p.commit_transaction(Duration::from_secs(10)).unwrap();
+    assert_eq!(
+        visible(
+            &t.bootstrap,
+            "txn-fence-out",
+            "read_committed",
+            Duration::from_millis(1500)
+        ),
+        vec!["member"]
+    );
+}

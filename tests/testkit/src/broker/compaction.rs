@@ -1,6 +1,6 @@
 //! Compaction of `cleanup.policy=compact` topics: below the last stable offset, only the newest
 //! record of each key stays (tombstones included), with its offset; aborted records and
-//! transaction markers go. The log cleaner runs in the background and on demand.
+//! transaction markers go. The last batch of a log stays as it is (Kafka's active segment). The log cleaner runs in the background and on demand.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -15,9 +15,21 @@ use crate::broker::log::{PartitionLog, StoredBatch};
 use crate::broker::Shared;
 
 impl PartitionLog {
-    /// Compacts everything below the last stable offset. Returns how many records it removed.
+    /// Where compaction stops: the last stable offset, or the start of the last batch if that
+    /// is lower. The last batch is never compacted, as Kafka never cleans the active segment:
+    /// the log keeps its end (a client's position reaches the high watermark by reading it, even
+    /// when it is a transaction marker).
+    pub fn compaction_boundary(&self) -> i64 {
+        let stable = self.last_stable_offset();
+        self.batches
+            .last()
+            .map_or(stable, |b| stable.min(b.base_offset))
+    }
+
+    /// Compacts everything below [`PartitionLog::compaction_boundary`]. Returns how many records
+    /// it removed.
     pub fn compact(&mut self) -> usize {
-        let boundary = self.last_stable_offset();
+        let boundary = self.compaction_boundary();
         let split = self.batches.partition_point(|b| b.last_offset < boundary);
         let (old, rest) = self.batches.split_at(split);
         // Decode the decided part, dropping markers and aborted records. A stored entry may hold
@@ -50,6 +62,17 @@ impl PartitionLog {
                 }
             }
             kept_batches.push(records);
+        }
+        // A key written again in the kept tail needs none of its older values.
+        if let Some(tail) = rest.first().filter(|b| !b.control) {
+            let mut bytes = tail.bytes.clone();
+            if let Ok(sets) = RecordBatchDecoder::decode_all(&mut bytes) {
+                for r in sets.into_iter().flat_map(|set| set.records) {
+                    if let Some(k) = &r.key {
+                        newest.insert(k.clone(), r.offset);
+                    }
+                }
+            }
         }
         let before: usize = kept_batches.iter().map(Vec::len).sum();
         let mut rebuilt = verbatim;
@@ -115,7 +138,7 @@ pub(crate) fn compact_all(shared: &Shared) -> usize {
             .is_some_and(|p| p.split(',').any(|x| x.trim() == "compact"));
         if compacted {
             for (i, p) in topic.partitions.iter_mut().enumerate() {
-                let boundary = p.last_stable_offset();
+                let boundary = p.compaction_boundary();
                 let n = p.compact();
                 if n > 0 {
                     compacted_parts.push((name.clone(), i as i32, boundary));

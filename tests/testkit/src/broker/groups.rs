@@ -108,6 +108,36 @@ impl Groups {
     }
 }
 
+impl Groups {
+    /// Whether a transactional producer may commit offsets for `member` of `group` at
+    /// `generation` (TxnOffsetCommit v3+, KIP-447): as Kafka, an unknown member is refused with
+    /// UNKNOWN_MEMBER_ID and a stale generation with ILLEGAL_GENERATION, so that a zombie that
+    /// missed a rebalance cannot commit offsets of partitions that moved. An empty member id or
+    /// a negative generation (older request versions, producers outside a group) skip the
+    /// respective check. Unlike OffsetCommit, a rebalance in progress does not refuse it.
+    pub fn check_txn_member(
+        &self,
+        group: &str,
+        member: &str,
+        generation: i32,
+    ) -> Result<(), ResponseError> {
+        let Some(g) = self.groups.get(group) else {
+            return if generation < 0 {
+                Ok(())
+            } else {
+                Err(ResponseError::IllegalGeneration)
+            };
+        };
+        if !member.is_empty() && !g.members.contains_key(member) {
+            return Err(ResponseError::UnknownMemberId);
+        }
+        if generation >= 0 && generation != g.generation {
+            return Err(ResponseError::IllegalGeneration);
+        }
+        Ok(())
+    }
+}
+
 /// Starts a rebalance of `group` (if not already under way) and arms its timer.
 fn begin_rebalance(shared: &Arc<Shared>, group_id: &str, g: &mut Group) {
     if g.phase == Phase::PreparingRebalance {

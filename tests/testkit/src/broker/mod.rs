@@ -247,10 +247,38 @@ impl EmbeddedBroker {
 
     /// Creates a topic (as CreateTopics would); `false` if it exists.
     pub fn create_topic(&self, name: &str, partitions: i32) -> bool {
+        self.create_topic_with_configs(name, partitions, &[])
+    }
+
+    /// Creates a topic with topic configs such as `cleanup.policy`; `false` if it exists.
+    pub fn create_topic_with_configs(
+        &self,
+        name: &str,
+        partitions: i32,
+        configs: &[(&str, &str)],
+    ) -> bool {
+        let configs = configs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
         self.shared
             .state
             .lock()
-            .create_topic(name, partitions, Default::default())
+            .create_topic(name, partitions, configs)
+    }
+
+    /// The configs a topic was created with (what DescribeConfigs reports as set), `None` for
+    /// an unknown topic.
+    pub fn topic_configs(&self, name: &str) -> Option<std::collections::BTreeMap<String, String>> {
+        let state = self.shared.state.lock();
+        let topic = state.topics.get(name)?;
+        Some(topic.configs.clone())
+    }
+
+    /// The log start offset (low watermark) of a partition, `None` for an unknown partition.
+    pub fn log_start_offset(&self, topic: &str, partition: i32) -> Option<i64> {
+        let state = self.shared.state.lock();
+        Some(state.partition(topic, partition)?.log_start_offset)
     }
 }
 

@@ -274,10 +274,17 @@ pub(crate) fn txn_offset_commit(
     shared: &Shared,
     r: TxnOffsetCommitRequest,
 ) -> TxnOffsetCommitResponse {
+    let group = r.group_id.0.as_str().to_string();
+    // The group's member and generation first (KIP-447), as the group APIs check them.
+    let member_checked =
+        shared
+            .groups
+            .lock()
+            .check_txn_member(&group, r.member_id.as_str(), r.generation_id);
     let mut state = shared.state.lock();
     let txn_id = r.transactional_id.0.as_str().to_string();
-    let group = r.group_id.0.as_str().to_string();
-    let checked = check_producer(&state, &txn_id, r.producer_id.0, r.producer_epoch);
+    let checked =
+        check_producer(&state, &txn_id, r.producer_id.0, r.producer_epoch).and(member_checked);
     let topics = r
         .topics
         .into_iter()

@@ -1,16 +1,20 @@
-//! The one place that touches transactions and offsets: a stream thread's producer sends the
-//! records of all its tasks, and commits them together with the consumed offsets — in one
-//! transaction under `exactly_once_v2` (EOS-v2: `send_offsets_to_transaction` with the
-//! consumer's group metadata), or by flushing and then committing offsets under
-//! `at_least_once`.
+//! The one place that touches transactions and offsets (Kafka Streams' `StreamsProducer`): a
+//! stream thread's producer sends the records of all its tasks, and commits them together with
+//! the consumed offsets — in one transaction under `exactly_once_v2` (EOS-v2:
+//! `send_offsets_to_transaction` with the consumer's group metadata), or by flushing and then
+//! committing offsets under `at_least_once`.
+//!
+//! Transactional calls follow librdkafka's rules: a retriable error repeats the same call, an
+//! abortable one aborts the transaction, anything else makes the producer unusable (the thread
+//! replaces it, and the new producer's `init_transactions` fences the old one).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext};
+use rdkafka::error::KafkaResult;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{Header, Message, OwnedHeaders};
 use rdkafka::producer::{BaseProducer, BaseRecord, DeliveryResult, Producer, ProducerContext};
@@ -18,6 +22,7 @@ use rdkafka::{ClientContext, Offset, TopicPartitionList};
 
 use crate::config::ProcessingGuarantee;
 use crate::error::{EngineError, Result};
+use crate::runtime::clients::KafkaClients;
 use crate::task::collector::{ChangelogRecord, DeadLetter, ProducedRecord};
 
 /// What a failed commit means for the thread.
@@ -87,8 +92,9 @@ pub(crate) type ChangelogOffsets = BTreeMap<(String, i32), i64>;
 
 /// Counts delivery failures, any of which stops the commit, and remembers the newest offset
 /// delivered to each changelog partition since the last commit or abort.
-#[derive(Default)]
 pub(crate) struct DeliveryTracker {
+    /// The application's changelog topics, whose delivered offsets become checkpoints.
+    changelogs: Arc<BTreeSet<String>>,
     /// Records not delivered since the last abort (a failure always ends in one). An abort
     /// purges every record still queued, so they are counted and logged once, not a line each.
     undelivered: Arc<AtomicU64>,
@@ -101,7 +107,7 @@ impl ProducerContext for DeliveryTracker {
     type DeliveryOpaque = ();
     fn delivery(&self, result: &DeliveryResult<'_>, _: ()) {
         match result {
-            Ok(m) if m.topic().ends_with(CHANGELOG_SUFFIX) => {
+            Ok(m) if self.changelogs.contains(m.topic()) => {
                 let next = m.offset() + 1;
                 let mut offsets = self.changelog_offsets.lock();
                 let entry = offsets
@@ -128,83 +134,89 @@ impl ProducerContext for DeliveryTracker {
 }
 
 /// A stream thread's producer.
-pub(crate) struct CommitProducer {
+pub(crate) struct StreamsProducer {
     producer: BaseProducer<DeliveryTracker>,
     undelivered: Arc<AtomicU64>,
     changelog_offsets: Arc<parking_lot::Mutex<ChangelogOffsets>>,
     guarantee: ProcessingGuarantee,
     in_transaction: bool,
-    application_id: String,
 }
 
 const TIMEOUT: Duration = Duration::from_secs(30);
-const CHANGELOG_SUFFIX: &str = "-changelog";
 
 fn fatal(what: &str, e: KafkaError) -> CommitError {
     CommitError::Fatal(format!("{what}: {e}"))
 }
 
-/// Classifies a transactional error: abortable, or fatal (fenced, broken).
+/// Classifies a transactional error that retrying did not cure: abortable, or fatal (fenced,
+/// broken).
 fn classify(what: &str, e: KafkaError) -> CommitError {
     match &e {
         KafkaError::Transaction(t) if t.txn_requires_abort() => {
-            CommitError::Aborted(format!("{what}: {e}"))
-        }
-        KafkaError::Transaction(t) if t.is_retriable() => {
             CommitError::Aborted(format!("{what}: {e}"))
         }
         _ => fatal(what, e),
     }
 }
 
-impl CommitProducer {
+/// How long a transactional call is repeated while librdkafka calls its error retriable.
+const RETRY_FOR: Duration = Duration::from_secs(60);
+
+/// Runs a transactional call, repeating it while its error is retriable — librdkafka requires
+/// the same call to be resumed, not a different one (an abort) — up to [`RETRY_FOR`].
+fn retrying<T>(what: &str, mut call: impl FnMut() -> KafkaResult<T>) -> Result<T, CommitError> {
+    let until = std::time::Instant::now() + RETRY_FOR;
+    loop {
+        match call() {
+            Ok(v) => return Ok(v),
+            Err(KafkaError::Transaction(t))
+                if t.is_retriable() && !t.txn_requires_abort() && !t.is_fatal() =>
+            {
+                if std::time::Instant::now() >= until {
+                    return Err(CommitError::Fatal(format!(
+                        "{what}: still retriable after {RETRY_FOR:?}: {t}"
+                    )));
+                }
+                tracing::debug!("{what}: retriable error, calling again: {t}");
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            Err(e) => return Err(classify(what, e)),
+        }
+    }
+}
+
+impl StreamsProducer {
     /// A producer for thread `thread` of the application; transactional under EOS, with the
     /// `transactional.id` `<application.id>-<process id>-<thread>`. EOS-v2 fences zombies through
     /// the consumer group generation; the process id is kept in the state directory, so an
     /// instance restarted after a crash takes over its transactional ids and its
     /// `init_transactions` aborts the transactions the dead one left open at once (another
     /// instance's are aborted by `transaction.timeout.ms`, 10 s by default as in Kafka Streams).
+    /// A replacement producer of the same thread does the same to its predecessor's.
     pub fn new(
-        bootstrap: &str,
-        application_id: &str,
+        clients: &KafkaClients,
         process_id: &str,
         thread: usize,
         guarantee: ProcessingGuarantee,
-        transaction_timeout_ms: u64,
+        changelogs: Arc<BTreeSet<String>>,
     ) -> Result<Self> {
-        let tracker = DeliveryTracker::default();
+        let tracker = DeliveryTracker {
+            changelogs,
+            undelivered: Arc::default(),
+            changelog_offsets: Arc::default(),
+        };
         let undelivered = Arc::clone(&tracker.undelivered);
         let changelog_offsets = Arc::clone(&tracker.changelog_offsets);
-        let mut config = ClientConfig::new();
-        config
-            .set("bootstrap.servers", bootstrap)
-            .set("linger.ms", "5")
-            .set("enable.idempotence", "true")
-            // Java clients' partitioner, so that keys land where Kafka Streams would put them.
-            .set("partitioner", "murmur2_random")
-            .set("queue.buffering.max.messages", "1000000");
-        if let Ok(debug) = std::env::var("EDDY_RDKAFKA_DEBUG") {
-            config.set("debug", debug);
-        }
+        let producer: BaseProducer<DeliveryTracker> = clients
+            .producer_config(process_id, thread)
+            .create_with_context(tracker)
+            .map_err(|e| EngineError::Config {
+                key: "bootstrap.servers".into(),
+                reason: e.to_string(),
+            })?;
         if guarantee == ProcessingGuarantee::ExactlyOnceV2 {
-            config
-                .set(
-                    "transactional.id",
-                    format!("{application_id}-{process_id}-{thread}"),
-                )
-                .set("transaction.timeout.ms", transaction_timeout_ms.to_string());
-        }
-        let producer: BaseProducer<DeliveryTracker> =
-            config
-                .create_with_context(tracker)
-                .map_err(|e| EngineError::Config {
-                    key: "bootstrap.servers".into(),
-                    reason: e.to_string(),
-                })?;
-        if guarantee == ProcessingGuarantee::ExactlyOnceV2 {
-            producer
-                .init_transactions(TIMEOUT)
-                .map_err(|e| EngineError::TaskMigrated(format!("init_transactions: {e}")))?;
+            retrying("init_transactions", || producer.init_transactions(TIMEOUT))
+                .map_err(|e| EngineError::TaskMigrated(e.to_string()))?;
         }
         Ok(Self {
             producer,
@@ -212,7 +224,6 @@ impl CommitProducer {
             changelog_offsets,
             guarantee,
             in_transaction: false,
-            application_id: application_id.to_string(),
         })
     }
 
@@ -283,20 +294,20 @@ impl CommitProducer {
         )
     }
 
-    /// Sends a store change to its changelog partition (the task's partition).
+    /// Sends a store change to `topic`, its store's changelog, at the task's partition, with
+    /// the timestamp of the record that made it.
     pub fn send_changelog(
         &mut self,
+        topic: &str,
         r: &ChangelogRecord,
         partition: i32,
-        timestamp: i64,
     ) -> std::result::Result<(), CommitError> {
-        let topic = crate::topology::Topology::changelog_topic(&self.application_id, &r.store);
         self.send_raw(
-            &topic,
+            topic,
             Some(partition),
             Some(&r.key),
             r.value.as_deref(),
-            timestamp,
+            r.timestamp,
             None,
         )
     }
@@ -377,14 +388,15 @@ impl CommitProducer {
                     let metadata = consumer
                         .group_metadata()
                         .ok_or_else(|| CommitError::Fatal("no group metadata".into()))?;
-                    self.producer
-                        .send_offsets_to_transaction(&tpl, &metadata, TIMEOUT)
-                        .map_err(|e| classify("send_offsets_to_transaction", e))?;
+                    retrying("send_offsets_to_transaction", || {
+                        self.producer
+                            .send_offsets_to_transaction(&tpl, &metadata, TIMEOUT)
+                    })?;
                 }
                 let offsets_at = started.elapsed();
-                self.producer
-                    .commit_transaction(TIMEOUT)
-                    .map_err(|e| classify("commit_transaction", e))?;
+                retrying("commit_transaction", || {
+                    self.producer.commit_transaction(TIMEOUT)
+                })?;
                 if started.elapsed() > Duration::from_secs(1) {
                     tracing::warn!(?flushed_at, ?offsets_at, total = ?started.elapsed(), "slow transaction commit");
                 }
@@ -410,9 +422,12 @@ impl CommitProducer {
             // librdkafka wants outstanding deliveries served before an abort.
             let _ = self.await_deliveries(Duration::from_secs(5));
             self.in_transaction = false;
-            self.producer
-                .abort_transaction(TIMEOUT)
-                .map_err(|e| fatal("abort_transaction", e))?;
+            retrying("abort_transaction", || {
+                self.producer.abort_transaction(TIMEOUT)
+            })
+            .map_err(|e| match e {
+                CommitError::Aborted(m) | CommitError::Fatal(m) => CommitError::Fatal(m),
+            })?;
             self.producer.poll(Duration::ZERO);
         }
         let undelivered = self.undelivered.swap(0, Ordering::SeqCst);

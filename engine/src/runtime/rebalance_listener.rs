@@ -1,0 +1,45 @@
+//! The stream thread's rebalance listener: it only tells the task manager what the group
+//! decided (Kafka Streams' `StreamsRebalanceListener`), and hands librdkafka's statistics to
+//! the thread's input lag.
+
+use std::sync::Arc;
+
+use parking_lot::Mutex;
+use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, Rebalance};
+use rdkafka::ClientContext;
+
+use crate::runtime::lag::InputLag;
+use crate::runtime::task_manager::TaskManager;
+
+/// The consumer context of a stream thread.
+pub(crate) struct RebalanceListener {
+    pub task_manager: Arc<Mutex<TaskManager>>,
+    pub lag: InputLag,
+}
+
+impl ClientContext for RebalanceListener {
+    fn stats(&self, statistics: rdkafka::statistics::Statistics) {
+        self.lag.record(&statistics);
+    }
+}
+
+impl ConsumerContext for RebalanceListener {
+    fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        if let Rebalance::Revoke(partitions) = rebalance {
+            let mut tasks = self.task_manager.lock();
+            if consumer.assignment_lost() {
+                tasks.handle_lost(partitions);
+            } else {
+                tasks.handle_revocation(consumer, partitions);
+            }
+        }
+    }
+
+    fn post_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        if let Rebalance::Assign(partitions) = rebalance {
+            self.task_manager
+                .lock()
+                .handle_assignment(consumer, partitions);
+        }
+    }
+}

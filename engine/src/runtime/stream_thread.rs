@@ -1,0 +1,224 @@
+//! A stream thread (Kafka Streams' `StreamThread`): the poll loop of one consumer in the
+//! application's group. The thread owns nothing but the loop; its tasks and producer belong to
+//! its [`TaskManager`], and rebalances reach that through the [`RebalanceListener`].
+//!
+//! 1. **Created**: the task manager and its producer exist (under exactly-once its
+//!    `init_transactions` has fenced an earlier incarnation of this thread); the consumer
+//!    subscribes to the topology's source topics.
+//! 2. **Running**: each round polls up to a batch of records into their tasks' buffers, then
+//!    runs what is ready (in timestamp order across a task's partitions) through the tasks.
+//!    A poll may run the rebalance listener first: **partitions revoked** (the task manager
+//!    commits and closes their tasks, or aborts them when the partitions were lost), then
+//!    **partitions assigned** (it opens, restores and initializes their tasks) — the loop goes
+//!    on in Running once the callback returns.
+//! 3. After the batch: wall-clock punctuation, then a commit when `commit.interval.ms` passed or
+//!    a cache is full. A failed commit is rewound (abort, reopen from checkpoints, seek back to
+//!    the committed offsets); a failure to open tasks is retried the same way.
+//! 4. **Pending shutdown**: on `close`, the task manager commits (or aborts) and closes clean;
+//!    on an error that cannot be rewound (a record that fails under `log_and_fail`, a producer
+//!    that cannot be replaced) it closes dirty: the open transaction is aborted and nothing the
+//!    failing round did is committed, not even by the revocation when the consumer leaves.
+//! 5. **Dead**: the consumer has left the group; the thread returns its outcome.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use parking_lot::Mutex;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+
+use crate::error::{EngineError, Result};
+use crate::runtime::lag::InputLag;
+use crate::runtime::rebalance_listener::RebalanceListener;
+use crate::runtime::streams_producer::CommitError;
+use crate::runtime::task_manager::{rewinds, TaskManager};
+use crate::runtime::{Progress, RuntimeConfig};
+use crate::topology::Topology;
+
+/// Records fetched per round before they are processed, punctuation runs and a commit may
+/// follow.
+const MAX_RECORDS_PER_ROUND: usize = 1_000;
+
+/// Where a stream thread is (step numbers of the module doc).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum ThreadState {
+    /// Step 1.
+    Created,
+    /// Step 2 and 3 (rebalances happen inside a poll).
+    Running,
+    /// Step 4.
+    PendingShutdown,
+    /// Step 5.
+    Dead,
+}
+
+impl ThreadState {
+    fn can_become(self, next: ThreadState) -> bool {
+        use ThreadState::*;
+        matches!(
+            (self, next),
+            (Created, Running | PendingShutdown)
+                | (Running, PendingShutdown)
+                | (PendingShutdown, Dead)
+        )
+    }
+}
+
+struct StreamThread {
+    index: usize,
+    state: ThreadState,
+    task_manager: Arc<Mutex<TaskManager>>,
+    consumer: BaseConsumer<RebalanceListener>,
+    shutdown: Arc<AtomicBool>,
+    commit_every: Duration,
+}
+
+impl StreamThread {
+    fn set_state(&mut self, next: ThreadState) {
+        debug_assert!(self.state.can_become(next), "{:?} -> {next:?}", self.state);
+        tracing::debug!(thread = self.index, from = ?self.state, to = ?next, "stream thread state");
+        self.state = next;
+    }
+
+    /// Step 2 and 3 until the application closes or an error stops the thread.
+    fn run_loop(&mut self) -> Result<()> {
+        let mut last_commit = Instant::now();
+        loop {
+            if self.shutdown.load(Ordering::SeqCst) {
+                return Ok(());
+            }
+            self.process_round()?;
+            let mut tasks = self.task_manager.lock();
+            tasks.poll_producer();
+            tasks.punctuate()?;
+            if last_commit.elapsed() >= self.commit_every || tasks.needs_commit() {
+                last_commit = Instant::now();
+                let result = tasks.commit(&self.consumer);
+                if last_commit.elapsed() > Duration::from_millis(500) {
+                    tracing::warn!(elapsed = ?last_commit.elapsed(), "slow commit");
+                }
+                if let Err(e) = result {
+                    tasks.recover(&self.consumer, e)?;
+                }
+            }
+        }
+    }
+
+    /// Polls and processes up to a batch of records. The task manager's lock is released
+    /// around each poll, since a rebalance callback inside the poll takes it.
+    fn process_round(&mut self) -> Result<()> {
+        for n in 0..MAX_RECORDS_PER_ROUND {
+            let message = self.consumer.poll(if n == 0 {
+                Duration::from_millis(20)
+            } else {
+                Duration::ZERO
+            });
+            let mut tasks = self.task_manager.lock();
+            if let Some(e) = tasks.take_failure() {
+                // A restore cut short by closing is no failure: the loop closes next.
+                if !self.shutdown.load(Ordering::SeqCst) {
+                    tasks.retry_opening_tasks(&self.consumer, e)?;
+                }
+                return Ok(());
+            }
+            match message {
+                Some(Ok(m)) => {
+                    if let Err(e) = tasks.add_record(&m) {
+                        return self.handle_processing_error(&mut tasks, e);
+                    }
+                }
+                Some(Err(e)) => {
+                    tracing::debug!("poll: {e}");
+                    break;
+                }
+                None => break,
+            }
+        }
+        let mut tasks = self.task_manager.lock();
+        match tasks.process_buffered() {
+            Ok(()) => Ok(()),
+            Err(e) => self.handle_processing_error(&mut tasks, e),
+        }
+    }
+
+    /// A record that could not be processed: an error that rewinds (a lost producer, say) aborts
+    /// and reopens the tasks; any other stops the thread.
+    fn handle_processing_error(&self, tasks: &mut TaskManager, error: EngineError) -> Result<()> {
+        if !rewinds(&error) {
+            return Err(error);
+        }
+        tasks.recover(&self.consumer, CommitError::Aborted(error.to_string()))
+    }
+}
+
+/// Runs thread `index` until `shutdown` or an error.
+pub(crate) fn run(
+    index: usize,
+    topology: Arc<Topology>,
+    config: RuntimeConfig,
+    process_id: &str,
+    shutdown: Arc<AtomicBool>,
+    progress: Arc<Progress>,
+) -> Result<()> {
+    let app = config.streams.application_id.clone();
+    let commit_every = Duration::from_millis(config.streams.commit_interval_ms);
+    let eos = config.streams.processing_guarantee == crate::ProcessingGuarantee::ExactlyOnceV2;
+    let task_manager = Arc::new(Mutex::new(TaskManager::new(
+        index,
+        Arc::clone(&topology),
+        config,
+        process_id,
+        Arc::clone(&shutdown),
+        Arc::clone(&progress),
+    )));
+    let consumer_config = {
+        let mut tasks = task_manager.lock();
+        tasks.producer()?;
+        tasks.clients().main_consumer_config(index)
+    };
+    let consumer: BaseConsumer<RebalanceListener> = consumer_config
+        .create_with_context(RebalanceListener {
+            task_manager: Arc::clone(&task_manager),
+            lag: InputLag::new(Arc::clone(&progress), eos),
+        })
+        .map_err(|e| EngineError::Config {
+            key: "bootstrap.servers".into(),
+            reason: e.to_string(),
+        })?;
+    let sources: Vec<String> = topology
+        .subtopologies()
+        .iter()
+        .flat_map(|s| {
+            s.source_topics
+                .iter()
+                .map(|t| topology.physical_topic(&app, t))
+        })
+        .collect();
+    let refs: Vec<&str> = sources.iter().map(String::as_str).collect();
+    consumer.subscribe(&refs).map_err(|e| EngineError::Config {
+        key: "application.id".into(),
+        reason: e.to_string(),
+    })?;
+    let mut thread = StreamThread {
+        index,
+        state: ThreadState::Created,
+        task_manager,
+        consumer,
+        shutdown,
+        commit_every,
+    };
+    thread.set_state(ThreadState::Running);
+    let outcome = thread.run_loop();
+    thread.set_state(ThreadState::PendingShutdown);
+    match &outcome {
+        Ok(()) => thread.task_manager.lock().close_clean(&thread.consumer),
+        Err(e) => {
+            tracing::error!(thread = index, "stream thread stopped: {e}");
+            thread.task_manager.lock().close_dirty();
+        }
+    }
+    thread.set_state(ThreadState::Dead);
+    // Dropping the consumer leaves the group (its revocation commits nothing after a dirty close).
+    drop(thread);
+    outcome
+}

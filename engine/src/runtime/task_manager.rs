@@ -1,0 +1,660 @@
+//! The task manager of one stream thread (Kafka Streams' `TaskManager`): it owns the thread's
+//! tasks and its producer, and is the only code that opens, restores, commits, checkpoints,
+//! closes (clean or dirty) and rewinds them.
+//!
+//! - *Open*: a task is created for every sub-topology and assigned partition, restored from its
+//!   checkpoint to the end of its changelogs, and only then initialized.
+//! - *Commit*: every task flushes, the producer commits outputs, changelogs and consumed offsets
+//!   together; then each task writes its buffered state changes and its checkpoint to RocksDB.
+//! - *Close clean* (revocation, shutdown): commit first, then close.
+//! - *Close dirty* (lost partitions, a fatal error): abort, drop what was not committed, close.
+//! - *Rewind* (an aborted commit): close dirty, go back to the committed offsets — certainly, or
+//!   the thread stops — and reopen the tasks from their checkpoints. A producer that broke is
+//!   replaced first, so that its open transaction is aborted before anything is restored.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use rdkafka::admin::AdminOptions;
+use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext};
+use rdkafka::message::{BorrowedMessage, Headers, Message};
+use rdkafka::{Offset, TopicPartitionList};
+
+use crate::error::{EngineError, ErrorKind, Result};
+use crate::record::Headers as RecordHeaders;
+use crate::runtime::changelog_reader::StoreChangelogReader;
+use crate::runtime::clients::{block_on, KafkaClients};
+use crate::runtime::streams_producer::{
+    self, ChangelogOffsets, CommitError, InputPosition, StreamsProducer,
+};
+use crate::runtime::{Progress, RuntimeConfig};
+use crate::task::{InputRecord, StreamTask, TaskId};
+use crate::time::WallClock;
+use crate::topology::Topology;
+
+/// Whether an error rewinds the thread to its committed offsets (and reopens its tasks) rather
+/// than stopping it.
+pub(crate) fn rewinds(error: &EngineError) -> bool {
+    matches!(error.kind(), ErrorKind::TaskMigrated | ErrorKind::Retriable)
+}
+
+/// Pause before opening tasks again after they failed to open.
+const TASK_RETRY_BACKOFF: Duration = Duration::from_millis(500);
+
+/// How long a rewind tries to read the committed offsets and seek to them before the thread
+/// gives up (a thread that cannot rewind must not go on from where it was).
+const REWIND_TIMEOUT: Duration = Duration::from_secs(60);
+
+pub(crate) struct TaskManager {
+    index: usize,
+    topology: Arc<Topology>,
+    /// Which sub-topology reads each input topic (computed once: looked up per record).
+    subtopology_by_topic: BTreeMap<String, usize>,
+    /// Which sub-topology and store each changelog topic belongs to (computed once).
+    store_by_changelog: BTreeMap<String, (usize, String)>,
+    /// Each store's changelog topic (computed once: looked up per changelog record).
+    changelog_by_store: BTreeMap<String, String>,
+    config: RuntimeConfig,
+    clients: KafkaClients,
+    tasks: BTreeMap<TaskId, StreamTask>,
+    producer: Option<StreamsProducer>,
+    /// Reads changelogs into tasks being opened; made on the first restore.
+    changelog_reader: Option<StoreChangelogReader>,
+    /// Next offset to read per input partition, consumed since the last commit.
+    offsets: BTreeMap<(String, i32), InputPosition>,
+    assigned: BTreeSet<(String, i32)>,
+    progress: Arc<Progress>,
+    /// An error met in a rebalance callback, for the thread to handle after `poll`.
+    failure: Option<EngineError>,
+    /// This instance's id, kept in its state directory: part of the transactional ids.
+    process_id: String,
+    /// Set when the application closes (restores watch it).
+    shutdown: Arc<AtomicBool>,
+    /// Stream time committed with the offsets of the assigned input partitions.
+    committed_stream_times: BTreeMap<(String, i32), i64>,
+    /// The thread is dying on an error: nothing may commit any more, revocations only forget.
+    failed: bool,
+    /// Committed offsets of repartition partitions not purged yet, and when the last purge ran.
+    purgeable: BTreeMap<(String, i32), i64>,
+    last_purge: Instant,
+}
+
+impl TaskManager {
+    pub fn new(
+        index: usize,
+        topology: Arc<Topology>,
+        config: RuntimeConfig,
+        process_id: &str,
+        shutdown: Arc<AtomicBool>,
+        progress: Arc<Progress>,
+    ) -> Self {
+        let app = config.streams.application_id.clone();
+        let store_by_changelog = topology.stores_by_changelog(&app);
+        let changelog_by_store = store_by_changelog
+            .iter()
+            .map(|(topic, (_, store))| (store.clone(), topic.clone()))
+            .collect();
+        Self {
+            index,
+            subtopology_by_topic: topology.subtopologies_by_topic(&app),
+            store_by_changelog,
+            changelog_by_store,
+            clients: KafkaClients::new(&config),
+            topology,
+            config,
+            tasks: BTreeMap::new(),
+            producer: None,
+            changelog_reader: None,
+            offsets: BTreeMap::new(),
+            assigned: BTreeSet::new(),
+            progress,
+            failure: None,
+            process_id: process_id.to_string(),
+            shutdown,
+            committed_stream_times: BTreeMap::new(),
+            failed: false,
+            purgeable: BTreeMap::new(),
+            last_purge: Instant::now(),
+        }
+    }
+
+    pub fn clients(&self) -> &KafkaClients {
+        &self.clients
+    }
+
+    fn app(&self) -> &str {
+        &self.config.streams.application_id
+    }
+
+    /// The thread's producer, made (and its transactions initialized) when there is none.
+    pub fn producer(&mut self) -> Result<&mut StreamsProducer> {
+        if self.producer.is_none() {
+            let changelogs = Arc::new(self.store_by_changelog.keys().cloned().collect());
+            let p = StreamsProducer::new(
+                &self.clients,
+                &self.process_id,
+                self.index,
+                self.config.streams.processing_guarantee,
+                changelogs,
+            )?;
+            self.producer = Some(p);
+        }
+        self.producer
+            .as_mut()
+            .ok_or_else(|| EngineError::TaskMigrated("no producer".into()))
+    }
+
+    /// An error a rebalance callback met, for the thread to handle.
+    pub fn take_failure(&mut self) -> Option<EngineError> {
+        self.failure.take()
+    }
+
+    fn task_of(&self, topic: &str, partition: i32) -> Option<TaskId> {
+        self.subtopology_by_topic
+            .get(topic)
+            .map(|&subtopology| TaskId {
+                subtopology,
+                partition,
+            })
+    }
+
+    // ---- rebalances (called by the rebalance listener) ----
+
+    /// New partitions: read the stream times committed with their offsets and open their
+    /// tasks. An error is kept for the thread (see [`TaskManager::take_failure`]).
+    pub fn handle_assignment<C: ConsumerContext>(
+        &mut self,
+        consumer: &BaseConsumer<C>,
+        partitions: &TopicPartitionList,
+    ) {
+        let times = streams_producer::committed_stream_times(consumer, partitions);
+        self.committed_stream_times.extend(times);
+        for e in partitions.elements() {
+            self.assigned.insert((e.topic().to_string(), e.partition()));
+        }
+        self.progress
+            .assigned_partitions
+            .fetch_add(partitions.count() as u64, Ordering::Relaxed);
+        if self.failed {
+            return;
+        }
+        if let Err(e) = self.create_tasks() {
+            tracing::error!("cannot create tasks: {e}");
+            self.failure = Some(e);
+        }
+    }
+
+    /// Partitions taken away in an orderly rebalance: commit what was done, then close. If the
+    /// thread is failing, nothing commits.
+    pub fn handle_revocation<C: ConsumerContext>(
+        &mut self,
+        consumer: &BaseConsumer<C>,
+        partitions: &TopicPartitionList,
+    ) {
+        if !self.failed {
+            if let Err(e) = self.commit(consumer) {
+                tracing::warn!("commit before revocation failed: {e}");
+                self.abort();
+            }
+        }
+        self.forget(partitions);
+        self.close_all(false);
+    }
+
+    /// Partitions the group gave to others without us (a lost session): our work must not
+    /// commit.
+    pub fn handle_lost(&mut self, partitions: &TopicPartitionList) {
+        self.abort();
+        self.forget(partitions);
+        self.close_all(true);
+    }
+
+    fn forget(&mut self, partitions: &TopicPartitionList) {
+        for e in partitions.elements() {
+            self.assigned
+                .remove(&(e.topic().to_string(), e.partition()));
+        }
+        let revoked = partitions.count() as u64;
+        let _ = self.progress.assigned_partitions.fetch_update(
+            Ordering::Relaxed,
+            Ordering::Relaxed,
+            |n| Some(n.saturating_sub(revoked)),
+        );
+    }
+
+    // ---- opening tasks ----
+
+    /// Opens the tasks of the assigned partitions that have none yet and restores each from its
+    /// checkpoint to the end of its changelogs. Local state that does not fit its changelog
+    /// (checkpoint past the end or before the start: the topic was recreated or truncated) is
+    /// wiped and restored from the beginning.
+    fn create_tasks(&mut self) -> Result<()> {
+        let wanted: BTreeSet<TaskId> = self
+            .assigned
+            .iter()
+            .filter_map(|(t, p)| self.task_of(t, *p))
+            .collect();
+        for id in wanted {
+            if self.tasks.contains_key(&id) {
+                continue;
+            }
+            let task = match self.open_task(id) {
+                Err(e) if e.kind() == ErrorKind::StateCorrupted => {
+                    tracing::warn!(task = %id, "wiping local state: {e}");
+                    let dir = self
+                        .config
+                        .streams
+                        .state_dir
+                        .join(self.app())
+                        .join(id.to_string());
+                    let _ = std::fs::remove_dir_all(&dir);
+                    self.open_task(id)?
+                }
+                other => other?,
+            };
+            self.tasks.insert(id, task);
+        }
+        Ok(())
+    }
+
+    fn open_task(&mut self, id: TaskId) -> Result<StreamTask> {
+        let mut task = StreamTask::open(
+            &self.topology,
+            id,
+            &self.config.streams,
+            WallClock::system(),
+            true,
+        )?;
+        let reader = match self.changelog_reader.take() {
+            Some(r) => r,
+            None => StoreChangelogReader::new(
+                &self.clients,
+                &self.config.streams.application_id,
+                Arc::clone(&self.shutdown),
+            )?,
+        };
+        let n = reader.restore_task(&mut task, &self.topology, id.partition);
+        self.changelog_reader = Some(reader);
+        let n = n?;
+        Progress::add(&self.progress.restored, n);
+        let committed_stream_time = task
+            .input_topics()
+            .into_iter()
+            .filter_map(|t| self.committed_stream_times.get(&(t, id.partition)).copied())
+            .max();
+        if let Some(t) = committed_stream_time {
+            task.advance_stream_time(t);
+        }
+        task.initialize()?;
+        Ok(task)
+    }
+
+    /// After tasks failed to open (a restore that lost the broker, say): a task-migrated or
+    /// retriable error rewinds and opens them again — records of a partition whose task is
+    /// missing were skipped, so the consumer must go back to the committed offsets; the next
+    /// failure is kept for the next round. Any other error stops the thread.
+    pub fn retry_opening_tasks<C: ConsumerContext>(
+        &mut self,
+        consumer: &BaseConsumer<C>,
+        error: EngineError,
+    ) -> Result<()> {
+        if !rewinds(&error) {
+            return Err(error);
+        }
+        std::thread::sleep(TASK_RETRY_BACKOFF);
+        match self.recover(
+            consumer,
+            CommitError::Aborted(format!("opening tasks: {error}")),
+        ) {
+            Err(e) if rewinds(&e) => {
+                self.failure = Some(e);
+                Ok(())
+            }
+            other => other,
+        }
+    }
+
+    // ---- processing ----
+
+    /// Buffers a fetched record in its task (see [`TaskManager::process_buffered`]).
+    pub fn add_record(&mut self, m: &BorrowedMessage<'_>) -> Result<()> {
+        let (topic, partition) = (m.topic(), m.partition());
+        let Some(id) = self.task_of(topic, partition) else {
+            return Ok(());
+        };
+        let Some(task) = self.tasks.get_mut(&id) else {
+            return Ok(());
+        };
+        let mut headers = RecordHeaders::new();
+        if let Some(h) = m.headers() {
+            for header in h.iter() {
+                headers
+                    .0
+                    .push((header.key.to_string(), header.value.map(<[u8]>::to_vec)));
+            }
+        }
+        task.add_record(InputRecord {
+            topic: topic.to_string(),
+            partition,
+            offset: m.offset(),
+            key: m.key().map(<[u8]>::to_vec),
+            value: m.payload().map(<[u8]>::to_vec),
+            timestamp: m.timestamp().to_millis().unwrap_or(0),
+            headers,
+        })
+    }
+
+    /// Runs every buffered record that is ready through its task — in timestamp order across a
+    /// task's partitions, waiting up to `max.task.idle.ms` for an empty one — and sends what the
+    /// tasks produced.
+    pub fn process_buffered(&mut self) -> Result<()> {
+        let now = Instant::now();
+        let max_idle_ms = self.config.streams.max_task_idle_ms;
+        let ids: Vec<TaskId> = self.tasks.keys().copied().collect();
+        for id in ids {
+            while let Some(task) = self.tasks.get_mut(&id) {
+                let Some((topic, partition, offset)) = task.process_next(now, max_idle_ms)? else {
+                    break;
+                };
+                Progress::add(&self.progress.records_in, 1);
+                let stream_time = task.stream_time();
+                let position = InputPosition {
+                    offset: offset + 1,
+                    stream_time: (stream_time != i64::MIN).then_some(stream_time),
+                };
+                self.offsets.insert((topic, partition), position);
+                self.drain(id)
+                    .map_err(|e| EngineError::TaskMigrated(e.to_string()))?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Fires the wall-clock punctuations that are due and sends what they produced.
+    pub fn punctuate(&mut self) -> Result<()> {
+        let ids: Vec<TaskId> = self.tasks.keys().copied().collect();
+        for id in ids {
+            if let Some(task) = self.tasks.get_mut(&id) {
+                task.punctuate_wall_clock()?;
+            }
+            self.drain(id)
+                .map_err(|e| EngineError::TaskMigrated(e.to_string()))?;
+        }
+        Ok(())
+    }
+
+    /// Serves the producer's delivery reports.
+    pub fn poll_producer(&self) {
+        if let Some(p) = self.producer.as_ref() {
+            p.poll();
+        }
+    }
+
+    /// Sends what a task produced: sink and repartition records, changelog records, dead letters.
+    fn drain(&mut self, id: TaskId) -> std::result::Result<(), CommitError> {
+        let Some(task) = self.tasks.get_mut(&id) else {
+            return Ok(());
+        };
+        let produced = task.take_produced();
+        let changelog = task.take_changelog();
+        let dead = task.take_dead_letters();
+        let progress = Arc::clone(&self.progress);
+        let changelog_by_store = std::mem::take(&mut self.changelog_by_store);
+        let sent = (|| {
+            let producer = self
+                .producer()
+                .map_err(|e| CommitError::Fatal(e.to_string()))?;
+            for r in &produced {
+                producer.send(r)?;
+            }
+            for r in &changelog {
+                let topic = changelog_by_store.get(&r.store).ok_or_else(|| {
+                    CommitError::Fatal(format!("store `{}` has no changelog", r.store))
+                })?;
+                producer.send_changelog(topic, r, id.partition)?;
+            }
+            for d in &dead {
+                producer.send_dead_letter(d)?;
+            }
+            Ok(())
+        })();
+        self.changelog_by_store = changelog_by_store;
+        sent?;
+        Progress::add(&progress.records_out, produced.len() as u64);
+        Progress::add(&progress.dead_letters, dead.len() as u64);
+        Ok(())
+    }
+
+    // ---- committing ----
+
+    pub fn needs_commit(&self) -> bool {
+        self.tasks.values().any(StreamTask::needs_commit)
+    }
+
+    /// Flushes every task and commits outputs, changelogs and offsets together; then the tasks
+    /// make their buffered writes local state, and consumed repartition records are purged.
+    pub fn commit<C: ConsumerContext>(
+        &mut self,
+        consumer: &BaseConsumer<C>,
+    ) -> std::result::Result<(), CommitError> {
+        if self.failed {
+            return Err(CommitError::Aborted("the thread is failing".into()));
+        }
+        let ids: Vec<TaskId> = self.tasks.keys().copied().collect();
+        for id in ids {
+            if let Some(task) = self.tasks.get_mut(&id) {
+                task.flush()
+                    .map_err(|e| CommitError::Aborted(e.to_string()))?;
+            }
+            self.drain(id)?;
+        }
+        let offsets = std::mem::take(&mut self.offsets);
+        let producer = self
+            .producer()
+            .map_err(|e| CommitError::Fatal(e.to_string()))?;
+        match producer.commit(consumer, &offsets) {
+            Ok(changelog) => {
+                Progress::add(&self.progress.commits, 1);
+                self.note_purgeable(&offsets);
+                // The transaction is in; a failure here leaves local state at the previous
+                // checkpoint, and reopening the tasks restores the difference.
+                self.commit_state(&changelog)
+                    .map_err(|e| CommitError::Aborted(format!("writing local state: {e}")))?;
+                self.purge_repartition_topics();
+                Ok(())
+            }
+            Err(e) => {
+                self.offsets = offsets;
+                Err(e)
+            }
+        }
+    }
+
+    /// After a successful commit: every task makes its buffered writes local state, with the
+    /// changelog offsets they reach as its checkpoint.
+    fn commit_state(&mut self, changelog: &ChangelogOffsets) -> Result<()> {
+        let mut by_task: BTreeMap<TaskId, BTreeMap<String, i64>> = BTreeMap::new();
+        for ((topic, partition), &offset) in changelog {
+            if let Some((subtopology, store)) = self.store_by_changelog.get(topic) {
+                let id = TaskId {
+                    subtopology: *subtopology,
+                    partition: *partition,
+                };
+                by_task.entry(id).or_default().insert(store.clone(), offset);
+            }
+        }
+        let none = BTreeMap::new();
+        for (id, task) in &mut self.tasks {
+            task.commit_state(by_task.get(id).unwrap_or(&none))?;
+        }
+        Ok(())
+    }
+
+    fn note_purgeable(&mut self, committed: &BTreeMap<(String, i32), InputPosition>) {
+        let app = self.app().to_string();
+        for ((topic, partition), position) in committed {
+            if self.topology.is_repartition_topic(&app, topic) {
+                self.purgeable
+                    .insert((topic.clone(), *partition), position.offset);
+            }
+        }
+    }
+
+    /// Deletes the records of repartition topics below the committed offsets, every
+    /// `repartition.purge.interval.ms` (Kafka Streams does the same: nothing else reads them).
+    /// A failure only delays the purge.
+    fn purge_repartition_topics(&mut self) {
+        let interval = Duration::from_millis(self.config.streams.repartition_purge_interval_ms);
+        if self.purgeable.is_empty() || self.last_purge.elapsed() < interval {
+            return;
+        }
+        self.last_purge = Instant::now();
+        let mut tpl = TopicPartitionList::new();
+        for ((topic, partition), offset) in &self.purgeable {
+            let _ = tpl.add_partition_offset(topic, *partition, Offset::Offset(*offset));
+        }
+        let result = self.clients.admin().map(|admin| {
+            block_on(admin.delete_records(
+                &tpl,
+                &AdminOptions::new().request_timeout(Some(Duration::from_secs(5))),
+            ))
+        });
+        match result {
+            Ok(Ok(_)) => self.purgeable.clear(),
+            Ok(Err(e)) => tracing::debug!("purging repartition topics: {e}"),
+            Err(e) => tracing::debug!("purging repartition topics: {e}"),
+        }
+    }
+
+    /// Aborts the open transaction; a producer whose abort fails is dropped (a new one is made,
+    /// and fences it, before the next restore or send).
+    fn abort(&mut self) {
+        self.offsets.clear();
+        if let Some(p) = self.producer.as_mut() {
+            if let Err(e) = p.abort() {
+                tracing::warn!("abort failed, replacing the producer: {e}");
+                self.producer = None;
+            }
+        }
+    }
+
+    // ---- closing ----
+
+    /// Closes every task. Clean (after a commit) or dirty (their uncommitted writes are dropped
+    /// with them: local state stays at the last checkpoint).
+    fn close_all(&mut self, dirty: bool) {
+        for (id, mut task) in std::mem::take(&mut self.tasks) {
+            if dirty {
+                tracing::debug!(task = %id, "closing dirty");
+            }
+            task.close();
+        }
+    }
+
+    /// Shutdown: commit what was done (or abort if the commit fails), then close.
+    pub fn close_clean<C: ConsumerContext>(&mut self, consumer: &BaseConsumer<C>) {
+        if let Err(e) = self.commit(consumer) {
+            tracing::warn!("final commit failed: {e}");
+            self.abort();
+            self.close_all(true);
+        } else {
+            self.close_all(false);
+        }
+    }
+
+    /// A fatal error: nothing done since the last commit may become visible, now or when the
+    /// consumer leaves the group (its revocation callback must not commit). As Kafka Streams
+    /// closes its tasks dirty.
+    pub fn close_dirty(&mut self) {
+        self.failed = true;
+        self.abort();
+        self.close_all(true);
+    }
+
+    // ---- rewinding ----
+
+    /// After a failed commit: abort, drop the tasks with their uncommitted state, replace a
+    /// broken producer, rewind the consumer to the committed offsets and reopen the tasks from
+    /// their checkpoints.
+    pub fn recover<C: ConsumerContext>(
+        &mut self,
+        consumer: &BaseConsumer<C>,
+        error: CommitError,
+    ) -> Result<()> {
+        tracing::warn!(thread = self.index, "commit failed, aborting: {error}");
+        Progress::add(&self.progress.aborts, 1);
+        if matches!(error, CommitError::Fatal(_)) {
+            self.producer = None;
+        }
+        self.abort();
+        self.close_all(true);
+        // The new producer's init_transactions aborts the broken one's open transaction, which
+        // would otherwise hold every restore of its changelogs until transaction.timeout.ms.
+        self.producer()?;
+        self.rewind(consumer)?;
+        self.create_tasks()
+    }
+
+    /// Seeks every assigned partition to its committed offset (its beginning when none is
+    /// committed, as `auto.offset.reset=earliest`). It must succeed: a thread that went on from
+    /// where it was after an abort would skip the aborted records. Retries for
+    /// [`REWIND_TIMEOUT`], then stops the thread.
+    fn rewind<C: ConsumerContext>(&mut self, consumer: &BaseConsumer<C>) -> Result<()> {
+        if self.assigned.is_empty() {
+            return Ok(());
+        }
+        let mut tpl = TopicPartitionList::new();
+        for (topic, partition) in &self.assigned {
+            tpl.add_partition(topic, *partition);
+        }
+        let until = Instant::now() + REWIND_TIMEOUT;
+        loop {
+            match self.try_rewind(consumer, &tpl) {
+                Ok(()) => return Ok(()),
+                Err(e) if Instant::now() < until && !self.shutdown.load(Ordering::SeqCst) => {
+                    tracing::warn!("rewind failed, trying again: {e}");
+                    std::thread::sleep(TASK_RETRY_BACKOFF);
+                }
+                Err(e) => {
+                    return Err(match e {
+                        EngineError::Kafka {
+                            operation, source, ..
+                        } => EngineError::kafka_fatal(operation, source),
+                        other => other,
+                    })
+                }
+            }
+        }
+    }
+
+    fn try_rewind<C: ConsumerContext>(
+        &self,
+        consumer: &BaseConsumer<C>,
+        partitions: &TopicPartitionList,
+    ) -> Result<()> {
+        let committed = consumer
+            .committed_offsets(partitions.clone(), Duration::from_secs(10))
+            .map_err(|e| EngineError::kafka("rewind: reading committed offsets", e))?;
+        for e in committed.elements() {
+            let offset = match e.offset() {
+                Offset::Offset(o) => Offset::Offset(o),
+                _ => Offset::Beginning,
+            };
+            consumer
+                .seek(e.topic(), e.partition(), offset, Duration::from_secs(10))
+                .map_err(|err| {
+                    EngineError::kafka(
+                        format!(
+                            "rewind: seeking {}-{} to {offset:?}",
+                            e.topic(),
+                            e.partition()
+                        ),
+                        err,
+                    )
+                })?;
+        }
+        Ok(())
+    }
+}
