@@ -164,8 +164,14 @@ impl StoreChangelogReader {
         if checkpoint.is_none() && low == high && high > 0 {
             (low, high) = query()?;
         }
-        let (low, high) = (low.min(high), low.max(high));
+        let (mut low, mut high) = (low.min(high), low.max(high));
         if let Some(c) = checkpoint {
+            if c > high || c < low {
+                // The same doubtful answer as above would wipe good local state: ask again
+                // before calling the checkpoint foreign.
+                let (l, h) = query()?;
+                (low, high) = (l.min(h), l.max(h));
+            }
             if c > high || c < low {
                 return Err(EngineError::State(StateError::Corrupted {
                     store: store.to_string(),

@@ -90,7 +90,10 @@ impl StreamThread {
             self.process_round()?;
             let mut tasks = self.task_manager.lock();
             tasks.poll_producer();
-            tasks.punctuate()?;
+            if let Err(e) = tasks.punctuate() {
+                self.handle_processing_error(&mut tasks, e)?;
+                continue;
+            }
             if last_commit.elapsed() >= self.commit_every || tasks.needs_commit() {
                 last_commit = Instant::now();
                 let result = tasks.commit(&self.consumer);
@@ -98,7 +101,7 @@ impl StreamThread {
                     tracing::warn!(elapsed = ?last_commit.elapsed(), "slow commit");
                 }
                 if let Err(e) = result {
-                    tasks.recover(&self.consumer, e)?;
+                    tasks.recover_or_retry(&self.consumer, e)?;
                 }
             }
         }
@@ -147,7 +150,7 @@ impl StreamThread {
         if !rewinds(&error) {
             return Err(error);
         }
-        tasks.recover(&self.consumer, CommitError::Aborted(error.to_string()))
+        tasks.recover_or_retry(&self.consumer, CommitError::Aborted(error.to_string()))
     }
 }
 

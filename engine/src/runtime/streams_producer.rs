@@ -428,6 +428,12 @@ impl StreamsProducer {
             .map_err(|e| match e {
                 CommitError::Aborted(m) | CommitError::Fatal(m) => CommitError::Fatal(m),
             })?;
+            // The purged records' delivery reports are served now, so that none of them fails
+            // the next transaction's flush or reaches its checkpoint.
+            let until = std::time::Instant::now() + Duration::from_secs(5);
+            while self.producer.in_flight_count() > 0 && std::time::Instant::now() < until {
+                self.producer.poll(Duration::from_millis(10));
+            }
             self.producer.poll(Duration::ZERO);
         }
         let undelivered = self.undelivered.swap(0, Ordering::SeqCst);

@@ -180,6 +180,13 @@ impl TaskManager {
         if self.failed {
             return;
         }
+        // A producer dropped by a failed revocation is replaced before anything is restored: its
+        // successor's init_transactions aborts the transaction that would hold the restore.
+        if let Err(e) = self.producer() {
+            tracing::error!("cannot make a producer: {e}");
+            self.failure = Some(e);
+            return;
+        }
         if let Err(e) = self.create_tasks() {
             tracing::error!("cannot create tasks: {e}");
             self.failure = Some(e);
@@ -304,10 +311,20 @@ impl TaskManager {
             return Err(error);
         }
         std::thread::sleep(TASK_RETRY_BACKOFF);
-        match self.recover(
+        self.recover_or_retry(
             consumer,
             CommitError::Aborted(format!("opening tasks: {error}")),
-        ) {
+        )
+    }
+
+    /// [`TaskManager::recover`], keeping an error that rewinds (a restore that lost the broker)
+    /// for the next round instead of stopping the thread.
+    pub fn recover_or_retry<C: ConsumerContext>(
+        &mut self,
+        consumer: &BaseConsumer<C>,
+        error: CommitError,
+    ) -> Result<()> {
+        match self.recover(consumer, error) {
             Err(e) if rewinds(&e) => {
                 self.failure = Some(e);
                 Ok(())
@@ -458,6 +475,16 @@ impl TaskManager {
             Ok(changelog) => {
                 Progress::add(&self.progress.commits, 1);
                 self.note_purgeable(&offsets);
+                // A task reopened after a later abort starts from the stream time committed now.
+                for (partition, position) in &offsets {
+                    if let Some(t) = position.stream_time {
+                        let known = self
+                            .committed_stream_times
+                            .entry(partition.clone())
+                            .or_insert(t);
+                        *known = (*known).max(t);
+                    }
+                }
                 // The transaction is in; a failure here leaves local state at the previous
                 // checkpoint, and reopening the tasks restores the difference.
                 self.commit_state(&changelog)

@@ -204,6 +204,9 @@ impl StreamTask {
 
     /// Initializes the processors, in topological order; once, after the stores are restored.
     pub(crate) fn initialize(&mut self) -> Result<()> {
+        // Writes made in `init` carry the task's stream time (not 0, which a changelog with
+        // time retention would delete at once).
+        self.core.record_time.set(self.core.stream_time.max(0));
         for &i in &self.order {
             let mut node = self.core.take_node(i)?;
             let result = node.init(&mut self.core, i);
@@ -357,14 +360,15 @@ impl StreamTask {
                 due.push((s.node, s.id));
             }
         }
-        // Writes made by a punctuation carry its time, as in Kafka Streams.
-        if !due.is_empty() {
-            self.core.record_time.set(time);
-        }
+        // Writes made by a punctuation carry its time, as in Kafka Streams; the record's comes
+        // back after it.
+        let record_time = self.core.record_time.get();
         for (node_id, schedule) in &due {
+            self.core.record_time.set(time);
             let mut node = self.core.take_node(*node_id)?;
             let result = node.punctuate(*schedule, time, &mut self.core, *node_id);
             self.core.nodes[*node_id] = Some(node);
+            self.core.record_time.set(record_time);
             result?;
         }
         Ok(!due.is_empty())

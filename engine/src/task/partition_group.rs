@@ -47,6 +47,10 @@ impl PartitionGroup {
     /// Buffers a record with its extracted timestamp.
     pub fn add(&mut self, timestamp: i64, record: InputRecord) {
         let queue = self.queues.entry(record.topic.clone()).or_default();
+        if queue.records.is_empty() {
+            // The partition waited for has data: the next empty spell is waited for anew.
+            self.idle_since = None;
+        }
         queue.delivered = true;
         queue.records.push_back((timestamp, record));
     }

@@ -63,12 +63,20 @@ impl PartitionLog {
             }
             kept_batches.push(records);
         }
-        // A key written again in the kept tail needs none of its older values.
-        if let Some(tail) = rest.first().filter(|b| !b.control) {
+        // A key written again in the kept tail needs none of its older values — if the tail is
+        // decided and not aborted (an open transaction may still abort, and its values with it).
+        let stable = self.last_stable_offset();
+        if let Some(tail) = rest
+            .first()
+            .filter(|b| !b.control && b.last_offset < stable)
+        {
             let mut bytes = tail.bytes.clone();
             if let Ok(sets) = RecordBatchDecoder::decode_all(&mut bytes) {
                 for r in sets.into_iter().flat_map(|set| set.records) {
-                    if let Some(k) = &r.key {
+                    let aborted = self.aborted.iter().any(|(pid, first, last)| {
+                        *pid == r.producer_id && (*first..=*last).contains(&r.offset)
+                    });
+                    if let (Some(k), false) = (&r.key, aborted) {
                         newest.insert(k.clone(), r.offset);
                     }
                 }

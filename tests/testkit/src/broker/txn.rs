@@ -275,12 +275,10 @@ pub(crate) fn txn_offset_commit(
     r: TxnOffsetCommitRequest,
 ) -> TxnOffsetCommitResponse {
     let group = r.group_id.0.as_str().to_string();
-    // The group's member and generation first (KIP-447), as the group APIs check them.
-    let member_checked =
-        shared
-            .groups
-            .lock()
-            .check_txn_member(&group, r.member_id.as_str(), r.generation_id);
+    // The group's member and generation (KIP-447), as the group APIs check them; the group
+    // stays locked until the offsets are stored, so no rebalance comes in between.
+    let groups = shared.groups.lock();
+    let member_checked = groups.check_txn_member(&group, r.member_id.as_str(), r.generation_id);
     let mut state = shared.state.lock();
     let txn_id = r.transactional_id.0.as_str().to_string();
     let checked =
@@ -320,6 +318,8 @@ pub(crate) fn txn_offset_commit(
                 .with_partitions(partitions)
         })
         .collect();
+    drop(state);
+    drop(groups);
     TxnOffsetCommitResponse::default().with_topics(topics)
 }
 
