@@ -261,6 +261,28 @@ mod tests {
     use super::*;
 
     #[test]
+    fn runtime_keys_have_kafka_streams_defaults_and_checked_values() {
+        let mut c = StreamsConfig::new("a");
+        assert_eq!(c.replication_factor, -1, "the broker's default");
+        assert_eq!(c.max_task_idle_ms, 0);
+        assert_eq!(c.repartition_purge_interval_ms, 30_000);
+        assert_eq!(c.transaction_timeout_ms, 10_000);
+        for (key, bad) in [
+            ("replication.factor", "0"),
+            ("replication.factor", "-2"),
+            ("max.task.idle.ms", "-5"),
+            ("transaction.timeout.ms", "0"),
+            ("repartition.purge.interval.ms", "soon"),
+        ] {
+            let err = c.set(key, bad).unwrap_err().to_string();
+            assert!(err.contains(key), "{err}");
+        }
+        c.set("replication.factor", "3").unwrap();
+        c.set("max.task.idle.ms", "-1").unwrap();
+        assert_eq!((c.replication_factor, c.max_task_idle_ms), (3, -1));
+    }
+
+    #[test]
     fn layers_apply_defaults_then_file_then_environment() {
         let mut c = StreamsConfig::new("a");
         c.apply_properties("processing.guarantee=at_least_once\nnum.stream.threads=2")

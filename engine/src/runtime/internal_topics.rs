@@ -58,13 +58,9 @@ pub(crate) fn prepare(topology: &Topology, config: &RuntimeConfig) -> Result<()>
     let kinds = topology.topics();
     for _ in 0..=topology.subtopologies().len() {
         for sub in topology.subtopologies() {
-            let upstream = sub
-                .source_topics
-                .iter()
-                .filter_map(|t| partitions.get(&topology.physical_topic(app, t)))
-                .max()
-                .copied();
-            let Some(n) = upstream else { continue };
+            let Some(n) = source_partitions(topology, app, sub, &partitions) else {
+                continue;
+            };
             for sink in &sub.sink_topics {
                 if kinds.get(sink) == Some(&TopicKind::Repartition) {
                     partitions.insert(topology.physical_topic(app, sink), n);
@@ -93,13 +89,7 @@ pub(crate) fn prepare(topology: &Topology, config: &RuntimeConfig) -> Result<()>
     }
     let mut wanted: Vec<InternalTopic> = Vec::new();
     for sub in topology.subtopologies() {
-        let n = sub
-            .source_topics
-            .iter()
-            .filter_map(|t| partitions.get(&topology.physical_topic(app, t)))
-            .max()
-            .copied()
-            .unwrap_or(1);
+        let n = source_partitions(topology, app, sub, &partitions).unwrap_or(1);
         for store in &sub.stores {
             if topology.store_is_logged(store) {
                 wanted.push(InternalTopic::changelog(topology, app, store, n));
@@ -166,6 +156,20 @@ pub(crate) fn prepare(topology: &Topology, config: &RuntimeConfig) -> Result<()>
         tracing::info!(topics = ?missing.iter().map(|t| &t.name).collect::<Vec<_>>(), "created internal topics");
     }
     Ok(())
+}
+
+/// The largest partition count among a sub-topology's sources known so far.
+fn source_partitions(
+    topology: &Topology,
+    app: &str,
+    sub: &crate::topology::SubTopology,
+    partitions: &BTreeMap<String, i32>,
+) -> Option<i32> {
+    sub.source_topics
+        .iter()
+        .filter_map(|t| partitions.get(&topology.physical_topic(app, t)))
+        .max()
+        .copied()
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -102,8 +102,14 @@ impl KafkaStreams {
             let handle = std::thread::Builder::new()
                 .name(format!("{}-stream-{index}", config.streams.application_id))
                 .spawn(move || {
-                    let process_id = state_directory.process_id();
-                    stream_thread::run(index, topology, config, process_id, shutdown, progress)
+                    stream_thread::run(stream_thread::ThreadSpec {
+                        index,
+                        topology,
+                        config,
+                        process_id: state_directory.process_id().to_string(),
+                        shutdown,
+                        progress,
+                    })
                 })
                 .map_err(|e| EngineError::Config {
                     key: "num.stream.threads".into(),

@@ -150,30 +150,37 @@ impl StreamThread {
         if !rewinds(&error) {
             return Err(error);
         }
-        tasks.recover_or_retry(&self.consumer, CommitError::Aborted(error.to_string()))
+        tasks.recover_or_retry(&self.consumer, CommitError::aborted(error.to_string()))
     }
 }
 
-/// Runs thread `index` until `shutdown` or an error.
-pub(crate) fn run(
-    index: usize,
-    topology: Arc<Topology>,
-    config: RuntimeConfig,
-    process_id: &str,
-    shutdown: Arc<AtomicBool>,
-    progress: Arc<Progress>,
-) -> Result<()> {
+/// What a stream thread is given by its application.
+#[derive(Clone)]
+pub(crate) struct ThreadSpec {
+    pub index: usize,
+    pub topology: Arc<Topology>,
+    pub config: RuntimeConfig,
+    /// This instance's id, kept in its state directory: part of the transactional ids.
+    pub process_id: String,
+    /// Set when the application closes.
+    pub shutdown: Arc<AtomicBool>,
+    pub progress: Arc<Progress>,
+}
+
+/// Runs a stream thread until `shutdown` or an error.
+pub(crate) fn run(spec: ThreadSpec) -> Result<()> {
+    let ThreadSpec {
+        index,
+        topology,
+        config,
+        shutdown,
+        progress,
+        ..
+    } = spec.clone();
     let app = config.streams.application_id.clone();
     let commit_every = Duration::from_millis(config.streams.commit_interval_ms);
     let eos = config.streams.processing_guarantee == crate::ProcessingGuarantee::ExactlyOnceV2;
-    let task_manager = Arc::new(Mutex::new(TaskManager::new(
-        index,
-        Arc::clone(&topology),
-        config,
-        process_id,
-        Arc::clone(&shutdown),
-        Arc::clone(&progress),
-    )));
+    let task_manager = Arc::new(Mutex::new(TaskManager::new(spec)));
     let consumer_config = {
         let mut tasks = task_manager.lock();
         tasks.producer()?;

@@ -25,20 +25,65 @@ use crate::error::{EngineError, Result};
 use crate::runtime::clients::KafkaClients;
 use crate::task::collector::{ChangelogRecord, DeadLetter, ProducedRecord};
 
-/// What a failed commit means for the thread.
-#[derive(Debug)]
+/// What a failed commit means for the thread, with the client error behind it when there is one.
+#[derive(Debug, thiserror::Error)]
 pub(crate) enum CommitError {
     /// The transaction was aborted: drop uncommitted state and rewind to the committed offsets.
-    Aborted(String),
+    #[error("aborted: {what}")]
+    Aborted {
+        what: String,
+        #[source]
+        source: Option<KafkaError>,
+    },
     /// The producer is fenced or broken: close the tasks, make a new producer, rejoin.
-    Fatal(String),
+    #[error("fatal: {what}")]
+    Fatal {
+        what: String,
+        #[source]
+        source: Option<KafkaError>,
+    },
 }
 
-impl std::fmt::Display for CommitError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+impl CommitError {
+    pub fn aborted(what: impl Into<String>) -> Self {
+        CommitError::Aborted {
+            what: what.into(),
+            source: None,
+        }
+    }
+
+    pub fn fatal(what: impl Into<String>) -> Self {
+        CommitError::Fatal {
+            what: what.into(),
+            source: None,
+        }
+    }
+
+    /// Whether the producer is unusable (it must be replaced).
+    pub fn is_fatal(&self) -> bool {
+        matches!(self, CommitError::Fatal { .. })
+    }
+
+    /// The same failure, as one that makes the producer unusable.
+    fn into_fatal(self) -> Self {
         match self {
-            CommitError::Aborted(m) => write!(f, "aborted: {m}"),
-            CommitError::Fatal(m) => write!(f, "fatal: {m}"),
+            CommitError::Aborted { what, source } | CommitError::Fatal { what, source } => {
+                CommitError::Fatal { what, source }
+            }
+        }
+    }
+}
+
+impl From<CommitError> for EngineError {
+    /// A failed commit rewinds the thread; the client error stays the source.
+    fn from(e: CommitError) -> Self {
+        match e {
+            CommitError::Aborted { what, source } | CommitError::Fatal { what, source } => {
+                match source {
+                    Some(source) => EngineError::kafka(what, source),
+                    None => EngineError::TaskMigrated(what),
+                }
+            }
         }
     }
 }
@@ -145,16 +190,20 @@ pub(crate) struct StreamsProducer {
 const TIMEOUT: Duration = Duration::from_secs(30);
 
 fn fatal(what: &str, e: KafkaError) -> CommitError {
-    CommitError::Fatal(format!("{what}: {e}"))
+    CommitError::Fatal {
+        what: what.to_string(),
+        source: Some(e),
+    }
 }
 
 /// Classifies a transactional error that retrying did not cure: abortable, or fatal (fenced,
 /// broken).
 fn classify(what: &str, e: KafkaError) -> CommitError {
     match &e {
-        KafkaError::Transaction(t) if t.txn_requires_abort() => {
-            CommitError::Aborted(format!("{what}: {e}"))
-        }
+        KafkaError::Transaction(t) if t.txn_requires_abort() => CommitError::Aborted {
+            what: what.to_string(),
+            source: Some(e),
+        },
         _ => fatal(what, e),
     }
 }
@@ -173,9 +222,10 @@ fn retrying<T>(what: &str, mut call: impl FnMut() -> KafkaResult<T>) -> Result<T
                 if t.is_retriable() && !t.txn_requires_abort() && !t.is_fatal() =>
             {
                 if std::time::Instant::now() >= until {
-                    return Err(CommitError::Fatal(format!(
-                        "{what}: still retriable after {RETRY_FOR:?}: {t}"
-                    )));
+                    return Err(CommitError::Fatal {
+                        what: format!("{what}: still retriable after {RETRY_FOR:?}"),
+                        source: Some(KafkaError::Transaction(t)),
+                    });
                 }
                 tracing::debug!("{what}: retriable error, calling again: {t}");
                 std::thread::sleep(Duration::from_millis(100));
@@ -215,8 +265,7 @@ impl StreamsProducer {
                 reason: e.to_string(),
             })?;
         if guarantee == ProcessingGuarantee::ExactlyOnceV2 {
-            retrying("init_transactions", || producer.init_transactions(TIMEOUT))
-                .map_err(|e| EngineError::TaskMigrated(e.to_string()))?;
+            retrying("init_transactions", || producer.init_transactions(TIMEOUT))?;
         }
         Ok(Self {
             producer,
@@ -382,12 +431,12 @@ impl StreamsProducer {
                 // transaction whose offset commit is refused has all its records in the log,
                 // and a failed delivery aborts it before its offsets are sent.
                 self.await_deliveries(TIMEOUT)
-                    .map_err(|e| CommitError::Aborted(format!("flush: {e}")))?;
+                    .map_err(|e| CommitError::aborted(format!("flush: {e}")))?;
                 let flushed_at = started.elapsed();
                 if tpl.count() > 0 {
                     let metadata = consumer
                         .group_metadata()
-                        .ok_or_else(|| CommitError::Fatal("no group metadata".into()))?;
+                        .ok_or_else(|| CommitError::fatal("no group metadata"))?;
                     retrying("send_offsets_to_transaction", || {
                         self.producer
                             .send_offsets_to_transaction(&tpl, &metadata, TIMEOUT)
@@ -404,11 +453,14 @@ impl StreamsProducer {
             }
             ProcessingGuarantee::AtLeastOnce => {
                 self.await_deliveries(TIMEOUT)
-                    .map_err(|e| CommitError::Aborted(format!("flush: {e}")))?;
+                    .map_err(|e| CommitError::aborted(format!("flush: {e}")))?;
                 if tpl.count() > 0 {
-                    consumer
-                        .commit(&tpl, CommitMode::Sync)
-                        .map_err(|e| CommitError::Aborted(format!("commit: {e}")))?;
+                    consumer.commit(&tpl, CommitMode::Sync).map_err(|source| {
+                        CommitError::Aborted {
+                            what: "commit".into(),
+                            source: Some(source),
+                        }
+                    })?;
                 }
             }
         }
@@ -425,9 +477,7 @@ impl StreamsProducer {
             retrying("abort_transaction", || {
                 self.producer.abort_transaction(TIMEOUT)
             })
-            .map_err(|e| match e {
-                CommitError::Aborted(m) | CommitError::Fatal(m) => CommitError::Fatal(m),
-            })?;
+            .map_err(CommitError::into_fatal)?;
             // The purged records' delivery reports are served now, so that none of them fails
             // the next transaction's flush or reaches its checkpoint.
             let until = std::time::Instant::now() + Duration::from_secs(5);

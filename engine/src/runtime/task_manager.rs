@@ -26,6 +26,7 @@ use crate::error::{EngineError, ErrorKind, Result};
 use crate::record::Headers as RecordHeaders;
 use crate::runtime::changelog_reader::StoreChangelogReader;
 use crate::runtime::clients::{block_on, KafkaClients};
+use crate::runtime::stream_thread::ThreadSpec;
 use crate::runtime::streams_producer::{
     self, ChangelogOffsets, CommitError, InputPosition, StreamsProducer,
 };
@@ -82,14 +83,15 @@ pub(crate) struct TaskManager {
 }
 
 impl TaskManager {
-    pub fn new(
-        index: usize,
-        topology: Arc<Topology>,
-        config: RuntimeConfig,
-        process_id: &str,
-        shutdown: Arc<AtomicBool>,
-        progress: Arc<Progress>,
-    ) -> Self {
+    pub fn new(spec: ThreadSpec) -> Self {
+        let ThreadSpec {
+            index,
+            topology,
+            config,
+            process_id,
+            shutdown,
+            progress,
+        } = spec;
         let app = config.streams.application_id.clone();
         let store_by_changelog = topology.stores_by_changelog(&app);
         let changelog_by_store = store_by_changelog
@@ -111,7 +113,7 @@ impl TaskManager {
             assigned: BTreeSet::new(),
             progress,
             failure: None,
-            process_id: process_id.to_string(),
+            process_id,
             shutdown,
             committed_stream_times: BTreeMap::new(),
             failed: false,
@@ -313,7 +315,7 @@ impl TaskManager {
         std::thread::sleep(TASK_RETRY_BACKOFF);
         self.recover_or_retry(
             consumer,
-            CommitError::Aborted(format!("opening tasks: {error}")),
+            CommitError::aborted(format!("opening tasks: {error}")),
         )
     }
 
@@ -382,8 +384,7 @@ impl TaskManager {
                     stream_time: (stream_time != i64::MIN).then_some(stream_time),
                 };
                 self.offsets.insert((topic, partition), position);
-                self.drain(id)
-                    .map_err(|e| EngineError::TaskMigrated(e.to_string()))?;
+                self.drain(id)?;
             }
         }
         Ok(())
@@ -396,8 +397,7 @@ impl TaskManager {
             if let Some(task) = self.tasks.get_mut(&id) {
                 task.punctuate_wall_clock()?;
             }
-            self.drain(id)
-                .map_err(|e| EngineError::TaskMigrated(e.to_string()))?;
+            self.drain(id)?;
         }
         Ok(())
     }
@@ -422,13 +422,13 @@ impl TaskManager {
         let sent = (|| {
             let producer = self
                 .producer()
-                .map_err(|e| CommitError::Fatal(e.to_string()))?;
+                .map_err(|e| CommitError::fatal(e.to_string()))?;
             for r in &produced {
                 producer.send(r)?;
             }
             for r in &changelog {
                 let topic = changelog_by_store.get(&r.store).ok_or_else(|| {
-                    CommitError::Fatal(format!("store `{}` has no changelog", r.store))
+                    CommitError::fatal(format!("store `{}` has no changelog", r.store))
                 })?;
                 producer.send_changelog(topic, r, id.partition)?;
             }
@@ -457,20 +457,20 @@ impl TaskManager {
         consumer: &BaseConsumer<C>,
     ) -> std::result::Result<(), CommitError> {
         if self.failed {
-            return Err(CommitError::Aborted("the thread is failing".into()));
+            return Err(CommitError::aborted("the thread is failing"));
         }
         let ids: Vec<TaskId> = self.tasks.keys().copied().collect();
         for id in ids {
             if let Some(task) = self.tasks.get_mut(&id) {
                 task.flush()
-                    .map_err(|e| CommitError::Aborted(e.to_string()))?;
+                    .map_err(|e| CommitError::aborted(e.to_string()))?;
             }
             self.drain(id)?;
         }
         let offsets = std::mem::take(&mut self.offsets);
         let producer = self
             .producer()
-            .map_err(|e| CommitError::Fatal(e.to_string()))?;
+            .map_err(|e| CommitError::fatal(e.to_string()))?;
         match producer.commit(consumer, &offsets) {
             Ok(changelog) => {
                 Progress::add(&self.progress.commits, 1);
@@ -488,7 +488,7 @@ impl TaskManager {
                 // The transaction is in; a failure here leaves local state at the previous
                 // checkpoint, and reopening the tasks restores the difference.
                 self.commit_state(&changelog)
-                    .map_err(|e| CommitError::Aborted(format!("writing local state: {e}")))?;
+                    .map_err(|e| CommitError::aborted(format!("writing local state: {e}")))?;
                 self.purge_repartition_topics();
                 Ok(())
             }
@@ -612,7 +612,7 @@ impl TaskManager {
     ) -> Result<()> {
         tracing::warn!(thread = self.index, "commit failed, aborting: {error}");
         Progress::add(&self.progress.aborts, 1);
-        if matches!(error, CommitError::Fatal(_)) {
+        if error.is_fatal() {
             self.producer = None;
         }
         self.abort();
