@@ -135,3 +135,63 @@ fn a_task_with_two_input_partitions_processes_them_in_timestamp_order() {
         .collect();
     assert_eq!(values, ["l1", "r1", "l2", "r2", "l3", "r3"]);
 }
+
+/// A task waiting for an empty partition (`max.task.idle.ms`) while the other one has a large
+/// backlog pauses the full one once its buffer is full, and resumes it once it may process:
+/// every record comes out once, in order.
+#[test]
+fn a_task_waiting_for_an_empty_partition_pauses_the_full_one_and_loses_nothing() {
+    let broker = EmbeddedBroker::start().unwrap();
+    let bootstrap = broker.bootstrap();
+    broker.create_topic("busy", 1);
+    broker.create_topic("idle", 1);
+    broker.create_topic("merged-backlog", 1);
+    let p: BaseProducer = ClientConfig::new()
+        .set("bootstrap.servers", &bootstrap)
+        .set("queue.buffering.max.messages", "100000")
+        .create()
+        .unwrap();
+    const N: usize = 25_000;
+    for i in 0..N {
+        p.send(
+            BaseRecord::to("busy")
+                .key("k")
+                .payload(&format!("{i:05}"))
+                .timestamp(1_000 + i as i64),
+        )
+        .unwrap();
+    }
+    p.flush(Duration::from_secs(30)).unwrap();
+    let b = StreamsBuilder::new();
+    let busy = b.stream(
+        &["busy"],
+        Consumed::with(Serdes::string(), Serdes::string()),
+    );
+    let idle = b.stream(
+        &["idle"],
+        Consumed::with(Serdes::string(), Serdes::string()),
+    );
+    busy.merge(&idle).to(
+        "merged-backlog",
+        Produced::with(Serdes::string(), Serdes::string()),
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let mut c = config("backlog", dir.path());
+    c.set("max.task.idle.ms", "3000").unwrap();
+    let app = KafkaStreams::start(b.build().unwrap(), RuntimeConfig::new(c, &bootstrap)).unwrap();
+    let out = read(&bootstrap, "merged-backlog", N);
+    std::thread::sleep(Duration::from_secs(1));
+    let records_in = app
+        .progress()
+        .records_in
+        .load(std::sync::atomic::Ordering::Relaxed);
+    app.close().unwrap();
+    let values: Vec<String> = out
+        .into_iter()
+        .map(|(_, v, _)| String::from_utf8(v).unwrap())
+        .collect();
+    let expected: Vec<String> = (0..N).map(|i| format!("{i:05}")).collect();
+    assert_eq!(values.len(), N, "every record once");
+    assert!(values == expected, "in order");
+    assert_eq!(records_in, N as u64);
+}

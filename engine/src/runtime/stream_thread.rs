@@ -126,7 +126,7 @@ impl StreamThread {
             }
             match message {
                 Some(Ok(m)) => {
-                    if let Err(e) = tasks.add_record(&m) {
+                    if let Err(e) = tasks.add_record(&self.consumer, &m) {
                         return self.handle_processing_error(&mut tasks, e);
                     }
                 }
@@ -138,7 +138,7 @@ impl StreamThread {
             }
         }
         let mut tasks = self.task_manager.lock();
-        match tasks.process_buffered() {
+        match tasks.process_buffered(&self.consumer) {
             Ok(()) => Ok(()),
             Err(e) => self.handle_processing_error(&mut tasks, e),
         }

@@ -63,15 +63,6 @@ impl CommitError {
     pub fn is_fatal(&self) -> bool {
         matches!(self, CommitError::Fatal { .. })
     }
-
-    /// The same failure, as one that makes the producer unusable.
-    fn into_fatal(self) -> Self {
-        match self {
-            CommitError::Aborted { what, source } | CommitError::Fatal { what, source } => {
-                CommitError::Fatal { what, source }
-            }
-        }
-    }
 }
 
 impl From<CommitError> for EngineError {
@@ -188,6 +179,8 @@ pub(crate) struct StreamsProducer {
 }
 
 const TIMEOUT: Duration = Duration::from_secs(30);
+/// How long an abort may take before the producer is replaced instead.
+const ABORT_TIMEOUT: Duration = Duration::from_secs(10);
 
 fn fatal(what: &str, e: KafkaError) -> CommitError {
     CommitError::Fatal {
@@ -474,10 +467,12 @@ impl StreamsProducer {
             // librdkafka wants outstanding deliveries served before an abort.
             let _ = self.await_deliveries(Duration::from_secs(5));
             self.in_transaction = false;
-            retrying("abort_transaction", || {
-                self.producer.abort_transaction(TIMEOUT)
-            })
-            .map_err(CommitError::into_fatal)?;
+            // An abort that does not finish in time (librdkafka waits for in-flight requests)
+            // is not repeated: the producer is replaced instead, and its successor's
+            // init_transactions aborts the transaction on the broker.
+            self.producer
+                .abort_transaction(ABORT_TIMEOUT)
+                .map_err(|e| fatal("abort_transaction", e))?;
             // The purged records' delivery reports are served now, so that none of them fails
             // the next transaction's flush or reaches its checkpoint.
             let until = std::time::Instant::now() + Duration::from_secs(5);

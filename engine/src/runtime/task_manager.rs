@@ -44,6 +44,10 @@ pub(crate) fn rewinds(error: &EngineError) -> bool {
 /// Pause before opening tasks again after they failed to open.
 const TASK_RETRY_BACKOFF: Duration = Duration::from_millis(500);
 
+/// Records a task may hold fetched but unprocessed per partition (waiting for another of its
+/// partitions) before that partition is paused; it is resumed below half of it.
+const MAX_BUFFERED_PER_PARTITION: usize = 10_000;
+
 /// How long a rewind tries to read the committed offsets and seek to them before the thread
 /// gives up (a thread that cannot rewind must not go on from where it was).
 const REWIND_TIMEOUT: Duration = Duration::from_secs(60);
@@ -80,6 +84,8 @@ pub(crate) struct TaskManager {
     /// Committed offsets of repartition partitions not purged yet, and when the last purge ran.
     purgeable: BTreeMap<(String, i32), i64>,
     last_purge: Instant,
+    /// Input partitions paused because their task's buffer of them is full.
+    paused: BTreeSet<(String, i32)>,
 }
 
 impl TaskManager {
@@ -119,6 +125,7 @@ impl TaskManager {
             failed: false,
             purgeable: BTreeMap::new(),
             last_purge: Instant::now(),
+            paused: BTreeSet::new(),
         }
     }
 
@@ -337,8 +344,13 @@ impl TaskManager {
 
     // ---- processing ----
 
-    /// Buffers a fetched record in its task (see [`TaskManager::process_buffered`]).
-    pub fn add_record(&mut self, m: &BorrowedMessage<'_>) -> Result<()> {
+    /// Buffers a fetched record in its task (see [`TaskManager::process_buffered`]); a partition
+    /// whose buffer is full is paused until its task has worked it off.
+    pub fn add_record<C: ConsumerContext>(
+        &mut self,
+        consumer: &BaseConsumer<C>,
+        m: &BorrowedMessage<'_>,
+    ) -> Result<()> {
         let (topic, partition) = (m.topic(), m.partition());
         let Some(id) = self.task_of(topic, partition) else {
             return Ok(());
@@ -362,13 +374,59 @@ impl TaskManager {
             value: m.payload().map(<[u8]>::to_vec),
             timestamp: m.timestamp().to_millis().unwrap_or(0),
             headers,
-        })
+        })?;
+        let full = task.buffered_in(topic) >= MAX_BUFFERED_PER_PARTITION;
+        let key = (topic.to_string(), partition);
+        if full && !self.paused.contains(&key) {
+            let mut tpl = TopicPartitionList::new();
+            tpl.add_partition(topic, partition);
+            match consumer.pause(&tpl) {
+                Ok(()) => {
+                    tracing::debug!(topic, partition, "buffer full: partition paused");
+                    self.paused.insert(key);
+                }
+                Err(e) => tracing::warn!(topic, partition, "cannot pause a full partition: {e}"),
+            }
+        }
+        Ok(())
+    }
+
+    /// Resumes paused partitions whose task has worked off half its buffer of them (or is gone:
+    /// a revoked or rewound partition must not stay paused when it comes back).
+    fn resume_drained<C: ConsumerContext>(&mut self, consumer: &BaseConsumer<C>) {
+        let drained: Vec<(String, i32)> = self
+            .paused
+            .iter()
+            .filter(|(topic, partition)| {
+                self.task_of(topic, *partition)
+                    .and_then(|id| self.tasks.get(&id))
+                    .is_none_or(|t| t.buffered_in(topic) < MAX_BUFFERED_PER_PARTITION / 2)
+            })
+            .cloned()
+            .collect();
+        for (topic, partition) in drained {
+            let mut tpl = TopicPartitionList::new();
+            tpl.add_partition(&topic, partition);
+            if let Err(e) = consumer.resume(&tpl) {
+                tracing::debug!(topic, partition, "resuming: {e}");
+            }
+            self.paused.remove(&(topic, partition));
+        }
     }
 
     /// Runs every buffered record that is ready through its task — in timestamp order across a
     /// task's partitions, waiting up to `max.task.idle.ms` for an empty one — and sends what the
     /// tasks produced.
-    pub fn process_buffered(&mut self) -> Result<()> {
+    pub fn process_buffered<C: ConsumerContext>(
+        &mut self,
+        consumer: &BaseConsumer<C>,
+    ) -> Result<()> {
+        let processed = self.process_ready();
+        self.resume_drained(consumer);
+        processed
+    }
+
+    fn process_ready(&mut self) -> Result<()> {
         let now = Instant::now();
         let max_idle_ms = self.config.streams.max_task_idle_ms;
         let ids: Vec<TaskId> = self.tasks.keys().copied().collect();

@@ -269,6 +269,11 @@ impl StreamTask {
         Ok(Some(from))
     }
 
+    /// Records of `topic` fetched and not processed yet.
+    pub(crate) fn buffered_in(&self, topic: &str) -> usize {
+        self.buffered.queued(topic)
+    }
+
     fn extract_timestamp(&self, input: &InputRecord) -> Result<i64> {
         let (_, extractor) = self.sources.get(&input.topic).ok_or_else(|| {
             EngineError::Topology(format!("task {} does not read `{}`", self.id, input.topic))

@@ -55,6 +55,11 @@ impl PartitionGroup {
         queue.records.push_back((timestamp, record));
     }
 
+    /// Records buffered for `topic`.
+    pub fn queued(&self, topic: &str) -> usize {
+        self.queues.get(topic).map_or(0, |q| q.records.len())
+    }
+
     /// Records buffered.
     #[cfg(test)]
     pub fn len(&self) -> usize {
