@@ -73,7 +73,15 @@ where
         // Windows whose end lies in (emitted_until, close].
         let from = self.emitted_until.saturating_sub(size).saturating_add(1);
         let to = close.saturating_sub(size);
-        let mut closed = store.fetch_all(from, to)?;
+        // Windows start only at multiples of the advance: most advances of stream time close
+        // none, and then the store is not read at all.
+        let advance = self.windows.advance_ms.max(1);
+        let first_start = from.max(0).saturating_add(advance - 1) / advance * advance;
+        let mut closed = if first_start > to {
+            Vec::new()
+        } else {
+            store.fetch_all(from, to)?
+        };
         closed.sort_by_key(|(_, start, _)| *start);
         for (key, start, value) in closed {
             let end = start + size;
