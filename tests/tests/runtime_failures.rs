@@ -195,3 +195,102 @@ fn a_broken_producer_is_replaced_before_the_restore_that_its_transaction_would_h
     );
     assert!(aborts >= 1, "the refused commit was aborted");
 }
+
+/// A task reopened after an abort starts from the stream time of the last commit, even without
+/// local checkpoints (in-memory stores): a record that was late before the abort is still late
+/// when it is processed again.
+#[test]
+fn a_record_late_before_an_abort_is_late_after_it() {
+    const GROUP_AUTHORIZATION_FAILED: i16 = 30;
+    let broker = EmbeddedBroker::start().unwrap();
+    let bootstrap = broker.bootstrap();
+    broker.create_topic("clicks", 1);
+    broker.create_topic("click-counts", 1);
+    let b = StreamsBuilder::new();
+    b.stream(
+        &["clicks"],
+        Consumed::with(Serdes::string(), Serdes::string()),
+    )
+    .group_by_key(eddy_engine::Grouped::named("by-key").with(Serdes::string(), Serdes::string()))
+    .windowed_by(eddy_engine::TimeWindows::of_size_with_no_grace(
+        Duration::from_secs(1),
+    ))
+    // A long retention: only grace (stream time), not the store, decides what is late.
+    .count(
+        eddy_engine::Materialized::named("clicks-per-second")
+            .in_memory()
+            .with_retention(Duration::from_secs(3600)),
+    )
+    .to_stream()
+    .to(
+        "click-counts",
+        Produced::with(
+            Serdes::windowed(Serdes::string()),
+            Serdes::nullable(Serdes::i64()),
+        ),
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let mut c = StreamsConfig::new("late-after-abort");
+    c.set("state.dir", dir.path().to_str().unwrap()).unwrap();
+    c.set("commit.interval.ms", "100").unwrap();
+    let app = KafkaStreams::start(b.build().unwrap(), RuntimeConfig::new(c, &bootstrap)).unwrap();
+    let p: BaseProducer = ClientConfig::new()
+        .set("bootstrap.servers", &bootstrap)
+        .create()
+        .unwrap();
+    let send_at = |key: &str, ts: i64| {
+        p.send(BaseRecord::to("clicks").key(key).payload("x").timestamp(ts))
+            .unwrap();
+        p.flush(Duration::from_secs(10)).unwrap();
+    };
+    let commits = || {
+        app.progress()
+            .commits
+            .load(std::sync::atomic::Ordering::Relaxed)
+    };
+    send_at("early", 10_000);
+    let until = Instant::now() + Duration::from_secs(30);
+    while committed_values(&bootstrap, "click-counts", Duration::from_millis(200)).is_empty()
+        && Instant::now() < until
+    {}
+    // The next offset commit is refused: the transaction holding `late` (dropped as late, at
+    // stream time 10 000) aborts and the task reopens and processes it again.
+    let aborts = || {
+        app.progress()
+            .aborts
+            .load(std::sync::atomic::Ordering::Relaxed)
+    };
+    broker.fail_requests(TXN_OFFSET_COMMIT, GROUP_AUTHORIZATION_FAILED, Some(1));
+    send_at("late", 2_000);
+    let until = Instant::now() + Duration::from_secs(30);
+    while aborts() == 0 && Instant::now() < until {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let after_abort = commits();
+    let until = Instant::now() + Duration::from_secs(30);
+    while commits() < after_abort + 3 && Instant::now() < until {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let keys: Vec<Vec<u8>> = {
+        let reader: BaseConsumer =
+            consumer_from_beginning(&bootstrap, "keys", "read_committed", |t| {
+                t == "click-counts"
+            });
+        let mut keys = Vec::new();
+        let until = Instant::now() + Duration::from_secs(2);
+        while Instant::now() < until {
+            if let Some(Ok(m)) = reader.poll(Duration::from_millis(100)) {
+                keys.push(m.key().unwrap_or_default().to_vec());
+            }
+        }
+        keys
+    };
+    let aborted = aborts();
+    app.close().unwrap();
+    assert!(aborted >= 1, "the refused offset commit aborted");
+    assert!(
+        !keys.iter().any(|k| k.starts_with(b"late")),
+        "a record that was late before the abort was counted after it: {keys:?}"
+    );
+    assert!(keys.iter().any(|k| k.starts_with(b"early")));
+}

@@ -466,3 +466,34 @@ fn offsets_sent_with_a_stale_group_generation_are_refused() {
         vec!["member"]
     );
 }
+
+/// Compaction must not let a value written by a transaction that is still open replace a
+/// committed one: when that transaction aborts, the committed value is what a restore reads.
+#[test]
+fn compaction_keeps_a_committed_value_that_an_open_transaction_overwrites() {
+    let broker = EmbeddedBroker::start().unwrap();
+    let b = broker.bootstrap();
+    create_compacted_topic(&b, "txn-compact-open", 1);
+    let committed = txn_producer(&b, "txn-compact-committed", 60_000);
+    committed.begin_transaction().unwrap();
+    send(&committed, "txn-compact-open", &["v1"]);
+    committed
+        .commit_transaction(Duration::from_secs(10))
+        .unwrap();
+    let open = txn_producer(&b, "txn-compact-zombie", 60_000);
+    open.begin_transaction().unwrap();
+    send(&open, "txn-compact-open", &["v2"]);
+    open.flush(Duration::from_secs(10)).unwrap();
+    broker.compact_now();
+    open.abort_transaction(Duration::from_secs(10)).unwrap();
+    broker.compact_now();
+    assert_eq!(
+        visible(
+            &b,
+            "txn-compact-open",
+            "read_committed",
+            Duration::from_millis(1500)
+        ),
+        vec!["v1"]
+    );
+}
