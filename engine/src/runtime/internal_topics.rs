@@ -7,7 +7,8 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use eddy_state::StoreKind;
-use rdkafka::admin::{AdminOptions, NewTopic, ResourceSpecifier, TopicReplication};
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, ResourceSpecifier, TopicReplication};
+use rdkafka::client::DefaultClientContext;
 use rdkafka::consumer::Consumer;
 
 use crate::error::{EngineError, Result};
@@ -123,13 +124,14 @@ pub(crate) fn prepare(topology: &Topology, config: &RuntimeConfig) -> Result<()>
         .iter()
         .filter(|t| existing.contains_key(&t.name))
         .collect();
-    validate(&clients, &present, &existing)?;
+    // One admin client for checking and creating.
+    let admin = clients.admin()?;
+    validate(&admin, &present, &existing)?;
     let missing: Vec<&InternalTopic> = wanted
         .iter()
         .filter(|t| !existing.contains_key(&t.name))
         .collect();
     if !missing.is_empty() {
-        let admin = clients.admin()?;
         let new_topics: Vec<NewTopic<'_>> = missing
             .iter()
             .map(|t| {
@@ -225,7 +227,7 @@ const WINDOW_CHANGELOG_ADDITIONAL_RETENTION_MS: i64 = 86_400_000;
 /// Internal topics that exist already must fit: the partition count the topology needs, and a
 /// cleanup policy that keeps what a restore or a consumer still needs.
 fn validate(
-    clients: &KafkaClients,
+    admin: &AdminClient<DefaultClientContext>,
     present: &[&InternalTopic],
     existing: &BTreeMap<String, i32>,
 ) -> Result<()> {
@@ -247,7 +249,6 @@ fn validate(
     if checked.is_empty() {
         return Ok(());
     }
-    let admin = clients.admin()?;
     let resources: Vec<ResourceSpecifier<'_>> = checked
         .iter()
         .map(|t| ResourceSpecifier::Topic(&t.name))

@@ -17,7 +17,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use rdkafka::admin::AdminOptions;
+use rdkafka::admin::{AdminClient, AdminOptions};
+use rdkafka::client::DefaultClientContext;
 use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext};
 use rdkafka::message::{BorrowedMessage, Headers, Message};
 use rdkafka::{Offset, TopicPartitionList};
@@ -60,7 +61,7 @@ pub(crate) struct TaskManager {
     /// Which sub-topology and store each changelog topic belongs to (computed once).
     store_by_changelog: BTreeMap<String, (usize, String)>,
     /// Each store's changelog topic (computed once: looked up per changelog record).
-    changelog_by_store: BTreeMap<String, String>,
+    changelog_by_store: Arc<BTreeMap<String, String>>,
     config: RuntimeConfig,
     clients: KafkaClients,
     tasks: BTreeMap<TaskId, StreamTask>,
@@ -84,6 +85,8 @@ pub(crate) struct TaskManager {
     /// Committed offsets of repartition partitions not purged yet, and when the last purge ran.
     purgeable: BTreeMap<(String, i32), i64>,
     last_purge: Instant,
+    /// Deletes purged records; made on the first purge and kept.
+    admin: Option<AdminClient<DefaultClientContext>>,
     /// Input partitions paused because their task's buffer of them is full.
     paused: BTreeSet<(String, i32)>,
 }
@@ -108,7 +111,7 @@ impl TaskManager {
             index,
             subtopology_by_topic: topology.subtopologies_by_topic(&app),
             store_by_changelog,
-            changelog_by_store,
+            changelog_by_store: Arc::new(changelog_by_store),
             clients: KafkaClients::new(&config),
             topology,
             config,
@@ -125,6 +128,7 @@ impl TaskManager {
             failed: false,
             purgeable: BTreeMap::new(),
             last_purge: Instant::now(),
+            admin: None,
             paused: BTreeSet::new(),
         }
     }
@@ -476,27 +480,22 @@ impl TaskManager {
         let changelog = task.take_changelog();
         let dead = task.take_dead_letters();
         let progress = Arc::clone(&self.progress);
-        let changelog_by_store = std::mem::take(&mut self.changelog_by_store);
-        let sent = (|| {
-            let producer = self
-                .producer()
-                .map_err(|e| CommitError::fatal(e.to_string()))?;
-            for r in &produced {
-                producer.send(r)?;
-            }
-            for r in &changelog {
-                let topic = changelog_by_store.get(&r.store).ok_or_else(|| {
-                    CommitError::fatal(format!("store `{}` has no changelog", r.store))
-                })?;
-                producer.send_changelog(topic, r, id.partition)?;
-            }
-            for d in &dead {
-                producer.send_dead_letter(d)?;
-            }
-            Ok(())
-        })();
-        self.changelog_by_store = changelog_by_store;
-        sent?;
+        let changelog_by_store = Arc::clone(&self.changelog_by_store);
+        let producer = self
+            .producer()
+            .map_err(|e| CommitError::fatal(e.to_string()))?;
+        for r in &produced {
+            producer.send(r)?;
+        }
+        for r in &changelog {
+            let topic = changelog_by_store.get(&r.store).ok_or_else(|| {
+                CommitError::fatal(format!("store `{}` has no changelog", r.store))
+            })?;
+            producer.send_changelog(topic, r, id.partition)?;
+        }
+        for d in &dead {
+            producer.send_dead_letter(d)?;
+        }
         Progress::add(&progress.records_out, produced.len() as u64);
         Progress::add(&progress.dead_letters, dead.len() as u64);
         Ok(())
@@ -600,15 +599,16 @@ impl TaskManager {
         for ((topic, partition), offset) in &self.purgeable {
             let _ = tpl.add_partition_offset(topic, *partition, Offset::Offset(*offset));
         }
-        let result = self.clients.admin().map(|admin| {
-            block_on(admin.delete_records(
-                &tpl,
-                &AdminOptions::new().request_timeout(Some(Duration::from_secs(5))),
-            ))
-        });
-        match result {
-            Ok(Ok(_)) => self.purgeable.clear(),
-            Ok(Err(e)) => tracing::debug!("purging repartition topics: {e}"),
+        if self.admin.is_none() {
+            match self.clients.admin() {
+                Ok(admin) => self.admin = Some(admin),
+                Err(e) => return tracing::debug!("purging repartition topics: {e}"),
+            }
+        }
+        let Some(admin) = &self.admin else { return };
+        let options = AdminOptions::new().request_timeout(Some(Duration::from_secs(5)));
+        match block_on(admin.delete_records(&tpl, &options)) {
+            Ok(_) => self.purgeable.clear(),
             Err(e) => tracing::debug!("purging repartition topics: {e}"),
         }
     }
