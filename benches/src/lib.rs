@@ -1,4 +1,9 @@
-//! Shared helpers of Eddy's benchmarks: deterministic keys and records.
+//! Shared helpers of Eddy's benchmarks: deterministic keys and records, and the workloads of
+//! the benchmark suite (`cargo bench -p eddy-benches --bench suite`), each of which checks its
+//! result before its time counts.
+
+pub mod report;
+pub mod windows;
 
 /// The `i`-th of `n` keys, spread so that consecutive records hit different keys.
 pub fn key(i: u64, n: u64) -> Vec<u8> {

@@ -419,3 +419,68 @@ fn windows_of_a_quiet_input_close_after_the_wall_clock_idle_timeout() {
     d.advance_wall_clock(60_000).unwrap();
     assert!(out.read_key_values().unwrap().is_empty(), "and only once");
 }
+
+#[test]
+fn sliding_emit_on_close_sends_each_window_once_with_its_final_value() {
+    let b = StreamsBuilder::new();
+    let w = SlidingWindows::of_time_difference_and_grace(
+        Duration::from_millis(10),
+        Duration::from_millis(20),
+    );
+    to_out(
+        grouped(&b)
+            .windowed_by_sliding(w)
+            .emit_strategy(EmitStrategy::OnWindowClose)
+            .count(Materialized::named("c")),
+    );
+    // Stream time 100 closes every window ending before 80; the windows of t=100 stay open.
+    let (out, _) = run(&b, &[("a", 5), ("a", 12), ("a", 8), ("b", 40), ("a", 100)]);
+    assert_eq!(
+        out,
+        vec![
+            o("a", 0, 10, Some(2)),
+            o("a", 2, 12, Some(3)),
+            o("a", 6, 16, Some(2)),
+            o("a", 9, 19, Some(1)),
+            o("b", 30, 40, Some(1)),
+        ]
+    );
+}
+
+#[test]
+fn session_emit_on_close_sends_merged_sessions_once_and_never_the_merged_away() {
+    let b = StreamsBuilder::new();
+    let w = SessionWindows::of_inactivity_gap_and_grace(
+        Duration::from_millis(10),
+        Duration::from_millis(100),
+    );
+    to_out(
+        grouped(&b)
+            .windowed_by_session(w)
+            .emit_strategy(EmitStrategy::OnWindowClose)
+            .count(Materialized::named("s")),
+    );
+    // a: [0,0] and [18,18] merge at 9 into [0,18]; then [40,50] takes 35 in as [35,50], which
+    // keeps its end; b: [5,5]. Stream time 300 closes all of them.
+    let (out, _) = run(
+        &b,
+        &[
+            ("a", 0),
+            ("b", 5),
+            ("a", 18),
+            ("a", 9),
+            ("a", 40),
+            ("a", 50),
+            ("a", 35),
+            ("a", 300),
+        ],
+    );
+    assert_eq!(
+        out,
+        vec![
+            o("b", 5, 5, Some(1)),
+            o("a", 0, 18, Some(3)),
+            o("a", 35, 50, Some(3)),
+        ]
+    );
+}

@@ -7,6 +7,7 @@ use std::sync::Arc;
 use crate::caching::CachingKeyValueStore;
 use crate::changelogging::{ChangeLoggingKeyValueStore, ChangelogSink};
 use crate::error::Result;
+use crate::keys::KeyOrder;
 use crate::memory::InMemoryKeyValueStore;
 use crate::metered::MeteredKeyValueStore;
 use crate::record_time::RecordTime;
@@ -26,6 +27,9 @@ pub enum StoreKind {
         retention_ms: i64,
         segment_interval_ms: Option<i64>,
         retain_duplicates: bool,
+        /// Entries by window start before key ([`crate::KeyOrder::TimeFirst`]): the store of an
+        /// emit-on-close aggregation, which reads windows by the time they close.
+        time_ordered: bool,
     },
     /// A [`SessionStore`].
     Session { retention_ms: i64 },
@@ -144,12 +148,20 @@ pub fn build_store(spec: &StoreSpec, ctx: &StoreContext) -> Result<BuiltStore> {
             retention_ms,
             segment_interval_ms,
             retain_duplicates,
-        } => BuiltStore::Window(WindowStore::new(
-            metered,
-            *retention_ms,
-            *segment_interval_ms,
-            *retain_duplicates,
-        )),
+            time_ordered,
+        } => BuiltStore::Window(
+            WindowStore::new(
+                metered,
+                *retention_ms,
+                *segment_interval_ms,
+                *retain_duplicates,
+            )
+            .with_order(if *time_ordered {
+                KeyOrder::TimeFirst
+            } else {
+                KeyOrder::KeyFirst
+            }),
+        ),
         StoreKind::Session { retention_ms } => {
             BuiltStore::Session(SessionStore::new(metered, *retention_ms, None))
         }

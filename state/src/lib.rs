@@ -36,7 +36,7 @@ pub use builder::{build_store, BuiltStore, StoreContext, StoreKind, StoreSpec};
 pub use caching::CachingKeyValueStore;
 pub use changelogging::{ChangeLoggingKeyValueStore, ChangelogSink};
 pub use error::{ErrorClass, Result, StateError};
-pub use keys::{decode_timestamp, encode_timestamp};
+pub use keys::{decode_timestamp, encode_timestamp, KeyOrder};
 pub use memory::InMemoryKeyValueStore;
 pub use metered::{store_operation_count, MeteredKeyValueStore};
 pub use record_time::RecordTime;

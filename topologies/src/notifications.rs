@@ -117,6 +117,7 @@ pub fn notifications(config: &NotificationsConfig) -> Result<Topology> {
             retention_ms,
             segment_interval_ms: None,
             retain_duplicates: false,
+            time_ordered: false,
         },
         ..StoreSpec::key_value("notified_events")
     };

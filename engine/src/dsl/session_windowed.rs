@@ -106,22 +106,51 @@ impl<K: StoredData, V: StoredData> SessionWindowedKStream<K, V> {
             .clone()
             .unwrap_or_else(|| st.name("KSTREAM-AGGREGATE-STATE-STORE"));
         let (sn, emit, caching) = (store_name.clone(), self.emit, materialized.caching);
+        // Emit-on-close finds the sessions that close by their end, in a time-ordered index.
+        let ends_name = (emit == EmitStrategy::OnWindowClose).then(|| format!("{store_name}-ends"));
+        let en = ends_name.clone();
         let node = st.processor(
             "KSTREAM-SESSION-WINDOWED-AGGREGATE",
             move || {
-                SessionAggregate::new(
+                let mut op = SessionAggregate::new(
                     sn.clone(),
                     w,
                     Arc::clone(&folder),
                     Arc::clone(&merger),
                     emit,
                     caching,
-                )
+                );
+                op.ends_store_name = en.clone();
+                op
             },
             &[&self.stream.node],
         );
         if self.emit == EmitStrategy::OnWindowClose {
             st.emit_progress_store(&store_name, &materialized, &node);
+        }
+        if let Some(ends_name) = ends_name {
+            let ends = Materialized::<K, i64> {
+                name: Some(ends_name),
+                key: None,
+                value: None,
+                persistent: materialized.persistent,
+                caching: materialized.caching,
+                logging: materialized.logging,
+                retention_ms: None,
+            };
+            st.store(
+                &ends,
+                "",
+                StoreKind::Window {
+                    retention_ms: retention,
+                    segment_interval_ms: None,
+                    retain_duplicates: false,
+                    time_ordered: true,
+                },
+                Arc::clone(&key),
+                Serdes::i64(),
+                &[&node],
+            );
         }
         let mat = Materialized {
             name: Some(store_name),

@@ -101,10 +101,12 @@ impl<K: StoredData, V: StoredData> SlidingWindowedKStream<K, V> {
             move || SlidingAggregate::new(sn.clone(), rn.clone(), w, Arc::clone(&folder), emit),
             &[&self.stream.node],
         );
-        let window = |dups| StoreKind::Window {
+        // The records store is read by key; the windows of emit-on-close by the time they close.
+        let window = |dups, time_ordered| StoreKind::Window {
             retention_ms: retention,
             segment_interval_ms: None,
             retain_duplicates: dups,
+            time_ordered,
         };
         let records = Materialized::<K, V> {
             name: Some(records_name),
@@ -118,7 +120,7 @@ impl<K: StoredData, V: StoredData> SlidingWindowedKStream<K, V> {
         st.store(
             &records,
             "",
-            window(true),
+            window(true, false),
             Arc::clone(&key),
             Arc::clone(&self.value),
             &[&node],
@@ -133,7 +135,7 @@ impl<K: StoredData, V: StoredData> SlidingWindowedKStream<K, V> {
         st.store(
             &mat,
             "",
-            window(false),
+            window(false, self.emit == EmitStrategy::OnWindowClose),
             Arc::clone(&key),
             Arc::clone(&value),
             &[&node],

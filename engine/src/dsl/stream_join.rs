@@ -70,6 +70,7 @@ impl<K: StoredData + PartialEq, V: StoredData> KStream<K, V> {
             retention_ms: retention,
             segment_interval_ms: None,
             retain_duplicates: true,
+            time_ordered: false,
         };
         let mut st = self.dsl.borrow_mut();
         let this_name = st.name("KSTREAM-JOINTHIS-STORE");

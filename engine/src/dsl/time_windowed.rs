@@ -139,6 +139,8 @@ impl<K: StoredData, V: StoredData> TimeWindowedKStream<K, V> {
             retention_ms: retention,
             segment_interval_ms: None,
             retain_duplicates: false,
+            // Emit-on-close reads windows by the time they close.
+            time_ordered: emit == EmitStrategy::OnWindowClose,
         };
         if emit == EmitStrategy::OnWindowClose {
             st.emit_progress_store(&store_name, &materialized, &node);

@@ -1,5 +1,6 @@
 //! Aggregation over session windows: a record joins every session of its key within the
-//! inactivity gap, merging them into one.
+//! inactivity gap, merging them into one. Emit-on-close keeps a second, time-ordered store of
+//! each session's end (key and end → start), so that closing reads only the sessions that close.
 
 use std::sync::Arc;
 
@@ -7,7 +8,7 @@ use crate::dsl::windows::{EmitStrategy, SessionWindows};
 use crate::error::Result;
 use crate::operators::aggregate::Folder;
 use crate::operators::emit_progress::{self, EmitProgress};
-use crate::processor::{Processor, ProcessorContext, SessionStoreHandle};
+use crate::processor::{Processor, ProcessorContext, SessionStoreHandle, WindowStoreHandle};
 use crate::record::{Record, Windowed};
 
 pub(crate) type Merger<K, VA> = Arc<dyn Fn(&K, VA, VA) -> VA + Send + Sync>;
@@ -20,6 +21,9 @@ pub(crate) struct SessionAggregate<K, V, VA> {
     pub emit: EmitStrategy,
     pub caching: bool,
     pub store: Option<SessionStoreHandle<K, VA>>,
+    /// Emit-on-close: the index of session ends, `(key, end) -> start`.
+    pub ends_store_name: Option<String>,
+    pub ends: Option<WindowStoreHandle<K, i64>>,
     pub observed: i64,
     pub emitted_until: i64,
     /// Emit-on-close: `observed` and `emitted_until`, kept in a logged store.
@@ -44,6 +48,8 @@ impl<K, V, VA> SessionAggregate<K, V, VA> {
             emit,
             caching,
             store: None,
+            ends_store_name: None,
+            ends: None,
             observed: i64::MIN,
             emitted_until: i64::MIN,
             progress: None,
@@ -66,6 +72,9 @@ where
 {
     fn init(&mut self, ctx: &mut ProcessorContext<'_, Windowed<K>, Option<VA>>) -> Result<()> {
         self.store = Some(ctx.session_store(&self.store_name)?);
+        if let Some(name) = &self.ends_store_name {
+            self.ends = Some(ctx.window_store(name)?);
+        }
         let (progress, observed, emitted) =
             emit_progress::resume(ctx, &self.store_name, self.emit)?;
         self.progress = progress;
@@ -107,6 +116,10 @@ where
             });
             if (s, e) != (start, end) {
                 store.remove(&record.key, s, e)?;
+                if let Some(ends) = &self.ends {
+                    // Before the merged session's entry, which may share this end.
+                    ends.put(&record.key, e, None)?;
+                }
                 if self.emit == EmitStrategy::OnWindowUpdate && !self.caching {
                     let gone = Windowed {
                         key: record.key.clone(),
@@ -119,6 +132,9 @@ where
         }
         let agg = (self.folder)(&record.key, record.value, agg);
         store.put(&record.key, start, end, &agg)?;
+        if let Some(ends) = &self.ends {
+            ends.put(&record.key, end, Some(&start))?;
+        }
         match self.emit {
             // The cache forwards it at commit, with this record's timestamp.
             EmitStrategy::OnWindowUpdate if self.caching => {}
@@ -146,6 +162,9 @@ where
         let Some(store) = &self.store else {
             return Ok(());
         };
+        if let Some(ends) = &self.ends {
+            ends.flush_cache()?;
+        }
         let flushed = store.flush_cache()?;
         if self.emit == EmitStrategy::OnWindowUpdate && self.caching {
             // Each session with the timestamp of the record that last updated it.
@@ -173,11 +192,26 @@ where
         if close <= self.emitted_until {
             return Ok(());
         }
-        let mut closed: Vec<_> = store
-            .all()?
-            .into_iter()
-            .filter(|(_, _, end, _)| *end < close && *end >= self.emitted_until)
-            .collect();
+        // The sessions ending in [emitted_until, close): from the index of ends when there is
+        // one, else (a topology built without it) from every session.
+        let mut closed: Vec<_> = match &self.ends {
+            Some(ends) => {
+                let mut out = Vec::new();
+                for (key, end, start) in
+                    ends.fetch_all(self.emitted_until, close.saturating_sub(1))?
+                {
+                    if let Some(value) = store.fetch_session(&key, start, end)? {
+                        out.push((key, start, end, value));
+                    }
+                }
+                out
+            }
+            None => store
+                .all()?
+                .into_iter()
+                .filter(|(_, _, end, _)| *end < close && *end >= self.emitted_until)
+                .collect(),
+        };
         closed.sort_by_key(|(_, start, end, _)| (*end, *start));
         for (key, start, end, value) in closed {
             ctx.forward(Record::new(Windowed { key, start, end }, Some(value), end))?;

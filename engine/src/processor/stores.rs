@@ -334,6 +334,15 @@ impl<K: 'static, V: 'static> SessionStoreHandle<K, V> {
         with_store!(self, Session, "session", |s| Ok(s.remove(&k, start, end)?))
     }
 
+    /// The value of exactly the session `[start, end]` of `key`.
+    pub fn fetch_session(&self, key: &K, start: i64, end: i64) -> Result<Option<V>> {
+        let k = ser(&self.key, &self.name, key)?;
+        let bytes = with_store!(self, Session, "session", |s| Ok(
+            s.fetch_session(&k, start, end)?
+        ))?;
+        bytes.map(|b| self.v(&b)).transpose()
+    }
+
     /// Sessions of `key` ending at or after `earliest_end` and starting at or before
     /// `latest_start`.
     pub fn find_sessions(

@@ -1,0 +1,57 @@
+//! Eddy's benchmark suite: every workload once, each checked before its figure counts, printed
+//! as one Markdown table (the README's). `cargo bench -p eddy-benches --bench suite [-- FILTER]`
+//! runs the sections whose name contains FILTER; `EDDY_BENCH_SCALE=0.1` shrinks every workload.
+
+use eddy_benches::report::{table, Row};
+use eddy_benches::windows;
+use eddy_engine::EmitStrategy;
+
+fn scaled(n: u64) -> u64 {
+    let scale: f64 = std::env::var("EDDY_BENCH_SCALE")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(1.0);
+    ((n as f64 * scale) as u64).max(1_000)
+}
+
+fn windows_section(rows: &mut Vec<Row>) -> Result<(), String> {
+    let small = scaled(100_000);
+    let large = scaled(1_000_000);
+    let update_small = windows::run(small, EmitStrategy::OnWindowUpdate)?;
+    let update_large = windows::run(large, EmitStrategy::OnWindowUpdate)?;
+    let final_small = windows::run(small, EmitStrategy::OnWindowClose)?;
+    let final_large = windows::run(large, EmitStrategy::OnWindowClose)?;
+    let final_large = final_large.against(&format!("emit on close at {small}"), &final_small);
+    rows.push(update_small.clone());
+    rows.push(update_large.clone());
+    rows.push(final_small.clone().against("emit on update", &update_small));
+    rows.push(final_large);
+    Ok(())
+}
+
+fn main() {
+    let filter: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| !a.starts_with("--"))
+        .collect();
+    let wanted = |name: &str| filter.is_empty() || filter.iter().any(|f| name.contains(f.as_str()));
+    type Section = fn(&mut Vec<Row>) -> Result<(), String>;
+    let sections: [(&str, Section); 1] = [("windows", windows_section)];
+    let mut rows = Vec::new();
+    let mut failed = Vec::new();
+    for (name, section) in sections {
+        if !wanted(name) {
+            continue;
+        }
+        eprintln!("suite: {name} ...");
+        if let Err(e) = section(&mut rows) {
+            eprintln!("suite: {name} FAILED: {e}");
+            failed.push(name);
+        }
+    }
+    println!("{}", table(&rows));
+    if !failed.is_empty() {
+        eprintln!("suite: failed sections: {failed:?}");
+        std::process::exit(1);
+    }
+}
