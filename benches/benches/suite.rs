@@ -29,6 +29,11 @@ fn windows_section(rows: &mut Vec<Row>) -> Result<(), String> {
     Ok(())
 }
 
+fn topologies_section(rows: &mut Vec<Row>) -> Result<(), String> {
+    rows.push(eddy_benches::active_users::run(scaled(200_000))?.noted("target ≥ 100 000/s"));
+    Ok(())
+}
+
 fn main() {
     let filter: Vec<String> = std::env::args()
         .skip(1)
@@ -36,7 +41,10 @@ fn main() {
         .collect();
     let wanted = |name: &str| filter.is_empty() || filter.iter().any(|f| name.contains(f.as_str()));
     type Section = fn(&mut Vec<Row>) -> Result<(), String>;
-    let sections: [(&str, Section); 1] = [("windows", windows_section)];
+    let sections: [(&str, Section); 2] = [
+        ("windows", windows_section),
+        ("topologies", topologies_section),
+    ];
     let mut rows = Vec::new();
     let mut failed = Vec::new();
     for (name, section) in sections {

@@ -2,6 +2,7 @@
 //! the benchmark suite (`cargo bench -p eddy-benches --bench suite`), each of which checks its
 //! result before its time counts.
 
+pub mod active_users;
 pub mod report;
 pub mod windows;
 

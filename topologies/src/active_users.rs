@@ -1,16 +1,14 @@
 //! `active-users`: exact distinct users per tenant in 5-minute tumbling windows and in 1-hour
 //! windows hopping by 5 minutes, from `analytics-events`, to `analytics.active-users` and the
-//! window stores `active_users_5m` and `active_users_1h` (each window holds its set of users).
+//! window stores `active_users_5m` and `active_users_1h` (each window holds its count of users;
+//! `active_users_activity` holds each user's recent activity, see `distinct_users`).
 
-use std::collections::BTreeSet;
 use std::time::Duration;
 
-use eddy_engine::{
-    Grouped, KGroupedStream, Materialized, Produced, Result, Serdes, StreamsBuilder, TimeWindows,
-    Topology,
-};
+use eddy_engine::{KStream, Produced, Result, Serdes, StreamsBuilder, TimeWindows, Topology};
 use serde::{Deserialize, Serialize};
 
+use crate::distinct_users::{CountedWindows, DistinctUsers};
 use crate::events::{platform_events, PlatformEvent};
 
 /// The event types of `analytics-events`.
@@ -65,46 +63,10 @@ fn label(d: Duration) -> String {
     }
 }
 
-fn count_distinct(
-    grouped: &KGroupedStream<String, String>,
-    windows: TimeWindows,
-    store: &str,
-    window: String,
-    output: &str,
-) {
-    grouped
-        .windowed_by(windows)
-        .aggregate(
-            BTreeSet::<String>::new,
-            |_, user, mut users| {
-                users.insert(user);
-                users
-            },
-            Materialized::named(store).with_value_serde(Serdes::json()),
-        )
-        .to_stream()
-        .flat_map(move |w, users| {
-            users.map(|u| {
-                let row = ActiveUsers {
-                    tenant_id: w.key.clone(),
-                    window: window.clone(),
-                    window_start_ms: w.start,
-                    window_end_ms: w.end,
-                    active_users: u.len() as u64,
-                };
-                (w.key, row)
-            })
-        })
-        .to(
-            output,
-            Produced::with(Serdes::string(), Serdes::json::<ActiveUsers>()),
-        );
-}
-
 /// Builds the topology.
 pub fn active_users(config: &ActiveUsersConfig) -> Result<Topology> {
     let b = StreamsBuilder::new();
-    let users_by_tenant: KGroupedStream<String, String> = platform_events(
+    let users_by_tenant: KStream<String, String> = platform_events(
         &b,
         config.input_topic.as_str(),
         ANALYTICS_EVENT_TYPES,
@@ -112,25 +74,30 @@ pub fn active_users(config: &ActiveUsersConfig) -> Result<Topology> {
     )
     .filter(|_, e: &PlatformEvent| e.str("tenant_id").is_some_and(|t| !t.is_empty()))
     .map(|user, e| (e.str("tenant_id").unwrap_or_default().to_string(), user))
-    .group_by_key(
-        Grouped::named("active-users-by-tenant").with(Serdes::string(), Serdes::string()),
-    );
+    .repartition_with("active-users-by-tenant", Serdes::string(), Serdes::string());
     let short = TimeWindows::of_size_and_grace(config.short_window, config.grace);
     let long = TimeWindows::of_size_and_grace(config.long_window, config.grace)
         .advance_by(config.long_advance);
-    count_distinct(
-        &users_by_tenant,
-        short,
-        "active_users_5m",
-        label(config.short_window),
-        &config.output_topic,
-    );
-    count_distinct(
-        &users_by_tenant,
-        long,
-        "active_users_1h",
-        label(config.long_window),
-        &config.output_topic,
-    );
+    let defs = vec![
+        CountedWindows {
+            windows: short,
+            label: label(config.short_window),
+            store: "active_users_5m".into(),
+        },
+        CountedWindows {
+            windows: long,
+            label: label(config.long_window),
+            store: "active_users_1h".into(),
+        },
+    ];
+    let prototype = DistinctUsers::build(&b, defs, "active_users_activity")?;
+    let stores = prototype.store_names();
+    let stores: Vec<&str> = stores.iter().map(String::as_str).collect();
+    users_by_tenant
+        .process(move || prototype.fresh(), &stores)
+        .to(
+            &config.output_topic,
+            Produced::with(Serdes::string(), Serdes::json::<ActiveUsers>()),
+        );
     b.build()
 }

@@ -2,6 +2,7 @@
 //! `eddy run` work from. The learning platform's seven topologies join this registry.
 
 pub mod active_users;
+mod distinct_users;
 pub mod document_lifecycle;
 pub mod emotion_aggregates;
 pub mod events;
