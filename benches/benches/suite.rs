@@ -29,6 +29,12 @@ fn windows_section(rows: &mut Vec<Row>) -> Result<(), String> {
     Ok(())
 }
 
+fn hot_path_section(rows: &mut Vec<Row>) -> Result<(), String> {
+    rows.extend(eddy_benches::hot_path::run_stateless(scaled(1_000_000))?);
+    rows.extend(eddy_benches::hot_path::run_windowed(scaled(1_000_000))?);
+    Ok(())
+}
+
 fn topologies_section(rows: &mut Vec<Row>) -> Result<(), String> {
     rows.push(eddy_benches::active_users::run(scaled(200_000))?.noted("target ≥ 100 000/s"));
     Ok(())
@@ -41,7 +47,8 @@ fn main() {
         .collect();
     let wanted = |name: &str| filter.is_empty() || filter.iter().any(|f| name.contains(f.as_str()));
     type Section = fn(&mut Vec<Row>) -> Result<(), String>;
-    let sections: [(&str, Section); 2] = [
+    let sections: [(&str, Section); 3] = [
+        ("hot-path", hot_path_section),
         ("windows", windows_section),
         ("topologies", topologies_section),
     ];

@@ -3,6 +3,7 @@
 //! result before its time counts.
 
 pub mod active_users;
+pub mod hot_path;
 pub mod report;
 pub mod windows;
 
