@@ -1,13 +1,18 @@
 //! The runtime against a raw rdkafka passthrough, on one embedded broker: records/s of a plain
-//! and a transactional (commit every 100 ms) consume→produce loop, a stateless topology, and a
-//! windowed count under exactly-once and at-least-once, with 100-byte values. Prints a table
-//! with each figure's ratio to the plain passthrough. Every clock starts at the first record
-//! consumed, so group joins and start-up are left out. `cargo bench -p eddy-benches --bench runtime`
+//! and a transactional (commit every 100 ms) consume→produce loop, a stateless topology, a
+//! windowed count under exactly-once and at-least-once, issue 10's emit-final and emit-on-update
+//! windowed counts, a stream–table join and a repartition, with 100-byte values. Prints one
+//! table with each figure's ratio to the plain passthrough. Every clock starts at the first
+//! record consumed, so group joins and start-up are left out; every topology's output is read
+//! back (read_committed) and checked after its clock stops.
+//! `cargo bench -p eddy-benches --bench runtime`
 
 use std::collections::BTreeMap;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
+use eddy_benches::read_back::read_back;
+use eddy_engine::EmitStrategy;
 use eddy_engine::{
     Consumed, Grouped, KafkaStreams, Materialized, Produced, RuntimeConfig, Serdes, StreamsBuilder,
     StreamsConfig, TimeWindows, Topology,
@@ -42,6 +47,43 @@ fn fill(bootstrap: &str, topic: &str) {
         {
             p.poll(Duration::from_millis(1));
         }
+    }
+    p.flush(Duration::from_secs(60)).unwrap();
+}
+
+/// Issue 10's workload: 10 000 keys, ~100-byte JSON values, event time 1 ms apart.
+fn fill_events(bootstrap: &str, topic: &str) {
+    let p = bulk_producer(bootstrap);
+    let base = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64
+        - RECORDS as i64;
+    for i in 0..RECORDS as u64 {
+        let (key, value) = eddy_benches::windows::record(i);
+        while p
+            .send(
+                BaseRecord::to(topic)
+                    .key(&key)
+                    .payload(&value)
+                    .timestamp(base + i as i64),
+            )
+            .is_err()
+        {
+            p.poll(Duration::from_millis(1));
+        }
+    }
+    p.flush(Duration::from_secs(60)).unwrap();
+}
+
+/// The table of the join: one row per key of `bench-in` (`k0`..`k999`).
+fn fill_table(bootstrap: &str, topic: &str) {
+    let p = bulk_producer(bootstrap);
+    for i in 0..1000 {
+        let key = format!("k{i}");
+        let value = format!("row-{i}");
+        p.send(BaseRecord::to(topic).key(&key).payload(&value))
+            .unwrap();
     }
     p.flush(Duration::from_secs(60)).unwrap();
 }
@@ -137,6 +179,18 @@ fn passthrough(bootstrap: &str, transactional: bool) -> f64 {
 }
 
 fn run_topology(bootstrap: &str, app: &str, topology: Topology, guarantee: &str) -> f64 {
+    run_topology_reading(bootstrap, app, topology, guarantee, RECORDS as u64)
+}
+
+/// Runs `topology` until it has read `expected_in` records (every source counts: a table's
+/// rows, a repartition topic's records) and returns the input records per second.
+fn run_topology_reading(
+    bootstrap: &str,
+    app: &str,
+    topology: Topology,
+    guarantee: &str,
+    expected_in: u64,
+) -> f64 {
     let dir = std::env::temp_dir().join(format!("eddy-bench-{app}-{}", std::process::id()));
     let mut streams = StreamsConfig::new(app);
     streams.set("processing.guarantee", guarantee).unwrap();
@@ -149,7 +203,7 @@ fn run_topology(bootstrap: &str, app: &str, topology: Topology, guarantee: &str)
         std::thread::sleep(Duration::from_millis(1));
     }
     let started = Instant::now();
-    while progress.records_in.load(Ordering::Relaxed) < RECORDS as u64 {
+    while progress.records_in.load(Ordering::Relaxed) < expected_in {
         std::thread::sleep(Duration::from_millis(10));
     }
     let rate = RECORDS as f64 / started.elapsed().as_secs_f64();
@@ -174,6 +228,71 @@ fn stateless() -> Topology {
         Produced::with(Serdes::string(), Serdes::bytes()),
     );
     b.build().unwrap()
+}
+
+fn issue_windowed_count(emit: EmitStrategy, out: &str) -> Topology {
+    eddy_benches::windows::windowed_count(emit, "bench-events", out)
+}
+
+fn stream_table_join() -> Topology {
+    let b = StreamsBuilder::new();
+    let table = b.table(
+        "bench-table",
+        Consumed::with(Serdes::string(), Serdes::string()),
+        Materialized::named("bench-table-rows"),
+    );
+    b.stream(
+        &["bench-in"],
+        Consumed::with(Serdes::string(), Serdes::bytes()),
+    )
+    // A left join, so that every record comes out whether or not its row was read yet (a
+    // backlog's first records can be processed before the table partition's first fetch).
+    .left_join_table(&table, |v: &Vec<u8>, row: Option<&String>| {
+        let mut out = row.cloned().unwrap_or_default().into_bytes();
+        out.extend_from_slice(&v[..8.min(v.len())]);
+        out
+    })
+    .to(
+        "bench-join-out",
+        Produced::with(Serdes::string(), Serdes::bytes()),
+    );
+    b.build().unwrap()
+}
+
+fn repartition() -> Topology {
+    let b = StreamsBuilder::new();
+    b.stream(
+        &["bench-in"],
+        Consumed::with(Serdes::string(), Serdes::bytes()),
+    )
+    .select_key(|k: &String, _| format!("{k}-r"))
+    .repartition("bench-rekeyed")
+    .to(
+        "bench-repartition-out",
+        Produced::with(Serdes::string(), Serdes::bytes()),
+    );
+    b.build().unwrap()
+}
+
+/// Checks what a topology wrote: `records` outputs, or for an emit-final count, windows that
+/// hold every record but those of the last, open window, each emitted once.
+fn check(bootstrap: &str, topic: &str, records: usize, emit_final: bool) {
+    let out = read_back(bootstrap, topic);
+    if emit_final {
+        let mut windows = std::collections::BTreeSet::new();
+        let mut total = 0i64;
+        for (k, v) in &out {
+            assert!(windows.insert(k.clone()), "{topic}: a window emitted twice");
+            total += i64::from_be_bytes(v[..8].try_into().unwrap());
+        }
+        // The last second of event time is still open (its records: up to 1 000).
+        assert!(
+            total <= records as i64 && total >= records as i64 - 1_000,
+            "{topic}: closed windows hold {total} of {records} records"
+        );
+    } else {
+        assert_eq!(out.len(), records, "{topic}: records out");
+    }
 }
 
 fn windowed_count(out: &str) -> Topology {
@@ -290,12 +409,20 @@ fn main() {
     let broker = EmbeddedBroker::start().unwrap();
     let bootstrap = broker.bootstrap();
     broker.create_topic("bench-in", 3);
+    broker.create_topic("bench-events", 3);
+    broker.create_topic("bench-table", 3);
     for t in [
         "bench-out-pass-plain",
         "bench-out-pass-txn",
         "bench-stateless-out",
         "bench-count-eos",
         "bench-count-alos",
+        "bench-final-alos",
+        "bench-final-eos",
+        "bench-update-alos",
+        "bench-update-eos",
+        "bench-join-out",
+        "bench-repartition-out",
     ] {
         broker.create_topic(t, 3);
     }
@@ -306,42 +433,111 @@ fn main() {
         3,
         &[("cleanup.policy", "compact")],
     );
+    // The table first: its rows are older than every stream record, so they join.
+    fill_table(&bootstrap, "bench-table");
     fill(&bootstrap, "bench-in");
+    fill_events(&bootstrap, "bench-events");
     let plain = passthrough(&bootstrap, false);
-    let rows = [
+    let mut rows = vec![
         ("rdkafka passthrough, plain", plain),
         (
             "rdkafka passthrough, transactional (100 ms)",
             passthrough(&bootstrap, true),
         ),
-        (
-            "stateless topology (filter, map_values), exactly_once_v2",
-            run_topology(
-                &bootstrap,
-                "bench-stateless",
-                stateless(),
-                "exactly_once_v2",
-            ),
-        ),
-        (
-            "windowed count, exactly_once_v2",
-            run_topology(
-                &bootstrap,
-                "bench-count-eos",
-                windowed_count("bench-count-eos"),
-                "exactly_once_v2",
-            ),
-        ),
-        (
-            "windowed count, at_least_once",
-            run_topology(
-                &bootstrap,
-                "bench-count-alos",
-                windowed_count("bench-count-alos"),
-                "at_least_once",
-            ),
-        ),
     ];
+    let stateless_rate = run_topology(
+        &bootstrap,
+        "bench-stateless",
+        stateless(),
+        "exactly_once_v2",
+    );
+    check(&bootstrap, "bench-stateless-out", RECORDS, false);
+    rows.push((
+        "stateless topology (filter, map_values), exactly_once_v2",
+        stateless_rate,
+    ));
+    for (name, app, topic, guarantee) in [
+        (
+            "windowed count (60 s, emit on update), exactly_once_v2",
+            "bench-count-eos",
+            "bench-count-eos",
+            "exactly_once_v2",
+        ),
+        (
+            "windowed count (60 s, emit on update), at_least_once",
+            "bench-count-alos",
+            "bench-count-alos",
+            "at_least_once",
+        ),
+    ] {
+        rows.push((
+            name,
+            run_topology(&bootstrap, app, windowed_count(topic), guarantee),
+        ));
+    }
+    for (name, app, topic, emit, guarantee) in [
+        (
+            "issue 10 count (1 s, 10 000 keys), emit on close, at_least_once",
+            "bench-final-alos",
+            "bench-final-alos",
+            EmitStrategy::OnWindowClose,
+            "at_least_once",
+        ),
+        (
+            "issue 10 count (1 s, 10 000 keys), emit on update, at_least_once",
+            "bench-update-alos",
+            "bench-update-alos",
+            EmitStrategy::OnWindowUpdate,
+            "at_least_once",
+        ),
+        (
+            "issue 10 count (1 s, 10 000 keys), emit on close, exactly_once_v2",
+            "bench-final-eos",
+            "bench-final-eos",
+            EmitStrategy::OnWindowClose,
+            "exactly_once_v2",
+        ),
+        (
+            "issue 10 count (1 s, 10 000 keys), emit on update, exactly_once_v2",
+            "bench-update-eos",
+            "bench-update-eos",
+            EmitStrategy::OnWindowUpdate,
+            "exactly_once_v2",
+        ),
+    ] {
+        let rate = run_topology(
+            &bootstrap,
+            app,
+            issue_windowed_count(emit, topic),
+            guarantee,
+        );
+        if emit == EmitStrategy::OnWindowClose {
+            check(&bootstrap, topic, RECORDS, true);
+        }
+        rows.push((name, rate));
+    }
+    let join_rate = run_topology_reading(
+        &bootstrap,
+        "bench-join",
+        stream_table_join(),
+        "exactly_once_v2",
+        RECORDS as u64 + 1_000,
+    );
+    check(&bootstrap, "bench-join-out", RECORDS, false);
+    rows.push(("stream–table left join, exactly_once_v2", join_rate));
+    // Each record is read twice: from `bench-in` and from the repartition topic.
+    let repartition_rate = run_topology_reading(
+        &bootstrap,
+        "bench-repartition",
+        repartition(),
+        "exactly_once_v2",
+        2 * RECORDS as u64,
+    );
+    check(&bootstrap, "bench-repartition-out", RECORDS, false);
+    rows.push((
+        "select_key → repartition → sink, exactly_once_v2",
+        repartition_rate,
+    ));
     println!("| {RECORDS} records of 100 bytes, 3 partitions | records/s | vs plain passthrough |");
     println!("|---|---|---|");
     for (name, rate) in rows {

@@ -4,6 +4,7 @@
 
 pub mod active_users;
 pub mod hot_path;
+pub mod read_back;
 pub mod report;
 pub mod windows;
 
