@@ -3,6 +3,7 @@
 //! result before its time counts.
 
 pub mod active_users;
+pub mod broker;
 pub mod hot_path;
 pub mod read_back;
 pub mod report;
