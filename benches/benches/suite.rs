@@ -43,8 +43,31 @@ fn windows_section(rows: &mut Vec<Row>) -> Result<(), String> {
 }
 
 fn hot_path_section(rows: &mut Vec<Row>) -> Result<(), String> {
-    rows.extend(eddy_benches::hot_path::run_stateless(scaled(1_000_000))?);
-    rows.extend(eddy_benches::hot_path::run_windowed(scaled(1_000_000))?);
+    rows.extend(eddy_benches::hot_path::run_stateless(
+        scaled(1_000_000),
+        false,
+    )?);
+    rows.extend(eddy_benches::hot_path::run_windowed(
+        scaled(1_000_000),
+        false,
+    )?);
+    Ok(())
+}
+
+/// The hot path's workloads through the test driver, against the same on a task when the
+/// hot-path section ran.
+fn driver_section(rows: &mut Vec<Row>) -> Result<(), String> {
+    let records = scaled(1_000_000);
+    let mut driven = eddy_benches::hot_path::run_stateless(records, true)?;
+    driven.extend(eddy_benches::hot_path::run_windowed(records, true)?);
+    for row in driven {
+        let on_task = row.workload.replace("through the driver", "on a task");
+        let row = match rows.iter().find(|r| r.workload == on_task) {
+            Some(base) => row.against("on a task", &base.clone()),
+            None => row,
+        };
+        rows.push(row);
+    }
     Ok(())
 }
 
@@ -66,9 +89,10 @@ fn main() {
         .collect();
     let wanted = |name: &str| filter.is_empty() || filter.iter().any(|f| name.contains(f.as_str()));
     type Section = fn(&mut Vec<Row>) -> Result<(), String>;
-    let sections: [(&str, Section); 4] = [
+    let sections: [(&str, Section); 5] = [
         ("broker", broker_section),
         ("hot-path", hot_path_section),
+        ("driver", driver_section),
         ("windows", windows_section),
         ("topologies", topologies_section),
     ];

@@ -484,3 +484,28 @@ fn session_emit_on_close_sends_merged_sessions_once_and_never_the_merged_away() 
         ]
     );
 }
+
+#[test]
+fn a_session_ending_exactly_at_the_close_time_is_still_emitted_and_merged() {
+    let b = StreamsBuilder::new();
+    let w = SessionWindows::of_inactivity_gap_with_no_grace(Duration::from_millis(10));
+    to_out(
+        grouped(&b)
+            .windowed_by_session(w)
+            .emit_strategy(EmitStrategy::OnWindowClose)
+            .count(Materialized::named("s")),
+    );
+    // At b@10 the close time is 0, so a[0,0] is still open; b@11 closes it.
+    let (out, _) = run(&b, &[("a", 0), ("b", 10), ("b", 11)]);
+    assert_eq!(out, vec![o("a", 0, 0, Some(1))]);
+    // A record exactly one gap after a session's end still joins it.
+    let b = StreamsBuilder::new();
+    to_out(
+        grouped(&b)
+            .windowed_by_session(w)
+            .emit_strategy(EmitStrategy::OnWindowClose)
+            .count(Materialized::named("s")),
+    );
+    let (out, _) = run(&b, &[("a", 0), ("b", 10), ("a", 10), ("b", 100)]);
+    assert_eq!(out, vec![o("a", 0, 10, Some(2)), o("b", 10, 10, Some(1))]);
+}

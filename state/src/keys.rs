@@ -104,7 +104,11 @@ pub(crate) fn decode_ordered(order: KeyOrder, store: &str, raw: &[u8]) -> Result
 fn decode_time_first(store: &str, raw: &[u8]) -> Result<SegmentedKey> {
     let corrupt = || StateError::Corrupted {
         store: store.to_string(),
-        reason: format!("time-ordered key of {} bytes does not decode", raw.len()),
+        reason: format!(
+            "time-ordered key of {} bytes does not decode (an emit-on-close store written by \
+             Eddy before time-ordered stores must be reset with its changelog)",
+            raw.len()
+        ),
     };
     let word = |at: usize| -> Result<[u8; 8]> {
         raw.get(at..at + 8)

@@ -215,6 +215,10 @@ impl DistinctUsers {
 
 impl Processor<String, String, String, ActiveUsers> for DistinctUsers {
     fn init(&mut self, ctx: &mut ProcessorContext<'_, String, ActiveUsers>) -> Result<()> {
+        // A reopened task resumes at its committed stream time: windows closed before the
+        // restart stay closed, and the activity entries are found at the epoch they were
+        // written in.
+        self.observed = self.observed.max(ctx.stream_time());
         self.activity = Some(ctx.window_store(&self.activity_store)?);
         for (i, d) in self.defs.iter().enumerate() {
             self.counts[i] = Some(ctx.window_store(&d.store)?);
@@ -237,7 +241,7 @@ impl Processor<String, String, String, ActiveUsers> for DistinctUsers {
         for (i, d) in self.defs.iter().enumerate() {
             let close = self.observed.saturating_sub(d.windows.grace_ms);
             for start in d.windows.windows_for(ts) {
-                if start + d.windows.size_ms <= close {
+                if start.saturating_add(d.windows.size_ms) <= close {
                     ctx.record_dropped("late-record");
                 } else {
                     open.push((i, start));
@@ -273,7 +277,9 @@ impl Processor<String, String, String, ActiveUsers> for DistinctUsers {
         for (i, start) in open {
             let d = &self.defs[i];
             let first = start.div_euclid(self.slot_ms);
-            let last = (start + d.windows.size_ms - 1).div_euclid(self.slot_ms);
+            let last = start
+                .saturating_add(d.windows.size_ms - 1)
+                .div_euclid(self.slot_ms);
             if before.active_in(first, last) {
                 continue;
             }
@@ -300,7 +306,7 @@ impl Processor<String, String, String, ActiveUsers> for DistinctUsers {
                     tenant_id: tenant.clone(),
                     window: d.label.clone(),
                     window_start_ms: start,
-                    window_end_ms: start + d.windows.size_ms,
+                    window_end_ms: start.saturating_add(d.windows.size_ms),
                     active_users: n.max(0) as u64,
                 };
                 ctx.forward(Record::new(tenant, row, ts))?;

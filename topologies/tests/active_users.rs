@@ -124,3 +124,61 @@ fn distinct_users_per_tenant_and_window_match_the_oracle() {
         late_dropped
     );
 }
+
+/// A window that closed before a restart stays closed after it: the reopened task resumes from
+/// the committed stream time, so a late user is dropped, not counted into the closed window.
+#[test]
+fn a_window_closed_before_a_restart_stays_closed_after_it() {
+    use eddy_engine::{InputRecord, StreamTask, TaskId, WallClock};
+
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = StreamsConfig::new("au-restart");
+    config.state_dir = dir.path().to_path_buf();
+    let topology = active_users(&ActiveUsersConfig::default()).unwrap();
+    // The sub-topology after the repartition by tenant: its input is (tenant, user).
+    let id = TaskId {
+        subtopology: 1,
+        partition: 0,
+    };
+    let open = || StreamTask::new(&topology, id, &config, WallClock::manual(0), true).unwrap();
+    let topic = open().input_topics().remove(0);
+    let input = |offset: i64, user: &str, ts: i64| InputRecord {
+        topic: topic.clone(),
+        partition: 0,
+        offset,
+        key: Some(b"t1".to_vec()),
+        value: Some(user.as_bytes().to_vec()),
+        timestamp: ts,
+        headers: Headers::new(),
+    };
+    let rows = |task: &mut StreamTask| -> Vec<ActiveUsers> {
+        task.take_produced()
+            .into_iter()
+            .map(|r| serde_json::from_slice(r.value.as_deref().unwrap()).unwrap())
+            .collect()
+    };
+    let mut task = open();
+    task.process(input(0, "u1", BASE)).unwrap();
+    // 9 minutes: the 5-minute window [0, 5) closed at 6 minutes (grace 1 minute).
+    task.process(input(1, "u2", BASE + 9 * MIN)).unwrap();
+    task.flush().unwrap();
+    task.commit_state(&BTreeMap::new()).unwrap();
+    let before = rows(&mut task);
+    assert!(before
+        .iter()
+        .any(|r| r.window == "5m" && r.window_start_ms == BASE && r.active_users == 1));
+    drop(task);
+
+    let mut task = open();
+    task.process(input(2, "u3", BASE + MIN)).unwrap();
+    task.flush().unwrap();
+    let after = rows(&mut task);
+    assert!(
+        !after
+            .iter()
+            .any(|r| r.window == "5m" && r.window_start_ms == BASE),
+        "the closed window changed after the restart: {after:?}"
+    );
+    // Dropped for [0, 5) and for the hour window [-55, 5), both closed at 6 minutes.
+    assert_eq!(task.dropped().get("late-record"), Some(&2));
+}

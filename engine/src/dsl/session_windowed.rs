@@ -96,10 +96,12 @@ impl<K: StoredData, V: StoredData> SessionWindowedKStream<K, V> {
             .unwrap_or_else(|| Arc::clone(&self.key));
         let value = or_default(materialized.value.clone());
         let w = self.windows;
+        // A session ending at `e` can still change (and is emitted on close only after) stream
+        // time `e + gap + grace`: it must be live until then, one past gap + grace.
         let retention = materialized
             .retention_ms
             .unwrap_or(0)
-            .max(w.gap_ms + w.grace_ms);
+            .max(w.gap_ms.saturating_add(w.grace_ms).saturating_add(1));
         let mut st = self.stream.dsl.borrow_mut();
         let store_name = materialized
             .name
