@@ -11,18 +11,27 @@ use crate::store::{bounds_inverted, FlushedEntry, KeyValueStore, KvIter};
 
 /// Holds writes back until [`KeyValueStore::flush_cache`], so that ten updates of one key between
 /// two commits reach the store below, its changelog and the downstream processors once.
+///
+/// Each dirty key is stored once, with the place of its last write in the write order and the
+/// timestamp of the record that made it; a flush sorts the (at most a commit's worth of) dirty
+/// entries by that place, so that they go down least recently written first, as Kafka Streams'
+/// cache does.
 pub struct CachingKeyValueStore<S> {
     inner: S,
-    dirty: BTreeMap<Vec<u8>, Option<Vec<u8>>>,
-    /// Dirty keys by when they were last written: a flush writes (and so forwards) them least
-    /// recently written first, as Kafka Streams' cache does.
-    order: BTreeMap<u64, Vec<u8>>,
-    /// Per dirty key: its place in `order`, and the timestamp of the record that wrote it.
-    written_at: std::collections::HashMap<Vec<u8>, (u64, i64)>,
+    dirty: BTreeMap<Vec<u8>, DirtyEntry>,
     clock: u64,
     time: RecordTime,
     dirty_bytes: usize,
     max_bytes: usize,
+}
+
+/// A held-back write: the value (`None` deletes), when it was written (the cache's clock), and
+/// the timestamp of the record that wrote it.
+#[derive(Debug, Clone)]
+struct DirtyEntry {
+    value: Option<Vec<u8>>,
+    written: u64,
+    timestamp: i64,
 }
 
 impl<S: KeyValueStore> std::fmt::Debug for CachingKeyValueStore<S> {
@@ -43,8 +52,6 @@ impl<S: KeyValueStore> CachingKeyValueStore<S> {
             time,
             inner,
             dirty: BTreeMap::new(),
-            order: BTreeMap::new(),
-            written_at: std::collections::HashMap::new(),
             clock: 0,
             dirty_bytes: 0,
             max_bytes,
@@ -53,18 +60,33 @@ impl<S: KeyValueStore> CachingKeyValueStore<S> {
 
     fn remember(&mut self, key: &[u8], value: Option<Vec<u8>>) {
         self.clock += 1;
-        let entry = (self.clock, self.time.get());
-        if let Some((previous, _)) = self.written_at.insert(key.to_vec(), entry) {
-            self.order.remove(&previous);
-        }
-        self.order.insert(self.clock, key.to_vec());
-        let added = key.len() + value.as_ref().map_or(0, Vec::len);
-        if let Some(old) = self.dirty.insert(key.to_vec(), value) {
-            self.dirty_bytes = self
-                .dirty_bytes
-                .saturating_sub(key.len() + old.map_or(0, |v| v.len()));
+        let added = value.as_ref().map_or(0, Vec::len);
+        let entry = DirtyEntry {
+            value,
+            written: self.clock,
+            timestamp: self.time.get(),
+        };
+        // The key is copied only when it is new to the cache.
+        match self.dirty.get_mut(key) {
+            Some(old) => {
+                let freed = old.value.as_ref().map_or(0, Vec::len);
+                self.dirty_bytes = self.dirty_bytes.saturating_sub(freed);
+                *old = entry;
+            }
+            None => {
+                self.dirty_bytes += key.len();
+                self.dirty.insert(key.to_vec(), entry);
+            }
         }
         self.dirty_bytes += added;
+    }
+
+    fn forget(&mut self, key: &[u8]) {
+        if let Some(old) = self.dirty.remove(key) {
+            self.dirty_bytes = self
+                .dirty_bytes
+                .saturating_sub(key.len() + old.value.map_or(0, |v| v.len()));
+        }
     }
 }
 
@@ -74,7 +96,7 @@ impl<S: KeyValueStore> KeyValueStore for CachingKeyValueStore<S> {
     }
     fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>> {
         match self.dirty.get(key) {
-            Some(cached) => Ok(cached.clone()),
+            Some(cached) => Ok(cached.value.clone()),
             None => self.inner.get(key),
         }
     }
@@ -94,7 +116,7 @@ impl<S: KeyValueStore> KeyValueStore for CachingKeyValueStore<S> {
         let cached = self
             .dirty
             .range::<[u8], _>((from, to))
-            .map(|(k, v)| (k.clone(), v.clone()));
+            .map(|(k, v)| (k.clone(), v.value.clone()));
         let stored = self.inner.range(from, to)?;
         Ok(Box::new(OverlayIter::new(cached, stored)))
     }
@@ -106,14 +128,7 @@ impl<S: KeyValueStore> KeyValueStore for CachingKeyValueStore<S> {
                 .map(|(k, _)| k.clone())
                 .collect();
             for key in doomed {
-                if let Some((at, _)) = self.written_at.remove(&key) {
-                    self.order.remove(&at);
-                }
-                if let Some(v) = self.dirty.remove(&key) {
-                    self.dirty_bytes = self
-                        .dirty_bytes
-                        .saturating_sub(key.len() + v.map_or(0, |v| v.len()));
-                }
+                self.forget(&key);
             }
         }
         self.inner.delete_range(from, to)
@@ -126,27 +141,23 @@ impl<S: KeyValueStore> KeyValueStore for CachingKeyValueStore<S> {
         Ok(())
     }
     fn flush_cache(&mut self) -> Result<Vec<FlushedEntry>> {
-        let mut dirty = std::mem::take(&mut self.dirty);
-        let order = std::mem::take(&mut self.order);
-        let mut written_at = std::mem::take(&mut self.written_at);
+        let dirty = std::mem::take(&mut self.dirty);
         self.dirty_bytes = 0;
+        let mut entries: Vec<(Vec<u8>, DirtyEntry)> = dirty.into_iter().collect();
+        entries.sort_unstable_by_key(|(_, e)| e.written);
         let current = self.time.get();
-        let mut flushed = Vec::with_capacity(dirty.len());
+        let mut flushed = Vec::with_capacity(entries.len());
         let written = (|| {
-            for key in order.into_values() {
-                let Some(value) = dirty.remove(&key) else {
-                    continue;
-                };
-                let timestamp = written_at.remove(&key).map_or(current, |(_, ts)| ts);
+            for (key, entry) in entries {
                 // The layers below (the changelog) see the write as made by its own record.
-                self.time.set(timestamp);
-                match &value {
+                self.time.set(entry.timestamp);
+                match &entry.value {
                     Some(v) => self.inner.put(&key, v)?,
                     None => {
                         self.inner.delete(&key)?;
                     }
                 }
-                flushed.push((key, value, timestamp));
+                flushed.push((key, entry.value, entry.timestamp));
             }
             Ok::<_, crate::error::StateError>(())
         })();
@@ -159,14 +170,7 @@ impl<S: KeyValueStore> KeyValueStore for CachingKeyValueStore<S> {
         self.dirty_bytes > self.max_bytes || self.inner.cache_full()
     }
     fn restore(&mut self, key: &[u8], value: Option<&[u8]>) -> Result<()> {
-        if let Some(old) = self.dirty.remove(key) {
-            self.dirty_bytes = self
-                .dirty_bytes
-                .saturating_sub(key.len() + old.map_or(0, |v| v.len()));
-            if let Some((at, _)) = self.written_at.remove(key) {
-                self.order.remove(&at);
-            }
-        }
+        self.forget(key);
         self.inner.restore(key, value)
     }
     fn commit_into(&mut self, batch: &mut crate::batch::StateBatch) -> Result<()> {
