@@ -76,6 +76,11 @@ fn broker_section(rows: &mut Vec<Row>) -> Result<(), String> {
     Ok(())
 }
 
+fn memory_section(rows: &mut Vec<Row>) -> Result<(), String> {
+    rows.push(eddy_benches::memory::run(scaled(1_000_000))?);
+    Ok(())
+}
+
 fn topologies_section(rows: &mut Vec<Row>) -> Result<(), String> {
     let active_users = best_of(2, || eddy_benches::active_users::run(scaled(200_000)))?;
     rows.push(active_users.noted("target ≥ 100 000/s"));
@@ -83,18 +88,34 @@ fn topologies_section(rows: &mut Vec<Row>) -> Result<(), String> {
 }
 
 fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    if let Some(at) = args
+        .iter()
+        .position(|a| a == eddy_benches::memory::CHILD_ARG)
+    {
+        let records = args
+            .get(at + 1)
+            .and_then(|n| n.parse().ok())
+            .unwrap_or(1_000_000);
+        if let Err(e) = eddy_benches::memory::child(records) {
+            eprintln!("{e}");
+            std::process::exit(1);
+        }
+        return;
+    }
     let filter: Vec<String> = std::env::args()
         .skip(1)
         .filter(|a| !a.starts_with("--"))
         .collect();
     let wanted = |name: &str| filter.is_empty() || filter.iter().any(|f| name.contains(f.as_str()));
     type Section = fn(&mut Vec<Row>) -> Result<(), String>;
-    let sections: [(&str, Section); 5] = [
+    let sections: [(&str, Section); 6] = [
         ("broker", broker_section),
         ("hot-path", hot_path_section),
         ("driver", driver_section),
         ("windows", windows_section),
         ("topologies", topologies_section),
+        ("memory", memory_section),
     ];
     let mut rows = Vec::new();
     let mut failed = Vec::new();

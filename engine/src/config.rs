@@ -32,7 +32,8 @@ pub enum ExceptionHandler {
 /// | `commit.interval.ms` | 100 under exactly-once, 30000 under at-least-once |
 /// | `state.dir` | `<temp dir>/eddy` |
 /// | `num.stream.threads` | 1 |
-/// | `statestore.cache.max.bytes` | 10485760 |
+/// | `statestore.cache.max.bytes` | 10485760: dirty bytes of every caching store of the instance together |
+/// | `statestore.uncommitted.max.bytes` | 67108864: writes every store of the instance holds until their transaction commits (KIP-892) |
 /// | `deserialization.exception.handler` | `log_and_fail` |
 /// | `processing.exception.handler` | `log_and_fail` |
 /// | `transaction.timeout.ms` | 10000 (the producer's, under exactly-once) |
@@ -57,6 +58,7 @@ pub struct StreamsConfig {
     pub state_dir: PathBuf,
     pub num_stream_threads: usize,
     pub cache_max_bytes: usize,
+    pub uncommitted_max_bytes: usize,
     pub deserialization_exception_handler: ExceptionHandler,
     pub processing_exception_handler: ExceptionHandler,
     pub transaction_timeout_ms: u64,
@@ -78,6 +80,7 @@ impl StreamsConfig {
             state_dir: std::env::temp_dir().join("eddy"),
             num_stream_threads: 1,
             cache_max_bytes: 10 * 1024 * 1024,
+            uncommitted_max_bytes: 64 * 1024 * 1024,
             deserialization_exception_handler: ExceptionHandler::LogAndFail,
             processing_exception_handler: ExceptionHandler::LogAndFail,
             transaction_timeout_ms: 10_000,
@@ -142,6 +145,11 @@ impl StreamsConfig {
             }
             "statestore.cache.max.bytes" | "cache.max.bytes.buffering" => {
                 self.cache_max_bytes = value
+                    .parse()
+                    .map_err(|_| bad("must be a whole number of bytes"))?;
+            }
+            "statestore.uncommitted.max.bytes" => {
+                self.uncommitted_max_bytes = value
                     .parse()
                     .map_err(|_| bad("must be a whole number of bytes"))?;
             }
@@ -223,6 +231,7 @@ impl StreamsConfig {
             "state.dir",
             "num.stream.threads",
             "statestore.cache.max.bytes",
+            "statestore.uncommitted.max.bytes",
             "deserialization.exception.handler",
             "processing.exception.handler",
             "transaction.timeout.ms",

@@ -45,7 +45,7 @@ pub use record::{Headers, Record, RecordMetadata, Windowed};
 pub use runtime::{KafkaStreams, Progress, RuntimeConfig, DLQ_TOPIC};
 pub use serdes::{Serde, SerdeRef, Serdes};
 pub use task::collector::{ChangelogRecord, DeadLetter, ProducedRecord};
-pub use task::{InputRecord, StreamTask, TaskId};
+pub use task::{InputRecord, StateMemory, StreamTask, TaskId};
 pub use time::{
     parse_rfc3339_millis, JsonFieldTimestampExtractor, PunctuationType, RawRecord,
     RecordTimestampExtractor, TimestampExtractor, WallClock,

@@ -9,6 +9,7 @@ use crate::changelogging::{ChangeLoggingKeyValueStore, ChangelogSink};
 use crate::error::Result;
 use crate::keys::KeyOrder;
 use crate::memory::InMemoryKeyValueStore;
+use crate::memory_budget::MemoryBudget;
 use crate::metered::MeteredKeyValueStore;
 use crate::record_time::RecordTime;
 use crate::rocks::RocksDbInstance;
@@ -71,8 +72,12 @@ pub struct StoreContext {
     pub rocksdb: Option<Arc<RocksDbInstance>>,
     /// Where logged stores send their changes.
     pub changelog: Option<Arc<dyn ChangelogSink>>,
-    /// Dirty bytes a caching store holds before it asks for a commit.
-    pub cache_max_bytes: usize,
+    /// The instance's `statestore.cache.max.bytes`: dirty bytes that every caching store
+    /// together holds before they ask for a commit.
+    pub cache: Arc<MemoryBudget>,
+    /// The instance's `statestore.uncommitted.max.bytes`: bytes that every transaction buffer
+    /// together holds before they ask for a commit.
+    pub uncommitted: Arc<MemoryBudget>,
     /// The timestamp of the record the task is processing.
     pub record_time: RecordTime,
 }
@@ -120,9 +125,9 @@ pub fn build_store(spec: &StoreSpec, ctx: &StoreContext) -> Result<BuiltStore> {
         (Some(db), true) => Box::new(db.key_value_store(&spec.name)?),
         _ => Box::new(InMemoryKeyValueStore::new(spec.name.clone())),
     };
-    let base: Box<dyn KeyValueStore> = Box::new(TransactionBufferKeyValueStore::with_max_bytes(
+    let base: Box<dyn KeyValueStore> = Box::new(TransactionBufferKeyValueStore::with_budget(
         base,
-        ctx.cache_max_bytes,
+        &ctx.uncommitted,
     ));
     let logged: Box<dyn KeyValueStore> = match (&ctx.changelog, spec.logging) {
         (Some(sink), true) => Box::new(ChangeLoggingKeyValueStore::new(
@@ -133,9 +138,9 @@ pub fn build_store(spec: &StoreSpec, ctx: &StoreContext) -> Result<BuiltStore> {
         _ => base,
     };
     let cached: Box<dyn KeyValueStore> = if spec.caching {
-        Box::new(CachingKeyValueStore::new(
+        Box::new(CachingKeyValueStore::with_budget(
             logged,
-            ctx.cache_max_bytes,
+            &ctx.cache,
             ctx.record_time.clone(),
         ))
     } else {

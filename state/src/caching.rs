@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 use std::ops::Bound;
 
 use crate::error::Result;
+use crate::memory_budget::{Charge, MemoryBudget};
 use crate::merge::OverlayIter;
 use crate::record_time::RecordTime;
 use crate::store::{bounds_inverted, FlushedEntry, KeyValueStore, KvIter};
@@ -22,7 +23,8 @@ pub struct CachingKeyValueStore<S> {
     clock: u64,
     time: RecordTime,
     dirty_bytes: usize,
-    max_bytes: usize,
+    /// This store's share of the instance's `statestore.cache.max.bytes`.
+    charge: Charge,
 }
 
 /// A held-back write: the value (`None` deletes), when it was written (the cache's clock), and
@@ -48,13 +50,19 @@ impl<S: KeyValueStore> CachingKeyValueStore<S> {
     /// Each write remembers the current record's `time`, which is current again when the write
     /// goes down (so the changelog below is stamped with it) and comes back with the flush.
     pub fn new(inner: S, max_bytes: usize, time: RecordTime) -> Self {
+        Self::with_budget(inner, &MemoryBudget::new(max_bytes), time)
+    }
+
+    /// Caches writes to `inner`, asking for a commit once the dirty data of every store that
+    /// shares `budget` is over it.
+    pub fn with_budget(inner: S, budget: &std::sync::Arc<MemoryBudget>, time: RecordTime) -> Self {
         Self {
             time,
             inner,
             dirty: BTreeMap::new(),
             clock: 0,
             dirty_bytes: 0,
-            max_bytes,
+            charge: MemoryBudget::charge(budget),
         }
     }
 
@@ -79,6 +87,7 @@ impl<S: KeyValueStore> CachingKeyValueStore<S> {
             }
         }
         self.dirty_bytes += added;
+        self.charge.set(self.dirty_bytes);
     }
 
     fn forget(&mut self, key: &[u8]) {
@@ -86,6 +95,7 @@ impl<S: KeyValueStore> CachingKeyValueStore<S> {
             self.dirty_bytes = self
                 .dirty_bytes
                 .saturating_sub(key.len() + old.value.map_or(0, |v| v.len()));
+            self.charge.set(self.dirty_bytes);
         }
     }
 }
@@ -143,6 +153,7 @@ impl<S: KeyValueStore> KeyValueStore for CachingKeyValueStore<S> {
     fn flush_cache(&mut self) -> Result<Vec<FlushedEntry>> {
         let dirty = std::mem::take(&mut self.dirty);
         self.dirty_bytes = 0;
+        self.charge.set(0);
         let mut entries: Vec<(Vec<u8>, DirtyEntry)> = dirty.into_iter().collect();
         entries.sort_unstable_by_key(|(_, e)| e.written);
         let current = self.time.get();
@@ -167,7 +178,7 @@ impl<S: KeyValueStore> KeyValueStore for CachingKeyValueStore<S> {
         Ok(flushed)
     }
     fn cache_full(&self) -> bool {
-        self.dirty_bytes > self.max_bytes || self.inner.cache_full()
+        self.charge.exceeded() || self.inner.cache_full()
     }
     fn restore(&mut self, key: &[u8], value: Option<&[u8]>) -> Result<()> {
         self.forget(key);

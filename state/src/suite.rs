@@ -61,7 +61,8 @@ fn backends() -> Vec<Backend> {
                 task_id: "suite".into(),
                 rocksdb: db.clone(),
                 changelog: Some(Arc::clone(&sink)),
-                cache_max_bytes: 1 << 20,
+                cache: crate::MemoryBudget::new(1 << 20),
+                uncommitted: crate::MemoryBudget::new(1 << 20),
                 record_time: RecordTime::default(),
             };
             match build_store(&StoreSpec::key_value(name), &ctx).unwrap() {

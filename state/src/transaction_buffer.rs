@@ -6,6 +6,7 @@ use std::ops::Bound;
 
 use crate::batch::StateBatch;
 use crate::error::Result;
+use crate::memory_budget::{Charge, MemoryBudget};
 use crate::merge::OverlayIter;
 use crate::store::{bounds_inverted, in_bounds, KeyValueStore, KvIter};
 
@@ -18,10 +19,11 @@ pub struct TransactionBufferKeyValueStore<S> {
     pending: BTreeMap<Vec<u8>, Option<Vec<u8>>>,
     /// Ranges removed since the last commit (time segments dropped by retention).
     range_deletes: Vec<(Vec<u8>, Vec<u8>)>,
-    /// Bytes of keys and values held, and the size past which the store asks for a commit
-    /// (so that a long commit interval cannot grow the buffer without bound).
+    /// Bytes of keys and values held, as a share of the instance's
+    /// `statestore.uncommitted.max.bytes`: past it the store asks for a commit (so that a long
+    /// commit interval cannot grow the buffers without bound).
     pending_bytes: usize,
-    max_bytes: usize,
+    charge: Charge,
 }
 
 impl<S: KeyValueStore> std::fmt::Debug for TransactionBufferKeyValueStore<S> {
@@ -42,12 +44,18 @@ impl<S: KeyValueStore> TransactionBufferKeyValueStore<S> {
     /// Buffers the writes to `inner` until they commit; past `max_bytes` the store asks for a
     /// commit ([`KeyValueStore::cache_full`]).
     pub fn with_max_bytes(inner: S, max_bytes: usize) -> Self {
+        Self::with_budget(inner, &MemoryBudget::new(max_bytes))
+    }
+
+    /// Buffers the writes to `inner` until they commit, asking for a commit once the pending
+    /// writes of every store that shares `budget` are over it.
+    pub fn with_budget(inner: S, budget: &std::sync::Arc<MemoryBudget>) -> Self {
         Self {
             inner,
             pending: BTreeMap::new(),
             range_deletes: Vec::new(),
             pending_bytes: 0,
-            max_bytes,
+            charge: MemoryBudget::charge(budget),
         }
     }
 
@@ -58,6 +66,7 @@ impl<S: KeyValueStore> TransactionBufferKeyValueStore<S> {
                 .pending_bytes
                 .saturating_sub(key.len() + old.map_or(0, |v| v.len()));
         }
+        self.charge.set(self.pending_bytes);
     }
 
     /// The number of keys written since the last commit.
@@ -125,6 +134,7 @@ impl<S: KeyValueStore> KeyValueStore for TransactionBufferKeyValueStore<S> {
             keep
         });
         self.pending_bytes = self.pending_bytes.saturating_sub(dropped);
+        self.charge.set(self.pending_bytes);
         self.range_deletes.push((from.to_vec(), to.to_vec()));
         Ok(())
     }
@@ -140,12 +150,13 @@ impl<S: KeyValueStore> KeyValueStore for TransactionBufferKeyValueStore<S> {
         Ok(())
     }
     fn cache_full(&self) -> bool {
-        self.pending_bytes > self.max_bytes
+        self.charge.exceeded()
     }
     fn commit_into(&mut self, batch: &mut StateBatch) -> Result<()> {
         let ranges = std::mem::take(&mut self.range_deletes);
         let pending = std::mem::take(&mut self.pending);
         self.pending_bytes = 0;
+        self.charge.set(0);
         if self.inner.persistent() {
             let name = self.inner.name().to_string();
             for (from, to) in ranges {

@@ -90,14 +90,17 @@ impl KafkaStreams {
         let topology = Arc::new(topology);
         let shutdown = Arc::new(AtomicBool::new(false));
         let progress = Arc::new(Progress::default());
+        // One cache and one uncommitted-writes budget for every thread's tasks.
+        let memory = crate::task::StateMemory::from_config(&config.streams);
         let mut threads = Vec::new();
         for index in 0..config.streams.num_stream_threads {
-            let (topology, config, shutdown, progress, state_directory) = (
+            let (topology, config, shutdown, progress, state_directory, memory) = (
                 Arc::clone(&topology),
                 config.clone(),
                 Arc::clone(&shutdown),
                 Arc::clone(&progress),
                 Arc::clone(&state_directory),
+                memory.clone(),
             );
             let handle = std::thread::Builder::new()
                 .name(format!("{}-stream-{index}", config.streams.application_id))
@@ -109,6 +112,7 @@ impl KafkaStreams {
                         process_id: state_directory.process_id().to_string(),
                         shutdown,
                         progress,
+                        memory,
                     })
                 })
                 .map_err(|e| EngineError::Config {

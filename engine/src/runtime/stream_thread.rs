@@ -165,6 +165,8 @@ pub(crate) struct ThreadSpec {
     /// Set when the application closes.
     pub shutdown: Arc<AtomicBool>,
     pub progress: Arc<Progress>,
+    /// The instance's memory budgets, shared with the other threads.
+    pub memory: crate::task::StateMemory,
 }
 
 /// Runs a stream thread until `shutdown` or an error.

@@ -89,6 +89,8 @@ pub(crate) struct TaskManager {
     admin: Option<AdminClient<DefaultClientContext>>,
     /// Input partitions paused because their task's buffer of them is full.
     paused: BTreeSet<(String, i32)>,
+    /// The instance's memory budgets, shared by every task of every thread.
+    memory: crate::task::StateMemory,
 }
 
 impl TaskManager {
@@ -100,6 +102,7 @@ impl TaskManager {
             process_id,
             shutdown,
             progress,
+            memory,
         } = spec;
         let app = config.streams.application_id.clone();
         let store_by_changelog = topology.stores_by_changelog(&app);
@@ -130,6 +133,7 @@ impl TaskManager {
             last_purge: Instant::now(),
             admin: None,
             paused: BTreeSet::new(),
+            memory,
         }
     }
 
@@ -286,6 +290,7 @@ impl TaskManager {
             &self.config.streams,
             WallClock::system(),
             true,
+            &self.memory,
         )?;
         let reader = match self.changelog_reader.take() {
             Some(r) => r,

@@ -11,8 +11,8 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, OnceLock};
 
 use eddy_state::{
-    build_store, Checkpoint, RocksDbEnv, RocksDbInstance, RocksDbMemoryConfig, StateBatch,
-    StoreContext,
+    build_store, Checkpoint, MemoryBudget, RocksDbEnv, RocksDbInstance, RocksDbMemoryConfig,
+    StateBatch, StoreContext,
 };
 use parking_lot::Mutex;
 
@@ -32,6 +32,25 @@ use crate::topology::{NodeKind, Topology};
 pub(crate) fn rocksdb_env() -> &'static RocksDbEnv {
     static ENV: OnceLock<RocksDbEnv> = OnceLock::new();
     ENV.get_or_init(|| RocksDbEnv::new(RocksDbMemoryConfig::default()))
+}
+
+/// The memory budgets that every task of one instance (a `KafkaStreams`, a test driver) shares:
+/// `statestore.cache.max.bytes` for the caching stores and `statestore.uncommitted.max.bytes`
+/// for the transaction buffers are totals for the instance, as in Kafka Streams.
+#[derive(Debug, Clone)]
+pub struct StateMemory {
+    pub cache: Arc<MemoryBudget>,
+    pub uncommitted: Arc<MemoryBudget>,
+}
+
+impl StateMemory {
+    /// Budgets of the sizes `config` sets.
+    pub fn from_config(config: &StreamsConfig) -> Self {
+        Self {
+            cache: MemoryBudget::new(config.cache_max_bytes),
+            uncommitted: MemoryBudget::new(config.uncommitted_max_bytes),
+        }
+    }
 }
 
 /// Identifies a task: `<sub-topology>_<partition>`, as in Kafka Streams.
@@ -71,6 +90,7 @@ impl std::fmt::Debug for StreamTask {
 impl StreamTask {
     /// Builds the task's stores and processors and initializes them. Persistent stores live in
     /// RocksDB under `state.dir/<application.id>/<task id>/` when `persistent` is true.
+    /// The task has memory budgets of its own; see [`StreamTask::new_in`].
     pub fn new(
         topology: &Topology,
         id: TaskId,
@@ -78,7 +98,26 @@ impl StreamTask {
         clock: WallClock,
         persistent: bool,
     ) -> Result<Self> {
-        let mut task = Self::open(topology, id, config, clock, persistent)?;
+        Self::new_in(
+            topology,
+            id,
+            config,
+            clock,
+            persistent,
+            &StateMemory::from_config(config),
+        )
+    }
+
+    /// [`StreamTask::new`] for a task of an instance whose tasks share `memory`.
+    pub fn new_in(
+        topology: &Topology,
+        id: TaskId,
+        config: &StreamsConfig,
+        clock: WallClock,
+        persistent: bool,
+        memory: &StateMemory,
+    ) -> Result<Self> {
+        let mut task = Self::open(topology, id, config, clock, persistent, memory)?;
         task.initialize()?;
         Ok(task)
     }
@@ -92,6 +131,7 @@ impl StreamTask {
         config: &StreamsConfig,
         clock: WallClock,
         persistent: bool,
+        memory: &StateMemory,
     ) -> Result<Self> {
         let sub = topology
             .subtopologies
@@ -116,7 +156,8 @@ impl StreamTask {
             task_id: format!("{}/{task_id}", config.application_id),
             rocksdb: rocksdb.clone(),
             changelog: Some(changelog.clone() as Arc<dyn eddy_state::ChangelogSink>),
-            cache_max_bytes: config.cache_max_bytes,
+            cache: Arc::clone(&memory.cache),
+            uncommitted: Arc::clone(&memory.uncommitted),
         };
         let mut stores = HashMap::new();
         for name in &sub.stores {

@@ -120,17 +120,20 @@ impl TopologyTestDriver {
         };
         let clock = WallClock::manual(0);
         let mut tasks = Vec::new();
+        // The driver is one instance: its tasks share the memory budgets.
+        let memory = crate::task::StateMemory::from_config(&config);
         for sub in topology.subtopologies() {
             let id = TaskId {
                 subtopology: sub.id,
                 partition: 0,
             };
-            tasks.push(StreamTask::new(
+            tasks.push(StreamTask::new_in(
                 &topology,
                 id,
                 &config,
                 clock.clone(),
                 persistent,
+                &memory,
             )?);
         }
         Ok(Self {
