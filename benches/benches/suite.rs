@@ -76,6 +76,12 @@ fn broker_section(rows: &mut Vec<Row>) -> Result<(), String> {
     Ok(())
 }
 
+fn nexmark_section(rows: &mut Vec<Row>) -> Result<(), String> {
+    let events = eddy_benches::nexmark::generate(scaled(1_000_000) as usize);
+    rows.extend(eddy_benches::nexmark::run(&events)?);
+    Ok(())
+}
+
 fn memory_section(rows: &mut Vec<Row>) -> Result<(), String> {
     rows.push(eddy_benches::memory::run(scaled(1_000_000))?);
     Ok(())
@@ -109,13 +115,14 @@ fn main() {
         .collect();
     let wanted = |name: &str| filter.is_empty() || filter.iter().any(|f| name.contains(f.as_str()));
     type Section = fn(&mut Vec<Row>) -> Result<(), String>;
-    let sections: [(&str, Section); 6] = [
+    let sections: [(&str, Section); 7] = [
         ("broker", broker_section),
         ("hot-path", hot_path_section),
         ("driver", driver_section),
         ("windows", windows_section),
         ("topologies", topologies_section),
         ("memory", memory_section),
+        ("nexmark", nexmark_section),
     ];
     let mut rows = Vec::new();
     let mut failed = Vec::new();

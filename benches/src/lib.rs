@@ -6,6 +6,7 @@ pub mod active_users;
 pub mod broker;
 pub mod hot_path;
 pub mod memory;
+pub mod nexmark;
 pub mod read_back;
 pub mod report;
 pub mod windows;
