@@ -26,10 +26,13 @@ use rdkafka::{Offset, TopicPartitionList};
 
 const RECORDS: usize = 200_000;
 
-/// A producer for filling topics fast (batches of 5 ms, a deep queue).
+/// A producer for filling topics fast (batches of 5 ms, a deep queue), partitioning keys as
+/// Java clients and Eddy's own sinks do, so that its topics are co-partitioned with Eddy's
+/// repartition topics (librdkafka's default partitioner is a different hash).
 fn bulk_producer(bootstrap: &str) -> BaseProducer {
     ClientConfig::new()
         .set("bootstrap.servers", bootstrap)
+        .set("partitioner", "murmur2_random")
         .set("linger.ms", "5")
         .set("queue.buffering.max.messages", "1000000")
         .create()
@@ -274,6 +277,79 @@ fn repartition() -> Topology {
     b.build().unwrap()
 }
 
+/// Runs `topology` until it has read at least `fed` records, has no lag left on any input
+/// (repartition topics included; the lag is refreshed every second) and has read nothing more
+/// for 1.5 s; returns `fed` per second from its first record to its last.
+fn run_until_quiet(bootstrap: &str, app: &str, topology: Topology, fed: u64) -> f64 {
+    let dir = std::env::temp_dir().join(format!("eddy-bench-{app}-{}", std::process::id()));
+    let mut streams = StreamsConfig::new(app);
+    streams.state_dir = dir.clone();
+    let streams_app =
+        KafkaStreams::start(topology, RuntimeConfig::new(streams, bootstrap)).unwrap();
+    let progress = streams_app.progress();
+    while progress.records_in.load(Ordering::Relaxed) == 0 {
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    let started = Instant::now();
+    let (mut seen, mut last_change) = (0, Instant::now());
+    loop {
+        let now = progress.records_in.load(Ordering::Relaxed);
+        if now != seen {
+            (seen, last_change) = (now, Instant::now());
+        } else if seen >= fed
+            && progress.lag.load(Ordering::Relaxed) == 0
+            && last_change.elapsed() > Duration::from_millis(1_500)
+        {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let rate = fed as f64 / (last_change - started).as_secs_f64();
+    streams_app.close().unwrap();
+    let _ = std::fs::remove_dir_all(dir);
+    rate
+}
+
+/// Nexmark's queries on the broker, exactly-once, each output read back and checked.
+fn nexmark(bootstrap: &str, broker: &EmbeddedBroker) -> Vec<(String, f64)> {
+    use eddy_benches::nexmark;
+    let events = nexmark::generate(1_000_000);
+    for topic in ["person", "auction", "bid"] {
+        broker.create_topic(topic, 3);
+    }
+    let p = bulk_producer(bootstrap);
+    for (topic, key, value, ts) in &events.encoded {
+        while p
+            .send(BaseRecord::to(topic).key(key).payload(value).timestamp(*ts))
+            .is_err()
+        {
+            p.poll(Duration::from_millis(1));
+        }
+    }
+    p.flush(Duration::from_secs(120)).unwrap();
+    let mut rows = Vec::new();
+    for (name, topic) in nexmark::QUERIES {
+        broker.create_topic(topic, 3);
+        let topology = nexmark::topology(topic);
+        let inputs = topology.source_topics();
+        let fed = events
+            .encoded
+            .iter()
+            .filter(|(t, ..)| inputs.iter().any(|i| i == t))
+            .count() as u64;
+        let rate = run_until_quiet(bootstrap, &format!("bench-nexmark-{topic}"), topology, fed);
+        let out: nexmark::Output = read_back(bootstrap, topic)
+            .into_iter()
+            .map(|(k, v)| (k, Some(v)))
+            .collect();
+        if let Err(e) = nexmark::check(topic, &events, &out) {
+            panic!("{e}");
+        }
+        rows.push((format!("nexmark {name}, exactly_once_v2"), rate));
+    }
+    rows
+}
+
 /// Checks what a topology wrote: `records` outputs, or for an emit-final count, windows that
 /// hold every record but those of the last, open window, each emitted once.
 fn check(bootstrap: &str, topic: &str, records: usize, emit_final: bool) {
@@ -400,6 +476,19 @@ fn restore(bootstrap: &str) -> (f64, u64, Duration) {
     (full_rate, again, ready - assigned)
 }
 
+fn print_nexmark(rows: Vec<(String, f64)>) {
+    let q1 = rows
+        .iter()
+        .find(|(n, _)| n.contains("q1"))
+        .map_or(1.0, |(_, r)| *r);
+    println!("| Nexmark, 1 000 000 events, 3 partitions | input records/s | vs q1 |");
+    println!("|---|---|---|");
+    for (name, rate) in rows {
+        println!("| {name} | {rate:.0} | {:.2} |", rate / q1);
+    }
+    println!();
+}
+
 fn main() {
     // `cargo test --benches` runs bench binaries with no arguments besides `--bench`-less ones;
     // only measure when asked to bench.
@@ -408,6 +497,11 @@ fn main() {
     }
     let broker = EmbeddedBroker::start().unwrap();
     let bootstrap = broker.bootstrap();
+    // `-- nexmark` runs only the Nexmark table.
+    if std::env::args().any(|a| a == "nexmark") {
+        print_nexmark(nexmark(&bootstrap, &broker));
+        return;
+    }
     broker.create_topic("bench-in", 3);
     broker.create_topic("bench-events", 3);
     broker.create_topic("bench-table", 3);
@@ -543,6 +637,8 @@ fn main() {
     for (name, rate) in rows {
         println!("| {name} | {:.0} | {:.2} |", rate, rate / plain);
     }
+    println!();
+    print_nexmark(nexmark(&bootstrap, &broker));
     let (full_rate, again, ready) = restore(&bootstrap);
     println!();
     println!("| restore of a count store, {CHANGELOG_RECORDS} changelog records, 3 partitions | |");

@@ -162,10 +162,13 @@ impl PartitionLog {
     }
 
     /// Aborted transactions with records in `[from, upto)`: (producer id, first offset).
+    /// `aborted` is in the order of the abort markers, so of their offsets: the transactions
+    /// that end before `from` are skipped by a binary search, not read.
     pub fn aborted_in(&self, from: i64, upto: i64) -> Vec<(i64, i64)> {
-        self.aborted
+        let start = self.aborted.partition_point(|(_, _, last)| *last < from);
+        self.aborted[start..]
             .iter()
-            .filter(|(_, first, last)| *last >= from && *first < upto)
+            .filter(|(_, first, _)| *first < upto)
             .map(|(pid, first, _)| (*pid, *first))
             .collect()
     }
@@ -175,14 +178,28 @@ impl PartitionLog {
     /// consumer).
     pub fn read(&self, from: i64, upto: i64, max_bytes: usize) -> Bytes {
         let start = self.batches.partition_point(|b| b.last_offset < from);
-        let mut out = BytesMut::new();
-        for b in &self.batches[start..] {
-            if b.base_offset >= upto || (!out.is_empty() && out.len() + b.bytes.len() > max_bytes) {
+        let batches = &self.batches[start..];
+        // How many whole batches the response takes.
+        let (mut count, mut size) = (0, 0);
+        for b in batches {
+            if b.base_offset >= upto || (count > 0 && size + b.bytes.len() > max_bytes) {
                 break;
             }
-            out.extend_from_slice(&b.bytes);
+            count += 1;
+            size += b.bytes.len();
         }
-        out.freeze()
+        match &batches[..count] {
+            [] => Bytes::new(),
+            // One batch is shared, not copied.
+            [one] => one.bytes.clone(),
+            many => {
+                let mut out = BytesMut::with_capacity(size);
+                for b in many {
+                    out.extend_from_slice(&b.bytes);
+                }
+                out.freeze()
+            }
+        }
     }
 
     /// The first offset whose batch has a timestamp at or after `ts` (ListOffsets by time).
@@ -198,5 +215,49 @@ impl PartitionLog {
         let offset = offset.min(self.next_offset);
         self.batches.retain(|b| b.last_offset >= offset);
         self.log_start_offset = self.log_start_offset.max(offset);
+        // A transaction that ended below the log start has nothing left to skip.
+        let start = self.log_start_offset;
+        self.aborted.retain(|(_, _, last)| *last >= start);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn batch(base: i64, last: i64, payload: &[u8]) -> StoredBatch {
+        StoredBatch {
+            base_offset: base,
+            last_offset: last,
+            control: false,
+            max_timestamp: 0,
+            bytes: Bytes::copy_from_slice(payload),
+        }
+    }
+
+    #[test]
+    fn aborted_transactions_are_found_by_range_and_dropped_below_the_log_start() {
+        let mut log = PartitionLog::default();
+        // (producer, first offset, abort marker offset), in marker order; 7 spans 5..=40.
+        log.aborted = vec![(1, 0, 3), (2, 4, 8), (3, 20, 25), (4, 30, 33), (7, 5, 40)];
+        log.next_offset = 41;
+        assert_eq!(log.aborted_in(9, 26), vec![(3, 20), (7, 5)]);
+        assert_eq!(log.aborted_in(0, 5), vec![(1, 0), (2, 4)]);
+        assert_eq!(log.aborted_in(34, 41), vec![(7, 5)]);
+        log.delete_before(26);
+        assert_eq!(log.aborted, vec![(4, 30, 33), (7, 5, 40)]);
+    }
+
+    #[test]
+    fn a_fetch_of_one_batch_shares_its_bytes_and_of_several_joins_them() {
+        let mut log = PartitionLog::default();
+        log.batches = vec![batch(0, 1, b"aa"), batch(2, 3, b"bb")];
+        log.next_offset = 4;
+        let one = log.read(0, 4, 2);
+        assert_eq!(&one[..], b"aa");
+        assert_eq!(one.as_ptr(), log.batches[0].bytes.as_ptr(), "not copied");
+        assert_eq!(&log.read(0, 4, 100)[..], b"aabb");
+        assert_eq!(&log.read(2, 4, 100)[..], b"bb");
+        assert!(log.read(0, 0, 100).is_empty());
     }
 }
