@@ -1,7 +1,7 @@
 //! `TopologyTestDriver` and its topic handles.
 
 use std::cell::RefCell;
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::rc::Rc;
 
 use crate::config::StreamsConfig;
@@ -25,6 +25,8 @@ pub struct TestRecord<K, V> {
 
 struct DriverState {
     tasks: Vec<StreamTask>,
+    /// The tasks that read each topic (looked up for every record).
+    readers: HashMap<String, Vec<usize>>,
     /// Every record written to every topic, in order.
     topics: BTreeMap<String, Vec<ProducedRecord>>,
     /// Changelog records per store, in order.
@@ -136,9 +138,16 @@ impl TopologyTestDriver {
                 &memory,
             )?);
         }
+        let mut readers: HashMap<String, Vec<usize>> = HashMap::new();
+        for (i, task) in tasks.iter().enumerate() {
+            for topic in task.input_topics() {
+                readers.entry(topic).or_default().push(i);
+            }
+        }
         Ok(Self {
             state: Rc::new(RefCell::new(DriverState {
                 tasks,
+                readers,
                 topics: BTreeMap::new(),
                 changelogs: BTreeMap::new(),
                 dead_letters: Vec::new(),
@@ -311,10 +320,7 @@ impl DriverState {
     fn record_outputs(&mut self, produced: Vec<ProducedRecord>) -> Vec<ProducedRecord> {
         let mut next = Vec::new();
         for rec in produced {
-            let reads = self
-                .tasks
-                .iter()
-                .any(|t| t.input_topics().contains(&rec.topic));
+            let reads = self.readers.contains_key(&rec.topic);
             self.topics
                 .entry(rec.topic.clone())
                 .or_default()
@@ -336,10 +342,8 @@ impl DriverState {
                 }
                 log.len() as i64 - 1
             };
-            for i in 0..self.tasks.len() {
-                if !self.tasks[i].input_topics().contains(&rec.topic) {
-                    continue;
-                }
+            let readers = self.readers.get(&rec.topic).cloned().unwrap_or_default();
+            for i in readers {
                 let input = InputRecord {
                     topic: rec.topic.clone(),
                     partition: 0,
