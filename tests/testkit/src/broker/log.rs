@@ -237,10 +237,12 @@ mod tests {
 
     #[test]
     fn aborted_transactions_are_found_by_range_and_dropped_below_the_log_start() {
-        let mut log = PartitionLog::default();
         // (producer, first offset, abort marker offset), in marker order; 7 spans 5..=40.
-        log.aborted = vec![(1, 0, 3), (2, 4, 8), (3, 20, 25), (4, 30, 33), (7, 5, 40)];
-        log.next_offset = 41;
+        let mut log = PartitionLog {
+            aborted: vec![(1, 0, 3), (2, 4, 8), (3, 20, 25), (4, 30, 33), (7, 5, 40)],
+            next_offset: 41,
+            ..Default::default()
+        };
         assert_eq!(log.aborted_in(9, 26), vec![(3, 20), (7, 5)]);
         assert_eq!(log.aborted_in(0, 5), vec![(1, 0), (2, 4)]);
         assert_eq!(log.aborted_in(34, 41), vec![(7, 5)]);
@@ -250,9 +252,11 @@ mod tests {
 
     #[test]
     fn a_fetch_of_one_batch_shares_its_bytes_and_of_several_joins_them() {
-        let mut log = PartitionLog::default();
-        log.batches = vec![batch(0, 1, b"aa"), batch(2, 3, b"bb")];
-        log.next_offset = 4;
+        let log = PartitionLog {
+            batches: vec![batch(0, 1, b"aa"), batch(2, 3, b"bb")],
+            next_offset: 4,
+            ..Default::default()
+        };
         let one = log.read(0, 4, 2);
         assert_eq!(&one[..], b"aa");
         assert_eq!(one.as_ptr(), log.batches[0].bytes.as_ptr(), "not copied");
