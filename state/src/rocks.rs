@@ -92,6 +92,10 @@ impl RocksDbEnv {
         table.set_bloom_filter(10.0, false);
         table.set_cache_index_and_filter_blocks(true);
         opts.set_block_based_table_factory(&table);
+        // A bloom filter over the memtable's whole keys: most reads of an aggregation are of
+        // keys that are not there yet (a new window), and these then skip the skip list.
+        opts.set_memtable_prefix_bloom_ratio(0.1);
+        opts.set_memtable_whole_key_filtering(true);
         opts
     }
 }
