@@ -110,6 +110,8 @@ pub struct RocksDbInstance {
     /// Commit batches go through the WAL (not synced): a killed process keeps every batch it
     /// wrote, so it restores only what committed in Kafka after its last batch.
     commit_opts: WriteOptions,
+    /// Batches written by [`RocksDbInstance::commit`].
+    commits: std::sync::atomic::AtomicU64,
 }
 
 impl std::fmt::Debug for RocksDbInstance {
@@ -153,6 +155,7 @@ impl RocksDbInstance {
             path,
             write_opts,
             commit_opts: WriteOptions::default(),
+            commits: std::sync::atomic::AtomicU64::new(0),
         }))
     }
 
@@ -206,7 +209,15 @@ impl RocksDbInstance {
         }
         self.db
             .write_opt(write, &self.commit_opts)
-            .map_err(rocks_err(&self.path.display().to_string()))
+            .map_err(rocks_err(&self.path.display().to_string()))?;
+        self.commits
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// The number of batches committed since the database was opened.
+    pub fn commits(&self) -> u64 {
+        self.commits.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// The checkpoint written by the last [`RocksDbInstance::commit`] (empty for a new database).

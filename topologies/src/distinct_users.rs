@@ -336,7 +336,8 @@ impl Processor<String, String, String, ActiveUsers> for DistinctUsers {
         for counts in self.counts.iter().flatten() {
             counts.flush_cache()?;
         }
-        // Least recently changed first, as a cache flush sends them; ties in a fixed order.
+        // By the time of the record that last changed each (with out-of-order input not quite
+        // a cache flush's write order), ties in a fixed order: the output is deterministic.
         rows.sort_by(|(a_ts, a), (b_ts, b)| {
             (a_ts, &a.tenant_id, &a.window, a.window_start_ms).cmp(&(
                 b_ts,

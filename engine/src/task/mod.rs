@@ -74,6 +74,9 @@ pub struct StreamTask {
     order: Vec<usize>,
     changelog: Arc<ChangelogBuffer>,
     rocksdb: Option<Arc<RocksDbInstance>>,
+    /// The stream time of the last batch this task committed to RocksDB (`None`: none yet), so
+    /// that an idle task's commit writes nothing.
+    committed_stream_time: Option<Option<i64>>,
     deserialization_handler: ExceptionHandler,
     processing_handler: ExceptionHandler,
     /// Input fetched but not processed yet (the runtime's path; the test driver processes
@@ -233,6 +236,7 @@ impl StreamTask {
             order: sub.nodes.clone(),
             changelog,
             rocksdb,
+            committed_stream_time: None,
             deserialization_handler: config.deserialization_exception_handler,
             processing_handler: config.processing_exception_handler,
         };
@@ -524,7 +528,15 @@ impl StreamTask {
                     .collect(),
                 stream_time: (self.core.stream_time != i64::MIN).then_some(self.core.stream_time),
             };
-            db.commit(batch, &checkpoint)?;
+            // An idle task (no writes, no changelog records, the same stream time) has nothing
+            // to write: its last batch already says all of it.
+            let idle = batch.is_empty()
+                && checkpoint.changelog_offsets.is_empty()
+                && self.committed_stream_time == Some(checkpoint.stream_time);
+            if !idle {
+                db.commit(batch, &checkpoint)?;
+                self.committed_stream_time = Some(checkpoint.stream_time);
+            }
         }
         Ok(())
     }
