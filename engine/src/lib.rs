@@ -27,6 +27,7 @@ pub mod testing;
 
 pub use config::{ExceptionHandler, ProcessingGuarantee, StreamsConfig};
 pub use dsl::grouped::KGroupedStream;
+pub use dsl::grouped_table::KGroupedTable;
 pub use dsl::kstream::{BranchedKStream, KStream};
 pub use dsl::ktable::KTable;
 pub use dsl::options::{Consumed, Grouped, Materialized, Produced};
@@ -41,7 +42,7 @@ pub use processor::{
     KeyValueStoreHandle, Processor, ProcessorContext, ScheduleId, SessionStoreHandle,
     WindowStoreHandle,
 };
-pub use record::{Headers, Record, RecordMetadata, Windowed};
+pub use record::{Change, Headers, Record, RecordMetadata, Windowed};
 pub use runtime::{KafkaStreams, Progress, RuntimeConfig, DLQ_TOPIC};
 pub use serdes::{Serde, SerdeRef, Serdes};
 pub use task::collector::{ChangelogRecord, DeadLetter, ProducedRecord};

@@ -91,3 +91,11 @@ pub struct Windowed<K> {
     pub start: i64,
     pub end: i64,
 }
+
+/// An update of a table row as a re-grouped table's aggregation sees it: the row's old value
+/// (to subtract from its old group) and its new one (to add to its new group).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Change<V> {
+    pub old: Option<V>,
+    pub new: Option<V>,
+}

@@ -104,6 +104,98 @@ impl Serdes {
     pub fn nullable<T: Send + Sync + 'static>(inner: SerdeRef<T>) -> SerdeRef<Option<T>> {
         Arc::new(NullableSerde(inner))
     }
+    /// A table update of a re-grouped table, as its repartition topic carries it:
+    /// `[flags: bit 0 old, bit 1 new][old length: 4 when old][old][new]`.
+    pub(crate) fn change<T: Send + Sync + 'static>(
+        inner: SerdeRef<T>,
+    ) -> SerdeRef<crate::record::Change<T>> {
+        Arc::new(ChangeSerde(inner))
+    }
+    /// A pair, `[first length: 4][first][second]`.
+    pub(crate) fn pair<A: Send + Sync + 'static, B: Send + Sync + 'static>(
+        first: SerdeRef<A>,
+        second: SerdeRef<B>,
+    ) -> SerdeRef<(A, B)> {
+        Arc::new(PairSerde(first, second))
+    }
+}
+
+/// Splits `[length: 4][head][tail]`.
+fn split_prefixed<'a>(
+    bytes: &'a [u8],
+    what: &'static str,
+) -> Result<(&'a [u8], &'a [u8]), SerdeError> {
+    let bad = || SerdeError::Invalid {
+        format: what,
+        reason: format!("{} bytes do not hold a length-prefixed part", bytes.len()),
+    };
+    let len: [u8; 4] = bytes
+        .get(..4)
+        .and_then(|b| b.try_into().ok())
+        .ok_or_else(bad)?;
+    let len = u32::from_be_bytes(len) as usize;
+    let head = bytes.get(4..4 + len).ok_or_else(bad)?;
+    Ok((head, &bytes[4 + len..]))
+}
+
+fn prefixed(head: Vec<u8>, tail: Vec<u8>) -> Vec<u8> {
+    let mut out = Vec::with_capacity(4 + head.len() + tail.len());
+    out.extend_from_slice(&(head.len() as u32).to_be_bytes());
+    out.extend_from_slice(&head);
+    out.extend_from_slice(&tail);
+    out
+}
+
+struct ChangeSerde<T>(SerdeRef<T>);
+impl<T> Serde<crate::record::Change<T>> for ChangeSerde<T> {
+    fn serialize(&self, value: &crate::record::Change<T>) -> Result<Vec<u8>, SerdeError> {
+        let flags = u8::from(value.old.is_some()) | (u8::from(value.new.is_some()) << 1);
+        let mut out = vec![flags];
+        match (&value.old, &value.new) {
+            (Some(old), Some(new)) => {
+                out.extend(prefixed(self.0.serialize(old)?, self.0.serialize(new)?))
+            }
+            (Some(old), None) => out.extend(self.0.serialize(old)?),
+            (None, Some(new)) => out.extend(self.0.serialize(new)?),
+            (None, None) => {}
+        }
+        Ok(out)
+    }
+    fn deserialize(&self, bytes: &[u8]) -> Result<crate::record::Change<T>, SerdeError> {
+        let Some((&flags, rest)) = bytes.split_first() else {
+            return Err(SerdeError::Invalid {
+                format: "table change",
+                reason: "no flags byte".into(),
+            });
+        };
+        let (old, new) = match (flags & 1 != 0, flags & 2 != 0) {
+            (true, true) => {
+                let (old, new) = split_prefixed(rest, "table change")?;
+                (
+                    Some(self.0.deserialize(old)?),
+                    Some(self.0.deserialize(new)?),
+                )
+            }
+            (true, false) => (Some(self.0.deserialize(rest)?), None),
+            (false, true) => (None, Some(self.0.deserialize(rest)?)),
+            (false, false) => (None, None),
+        };
+        Ok(crate::record::Change { old, new })
+    }
+}
+
+struct PairSerde<A, B>(SerdeRef<A>, SerdeRef<B>);
+impl<A, B> Serde<(A, B)> for PairSerde<A, B> {
+    fn serialize(&self, value: &(A, B)) -> Result<Vec<u8>, SerdeError> {
+        Ok(prefixed(
+            self.0.serialize(&value.0)?,
+            self.1.serialize(&value.1)?,
+        ))
+    }
+    fn deserialize(&self, bytes: &[u8]) -> Result<(A, B), SerdeError> {
+        let (first, second) = split_prefixed(bytes, "pair")?;
+        Ok((self.0.deserialize(first)?, self.1.deserialize(second)?))
+    }
 }
 
 struct StringSerde;
@@ -315,6 +407,34 @@ mod tests {
     fn big_endian_integers_sort_as_bytes_for_non_negative_values() {
         let s = Serdes::u64();
         assert!(s.serialize(&2).unwrap() < s.serialize(&256).unwrap());
+    }
+
+    #[test]
+    fn changes_and_pairs_round_trip_and_reject_garbage() {
+        use crate::record::Change;
+        let s = Serdes::change(Serdes::string());
+        for c in [
+            Change {
+                old: Some("a".to_string()),
+                new: Some("bc".to_string()),
+            },
+            Change {
+                old: Some("a".to_string()),
+                new: None,
+            },
+            Change {
+                old: None,
+                new: Some("bc".to_string()),
+            },
+        ] {
+            assert_eq!(s.deserialize(&s.serialize(&c).unwrap()).unwrap(), c);
+        }
+        assert!(s.deserialize(b"").is_err());
+        assert!(s.deserialize(&[3, 0, 0, 0, 9, b'x']).is_err());
+        let p = Serdes::pair(Serdes::string(), Serdes::i64());
+        let v = ("k".to_string(), 7);
+        assert_eq!(p.deserialize(&p.serialize(&v).unwrap()).unwrap(), v);
+        assert!(p.deserialize(&[0, 0]).is_err());
     }
 
     #[test]

@@ -1,6 +1,8 @@
 //! KTable operations through the test driver: from a topic, filter, map_values, to_stream,
 //! materialization, and a stream turned into a table.
 
+use std::collections::BTreeMap;
+
 use eddy_engine::testing::TopologyTestDriver;
 use eddy_engine::{Consumed, Materialized, Produced, Serdes, StreamsBuilder, StreamsConfig};
 
@@ -115,4 +117,90 @@ fn a_stream_becomes_a_table_and_repartition_is_explicit() {
     assert!(d
         .topic_names()
         .contains(&"t-by-device-repartition".to_string()));
+}
+
+#[test]
+fn a_regrouped_table_moves_rows_between_groups_and_takes_deletes_out() {
+    use eddy_engine::Grouped;
+    let b = StreamsBuilder::new();
+    let prices = b.table(
+        "prices",
+        Consumed::with(Serdes::string(), Serdes::string()),
+        Materialized::named("prices"),
+    );
+    // item -> "category:price"
+    let by_category = prices.group_by(
+        |_, v: &String| {
+            let (category, price) = v.split_once(':').unwrap_or((v.as_str(), "0"));
+            (category.to_string(), price.parse::<i64>().unwrap_or(0))
+        },
+        Grouped::named("by-category").with(Serdes::string(), Serdes::i64()),
+    );
+    by_category
+        .count(Materialized::named("items-per-category").without_caching())
+        .to_stream()
+        .to(
+            "counts",
+            Produced::with(Serdes::string(), Serdes::nullable(Serdes::i64())),
+        );
+    by_category
+        .aggregate(
+            || 0i64,
+            |_, price, sum| sum + price,
+            |_, price, sum| sum - price,
+            Materialized::named("price-per-category")
+                .with_value_serde(Serdes::i64())
+                .without_caching(),
+        )
+        .to_stream()
+        .to(
+            "sums",
+            Produced::with(Serdes::string(), Serdes::nullable(Serdes::i64())),
+        );
+    let d =
+        TopologyTestDriver::in_memory(b.build().unwrap(), StreamsConfig::new("regroup")).unwrap();
+    let input = d.input_topic(
+        "prices",
+        Serdes::string(),
+        Serdes::nullable(Serdes::string()),
+    );
+    input
+        .pipe("pen".into(), Some("office:3".into()), 1)
+        .unwrap();
+    input
+        .pipe("ink".into(), Some("office:5".into()), 2)
+        .unwrap();
+    input
+        .pipe("pen".into(), Some("office:4".into()), 3)
+        .unwrap(); // same group, new price
+    input.pipe("ink".into(), Some("art:5".into()), 4).unwrap(); // moves to another group
+    input.pipe("pen".into(), None, 5).unwrap(); // deleted
+    let last = |topic: &str| -> BTreeMap<String, Option<i64>> {
+        d.output_topic(topic, Serdes::string(), Serdes::nullable(Serdes::i64()))
+            .read_key_values()
+            .unwrap()
+            .into_iter()
+            .collect()
+    };
+    let counts = last("counts");
+    assert_eq!(counts["office"], Some(0));
+    assert_eq!(counts["art"], Some(1));
+    let sums = last("sums");
+    assert_eq!(sums["office"], Some(0));
+    assert_eq!(sums["art"], Some(5));
+    // The price change of `pen` within `office` went as one change (3, 8, then 9, never 5),
+    // `ink` leaving took 5 out, and the delete of `pen` its 4.
+    let all: Vec<(String, Option<i64>)> = d
+        .topic_records("sums")
+        .into_iter()
+        .map(|r| {
+            (
+                String::from_utf8(r.key.unwrap()).unwrap(),
+                r.value.map(|v| i64::from_be_bytes(v.try_into().unwrap())),
+            )
+        })
+        .filter(|(k, _)| k == "office")
+        .collect();
+    let office: Vec<i64> = all.into_iter().filter_map(|(_, v)| v).collect();
+    assert_eq!(office, vec![3, 8, 9, 4, 0]);
 }

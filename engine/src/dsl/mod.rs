@@ -2,6 +2,7 @@
 //! compiled into processors of a [`crate::Topology`].
 
 pub(crate) mod grouped;
+pub(crate) mod grouped_table;
 pub(crate) mod kstream;
 pub(crate) mod ktable;
 pub(crate) mod options;
