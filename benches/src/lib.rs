@@ -7,6 +7,7 @@ pub mod broker;
 pub mod hot_path;
 pub mod memory;
 pub mod nexmark;
+pub mod on_broker;
 pub mod read_back;
 pub mod report;
 pub mod windows;
