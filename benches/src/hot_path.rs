@@ -34,10 +34,16 @@ pub fn stateless() -> Topology {
 
 /// A count per key in 1-second tumbling windows, on RocksDB with caching, emitted on update.
 pub fn windowed() -> Topology {
+    windowed_of(Duration::from_secs(1))
+}
+
+/// A count per key of `in` in tumbling windows of `size`, on RocksDB with caching, emitted on
+/// update to `out`.
+pub fn windowed_of(size: Duration) -> Topology {
     let b = StreamsBuilder::new();
     b.stream(&["in"], Consumed::with(Serdes::string(), Serdes::bytes()))
         .group_by_key(Grouped::default())
-        .windowed_by(TimeWindows::of_size_with_no_grace(Duration::from_secs(1)))
+        .windowed_by(TimeWindows::of_size_with_no_grace(size))
         .count(Materialized::named("counts"))
         .to_stream()
         .to(

@@ -6,8 +6,7 @@
 use std::time::{Duration, Instant};
 
 use eddy_engine::{
-    Consumed, Grouped, Headers, InputRecord, Materialized, Produced, Serdes, StateMemory,
-    StreamTask, StreamsBuilder, StreamsConfig, TaskId, TimeWindows, Topology, WallClock,
+    Headers, InputRecord, StateMemory, StreamTask, StreamsConfig, TaskId, Topology, WallClock,
 };
 
 use crate::report::Row;
@@ -16,22 +15,7 @@ use crate::report::Row;
 pub const CHILD_ARG: &str = "--memory-child";
 
 fn topology() -> Topology {
-    let b = StreamsBuilder::new();
-    b.stream(&["in"], Consumed::with(Serdes::string(), Serdes::bytes()))
-        .group_by_key(Grouped::default())
-        .windowed_by(TimeWindows::of_size_with_no_grace(Duration::from_secs(
-            3600,
-        )))
-        .count(Materialized::named("counts"))
-        .to_stream()
-        .to(
-            "out",
-            Produced::with(
-                Serdes::windowed(Serdes::string()),
-                Serdes::nullable(Serdes::i64()),
-            ),
-        );
-    b.build().expect("the windowed count builds")
+    crate::hot_path::windowed_of(Duration::from_secs(3600))
 }
 
 /// The child: counts `records` distinct keys, checks the counts, prints
