@@ -133,9 +133,12 @@ fn split_prefixed<'a>(
         .get(..4)
         .and_then(|b| b.try_into().ok())
         .ok_or_else(bad)?;
-    let len = u32::from_be_bytes(len) as usize;
-    let head = bytes.get(4..4 + len).ok_or_else(bad)?;
-    Ok((head, &bytes[4 + len..]))
+    let end = (u32::from_be_bytes(len) as usize)
+        .checked_add(4)
+        .ok_or_else(bad)?;
+    let head = bytes.get(4..end).ok_or_else(bad)?;
+    let tail = bytes.get(end..).ok_or_else(bad)?;
+    Ok((head, tail))
 }
 
 fn prefixed(head: Vec<u8>, tail: Vec<u8>) -> Vec<u8> {
@@ -168,6 +171,12 @@ impl<T> Serde<crate::record::Change<T>> for ChangeSerde<T> {
                 reason: "no flags byte".into(),
             });
         };
+        if flags > 3 {
+            return Err(SerdeError::Invalid {
+                format: "table change",
+                reason: format!("unknown flags {flags:#04x}"),
+            });
+        }
         let (old, new) = match (flags & 1 != 0, flags & 2 != 0) {
             (true, true) => {
                 let (old, new) = split_prefixed(rest, "table change")?;
@@ -430,6 +439,7 @@ mod tests {
             assert_eq!(s.deserialize(&s.serialize(&c).unwrap()).unwrap(), c);
         }
         assert!(s.deserialize(b"").is_err());
+        assert!(s.deserialize(&[4]).is_err(), "unknown flags");
         assert!(s.deserialize(&[3, 0, 0, 0, 9, b'x']).is_err());
         let p = Serdes::pair(Serdes::string(), Serdes::i64());
         let v = ("k".to_string(), 7);
