@@ -53,4 +53,4 @@ pub use time::{
 };
 pub use topology::{SubTopology, TopicKind, Topology, TopologyBuilder};
 
-pub use eddy_state::{StoreKind, StoreSpec};
+pub use eddy_state::{StateError, StoreKind, StoreSpec};

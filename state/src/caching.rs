@@ -22,8 +22,7 @@ pub struct CachingKeyValueStore<S> {
     dirty: BTreeMap<Vec<u8>, DirtyEntry>,
     clock: u64,
     time: RecordTime,
-    dirty_bytes: usize,
-    /// This store's share of the instance's `statestore.cache.max.bytes`.
+    /// This store's dirty bytes, as its share of the instance's `statestore.cache.max.bytes`.
     charge: Charge,
 }
 
@@ -61,7 +60,6 @@ impl<S: KeyValueStore> CachingKeyValueStore<S> {
             inner,
             dirty: BTreeMap::new(),
             clock: 0,
-            dirty_bytes: 0,
             charge: MemoryBudget::charge(budget),
         }
     }
@@ -77,25 +75,21 @@ impl<S: KeyValueStore> CachingKeyValueStore<S> {
         // The key is copied only when it is new to the cache.
         match self.dirty.get_mut(key) {
             Some(old) => {
-                let freed = old.value.as_ref().map_or(0, Vec::len);
-                self.dirty_bytes = self.dirty_bytes.saturating_sub(freed);
+                self.charge.sub(old.value.as_ref().map_or(0, Vec::len));
                 *old = entry;
             }
             None => {
-                self.dirty_bytes += key.len();
+                self.charge.add(key.len());
                 self.dirty.insert(key.to_vec(), entry);
             }
         }
-        self.dirty_bytes += added;
-        self.charge.set(self.dirty_bytes);
+        self.charge.add(added);
     }
 
     fn forget(&mut self, key: &[u8]) {
         if let Some(old) = self.dirty.remove(key) {
-            self.dirty_bytes = self
-                .dirty_bytes
-                .saturating_sub(key.len() + old.value.map_or(0, |v| v.len()));
-            self.charge.set(self.dirty_bytes);
+            self.charge
+                .sub(key.len() + old.value.map_or(0, |v| v.len()));
         }
     }
 }
@@ -152,7 +146,6 @@ impl<S: KeyValueStore> KeyValueStore for CachingKeyValueStore<S> {
     }
     fn flush_cache(&mut self) -> Result<Vec<FlushedEntry>> {
         let dirty = std::mem::take(&mut self.dirty);
-        self.dirty_bytes = 0;
         self.charge.set(0);
         let mut entries: Vec<(Vec<u8>, DirtyEntry)> = dirty.into_iter().collect();
         entries.sort_unstable_by_key(|(_, e)| e.written);

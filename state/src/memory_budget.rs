@@ -85,6 +85,16 @@ impl Charge {
         self.bytes = bytes;
     }
 
+    /// Adds `bytes` to this store's share.
+    pub fn add(&mut self, bytes: usize) {
+        self.set(self.bytes.saturating_add(bytes));
+    }
+
+    /// Takes `bytes` off this store's share.
+    pub fn sub(&mut self, bytes: usize) {
+        self.set(self.bytes.saturating_sub(bytes));
+    }
+
     /// Whether the budget as a whole is exceeded.
     pub fn exceeded(&self) -> bool {
         self.budget.exceeded()

@@ -22,7 +22,6 @@ pub struct TransactionBufferKeyValueStore<S> {
     /// Bytes of keys and values held, as a share of the instance's
     /// `statestore.uncommitted.max.bytes`: past it the store asks for a commit (so that a long
     /// commit interval cannot grow the buffers without bound).
-    pending_bytes: usize,
     charge: Charge,
 }
 
@@ -54,19 +53,16 @@ impl<S: KeyValueStore> TransactionBufferKeyValueStore<S> {
             inner,
             pending: BTreeMap::new(),
             range_deletes: Vec::new(),
-            pending_bytes: 0,
             charge: MemoryBudget::charge(budget),
         }
     }
 
     fn hold(&mut self, key: &[u8], value: Option<Vec<u8>>) {
-        self.pending_bytes += key.len() + value.as_ref().map_or(0, Vec::len);
+        self.charge
+            .add(key.len() + value.as_ref().map_or(0, Vec::len));
         if let Some(old) = self.pending.insert(key.to_vec(), value) {
-            self.pending_bytes = self
-                .pending_bytes
-                .saturating_sub(key.len() + old.map_or(0, |v| v.len()));
+            self.charge.sub(key.len() + old.map_or(0, |v| v.len()));
         }
-        self.charge.set(self.pending_bytes);
     }
 
     /// The number of keys written since the last commit.
@@ -133,8 +129,7 @@ impl<S: KeyValueStore> KeyValueStore for TransactionBufferKeyValueStore<S> {
             }
             keep
         });
-        self.pending_bytes = self.pending_bytes.saturating_sub(dropped);
-        self.charge.set(self.pending_bytes);
+        self.charge.sub(dropped);
         self.range_deletes.push((from.to_vec(), to.to_vec()));
         Ok(())
     }
@@ -155,7 +150,6 @@ impl<S: KeyValueStore> KeyValueStore for TransactionBufferKeyValueStore<S> {
     fn commit_into(&mut self, batch: &mut StateBatch) -> Result<()> {
         let ranges = std::mem::take(&mut self.range_deletes);
         let pending = std::mem::take(&mut self.pending);
-        self.pending_bytes = 0;
         self.charge.set(0);
         if self.inner.persistent() {
             let name = self.inner.name().to_string();

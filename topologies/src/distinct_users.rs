@@ -22,8 +22,8 @@
 use std::collections::HashMap;
 
 use eddy_engine::{
-    EngineError, Processor, ProcessorContext, Record, Result, Serdes, StoreKind, StoreSpec,
-    StreamsBuilder, TimeWindows, WindowStoreHandle,
+    EngineError, Processor, ProcessorContext, Record, Result, Serdes, StateError, StoreKind,
+    StoreSpec, StreamsBuilder, TimeWindows, WindowStoreHandle,
 };
 
 use crate::active_users::ActiveUsers;
@@ -70,7 +70,13 @@ impl Activity {
     }
 
     fn decode(store: &str, bytes: &[u8]) -> Result<Self> {
-        let corrupt = || EngineError::Topology(format!("store `{store}` holds a bad entry"));
+        // A bad entry is a corrupted store: the task wipes it and restores from the changelog.
+        let corrupt = || {
+            EngineError::State(StateError::Corrupted {
+                store: store.to_string(),
+                reason: format!("an activity entry of {} bytes, not 16", bytes.len()),
+            })
+        };
         let last = bytes.get(0..8).ok_or_else(corrupt)?;
         let mask = bytes.get(8..16).ok_or_else(corrupt)?;
         Ok(Self {

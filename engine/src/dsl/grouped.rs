@@ -2,13 +2,12 @@
 
 use std::sync::Arc;
 
-use eddy_state::StoreKind;
-
 use crate::dsl::kstream::{or_default, KStream};
 use crate::dsl::ktable::KTable;
 use crate::dsl::options::Materialized;
 use crate::dsl::session_windowed::SessionWindowedKStream;
 use crate::dsl::sliding_windowed::SlidingWindowedKStream;
+use crate::dsl::streams_builder::key_value_aggregate;
 use crate::dsl::time_windowed::TimeWindowedKStream;
 use crate::dsl::windows::{SessionWindows, SlidingWindows, TimeWindows};
 use crate::dsl::StoredData;
@@ -80,36 +79,15 @@ impl<K: StoredData, V: StoredData> KGroupedStream<K, V> {
             .clone()
             .unwrap_or_else(|| Arc::clone(&self.key));
         let value = or_default(materialized.value.clone());
-        let mut st = self.stream.dsl.borrow_mut();
-        let store_name = materialized
-            .name
-            .clone()
-            .unwrap_or_else(|| st.name("KSTREAM-AGGREGATE-STATE-STORE"));
-        let (sn, caching) = (store_name.clone(), materialized.caching);
-        let node = st.processor(
+        key_value_aggregate(
+            &self.stream.dsl,
             "KSTREAM-AGGREGATE",
-            move || Aggregate::new(sn.clone(), Arc::clone(&folder), caching),
-            &[&self.stream.node],
-        );
-        let mat = Materialized {
-            name: Some(store_name.clone()),
-            ..materialized
-        };
-        st.store(
-            &mat,
-            "",
-            StoreKind::KeyValue,
-            Arc::clone(&key),
-            Arc::clone(&value),
-            &[&node],
-        );
-        drop(st);
-        KTable::new(
-            self.stream.dsl.clone(),
-            node,
-            Some(key),
-            Some(value),
-            Some(store_name),
+            "KSTREAM-AGGREGATE-STATE-STORE",
+            &self.stream.node,
+            materialized,
+            key,
+            value,
+            move |store, caching| Aggregate::new(store, Arc::clone(&folder), caching),
         )
     }
 

@@ -29,6 +29,7 @@ use eddy_state::StoreKind;
 use crate::dsl::kstream::{or_default, KStream};
 use crate::dsl::ktable::KTable;
 use crate::dsl::options::{Grouped, Materialized};
+use crate::dsl::streams_builder::key_value_aggregate;
 use crate::dsl::StoredData;
 use crate::operators::table_aggregate::{TableAggregate, TableFolder};
 use crate::operators::table_group_by::{Selector, TableGroupBy};
@@ -136,43 +137,22 @@ impl<K: StoredData, V: StoredData> KGroupedTable<K, V> {
             .clone()
             .unwrap_or_else(|| Arc::clone(&self.key));
         let value = or_default(materialized.value.clone());
-        let mut st = self.changes.dsl.borrow_mut();
-        let store_name = materialized
-            .name
-            .clone()
-            .unwrap_or_else(|| st.name("KTABLE-AGGREGATE-STATE-STORE"));
-        let (sn, caching) = (store_name.clone(), materialized.caching);
-        let node = st.processor(
+        key_value_aggregate(
+            &self.changes.dsl,
             "KTABLE-AGGREGATE",
-            move || TableAggregate {
-                store_name: sn.clone(),
+            "KTABLE-AGGREGATE-STATE-STORE",
+            &self.changes.node,
+            materialized,
+            key,
+            value,
+            move |store_name, caching| TableAggregate {
+                store_name,
                 initializer: Arc::clone(&initializer),
                 adder: Arc::clone(&adder),
                 subtractor: Arc::clone(&subtractor),
                 caching,
                 store: None,
             },
-            &[&self.changes.node],
-        );
-        let mat = Materialized {
-            name: Some(store_name.clone()),
-            ..materialized
-        };
-        st.store(
-            &mat,
-            "",
-            StoreKind::KeyValue,
-            Arc::clone(&key),
-            Arc::clone(&value),
-            &[&node],
-        );
-        drop(st);
-        KTable::new(
-            self.changes.dsl.clone(),
-            node,
-            Some(key),
-            Some(value),
-            Some(store_name),
         )
     }
 }

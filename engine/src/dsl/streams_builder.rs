@@ -120,6 +120,50 @@ impl DslState {
     }
 }
 
+/// An aggregation into a key-value store as a table: the node `make(store, caching)` under
+/// `parent`, its store from `materialized` (named `<store_prefix>-…` when unnamed), and the
+/// table of its updates. Shared by grouped streams and grouped tables.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn key_value_aggregate<K, VA, KIn, VIn, P>(
+    dsl: &Dsl,
+    node_prefix: &str,
+    store_prefix: &str,
+    parent: &str,
+    materialized: Materialized<K, VA>,
+    key: SerdeRef<K>,
+    value: SerdeRef<VA>,
+    make: impl Fn(String, bool) -> P + Send + Sync + 'static,
+) -> KTable<K, VA>
+where
+    K: Data,
+    VA: Data,
+    KIn: 'static,
+    VIn: 'static,
+    P: Processor<KIn, VIn, K, Option<VA>>,
+{
+    let mut st = dsl.borrow_mut();
+    let store_name = materialized
+        .name
+        .clone()
+        .unwrap_or_else(|| st.name(store_prefix));
+    let (sn, caching) = (store_name.clone(), materialized.caching);
+    let node = st.processor(node_prefix, move || make(sn.clone(), caching), &[parent]);
+    let mat = Materialized {
+        name: Some(store_name.clone()),
+        ..materialized
+    };
+    st.store(
+        &mat,
+        "",
+        StoreKind::KeyValue,
+        Arc::clone(&key),
+        Arc::clone(&value),
+        &[&node],
+    );
+    drop(st);
+    KTable::new(dsl.clone(), node, Some(key), Some(value), Some(store_name))
+}
+
 /// Starts a DSL topology.
 ///
 /// ```

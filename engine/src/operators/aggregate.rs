@@ -68,14 +68,25 @@ where
         if !self.caching {
             return Ok(());
         }
-        let Some(store) = &self.store else {
-            return Ok(());
-        };
-        // Each key with the timestamp of the record that last updated it, wherever the commit
-        // falls.
-        for (key, value, ts) in store.flush_cache()? {
-            ctx.forward(Record::new(key, value, ts))?;
+        match &self.store {
+            Some(store) => forward_flushed(store, ctx),
+            None => Ok(()),
         }
-        Ok(())
     }
+}
+
+/// Writes a caching aggregate store down and forwards what it held: each key with the
+/// timestamp of the record that last updated it, wherever the commit falls.
+pub(crate) fn forward_flushed<K, VA>(
+    store: &KeyValueStoreHandle<K, VA>,
+    ctx: &mut ProcessorContext<'_, K, Option<VA>>,
+) -> Result<()>
+where
+    K: Clone + Send + 'static,
+    VA: Clone + Send + 'static,
+{
+    for (key, value, ts) in store.flush_cache()? {
+        ctx.forward(Record::new(key, value, ts))?;
+    }
+    Ok(())
 }

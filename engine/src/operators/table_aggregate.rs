@@ -4,6 +4,7 @@
 use std::sync::Arc;
 
 use crate::error::Result;
+use crate::operators::aggregate::forward_flushed;
 use crate::processor::{KeyValueStoreHandle, Processor, ProcessorContext};
 use crate::record::{Change, Record};
 
@@ -63,12 +64,9 @@ where
         if !self.caching {
             return Ok(());
         }
-        let Some(store) = &self.store else {
-            return Ok(());
-        };
-        for (key, value, ts) in store.flush_cache()? {
-            ctx.forward(Record::new(key, value, ts))?;
+        match &self.store {
+            Some(store) => forward_flushed(store, ctx),
+            None => Ok(()),
         }
-        Ok(())
     }
 }
