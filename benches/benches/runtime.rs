@@ -237,8 +237,7 @@ fn stream_table_join() -> Topology {
         &["bench-in"],
         Consumed::with(Serdes::string(), Serdes::bytes()),
     )
-    // A left join, so that every record comes out whether or not its row was read yet (a
-    // backlog's first records can be processed before the table partition's first fetch).
+    // A left join, so that every record comes out, rows or not (the feed gives each key a row).
     .left_join_table(&table, |v: &Vec<u8>, row: Option<&String>| {
         let mut out = row.cloned().unwrap_or_default().into_bytes();
         out.extend_from_slice(&v[..8.min(v.len())]);

@@ -34,9 +34,9 @@ pub fn run_until_quiet(bootstrap: &str, app: &str, topology: Topology, fed: u64)
     let dir = std::env::temp_dir().join(format!("eddy-bench-{app}-{}", std::process::id()));
     let mut streams = StreamsConfig::new(app);
     streams.state_dir = dir.clone();
-    // A task that joins two partitions waits up to 100 ms for one that ran empty, as Kafka
-    // Streams users set for joins over a backlog: without it a bid can be processed before
-    // the (older) auction row it joins was fetched.
+    // A task that joins two partitions waits up to 100 ms more for one that ran empty and is
+    // caught up with the broker, as Kafka Streams users set for joins whose inputs are
+    // produced side by side (records still at the broker are waited for anyway).
     streams.set("max.task.idle.ms", "100").unwrap();
     let watcher: BaseConsumer = ClientConfig::new()
         .set("bootstrap.servers", bootstrap)

@@ -37,7 +37,7 @@ pub enum ExceptionHandler {
 /// | `deserialization.exception.handler` | `log_and_fail` |
 /// | `processing.exception.handler` | `log_and_fail` |
 /// | `transaction.timeout.ms` | 10000 (the producer's, under exactly-once) |
-/// | `max.task.idle.ms` | 0: a task with several input partitions waits for none that is empty (but one fetch) |
+/// | `max.task.idle.ms` | 0: a task with several input partitions waits for an empty one only while it has records at the broker; -1: never |
 /// | `repartition.purge.interval.ms` | 30000: how often consumed records of repartition topics are deleted |
 /// | `replication.factor` | -1: internal topics get the broker's default |
 ///

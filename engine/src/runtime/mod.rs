@@ -5,6 +5,7 @@
 
 mod changelog_reader;
 mod clients;
+mod fetched_lag;
 mod internal_topics;
 mod lag;
 mod rebalance_listener;

@@ -1,6 +1,6 @@
 //! The stream thread's rebalance listener: it only tells the task manager what the group
 //! decided (Kafka Streams' `StreamsRebalanceListener`), and hands librdkafka's statistics to
-//! the thread's input lag.
+//! the thread's input lag and partition ends.
 
 use std::sync::Arc;
 
@@ -8,6 +8,7 @@ use parking_lot::Mutex;
 use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, Rebalance};
 use rdkafka::ClientContext;
 
+use crate::runtime::fetched_lag::PartitionEnds;
 use crate::runtime::lag::InputLag;
 use crate::runtime::task_manager::TaskManager;
 
@@ -15,11 +16,13 @@ use crate::runtime::task_manager::TaskManager;
 pub(crate) struct RebalanceListener {
     pub task_manager: Arc<Mutex<TaskManager>>,
     pub lag: InputLag,
+    pub ends: Arc<PartitionEnds>,
 }
 
 impl ClientContext for RebalanceListener {
     fn stats(&self, statistics: rdkafka::statistics::Statistics) {
         self.lag.record(&statistics);
+        self.ends.record(&statistics);
     }
 }
 

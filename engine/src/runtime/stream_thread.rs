@@ -28,6 +28,7 @@ use parking_lot::Mutex;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 
 use crate::error::{EngineError, Result};
+use crate::runtime::fetched_lag::PartitionEnds;
 use crate::runtime::lag::InputLag;
 use crate::runtime::rebalance_listener::RebalanceListener;
 use crate::runtime::streams_producer::CommitError;
@@ -182,7 +183,8 @@ pub(crate) fn run(spec: ThreadSpec) -> Result<()> {
     let app = config.streams.application_id.clone();
     let commit_every = Duration::from_millis(config.streams.commit_interval_ms);
     let eos = config.streams.processing_guarantee == crate::ProcessingGuarantee::ExactlyOnceV2;
-    let task_manager = Arc::new(Mutex::new(TaskManager::new(spec)));
+    let ends = Arc::new(PartitionEnds::new(eos));
+    let task_manager = Arc::new(Mutex::new(TaskManager::new(spec, Arc::clone(&ends))));
     let consumer_config = {
         let mut tasks = task_manager.lock();
         tasks.producer()?;
@@ -192,6 +194,7 @@ pub(crate) fn run(spec: ThreadSpec) -> Result<()> {
         .create_with_context(RebalanceListener {
             task_manager: Arc::clone(&task_manager),
             lag: InputLag::new(Arc::clone(&progress), eos),
+            ends,
         })
         .map_err(|e| EngineError::Config {
             key: "bootstrap.servers".into(),

@@ -96,30 +96,46 @@ fn stream_time_metadata(stream_time: i64) -> String {
     format!("{STREAM_TIME_METADATA}{stream_time}")
 }
 
-/// The stream times committed with the offsets of `partitions` (those committed by Eddy).
-pub(crate) fn committed_stream_times<C: ConsumerContext>(
+/// The offsets committed for `partitions`, with the stream times Eddy commits beside them.
+pub(crate) fn committed_inputs<C: ConsumerContext>(
     consumer: &BaseConsumer<C>,
     partitions: &TopicPartitionList,
-) -> BTreeMap<(String, i32), i64> {
+) -> BTreeMap<(String, i32), CommittedInput> {
     let committed = match consumer.committed_offsets(partitions.clone(), TIMEOUT) {
         Ok(c) => c,
         Err(e) => {
-            tracing::warn!("reading committed stream times: {e}");
+            tracing::warn!("reading committed offsets and stream times: {e}");
             return BTreeMap::new();
         }
     };
     committed
         .elements()
         .iter()
-        .filter_map(|e| {
-            let time = e
+        .map(|e| {
+            let offset = match e.offset() {
+                Offset::Offset(o) => Some(o),
+                _ => None,
+            };
+            let stream_time = e
                 .metadata()
-                .strip_prefix(STREAM_TIME_METADATA)?
-                .parse()
-                .ok()?;
-            Some(((e.topic().to_string(), e.partition()), time))
+                .strip_prefix(STREAM_TIME_METADATA)
+                .and_then(|t| t.parse().ok());
+            let input = CommittedInput {
+                offset,
+                stream_time,
+            };
+            ((e.topic().to_string(), e.partition()), input)
         })
         .collect()
+}
+
+/// What is committed for an input partition.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct CommittedInput {
+    /// The next offset to read; `None` when nothing is committed.
+    pub offset: Option<i64>,
+    /// The task's stream time when it was committed.
+    pub stream_time: Option<i64>,
 }
 
 /// The next offset of each changelog partition written by a commit: `(topic, partition)` →

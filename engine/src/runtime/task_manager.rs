@@ -27,6 +27,7 @@ use crate::error::{EngineError, ErrorKind, Result};
 use crate::record::Headers as RecordHeaders;
 use crate::runtime::changelog_reader::StoreChangelogReader;
 use crate::runtime::clients::{block_on, KafkaClients};
+use crate::runtime::fetched_lag::{FetchedLag, LagRound, PartitionEnds};
 use crate::runtime::stream_thread::ThreadSpec;
 use crate::runtime::streams_producer::{
     self, ChangelogOffsets, CommitError, InputPosition, StreamsProducer,
@@ -91,10 +92,12 @@ pub(crate) struct TaskManager {
     paused: BTreeSet<(String, i32)>,
     /// The instance's memory budgets, shared by every task of every thread.
     memory: crate::task::StateMemory,
+    /// How far each input partition is behind the broker (whether a task waits for it).
+    fetched_lag: FetchedLag,
 }
 
 impl TaskManager {
-    pub fn new(spec: ThreadSpec) -> Self {
+    pub fn new(spec: ThreadSpec, ends: Arc<PartitionEnds>) -> Self {
         let ThreadSpec {
             index,
             topology,
@@ -134,6 +137,7 @@ impl TaskManager {
             admin: None,
             paused: BTreeSet::new(),
             memory,
+            fetched_lag: FetchedLag::new(ends),
         }
     }
 
@@ -186,10 +190,16 @@ impl TaskManager {
         consumer: &BaseConsumer<C>,
         partitions: &TopicPartitionList,
     ) {
-        let times = streams_producer::committed_stream_times(consumer, partitions);
-        self.committed_stream_times.extend(times);
+        let committed = streams_producer::committed_inputs(consumer, partitions);
         for e in partitions.elements() {
-            self.assigned.insert((e.topic().to_string(), e.partition()));
+            let key = (e.topic().to_string(), e.partition());
+            let committed = committed.get(&key);
+            if let Some(time) = committed.and_then(|c| c.stream_time) {
+                self.committed_stream_times.insert(key.clone(), time);
+            }
+            let offset = committed.and_then(|c| c.offset);
+            self.fetched_lag.started(e.topic(), e.partition(), offset);
+            self.assigned.insert(key);
         }
         self.progress
             .assigned_partitions
@@ -239,6 +249,7 @@ impl TaskManager {
         for e in partitions.elements() {
             self.assigned
                 .remove(&(e.topic().to_string(), e.partition()));
+            self.fetched_lag.forget(e.topic(), e.partition());
         }
         let revoked = partitions.count() as u64;
         let _ = self.progress.assigned_partitions.fetch_update(
@@ -430,18 +441,23 @@ impl TaskManager {
         &mut self,
         consumer: &BaseConsumer<C>,
     ) -> Result<()> {
-        let processed = self.process_ready();
+        let processed = self.process_ready(consumer);
         self.resume_drained(consumer);
         processed
     }
 
-    fn process_ready(&mut self) -> Result<()> {
+    fn process_ready<C: ConsumerContext>(&mut self, consumer: &BaseConsumer<C>) -> Result<()> {
         let now = Instant::now();
         let max_idle_ms = self.config.streams.max_task_idle_ms;
         let ids: Vec<TaskId> = self.tasks.keys().copied().collect();
+        let mut round = LagRound::default();
         for id in ids {
             while let Some(task) = self.tasks.get_mut(&id) {
-                let Some((topic, partition, offset)) = task.process_next(now, max_idle_ms)? else {
+                let fetched_lag = &self.fetched_lag;
+                let mut lag = |topic: &str| round.lag(fetched_lag, consumer, topic, id.partition);
+                let Some((topic, partition, offset)) =
+                    task.process_next(now, max_idle_ms, &mut lag)?
+                else {
                     break;
                 };
                 Progress::add(&self.progress.records_in, 1);
@@ -702,7 +718,12 @@ impl TaskManager {
         let until = Instant::now() + REWIND_TIMEOUT;
         loop {
             match self.try_rewind(consumer, &tpl) {
-                Ok(()) => return Ok(()),
+                Ok(starts) => {
+                    for ((topic, partition), offset) in starts {
+                        self.fetched_lag.started(&topic, partition, offset);
+                    }
+                    return Ok(());
+                }
                 Err(e) if Instant::now() < until && !self.shutdown.load(Ordering::SeqCst) => {
                     tracing::warn!("rewind failed, trying again: {e}");
                     std::thread::sleep(TASK_RETRY_BACKOFF);
@@ -723,10 +744,11 @@ impl TaskManager {
         &self,
         consumer: &BaseConsumer<C>,
         partitions: &TopicPartitionList,
-    ) -> Result<()> {
+    ) -> Result<Vec<((String, i32), Option<i64>)>> {
         let committed = consumer
             .committed_offsets(partitions.clone(), Duration::from_secs(10))
             .map_err(|e| EngineError::kafka("rewind: reading committed offsets", e))?;
+        let mut starts = Vec::new();
         for e in committed.elements() {
             let offset = match e.offset() {
                 Offset::Offset(o) => Offset::Offset(o),
@@ -744,7 +766,12 @@ impl TaskManager {
                         err,
                     )
                 })?;
+            let start = match offset {
+                Offset::Offset(o) => Some(o),
+                _ => None,
+            };
+            starts.push(((e.topic().to_string(), e.partition()), start));
         }
-        Ok(())
+        Ok(starts)
     }
 }
