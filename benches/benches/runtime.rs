@@ -5,7 +5,8 @@
 //! table with each figure's ratio to the plain passthrough. Every clock starts at the first
 //! record consumed, so group joins and start-up are left out; every topology's output is read
 //! back (read_committed) and checked after its clock stops. Then Nexmark on the broker
-//! (`benches/src/on_broker.rs`; `-- nexmark` runs only that) and the restore figures.
+//! (`benches/src/on_broker.rs`; `-- nexmark` runs only that, `EDDY_NEXMARK_ONLY=q4` only one
+//! query; a wrong result is printed whole on stderr) and the restore figures.
 //! `cargo bench -p eddy-benches --bench runtime`
 
 use std::collections::BTreeMap;

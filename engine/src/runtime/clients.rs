@@ -14,8 +14,8 @@ use crate::error::{EngineError, Result};
 use crate::runtime::RuntimeConfig;
 
 /// How often librdkafka reports statistics to the stream thread: its input lag, and the
-/// partition ends that tell a task whether an empty partition has records on their way (a
-/// task may wait that long for a partition whose end is not known yet).
+/// partition ends that tell a task whether an empty partition has records on their way
+/// (`fetched_lag.rs`).
 pub(crate) const STATISTICS_INTERVAL_MS: &str = "200";
 
 fn create_error(client: &str) -> impl FnOnce(rdkafka::error::KafkaError) -> EngineError + '_ {

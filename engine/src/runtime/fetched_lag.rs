@@ -1,13 +1,23 @@
 //! How many records of each input partition are at the broker and not yet handed to the stream
 //! thread: a task's fetched lag, which decides whether it waits for an empty partition (see
-//! `task/partition_group.rs`). It is the partition's end, from librdkafka's statistics (the
-//! last stable offset under read_committed), minus the consumer's position. librdkafka moves
-//! the position past transaction markers and aborted records, so a caught-up transactional
-//! partition shows 0. Until a partition has delivered a record (after an assignment or a
-//! seek) its position is where the consumer started: the committed offset, or the log start.
+//! `task/partition_group.rs`).
 //!
-//! The end may be a statistics interval old. The lag then errs low, never high, which only
-//! makes a task wait less (as it would have before the records were produced).
+//! 1. The **end** comes from librdkafka's statistics (every `STATISTICS_INTERVAL_MS`): the last
+//!    stable offset under read_committed, the high watermark otherwise, of each partition the
+//!    consumer is fetching. A report replaces the previous one whole, so a partition that is
+//!    no longer fetched has no end (its lag is unknown, not stale).
+//! 2. The **position** is the offset after the last record the thread was handed; before any
+//!    (after an assignment or a seek), where the consumer started: the committed offset, the
+//!    log start when nothing is committed, unknown when the committed offset could not be
+//!    read.
+//! 3. Records between the two may be transaction markers or aborted records, which librdkafka
+//!    skips without handing them over. Only then is the consumer's own position asked (once a
+//!    round): librdkafka moves it past markers and aborted records.
+//! 4. An end behind the position is older than what the thread has seen (a report from before
+//!    a rebalance, say): the lag is unknown.
+//!
+//! The end may be a report old, so the lag can miss records produced since; that only makes a
+//! task wait less, as it would have had it run a moment earlier.
 
 use std::collections::HashMap;
 
@@ -24,13 +34,20 @@ struct End {
     log_start: i64,
 }
 
-/// The ends of the partitions a stream thread's consumer fetches, refreshed by each statistics
+/// Per topic, per partition (looked up by `&str`, without building a key).
+type ByPartition<T> = HashMap<String, HashMap<i32, T>>;
+
+fn get<'a, T>(map: &'a ByPartition<T>, topic: &str, partition: i32) -> Option<&'a T> {
+    map.get(topic)?.get(&partition)
+}
+
+/// The ends of the partitions a stream thread's consumer fetches, as of the last statistics
 /// report.
 #[derive(Debug)]
 pub(crate) struct PartitionEnds {
     /// The consumer reads read_committed: its end is the last stable offset.
     read_committed: bool,
-    ends: Mutex<HashMap<(String, i32), End>>,
+    ends: Mutex<ByPartition<End>>,
 }
 
 impl PartitionEnds {
@@ -41,85 +58,146 @@ impl PartitionEnds {
         }
     }
 
-    /// Takes the ends from a statistics report (partitions not fetched yet have none).
+    /// Takes the ends of the partitions being fetched from a statistics report.
     pub fn record(&self, statistics: &Statistics) {
-        let mut ends = self.ends.lock();
+        let mut ends: ByPartition<End> = HashMap::new();
         for (topic, t) in &statistics.topics {
-            for p in t.partitions.values().filter(|p| p.partition >= 0) {
+            for p in t.partitions.values() {
                 let end = if self.read_committed {
                     p.ls_offset
                 } else {
                     p.hi_offset
                 };
-                if end >= 0 && p.lo_offset >= 0 {
+                if p.partition >= 0 && p.fetch_state == "active" && end >= 0 && p.lo_offset >= 0 {
                     let end = End {
                         end,
                         log_start: p.lo_offset,
                     };
-                    ends.insert((topic.clone(), p.partition), end);
+                    ends.entry(topic.clone())
+                        .or_default()
+                        .insert(p.partition, end);
                 }
             }
         }
+        *self.ends.lock() = ends;
     }
 
     fn get(&self, topic: &str, partition: i32) -> Option<End> {
-        self.ends
-            .lock()
-            .get(&(topic.to_string(), partition))
-            .copied()
+        get(&self.ends.lock(), topic, partition).copied()
     }
 
     #[cfg(test)]
     fn set(&self, topic: &str, partition: i32, end: i64, log_start: i64) {
         let end = End { end, log_start };
-        self.ends.lock().insert((topic.to_string(), partition), end);
+        let mut ends = self.ends.lock();
+        ends.entry(topic.to_string())
+            .or_default()
+            .insert(partition, end);
     }
 }
 
-/// A stream thread's view of its partitions' fetched lag.
+/// Where the consumer started reading a partition (at its assignment or a seek).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Start {
+    /// The committed offset.
+    Committed(i64),
+    /// Nothing is committed: the log start (`auto.offset.reset=earliest`).
+    Earliest,
+    /// The committed offset could not be read.
+    Unknown,
+}
+
+impl Start {
+    pub fn committed(offset: Option<i64>) -> Self {
+        offset.map_or(Start::Earliest, Start::Committed)
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Position {
+    start: Start,
+    /// The offset after the last record handed over since the start.
+    delivered: Option<i64>,
+}
+
+/// A stream thread's view of its assigned partitions' fetched lag.
 #[derive(Debug)]
 pub(crate) struct FetchedLag {
     ends: std::sync::Arc<PartitionEnds>,
-    /// Where the consumer started on each assigned partition: the committed offset, or `None`
-    /// for the log start (`auto.offset.reset=earliest`).
-    starts: HashMap<(String, i32), Option<i64>>,
+    positions: ByPartition<Position>,
 }
 
 impl FetchedLag {
     pub fn new(ends: std::sync::Arc<PartitionEnds>) -> Self {
         Self {
             ends,
-            starts: HashMap::new(),
+            positions: HashMap::new(),
         }
     }
 
-    /// The consumer starts (or, after a seek, starts again) on a partition from `offset`.
-    pub fn started(&mut self, topic: &str, partition: i32, offset: Option<i64>) {
-        self.starts.insert((topic.to_string(), partition), offset);
+    /// The consumer starts (or, after a seek, starts again) reading a partition.
+    pub fn started(&mut self, topic: &str, partition: i32, start: Start) {
+        let position = Position {
+            start,
+            delivered: None,
+        };
+        self.positions
+            .entry(topic.to_string())
+            .or_default()
+            .insert(partition, position);
     }
 
     /// The partition is no longer assigned.
     pub fn forget(&mut self, topic: &str, partition: i32) {
-        self.starts.remove(&(topic.to_string(), partition));
+        if let Some(partitions) = self.positions.get_mut(topic) {
+            partitions.remove(&partition);
+        }
     }
 
-    /// The lag of `partition` of `topic`, given the consumer's position there (`None`: no record
-    /// delivered since it started).
-    fn lag(&self, topic: &str, partition: i32, position: Option<i64>) -> Option<i64> {
+    /// A record at `offset` was handed to the thread.
+    pub fn delivered(&mut self, topic: &str, partition: i32, offset: i64) {
+        if let Some(p) = self
+            .positions
+            .get_mut(topic)
+            .and_then(|t| t.get_mut(&partition))
+        {
+            p.delivered = Some(offset + 1);
+        }
+    }
+
+    /// The lag of `partition` of `topic` (module doc); `consumer_position` is librdkafka's
+    /// position there, asked only when markers may lie between.
+    fn lag(
+        &self,
+        topic: &str,
+        partition: i32,
+        consumer_position: &mut dyn FnMut() -> Option<i64>,
+    ) -> Option<i64> {
         let end = self.ends.get(topic, partition)?;
-        let position = position
-            .or_else(|| self.starts.get(&(topic.to_string(), partition)).copied()?)
-            .unwrap_or(end.log_start)
-            .max(end.log_start);
-        Some((end.end - position).max(0))
+        let known = get(&self.positions, topic, partition)?;
+        let position = match (known.delivered, known.start) {
+            (Some(next), _) => next,
+            (None, Start::Committed(o)) => o.max(end.log_start),
+            (None, Start::Earliest) => end.log_start,
+            (None, Start::Unknown) => consumer_position()?,
+        };
+        if position >= end.end {
+            return (position == end.end).then_some(0);
+        }
+        match consumer_position() {
+            Some(p) if p > end.end => None,
+            Some(p) if p > position => Some(end.end - p),
+            _ => Some(end.end - position),
+        }
     }
 }
 
-/// The fetched lag during one processing round: the consumer's positions are read once, when
-/// a task first needs one.
+/// The fetched lag during one processing round, in which no record is handed over: each
+/// partition's lag is worked out once, and the consumer's positions read at most once.
 #[derive(Default)]
 pub(crate) struct LagRound {
-    positions: Option<HashMap<(String, i32), i64>>,
+    consumer_positions: Option<ByPartition<i64>>,
+    lags: ByPartition<Option<i64>>,
 }
 
 impl LagRound {
@@ -130,25 +208,39 @@ impl LagRound {
         topic: &str,
         partition: i32,
     ) -> Option<i64> {
-        let positions = self
-            .positions
-            .get_or_insert_with(|| match consumer.position() {
-                Ok(tpl) => tpl
-                    .elements()
-                    .iter()
-                    .filter_map(|e| match e.offset() {
-                        Offset::Offset(o) => Some(((e.topic().to_string(), e.partition()), o)),
-                        _ => None,
-                    })
-                    .collect(),
-                Err(e) => {
-                    tracing::debug!("reading the consumer's positions: {e}");
-                    HashMap::new()
-                }
-            });
-        let position = positions.get(&(topic.to_string(), partition)).copied();
-        fetched.lag(topic, partition, position)
+        if let Some(lag) = get(&self.lags, topic, partition) {
+            return *lag;
+        }
+        let positions = &mut self.consumer_positions;
+        let mut consumer_position = || {
+            let positions = positions.get_or_insert_with(|| read_positions(consumer));
+            get(positions, topic, partition).copied()
+        };
+        let lag = fetched.lag(topic, partition, &mut consumer_position);
+        self.lags
+            .entry(topic.to_string())
+            .or_default()
+            .insert(partition, lag);
+        lag
     }
+}
+
+fn read_positions<C: ConsumerContext>(consumer: &BaseConsumer<C>) -> ByPartition<i64> {
+    let mut positions: ByPartition<i64> = HashMap::new();
+    match consumer.position() {
+        Ok(tpl) => {
+            for e in tpl.elements() {
+                if let Offset::Offset(o) = e.offset() {
+                    positions
+                        .entry(e.topic().to_string())
+                        .or_default()
+                        .insert(e.partition(), o);
+                }
+            }
+        }
+        Err(e) => tracing::debug!("reading the consumer's positions: {e}"),
+    }
+    positions
 }
 
 #[cfg(test)]
@@ -156,33 +248,72 @@ mod tests {
     use super::*;
     use std::sync::Arc;
 
-    #[test]
-    fn lag_counts_from_the_position_or_where_the_consumer_started() {
+    fn fixture() -> (Arc<PartitionEnds>, FetchedLag) {
         let ends = Arc::new(PartitionEnds::new(true));
-        let mut fetched = FetchedLag::new(Arc::clone(&ends));
-        assert_eq!(fetched.lag("t", 0, Some(5)), None, "no end reported yet");
+        let fetched = FetchedLag::new(Arc::clone(&ends));
+        (ends, fetched)
+    }
+
+    #[test]
+    fn lag_counts_from_the_last_record_handed_over_or_where_the_consumer_started() {
+        let (ends, mut fetched) = fixture();
+        let mut unasked = || -> Option<i64> { panic!("no markers can lie between") };
+        fetched.started("t", 0, Start::Earliest);
+        assert_eq!(fetched.lag("t", 0, &mut unasked), None, "no end yet");
         ends.set("t", 0, 100, 10);
-        assert_eq!(fetched.lag("t", 0, Some(40)), Some(60));
-        assert_eq!(fetched.lag("t", 0, Some(100)), Some(0));
+        let mut none = || None;
         assert_eq!(
-            fetched.lag("t", 0, Some(120)),
-            Some(0),
-            "an end a report old errs low"
+            fetched.lag("t", 0, &mut none),
+            Some(90),
+            "from the log start"
         );
-        assert_eq!(fetched.lag("t", 0, None), Some(90), "from the log start");
-        fetched.started("t", 0, Some(70));
+        fetched.started("t", 0, Start::Committed(70));
+        assert_eq!(fetched.lag("t", 0, &mut none), Some(30), "from the commit");
+        fetched.started("t", 0, Start::Committed(3));
         assert_eq!(
-            fetched.lag("t", 0, None),
-            Some(30),
-            "from the committed offset"
-        );
-        fetched.started("t", 0, Some(3));
-        assert_eq!(
-            fetched.lag("t", 0, None),
+            fetched.lag("t", 0, &mut none),
             Some(90),
             "a committed offset the log start passed reads from the start"
         );
+        fetched.delivered("t", 0, 99);
+        assert_eq!(fetched.lag("t", 0, &mut unasked), Some(0));
         fetched.forget("t", 0);
-        assert_eq!(fetched.lag("t", 0, None), Some(90));
+        assert_eq!(fetched.lag("t", 0, &mut unasked), None, "not assigned");
+        assert_eq!(fetched.lag("u", 0, &mut unasked), None);
+    }
+
+    #[test]
+    fn markers_past_the_last_record_are_skipped_by_the_consumer_position() {
+        let (ends, mut fetched) = fixture();
+        ends.set("t", 0, 11, 0);
+        fetched.started("t", 0, Start::Earliest);
+        // Records 0..=9, then the commit marker at 10: the end is 11.
+        fetched.delivered("t", 0, 9);
+        assert_eq!(fetched.lag("t", 0, &mut || Some(11)), Some(0));
+        assert_eq!(
+            fetched.lag("t", 0, &mut || Some(10)),
+            Some(1),
+            "the marker not handled yet"
+        );
+        assert_eq!(
+            fetched.lag("t", 0, &mut || None),
+            Some(1),
+            "no position: the marker might be a record"
+        );
+    }
+
+    #[test]
+    fn an_end_behind_what_the_thread_saw_or_an_unknown_start_is_unknown_lag() {
+        let (ends, mut fetched) = fixture();
+        ends.set("t", 0, 50, 0);
+        fetched.started("t", 0, Start::Committed(80));
+        assert_eq!(
+            fetched.lag("t", 0, &mut || None),
+            None,
+            "a report from before another member committed past it"
+        );
+        fetched.started("t", 0, Start::Unknown);
+        assert_eq!(fetched.lag("t", 0, &mut || None), None);
+        assert_eq!(fetched.lag("t", 0, &mut || Some(50)), Some(0));
     }
 }

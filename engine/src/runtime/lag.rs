@@ -2,8 +2,8 @@
 //! partitions that it has not read yet, from librdkafka's statistics (each partition's end —
 //! the last stable offset under read_committed — minus the thread's position; librdkafka's own
 //! `consumer_lag` counts from the committed offset, which a transactional commit does not tell
-//! it). Transaction markers count as records here: an idle thread on a transactional input
-//! shows up to one per partition.
+//! it). librdkafka's position moves past transaction markers once `poll` has handled them, so
+//! a marker shows as one record of lag for at most a report.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;

@@ -96,19 +96,20 @@ fn stream_time_metadata(stream_time: i64) -> String {
     format!("{STREAM_TIME_METADATA}{stream_time}")
 }
 
-/// The offsets committed for `partitions`, with the stream times Eddy commits beside them.
+/// The offsets committed for `partitions`, with the stream times Eddy commits beside them;
+/// `None` when they could not be read.
 pub(crate) fn committed_inputs<C: ConsumerContext>(
     consumer: &BaseConsumer<C>,
     partitions: &TopicPartitionList,
-) -> BTreeMap<(String, i32), CommittedInput> {
+) -> Option<BTreeMap<(String, i32), CommittedInput>> {
     let committed = match consumer.committed_offsets(partitions.clone(), TIMEOUT) {
         Ok(c) => c,
         Err(e) => {
             tracing::warn!("reading committed offsets and stream times: {e}");
-            return BTreeMap::new();
+            return None;
         }
     };
-    committed
+    let committed = committed
         .elements()
         .iter()
         .map(|e| {
@@ -126,7 +127,8 @@ pub(crate) fn committed_inputs<C: ConsumerContext>(
             };
             ((e.topic().to_string(), e.partition()), input)
         })
-        .collect()
+        .collect();
+    Some(committed)
 }
 
 /// What is committed for an input partition.

@@ -27,7 +27,7 @@ use crate::error::{EngineError, ErrorKind, Result};
 use crate::record::Headers as RecordHeaders;
 use crate::runtime::changelog_reader::StoreChangelogReader;
 use crate::runtime::clients::{block_on, KafkaClients};
-use crate::runtime::fetched_lag::{FetchedLag, LagRound, PartitionEnds};
+use crate::runtime::fetched_lag::{FetchedLag, LagRound, PartitionEnds, Start};
 use crate::runtime::stream_thread::ThreadSpec;
 use crate::runtime::streams_producer::{
     self, ChangelogOffsets, CommitError, InputPosition, StreamsProducer,
@@ -193,12 +193,17 @@ impl TaskManager {
         let committed = streams_producer::committed_inputs(consumer, partitions);
         for e in partitions.elements() {
             let key = (e.topic().to_string(), e.partition());
-            let committed = committed.get(&key);
-            if let Some(time) = committed.and_then(|c| c.stream_time) {
-                self.committed_stream_times.insert(key.clone(), time);
-            }
-            let offset = committed.and_then(|c| c.offset);
-            self.fetched_lag.started(e.topic(), e.partition(), offset);
+            let start = match committed.as_ref().map(|c| c.get(&key)) {
+                Some(Some(c)) => {
+                    if let Some(time) = c.stream_time {
+                        self.committed_stream_times.insert(key.clone(), time);
+                    }
+                    Start::committed(c.offset)
+                }
+                Some(None) => Start::Earliest,
+                None => Start::Unknown,
+            };
+            self.fetched_lag.started(e.topic(), e.partition(), start);
             self.assigned.insert(key);
         }
         self.progress
@@ -372,6 +377,7 @@ impl TaskManager {
         m: &BorrowedMessage<'_>,
     ) -> Result<()> {
         let (topic, partition) = (m.topic(), m.partition());
+        self.fetched_lag.delivered(topic, partition, m.offset());
         let Some(id) = self.task_of(topic, partition) else {
             return Ok(());
         };
@@ -435,8 +441,8 @@ impl TaskManager {
     }
 
     /// Runs every buffered record that is ready through its task — in timestamp order across a
-    /// task's partitions, waiting up to `max.task.idle.ms` for an empty one — and sends what the
-    /// tasks produced.
+    /// task's partitions, waiting for an empty one while it has records at the broker (see
+    /// `partition_group.rs`) — and sends what the tasks produced.
     pub fn process_buffered<C: ConsumerContext>(
         &mut self,
         consumer: &BaseConsumer<C>,
@@ -720,7 +726,8 @@ impl TaskManager {
             match self.try_rewind(consumer, &tpl) {
                 Ok(starts) => {
                     for ((topic, partition), offset) in starts {
-                        self.fetched_lag.started(&topic, partition, offset);
+                        let start = Start::committed(offset);
+                        self.fetched_lag.started(&topic, partition, start);
                     }
                     return Ok(());
                 }

@@ -30,12 +30,21 @@ use crate::task::core::InputRecord;
 /// How long a task waits for the lag of an empty partition to become known.
 pub(crate) const UNKNOWN_LAG_WAIT_MS: i64 = 2_000;
 
+/// What an empty partition is waited for as.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Wait {
+    /// Step 2 of the module doc.
+    CaughtUp,
+    /// Step 3.
+    UnknownLag,
+}
+
 #[derive(Debug, Default)]
 struct Queue {
     records: VecDeque<(i64, InputRecord)>,
     /// Since when the queue has been empty, caught up or of unknown lag, while another had
     /// records (what its wait is measured from); cleared when it gets records or falls behind.
-    waiting_since: Option<(Instant, bool)>,
+    waiting_since: Option<(Instant, Wait)>,
 }
 
 #[derive(Debug, Default)]
@@ -90,19 +99,19 @@ impl PartitionGroup {
         if max_idle_ms >= 0 {
             let mut ready = true;
             for (topic, queue) in self.queues.iter_mut().filter(|(_, q)| q.records.is_empty()) {
-                let (known, wait_ms) = match fetched_lag(topic) {
+                let (wait, wait_ms) = match fetched_lag(topic) {
                     Some(lag) if lag > 0 => {
                         queue.waiting_since = None;
                         ready = false;
                         continue;
                     }
-                    Some(_) => (true, max_idle_ms),
-                    None => (false, max_idle_ms.max(UNKNOWN_LAG_WAIT_MS)),
+                    Some(_) => (Wait::CaughtUp, max_idle_ms),
+                    None => (Wait::UnknownLag, max_idle_ms.max(UNKNOWN_LAG_WAIT_MS)),
                 };
-                // A wait starts anew when the partition's lag becomes known.
+                // A wait starts anew when the partition's lag becomes known (or unknown).
                 let since = match queue.waiting_since {
-                    Some((since, was_known)) if was_known == known => since,
-                    _ => queue.waiting_since.insert((now, known)).0,
+                    Some((since, was)) if was == wait => since,
+                    _ => queue.waiting_since.insert((now, wait)).0,
                 };
                 ready &= now.duration_since(since) >= Duration::from_millis(wait_ms.unsigned_abs());
             }

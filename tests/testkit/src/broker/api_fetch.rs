@@ -20,7 +20,7 @@ use kafka_protocol::ResponseError;
 use crate::broker::Shared;
 
 fn read_all(shared: &Shared, r: &FetchRequest) -> (FetchResponse, usize) {
-    let state = shared.state.lock();
+    let state = shared.state.read();
     let mut total = 0usize;
     let mut budget = usize::try_from(r.max_bytes).unwrap_or(usize::MAX).max(1);
     let responses = r
@@ -100,7 +100,7 @@ pub(crate) async fn fetch(shared: &Shared, r: FetchRequest) -> FetchResponse {
 }
 
 pub(crate) fn list_offsets(shared: &Shared, r: ListOffsetsRequest) -> ListOffsetsResponse {
-    let state = shared.state.lock();
+    let state = shared.state.read();
     let read_committed = r.isolation_level == 1;
     let topics = r
         .topics
@@ -142,7 +142,7 @@ pub(crate) fn list_offsets(shared: &Shared, r: ListOffsetsRequest) -> ListOffset
 }
 
 pub(crate) fn delete_records(shared: &Shared, r: DeleteRecordsRequest) -> DeleteRecordsResponse {
-    let mut state = shared.state.lock();
+    let mut state = shared.state.write();
     let topics = r
         .topics
         .into_iter()

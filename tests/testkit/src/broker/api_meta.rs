@@ -79,7 +79,7 @@ fn str(s: &str) -> StrBytes {
 }
 
 pub(crate) fn metadata(shared: &Shared, r: MetadataRequest, _version: i16) -> MetadataResponse {
-    let mut state = shared.state.lock();
+    let mut state = shared.state.write();
     let names: Vec<String> = match &r.topics {
         None => state.topics.keys().cloned().collect(),
         Some(topics) => topics
@@ -128,7 +128,7 @@ pub(crate) fn metadata(shared: &Shared, r: MetadataRequest, _version: i16) -> Me
 }
 
 pub(crate) fn create_topics(shared: &Shared, r: CreateTopicsRequest) -> CreateTopicsResponse {
-    let mut state = shared.state.lock();
+    let mut state = shared.state.write();
     let topics = r
         .topics
         .into_iter()
@@ -174,7 +174,7 @@ pub(crate) fn create_topics(shared: &Shared, r: CreateTopicsRequest) -> CreateTo
 }
 
 pub(crate) fn delete_topics(shared: &Shared, r: DeleteTopicsRequest) -> DeleteTopicsResponse {
-    let mut state = shared.state.lock();
+    let mut state = shared.state.write();
     let names: Vec<TopicName> = r
         .topic_names
         .into_iter()
@@ -208,7 +208,7 @@ pub(crate) fn describe_configs(
     shared: &Shared,
     r: DescribeConfigsRequest,
 ) -> DescribeConfigsResponse {
-    let state = shared.state.lock();
+    let state = shared.state.read();
     let results = r
         .resources
         .into_iter()

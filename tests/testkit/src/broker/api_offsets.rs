@@ -26,7 +26,7 @@ pub(crate) fn offset_commit(shared: &Shared, r: OffsetCommitRequest) -> OffsetCo
             r.generation_id_or_member_epoch,
         )
         .err();
-    let mut state = shared.state.lock();
+    let mut state = shared.state.write();
     let topics = r
         .topics
         .into_iter()
@@ -60,7 +60,7 @@ pub(crate) fn offset_commit(shared: &Shared, r: OffsetCommitRequest) -> OffsetCo
 }
 
 pub(crate) fn offset_fetch(shared: &Shared, r: OffsetFetchRequest) -> OffsetFetchResponse {
-    let state = shared.state.lock();
+    let state = shared.state.read();
     let group = r.group_id.0.as_str().to_string();
     let requested: Vec<(kafka_protocol::messages::TopicName, Vec<i32>)> = match r.topics {
         Some(topics) => topics

@@ -108,7 +108,7 @@ fn append_partition(
 pub(crate) fn produce(shared: &Shared, r: ProduceRequest) -> ProduceResponse {
     let mut responses = Vec::new();
     {
-        let mut state = shared.state.lock();
+        let mut state = shared.state.write();
         for topic in r.topic_data {
             let name = topic.name.0.as_str().to_string();
             let partition_responses = topic

@@ -136,7 +136,7 @@ impl PartitionLog {
 
 /// Compacts every compacted topic now. Returns the records removed.
 pub(crate) fn compact_all(shared: &Shared) -> usize {
-    let mut state = shared.state.lock();
+    let mut state = shared.state.write();
     let mut removed = 0;
     let mut compacted_parts = Vec::new();
     for (name, topic) in state.topics.iter_mut() {

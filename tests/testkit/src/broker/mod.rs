@@ -18,7 +18,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use parking_lot::Mutex;
+use parking_lot::{Mutex, RwLock};
 use thiserror::Error;
 use tokio::sync::Notify;
 
@@ -76,7 +76,9 @@ impl Default for BrokerConfig {
 pub(crate) struct Shared {
     pub config: BrokerConfig,
     pub addr: SocketAddr,
-    pub state: Mutex<ClusterState>,
+    /// Read-locked by fetches, offset and metadata reads, so that they run side by side;
+    /// write-locked by what changes it.
+    pub state: RwLock<ClusterState>,
     pub groups: Mutex<groups::Groups>,
     /// Woken on every append, so that long-polling fetches return early.
     pub appended: Notify,
@@ -137,7 +139,7 @@ impl EmbeddedBroker {
         let shared = Arc::new(Shared {
             config,
             addr,
-            state: Mutex::new(state),
+            state: RwLock::new(state),
             groups: Mutex::new(groups::Groups::default()),
             appended: Notify::new(),
             faults: faults::Faults::new(),
@@ -222,7 +224,7 @@ impl EmbeddedBroker {
     /// (high watermark, last stable offset, producer ids with an open transaction) of a
     /// partition, for tests and debugging.
     pub fn partition_state(&self, topic: &str, partition: i32) -> Option<(i64, i64, Vec<i64>)> {
-        let state = self.shared.state.lock();
+        let state = self.shared.state.read();
         let log = state.partition(topic, partition)?;
         Some((
             log.next_offset,
@@ -241,7 +243,7 @@ impl EmbeddedBroker {
     pub fn delete_records(&self, topic: &str, partition: i32, before: i64) -> Option<i64> {
         self.shared
             .state
-            .lock()
+            .write()
             .delete_records(topic, partition, before)
     }
 
@@ -263,21 +265,21 @@ impl EmbeddedBroker {
             .collect();
         self.shared
             .state
-            .lock()
+            .write()
             .create_topic(name, partitions, configs)
     }
 
     /// The configs a topic was created with (what DescribeConfigs reports as set), `None` for
     /// an unknown topic.
     pub fn topic_configs(&self, name: &str) -> Option<std::collections::BTreeMap<String, String>> {
-        let state = self.shared.state.lock();
+        let state = self.shared.state.read();
         let topic = state.topics.get(name)?;
         Some(topic.configs.clone())
     }
 
     /// The log start offset (low watermark) of a partition, `None` for an unknown partition.
     pub fn log_start_offset(&self, topic: &str, partition: i32) -> Option<i64> {
-        let state = self.shared.state.lock();
+        let state = self.shared.state.read();
         Some(state.partition(topic, partition)?.log_start_offset)
     }
 }

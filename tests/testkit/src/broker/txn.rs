@@ -121,7 +121,7 @@ pub(crate) fn init_producer_id(
     shared: &Shared,
     r: InitProducerIdRequest,
 ) -> InitProducerIdResponse {
-    let mut state = shared.state.lock();
+    let mut state = shared.state.write();
     let Some(txn_id) = r
         .transactional_id
         .as_ref()
@@ -213,7 +213,7 @@ pub(crate) fn add_partitions(
     shared: &Shared,
     r: AddPartitionsToTxnRequest,
 ) -> AddPartitionsToTxnResponse {
-    let mut state = shared.state.lock();
+    let mut state = shared.state.write();
     let txn_id = r.v3_and_below_transactional_id.0.as_str().to_string();
     let checked = check_producer(
         &state,
@@ -259,7 +259,7 @@ pub(crate) fn add_partitions(
 }
 
 pub(crate) fn add_offsets(shared: &Shared, r: AddOffsetsToTxnRequest) -> AddOffsetsToTxnResponse {
-    let mut state = shared.state.lock();
+    let mut state = shared.state.write();
     let txn_id = r.transactional_id.0.as_str().to_string();
     match check_producer(&state, &txn_id, r.producer_id.0, r.producer_epoch) {
         Ok(()) => {
@@ -279,7 +279,7 @@ pub(crate) fn txn_offset_commit(
     // stays locked until the offsets are stored, so no rebalance comes in between.
     let groups = shared.groups.lock();
     let member_checked = groups.check_txn_member(&group, r.member_id.as_str(), r.generation_id);
-    let mut state = shared.state.lock();
+    let mut state = shared.state.write();
     let txn_id = r.transactional_id.0.as_str().to_string();
     let checked =
         check_producer(&state, &txn_id, r.producer_id.0, r.producer_epoch).and(member_checked);
@@ -325,7 +325,7 @@ pub(crate) fn txn_offset_commit(
 
 pub(crate) fn end_txn(shared: &Shared, r: EndTxnRequest) -> EndTxnResponse {
     let response = {
-        let mut state = shared.state.lock();
+        let mut state = shared.state.write();
         let txn_id = r.transactional_id.0.as_str().to_string();
         match check_producer(&state, &txn_id, r.producer_id.0, r.producer_epoch) {
             Err(e) => EndTxnResponse::default().with_error_code(e.code()),
@@ -374,7 +374,7 @@ pub(crate) async fn expire_transactions(shared: Arc<Shared>) {
     loop {
         tokio::time::sleep(Duration::from_millis(100)).await;
         let expired = {
-            let mut state = shared.state.lock();
+            let mut state = shared.state.write();
             let now = Instant::now();
             let expired: Vec<String> = state
                 .transactions
