@@ -58,6 +58,10 @@ pub enum EngineError {
         #[source]
         source: rdkafka::error::KafkaError,
     },
+    /// A query of the application's state that cannot be answered as asked (an unknown store,
+    /// a store of another kind).
+    #[error("invalid query: {0}")]
+    Query(String),
 }
 
 /// How a caller should react to an [`EngineError`].
@@ -73,6 +77,8 @@ pub enum ErrorKind {
     Retriable,
     /// The record is bad: the configured exception handler decides (fail, or skip and count).
     BadRecord,
+    /// The request (a query) is wrong: the caller fixes it; nothing else is affected.
+    InvalidRequest,
 }
 
 impl EngineError {
@@ -90,6 +96,7 @@ impl EngineError {
             },
             EngineError::TaskMigrated(_) => ErrorKind::TaskMigrated,
             EngineError::Kafka { kind, .. } => *kind,
+            EngineError::Query(_) => ErrorKind::InvalidRequest,
         }
     }
 

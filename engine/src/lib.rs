@@ -15,6 +15,7 @@ mod dsl;
 mod error;
 mod operators;
 mod processor;
+mod query;
 mod record;
 mod runtime;
 mod serdes;
@@ -42,6 +43,7 @@ pub use processor::{
     KeyValueStoreHandle, Processor, ProcessorContext, ScheduleId, SessionStoreHandle,
     WindowStoreHandle,
 };
+pub use query::{KeyValueQuery, Positioned, StateQueries, StoreInfo, WindowQuery};
 pub use record::{Change, Headers, Record, RecordMetadata, Windowed};
 pub use runtime::{KafkaStreams, Progress, RuntimeConfig, DLQ_TOPIC};
 pub use serdes::{Serde, SerdeRef, Serdes};

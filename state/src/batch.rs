@@ -77,4 +77,7 @@ pub struct Checkpoint {
     pub changelog_offsets: BTreeMap<String, i64>,
     /// The largest event time the task had seen (`None`: not recorded).
     pub stream_time: Option<i64>,
+    /// Input topic → next offset of the task's partition of it that the state reflects: the
+    /// position a query of this state answers at. Topics not named keep their earlier values.
+    pub input_offsets: BTreeMap<String, i64>,
 }

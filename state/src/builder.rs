@@ -6,11 +6,12 @@ use std::sync::Arc;
 
 use crate::caching::CachingKeyValueStore;
 use crate::changelogging::{ChangeLoggingKeyValueStore, ChangelogSink};
-use crate::error::Result;
+use crate::error::{Result, StateError};
 use crate::keys::KeyOrder;
 use crate::memory::InMemoryKeyValueStore;
 use crate::memory_budget::MemoryBudget;
 use crate::metered::MeteredKeyValueStore;
+use crate::read_only::ReadOnlyKeyValueStore;
 use crate::record_time::RecordTime;
 use crate::rocks::RocksDbInstance;
 use crate::session::SessionStore;
@@ -147,8 +148,29 @@ pub fn build_store(spec: &StoreSpec, ctx: &StoreContext) -> Result<BuiltStore> {
         logged
     };
     let metered: Box<dyn KeyValueStore> = Box::new(MeteredKeyValueStore::new(cached, &ctx.task_id));
-    Ok(match &spec.kind {
-        StoreKind::KeyValue => BuiltStore::KeyValue(metered),
+    Ok(of_kind(&spec.kind, metered))
+}
+
+/// A read-only view of the persistent store `spec` in `db`: what its last commit left there
+/// (nothing else reaches RocksDB: the transaction buffer above holds the open transaction's
+/// writes, and the caching layer the dirty entries). For queries from outside the task.
+pub fn build_read_only(spec: &StoreSpec, db: &Arc<RocksDbInstance>) -> Result<BuiltStore> {
+    if !spec.persistent {
+        return Err(StateError::Config(format!(
+            "store `{}` is in memory: only persistent stores can be read from outside their task",
+            spec.name
+        )));
+    }
+    let base = Box::new(ReadOnlyKeyValueStore::new(Box::new(
+        db.key_value_store(&spec.name)?,
+    )));
+    Ok(of_kind(&spec.kind, base))
+}
+
+/// `store` as a store of `kind`.
+fn of_kind(kind: &StoreKind, store: Box<dyn KeyValueStore>) -> BuiltStore {
+    match kind {
+        StoreKind::KeyValue => BuiltStore::KeyValue(store),
         StoreKind::Window {
             retention_ms,
             segment_interval_ms,
@@ -156,7 +178,7 @@ pub fn build_store(spec: &StoreSpec, ctx: &StoreContext) -> Result<BuiltStore> {
             time_ordered,
         } => BuiltStore::Window(
             WindowStore::new(
-                metered,
+                store,
                 *retention_ms,
                 *segment_interval_ms,
                 *retain_duplicates,
@@ -168,7 +190,7 @@ pub fn build_store(spec: &StoreSpec, ctx: &StoreContext) -> Result<BuiltStore> {
             }),
         ),
         StoreKind::Session { retention_ms } => {
-            BuiltStore::Session(SessionStore::new(metered, *retention_ms, None))
+            BuiltStore::Session(SessionStore::new(store, *retention_ms, None))
         }
-    })
+    }
 }

@@ -21,6 +21,14 @@ type Db = DBWithThreadMode<MultiThreaded>;
 const CHECKPOINT_CF: &str = "__eddy_checkpoint";
 const STREAM_TIME_KEY: &[u8] = b"stream-time";
 const OFFSET_PREFIX: &[u8] = b"offset/";
+const INPUT_PREFIX: &[u8] = b"input/";
+
+/// How long opening a database waits for a reader of its previous incarnation to let go.
+const LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// How many times [`RocksDbInstance::read_consistent`] reads again when commits keep landing
+/// during its read.
+const CONSISTENT_READ_ATTEMPTS: usize = 20;
 
 /// Memory limits shared by every RocksDB store of a process.
 #[derive(Debug, Clone, Copy)]
@@ -112,6 +120,9 @@ pub struct RocksDbInstance {
     commit_opts: WriteOptions,
     /// Batches written by [`RocksDbInstance::commit`].
     commits: std::sync::atomic::AtomicU64,
+    /// Odd while a commit batch is being written: readers that must see one commit's state
+    /// whole read again when it moved (see [`RocksDbInstance::read_consistent`]).
+    commit_seq: std::sync::atomic::AtomicU64,
 }
 
 impl std::fmt::Debug for RocksDbInstance {
@@ -142,11 +153,27 @@ impl RocksDbInstance {
         if !existing.iter().any(|n| n == CHECKPOINT_CF) {
             existing.push(CHECKPOINT_CF.to_string());
         }
-        let descriptors = existing
-            .into_iter()
-            .map(|name| ColumnFamilyDescriptor::new(name, env.cf_options()));
-        let db = Db::open_cf_descriptors(&opts, &path, descriptors)
-            .map_err(rocks_err(&path.display().to_string()))?;
+        let open = || {
+            let descriptors = existing
+                .iter()
+                .map(|name| ColumnFamilyDescriptor::new(name, env.cf_options()));
+            Db::open_cf_descriptors(&opts, &path, descriptors)
+        };
+        // A query reading the database of the task's previous incarnation holds it open (and
+        // its lock) for as long as one read takes: wait for it rather than fail the task.
+        let deadline = std::time::Instant::now() + LOCK_WAIT;
+        let db = loop {
+            match open() {
+                Err(e)
+                    if e.kind() == rocksdb::ErrorKind::IOError
+                        && e.to_string().contains("lock")
+                        && std::time::Instant::now() < deadline =>
+                {
+                    std::thread::sleep(std::time::Duration::from_millis(10));
+                }
+                other => break other.map_err(rocks_err(&path.display().to_string()))?,
+            }
+        };
         let mut write_opts = WriteOptions::default();
         write_opts.disable_wal(true);
         Ok(Arc::new(Self {
@@ -156,6 +183,7 @@ impl RocksDbInstance {
             write_opts,
             commit_opts: WriteOptions::default(),
             commits: std::sync::atomic::AtomicU64::new(0),
+            commit_seq: std::sync::atomic::AtomicU64::new(0),
         }))
     }
 
@@ -207,12 +235,42 @@ impl RocksDbInstance {
         if let Some(t) = checkpoint.stream_time {
             write.put_cf(&cf, STREAM_TIME_KEY, t.to_be_bytes());
         }
-        self.db
-            .write_opt(write, &self.commit_opts)
-            .map_err(rocks_err(&self.path.display().to_string()))?;
+        for (topic, offset) in &checkpoint.input_offsets {
+            let key = [INPUT_PREFIX, topic.as_bytes()].concat();
+            write.put_cf(&cf, key, offset.to_be_bytes());
+        }
+        use std::sync::atomic::Ordering::SeqCst;
+        self.commit_seq.fetch_add(1, SeqCst);
+        let written = self.db.write_opt(write, &self.commit_opts);
+        self.commit_seq.fetch_add(1, SeqCst);
+        written.map_err(rocks_err(&self.path.display().to_string()))?;
         self.commits
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         Ok(())
+    }
+
+    /// Runs `read` (reads of this database: its stores, its checkpoint) so that everything it
+    /// read comes from one committed state: it reads again when a commit batch landed while
+    /// it read. Only commit batches change a running task's database, so this is the state
+    /// of the last commit. `Busy` if commits kept landing for every attempt.
+    pub fn read_consistent<R>(&self, mut read: impl FnMut() -> Result<R>) -> Result<R> {
+        use std::sync::atomic::Ordering::SeqCst;
+        for _ in 0..CONSISTENT_READ_ATTEMPTS {
+            // Waits out a commit being written (one RocksDB batch write).
+            let mut before = self.commit_seq.load(SeqCst);
+            while before % 2 == 1 {
+                std::thread::yield_now();
+                before = self.commit_seq.load(SeqCst);
+            }
+            let result = read()?;
+            if self.commit_seq.load(SeqCst) == before {
+                return Ok(result);
+            }
+        }
+        Err(StateError::Busy {
+            store: self.path.display().to_string(),
+            attempts: CONSISTENT_READ_ATTEMPTS,
+        })
     }
 
     /// The number of batches committed since the database was opened.
@@ -237,6 +295,10 @@ impl RocksDbInstance {
                 })?;
             if key.as_ref() == STREAM_TIME_KEY {
                 checkpoint.stream_time = Some(number);
+            } else if let Some(topic) = key.strip_prefix(INPUT_PREFIX) {
+                checkpoint
+                    .input_offsets
+                    .insert(String::from_utf8_lossy(topic).into_owned(), number);
             } else if let Some(store) = key.strip_prefix(OFFSET_PREFIX) {
                 checkpoint
                     .changelog_offsets

@@ -447,6 +447,7 @@ fn rocksdb_stores_survive_reopening() {
         let mut checkpoint = Checkpoint::default();
         checkpoint.changelog_offsets.insert("kv".into(), 42);
         checkpoint.stream_time = Some(7);
+        checkpoint.input_offsets.insert("words".into(), 99);
         db.commit(batch, &checkpoint).unwrap();
         db.flush_all().unwrap();
     }
@@ -460,6 +461,7 @@ fn rocksdb_stores_survive_reopening() {
     let checkpoint = db.checkpoint().unwrap();
     assert_eq!(checkpoint.changelog_offsets.get("kv"), Some(&42));
     assert_eq!(checkpoint.stream_time, Some(7));
+    assert_eq!(checkpoint.input_offsets.get("words"), Some(&99));
     let w = WindowStore::new(
         Box::new(db.key_value_store("win").unwrap()),
         60_000,
@@ -505,4 +507,51 @@ fn restore_bypasses_the_cache_and_the_changelog() {
         sink.0.lock().unwrap().is_empty(),
         "nothing restored is logged again"
     );
+}
+
+/// A consistent read sees one commit whole: the store's rows and the checkpoint that commit
+/// wrote go together, and a read-only view refuses writes.
+#[test]
+fn consistent_reads_see_a_commit_and_its_checkpoint_together() {
+    let env = RocksDbEnv::new(RocksDbMemoryConfig::default());
+    let dir = tempfile::tempdir().unwrap();
+    let db = RocksDbInstance::open(&env, dir.path()).unwrap();
+    let spec = StoreSpec::key_value("kv");
+    db.key_value_store("kv").unwrap();
+    let writer = {
+        let db = Arc::clone(&db);
+        std::thread::spawn(move || {
+            for i in 1..=200i64 {
+                let mut batch = StateBatch::new();
+                batch.put("kv", b"n".to_vec(), i.to_be_bytes().to_vec());
+                let mut checkpoint = Checkpoint::default();
+                checkpoint.input_offsets.insert("in".into(), i);
+                db.commit(batch, &checkpoint).unwrap();
+                // A task commits every `commit.interval.ms`, not back to back.
+                std::thread::sleep(std::time::Duration::from_micros(500));
+            }
+        })
+    };
+    let mut reads = 0;
+    while !writer.is_finished() || reads == 0 {
+        let (value, offset) = db
+            .read_consistent(|| {
+                let view = crate::build_read_only(&spec, &db)?;
+                let BuiltStore::KeyValue(mut kv) = view else {
+                    unreachable!("a key-value spec")
+                };
+                assert!(kv.put(b"n", b"x").is_err(), "a view cannot write");
+                let offset = db.checkpoint()?.input_offsets.get("in").copied();
+                // A read that takes a while: a commit may land in the middle of it.
+                std::thread::sleep(std::time::Duration::from_micros(100));
+                let value = kv
+                    .get(b"n")?
+                    .map(|b| i64::from_be_bytes(b.try_into().unwrap()));
+                Ok((value, offset))
+            })
+            .unwrap();
+        assert_eq!(value, offset, "rows and position from the same commit");
+        reads += 1;
+    }
+    writer.join().unwrap();
 }

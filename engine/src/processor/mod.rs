@@ -7,5 +7,5 @@ mod stores;
 
 pub use api::{Processor, ScheduleId};
 pub use context::ProcessorContext;
+pub(crate) use stores::{store_serdes, StoreEntry, StoreSerdes};
 pub use stores::{KeyValueStoreHandle, SessionStoreHandle, WindowStoreHandle};
-pub(crate) use stores::{StoreEntry, StoreSerdes};

@@ -28,16 +28,21 @@ fn typed<K: 'static, V: 'static>(
     entry: &StoreEntry,
     name: &str,
 ) -> Result<(SerdeRef<K>, SerdeRef<V>)> {
-    let serdes = entry
-        .serdes
-        .downcast_ref::<StoreSerdes<K, V>>()
-        .ok_or_else(|| {
-            EngineError::Topology(format!(
-                "store `{name}` does not hold `{}` keys and `{}` values",
-                std::any::type_name::<K>(),
-                std::any::type_name::<V>()
-            ))
-        })?;
+    store_serdes(&entry.serdes, name)
+}
+
+/// The key and value serdes of store `name`, checked to be of `K` and `V`.
+pub(crate) fn store_serdes<K: 'static, V: 'static>(
+    serdes: &Arc<dyn Any + Send + Sync>,
+    name: &str,
+) -> Result<(SerdeRef<K>, SerdeRef<V>)> {
+    let serdes = serdes.downcast_ref::<StoreSerdes<K, V>>().ok_or_else(|| {
+        EngineError::Topology(format!(
+            "store `{name}` does not hold `{}` keys and `{}` values",
+            std::any::type_name::<K>(),
+            std::any::type_name::<V>()
+        ))
+    })?;
     Ok((Arc::clone(&serdes.key), Arc::clone(&serdes.value)))
 }
 

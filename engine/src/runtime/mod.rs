@@ -68,6 +68,7 @@ pub struct KafkaStreams {
     threads: Vec<JoinHandle<Result<()>>>,
     shutdown: Arc<AtomicBool>,
     progress: Arc<Progress>,
+    queries: crate::query::StateQueries,
 }
 
 impl std::fmt::Debug for KafkaStreams {
@@ -93,15 +94,17 @@ impl KafkaStreams {
         let progress = Arc::new(Progress::default());
         // One cache and one uncommitted-writes budget for every thread's tasks.
         let memory = crate::task::StateMemory::from_config(&config.streams);
+        let queryable = Arc::new(crate::query::QueryableStores::default());
         let mut threads = Vec::new();
         for index in 0..config.streams.num_stream_threads {
-            let (topology, config, shutdown, progress, state_directory, memory) = (
+            let (topology, config, shutdown, progress, state_directory, memory, queryable) = (
                 Arc::clone(&topology),
                 config.clone(),
                 Arc::clone(&shutdown),
                 Arc::clone(&progress),
                 Arc::clone(&state_directory),
                 memory.clone(),
+                Arc::clone(&queryable),
             );
             let handle = std::thread::Builder::new()
                 .name(format!("{}-stream-{index}", config.streams.application_id))
@@ -114,6 +117,7 @@ impl KafkaStreams {
                         shutdown,
                         progress,
                         memory,
+                        queryable,
                     })
                 })
                 .map_err(|e| EngineError::Config {
@@ -126,7 +130,13 @@ impl KafkaStreams {
             threads,
             shutdown,
             progress,
+            queries: crate::query::StateQueries::new(topology, queryable),
         })
+    }
+
+    /// Queries of the application's state held by this instance (see `query/mod.rs`).
+    pub fn queries(&self) -> crate::query::StateQueries {
+        self.queries.clone()
     }
 
     /// The application's counters.

@@ -168,6 +168,8 @@ pub(crate) struct ThreadSpec {
     pub progress: Arc<Progress>,
     /// The instance's memory budgets, shared with the other threads.
     pub memory: crate::task::StateMemory,
+    /// Where the thread's running tasks make their stores queryable.
+    pub queryable: Arc<crate::query::QueryableStores>,
 }
 
 /// Runs a stream thread until `shutdown` or an error.

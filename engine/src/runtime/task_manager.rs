@@ -94,6 +94,8 @@ pub(crate) struct TaskManager {
     memory: crate::task::StateMemory,
     /// How far each input partition is behind the broker (whether a task waits for it).
     fetched_lag: FetchedLag,
+    /// Where running tasks make their persistent stores queryable.
+    queryable: Arc<crate::query::QueryableStores>,
 }
 
 impl TaskManager {
@@ -106,6 +108,7 @@ impl TaskManager {
             shutdown,
             progress,
             memory,
+            queryable,
         } = spec;
         let app = config.streams.application_id.clone();
         let store_by_changelog = topology.stores_by_changelog(&app);
@@ -138,6 +141,7 @@ impl TaskManager {
             paused: BTreeSet::new(),
             memory,
             fetched_lag: FetchedLag::new(ends),
+            queryable,
         }
     }
 
@@ -294,9 +298,28 @@ impl TaskManager {
                 }
                 other => other?,
             };
+            if let Some(db) = task.rocksdb() {
+                let stores = self.persistent_stores(id);
+                self.queryable.register(&stores, id.partition, db);
+            }
             self.tasks.insert(id, task);
         }
         Ok(())
+    }
+
+    /// The persistent stores of task `id`'s sub-topology.
+    fn persistent_stores(&self, id: TaskId) -> Vec<String> {
+        self.topology
+            .subtopologies()
+            .get(id.subtopology)
+            .map(|s| {
+                s.stores
+                    .iter()
+                    .filter(|name| self.topology.store_is_persistent(name))
+                    .cloned()
+                    .collect()
+            })
+            .unwrap_or_default()
     }
 
     fn open_task(&mut self, id: TaskId) -> Result<StreamTask> {
@@ -571,7 +594,7 @@ impl TaskManager {
                 }
                 // The transaction is in; a failure here leaves local state at the previous
                 // checkpoint, and reopening the tasks restores the difference.
-                self.commit_state(&changelog)
+                self.commit_state(&changelog, &offsets)
                     .map_err(|e| CommitError::aborted(format!("writing local state: {e}")))?;
                 self.purge_repartition_topics();
                 Ok(())
@@ -585,7 +608,18 @@ impl TaskManager {
 
     /// After a successful commit: every task makes its buffered writes local state, with the
     /// changelog offsets they reach as its checkpoint.
-    fn commit_state(&mut self, changelog: &ChangelogOffsets) -> Result<()> {
+    fn commit_state(
+        &mut self,
+        changelog: &ChangelogOffsets,
+        inputs: &BTreeMap<(String, i32), InputPosition>,
+    ) -> Result<()> {
+        let mut inputs_by_task: BTreeMap<TaskId, BTreeMap<String, i64>> = BTreeMap::new();
+        for ((topic, partition), position) in inputs {
+            if let Some(id) = self.task_of(topic, *partition) {
+                let offsets = inputs_by_task.entry(id).or_default();
+                offsets.insert(topic.clone(), position.offset);
+            }
+        }
         let mut by_task: BTreeMap<TaskId, BTreeMap<String, i64>> = BTreeMap::new();
         for ((topic, partition), &offset) in changelog {
             if let Some((subtopology, store)) = self.store_by_changelog.get(topic) {
@@ -598,7 +632,8 @@ impl TaskManager {
         }
         let none = BTreeMap::new();
         for (id, task) in &mut self.tasks {
-            task.commit_state(by_task.get(id).unwrap_or(&none))?;
+            let changelog = by_task.get(id).unwrap_or(&none);
+            task.commit_state_at(changelog, inputs_by_task.get(id).unwrap_or(&none))?;
         }
         Ok(())
     }
@@ -661,6 +696,8 @@ impl TaskManager {
             if dirty {
                 tracing::debug!(task = %id, "closing dirty");
             }
+            self.queryable
+                .deregister(&self.persistent_stores(id), id.partition);
             task.close();
         }
     }

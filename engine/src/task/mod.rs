@@ -512,9 +512,20 @@ impl StreamTask {
     /// Makes the writes of a committed transaction local state: every store hands its buffered
     /// writes on, and the persistent ones land in one RocksDB batch together with the checkpoint
     /// (`changelog_offsets`: store → next changelog offset, for the stores whose changelog was
-    /// written; the others keep theirs) and the stream time. Called only after the transaction
+    /// written; the others keep theirs), the stream time, and `input_offsets` (input topic →
+    /// next offset of the task's partition consumed in the transaction: the position the state
+    /// now answers queries at). Called only after the transaction
     /// committed; an aborted transaction's writes are dropped with the task.
     pub fn commit_state(&mut self, changelog_offsets: &BTreeMap<String, i64>) -> Result<()> {
+        self.commit_state_at(changelog_offsets, &BTreeMap::new())
+    }
+
+    /// [`StreamTask::commit_state`], recording the input position the state reflects.
+    pub(crate) fn commit_state_at(
+        &mut self,
+        changelog_offsets: &BTreeMap<String, i64>,
+        input_offsets: &BTreeMap<String, i64>,
+    ) -> Result<()> {
         let mut batch = StateBatch::new();
         for entry in self.core.stores.values() {
             entry.store.lock().key_values().commit_into(&mut batch)?;
@@ -529,11 +540,13 @@ impl StreamTask {
                     .map(|(store, offset)| (store.clone(), *offset))
                     .collect(),
                 stream_time: (self.core.stream_time != i64::MIN).then_some(self.core.stream_time),
+                input_offsets: input_offsets.clone(),
             };
             // An idle task (no writes, no changelog records, the same stream time) has nothing
             // to write: its last batch already says all of it.
             let idle = batch.is_empty()
                 && checkpoint.changelog_offsets.is_empty()
+                && checkpoint.input_offsets.is_empty()
                 && self.committed_stream_time == Some(checkpoint.stream_time);
             if !idle {
                 db.commit(batch, &checkpoint)?;

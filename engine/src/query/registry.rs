@@ -1,0 +1,50 @@
+//! Which persistent stores of this instance can be queried now, per partition: those of the
+//! tasks that are open and restored. A task registers its stores once it is initialized and
+//! removes them when it closes; the registry holds its database weakly, so a closed task's
+//! database is not kept open by it (a query holds it only while it reads).
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Weak};
+
+use eddy_state::RocksDbInstance;
+use parking_lot::RwLock;
+
+/// Store name → partition → the database of the task that holds it.
+#[derive(Debug, Default)]
+pub(crate) struct QueryableStores {
+    partitions: RwLock<BTreeMap<String, BTreeMap<i32, Weak<RocksDbInstance>>>>,
+}
+
+impl QueryableStores {
+    /// A running task's persistent `stores` of `partition` can be queried.
+    pub fn register(&self, stores: &[String], partition: i32, db: &Arc<RocksDbInstance>) {
+        let mut partitions = self.partitions.write();
+        for store in stores {
+            partitions
+                .entry(store.clone())
+                .or_default()
+                .insert(partition, Arc::downgrade(db));
+        }
+    }
+
+    /// The task holding `stores` of `partition` closed.
+    pub fn deregister(&self, stores: &[String], partition: i32) {
+        let mut partitions = self.partitions.write();
+        for store in stores {
+            if let Some(p) = partitions.get_mut(store) {
+                p.remove(&partition);
+            }
+        }
+    }
+
+    /// The partitions of `store` held here now, with their databases.
+    pub fn partitions(&self, store: &str) -> Vec<(i32, Arc<RocksDbInstance>)> {
+        self.partitions
+            .read()
+            .get(store)
+            .into_iter()
+            .flatten()
+            .filter_map(|(p, db)| Some((*p, db.upgrade()?)))
+            .collect()
+    }
+}

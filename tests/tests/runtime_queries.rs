@@ -1,0 +1,177 @@
+//! Interactive queries of a running application: typed reads of its persistent stores, which
+//! answer from committed state only and say the input position they reflect.
+
+use std::collections::BTreeMap;
+use std::ops::Bound;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use eddy_engine::{
+    Consumed, ErrorKind, Grouped, KafkaStreams, Materialized, RuntimeConfig, Serdes,
+    StreamsBuilder, StreamsConfig, TimeWindows, Topology,
+};
+use eddy_testkit::EmbeddedBroker;
+use rdkafka::config::ClientConfig;
+use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+
+const WORDS: [&str; 5] = ["apple", "banana", "cherry", "damson", "elder"];
+
+/// Word i of the feed, at event time `i * 100` ms.
+fn word(i: usize) -> &'static str {
+    WORDS[(i * 7 + i / 3) % WORDS.len()]
+}
+
+fn feed(bootstrap: &str, n: usize) -> BTreeMap<String, i64> {
+    let p: BaseProducer = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .create()
+        .unwrap();
+    let mut counts = BTreeMap::new();
+    for i in 0..n {
+        let w = word(i);
+        p.send(
+            BaseRecord::to("words")
+                .key(w)
+                .payload("x")
+                .timestamp(1_000_000 + i as i64 * 100),
+        )
+        .unwrap();
+        *counts.entry(w.to_string()).or_insert(0) += 1;
+    }
+    p.flush(Duration::from_secs(30)).unwrap();
+    counts
+}
+
+/// Counts per word (`counts`), per word and 10-second window (`windowed`, kept an hour so
+/// that every window of the feed stays), and an in-memory copy (`counts-in-memory`).
+fn topology() -> Topology {
+    let b = StreamsBuilder::new();
+    let words = b.stream(
+        &["words"],
+        Consumed::with(Serdes::string(), Serdes::string()),
+    );
+    let grouped =
+        words.group_by_key(Grouped::named("by-word").with(Serdes::string(), Serdes::string()));
+    grouped.count(Materialized::named("counts"));
+    grouped.count(Materialized::named("counts-in-memory").in_memory());
+    grouped
+        .windowed_by(TimeWindows::of_size_with_no_grace(Duration::from_secs(10)))
+        .count(Materialized::named("windowed").with_retention(Duration::from_secs(3600)));
+    b.build().unwrap()
+}
+
+fn start(bootstrap: &str, app: &str, commit_ms: &str, dir: &std::path::Path) -> KafkaStreams {
+    let mut c = StreamsConfig::new(app);
+    c.set("state.dir", dir.to_str().unwrap()).unwrap();
+    c.set("processing.guarantee", "exactly_once_v2").unwrap();
+    c.set("commit.interval.ms", commit_ms).unwrap();
+    KafkaStreams::start(topology(), RuntimeConfig::new(c, bootstrap)).unwrap()
+}
+
+#[test]
+fn committed_counts_are_queryable_by_key_range_and_window_with_their_position() {
+    let broker = EmbeddedBroker::start().unwrap();
+    let bootstrap = broker.bootstrap();
+    broker.create_topic("words", 2);
+    const N: usize = 2_000;
+    let expected = feed(&bootstrap, N);
+    let dir = tempfile::tempdir().unwrap();
+    let app = start(&bootstrap, "queries", "100", dir.path());
+    let queries = app.queries();
+    let counts = queries.key_value::<String, i64>("counts").unwrap();
+    // Every record is in once the position reaches the end of both partitions.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let all = loop {
+        let all = counts.all(100).unwrap();
+        if all.position.values().sum::<i64>() == N as i64 && all.partitions.len() == 2 {
+            break all;
+        }
+        assert!(Instant::now() < deadline, "never caught up: {all:?}");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert_eq!(
+        all.value.iter().cloned().collect::<BTreeMap<_, _>>(),
+        expected,
+        "every count, once"
+    );
+    let keys: Vec<&String> = all.value.iter().map(|(k, _)| k).collect();
+    assert!(keys.windows(2).all(|w| w[0] < w[1]), "in key order");
+    let banana = counts.get(&"banana".to_string()).unwrap();
+    assert_eq!(banana.value, expected.get("banana").copied());
+    assert_eq!(counts.get(&"fig".to_string()).unwrap().value, None);
+    let middle = counts
+        .range(
+            Bound::Included(&"banana".to_string()),
+            Bound::Excluded(&"damson".to_string()),
+            10,
+        )
+        .unwrap();
+    let want: Vec<(String, i64)> = ["banana", "cherry"]
+        .iter()
+        .map(|w| (w.to_string(), expected[*w]))
+        .collect();
+    assert_eq!(middle.value, want);
+    assert_eq!(counts.all(2).unwrap().value.len(), 2, "the limit holds");
+
+    // Windows: the records of each 10-second window, counted per word.
+    let mut windows: BTreeMap<(String, i64), i64> = BTreeMap::new();
+    for i in 0..N {
+        let start = (1_000_000 + i as i64 * 100) / 10_000 * 10_000;
+        *windows.entry((word(i).to_string(), start)).or_insert(0) += 1;
+    }
+    let windowed = queries.window::<String, i64>("windowed").unwrap();
+    let cherry = windowed.fetch(&"cherry".to_string(), 0, i64::MAX).unwrap();
+    let want: Vec<(i64, i64)> = windows
+        .iter()
+        .filter(|((w, _), _)| w == "cherry")
+        .map(|((_, start), n)| (*start, *n))
+        .collect();
+    assert_eq!(cherry.value, want);
+    let first = windowed.fetch_all(1_000_000, 1_000_000).unwrap();
+    assert_eq!(
+        first.value.len(),
+        windows.keys().filter(|(_, s)| *s == 1_000_000).count()
+    );
+
+    // Wrong queries are clear errors, and the application goes on.
+    let e = queries.key_value::<String, i64>("nope").unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::InvalidRequest, "{e}");
+    let e = queries.window::<String, i64>("counts").unwrap_err();
+    assert!(e.to_string().contains("key-value store"), "{e}");
+    let e = queries
+        .key_value::<String, i64>("counts-in-memory")
+        .unwrap_err();
+    assert!(e.to_string().contains("in memory"), "{e}");
+    assert!(
+        queries.key_value::<i64, i64>("counts").is_err(),
+        "wrong types"
+    );
+    let listed: Vec<String> = queries.stores().into_iter().map(|s| s.name).collect();
+    assert_eq!(listed, ["counts", "windowed"]);
+    assert!(app.is_running());
+    app.close().unwrap();
+}
+
+/// Records processed but not committed (a commit interval of an hour) are not in any answer.
+#[test]
+fn state_of_an_open_transaction_is_not_visible() {
+    let broker = EmbeddedBroker::start().unwrap();
+    let bootstrap = broker.bootstrap();
+    broker.create_topic("words", 2);
+    const N: usize = 500;
+    feed(&bootstrap, N);
+    let dir = tempfile::tempdir().unwrap();
+    let app = start(&bootstrap, "queries-open", "3600000", dir.path());
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while app.progress().records_in.load(Ordering::Relaxed) < N as u64 {
+        assert!(Instant::now() < deadline, "never processed the feed");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let counts = app.queries().key_value::<String, i64>("counts").unwrap();
+    let all = counts.all(100).unwrap();
+    assert_eq!(all.partitions.len(), 2, "both partitions are held here");
+    assert_eq!(app.progress().commits.load(Ordering::Relaxed), 0);
+    assert!(all.value.is_empty(), "uncommitted counts: {:?}", all.value);
+    assert!(all.position.is_empty(), "{:?}", all.position);
+    app.close().unwrap();
+}
