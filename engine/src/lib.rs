@@ -43,10 +43,12 @@ pub use processor::{
     KeyValueStoreHandle, Processor, ProcessorContext, ScheduleId, SessionStoreHandle,
     WindowStoreHandle,
 };
-pub use query::{KeyValueQuery, Positioned, StateQueries, StoreInfo, WindowQuery};
+pub use query::{
+    KeyValueQuery, Positioned, QueryServer, SqlAnswer, StateQueries, StoreInfo, WindowQuery,
+};
 pub use record::{Change, Headers, Record, RecordMetadata, Windowed};
 pub use runtime::{KafkaStreams, Progress, RuntimeConfig, DLQ_TOPIC};
-pub use serdes::{Serde, SerdeRef, Serdes};
+pub use serdes::{Serde, SerdeKind, SerdeRef, Serdes};
 pub use task::collector::{ChangelogRecord, DeadLetter, ProducedRecord};
 pub use task::{InputRecord, StateMemory, StreamTask, TaskId};
 pub use time::{

@@ -33,6 +33,20 @@ pub trait Serde<T>: Send + Sync {
             None => Err(SerdeError::Null),
         }
     }
+    /// What kind of value it encodes, as far as SQL needs to know before it sees one.
+    fn kind(&self) -> SerdeKind {
+        SerdeKind::Other
+    }
+}
+
+/// The shape of the values a serde encodes (the column type SQL gives a store that is empty).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SerdeKind {
+    Text,
+    Integer,
+    Bytes,
+    /// Anything else (structures, through JSON or bincode).
+    Other,
 }
 
 /// A shared serde.
@@ -209,6 +223,9 @@ impl<A, B> Serde<(A, B)> for PairSerde<A, B> {
 
 struct StringSerde;
 impl Serde<String> for StringSerde {
+    fn kind(&self) -> SerdeKind {
+        SerdeKind::Text
+    }
     fn serialize(&self, value: &String) -> Result<Vec<u8>, SerdeError> {
         Ok(value.as_bytes().to_vec())
     }
@@ -222,6 +239,9 @@ impl Serde<String> for StringSerde {
 
 struct BytesSerde;
 impl Serde<Vec<u8>> for BytesSerde {
+    fn kind(&self) -> SerdeKind {
+        SerdeKind::Bytes
+    }
     fn serialize(&self, value: &Vec<u8>) -> Result<Vec<u8>, SerdeError> {
         Ok(value.clone())
     }
@@ -234,6 +254,9 @@ macro_rules! be_int_serde {
     ($name:ident, $t:ty, $n:expr, $label:expr) => {
         struct $name;
         impl Serde<$t> for $name {
+            fn kind(&self) -> SerdeKind {
+                SerdeKind::Integer
+            }
             fn serialize(&self, value: &$t) -> Result<Vec<u8>, SerdeError> {
                 Ok(value.to_be_bytes().to_vec())
             }
@@ -295,6 +318,9 @@ impl<T: Serialize + DeserializeOwned> Serde<T> for BincodeSerde<T> {
 
 struct NullableSerde<T>(SerdeRef<T>);
 impl<T> Serde<Option<T>> for NullableSerde<T> {
+    fn kind(&self) -> SerdeKind {
+        self.0.kind()
+    }
     fn serialize(&self, value: &Option<T>) -> Result<Vec<u8>, SerdeError> {
         match value {
             Some(v) => self.0.serialize(v),

@@ -162,7 +162,7 @@ pub fn build_read_only(spec: &StoreSpec, db: &Arc<RocksDbInstance>) -> Result<Bu
         )));
     }
     let base = Box::new(ReadOnlyKeyValueStore::new(Box::new(
-        db.key_value_store(&spec.name)?,
+        db.existing_store(&spec.name)?,
     )));
     Ok(of_kind(&spec.kind, base))
 }

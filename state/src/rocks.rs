@@ -166,7 +166,8 @@ impl RocksDbInstance {
             match open() {
                 Err(e)
                     if e.kind() == rocksdb::ErrorKind::IOError
-                        && e.to_string().contains("lock")
+                        && (e.to_string().contains("lock hold by current process")
+                            || e.to_string().contains("While lock file"))
                         && std::time::Instant::now() < deadline =>
                 {
                     std::thread::sleep(std::time::Duration::from_millis(10));
@@ -199,6 +200,16 @@ impl RocksDbInstance {
                 .create_cf(name, &self.env.cf_options())
                 .map_err(rocks_err(name))?;
         }
+        Ok(RocksDbKeyValueStore {
+            name: name.to_string(),
+            instance: Arc::clone(self),
+        })
+    }
+
+    /// The existing key-value store `name` (never creating it: for readers from outside the
+    /// task).
+    pub fn existing_store(self: &Arc<Self>, name: &str) -> Result<RocksDbKeyValueStore> {
+        self.cf(name)?;
         Ok(RocksDbKeyValueStore {
             name: name.to_string(),
             instance: Arc::clone(self),

@@ -150,6 +150,30 @@ fn committed_counts_are_queryable_by_key_range_and_window_with_their_position() 
     assert_eq!(listed, ["counts", "windowed"]);
     assert!(app.is_running());
     app.close().unwrap();
+
+    // A new instance without local state restores the stores from their changelogs: its
+    // answers are the same, at the position the changelogs' ends were committed with.
+    let fresh = tempfile::tempdir().unwrap();
+    let app = start(&bootstrap, "queries", "100", fresh.path());
+    let counts = app.queries().key_value::<String, i64>("counts").unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let restored = loop {
+        let all = counts.all(100).unwrap();
+        if all.partitions.len() == 2 {
+            break all;
+        }
+        assert!(Instant::now() < deadline, "never restored: {all:?}");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert_eq!(
+        restored.value.iter().cloned().collect::<BTreeMap<_, _>>(),
+        expected
+    );
+    assert_eq!(
+        restored.position, all.position,
+        "the position of the restored state"
+    );
+    app.close().unwrap();
 }
 
 /// Records processed but not committed (a commit interval of an hour) are not in any answer.
@@ -173,5 +197,156 @@ fn state_of_an_open_transaction_is_not_visible() {
     assert_eq!(app.progress().commits.load(Ordering::Relaxed), 0);
     assert!(all.value.is_empty(), "uncommitted counts: {:?}", all.value);
     assert!(all.position.is_empty(), "{:?}", all.position);
+    app.close().unwrap();
+}
+
+fn http_post(addr: std::net::SocketAddr, body: &str, accept: &str) -> (u16, String, String) {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(addr).unwrap();
+    write!(
+        stream,
+        "POST /query HTTP/1.1\r\nHost: eddy\r\nContent-Type: application/json\r\nAccept: {accept}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )
+    .unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).unwrap();
+    let (head, body) = response.split_once("\r\n\r\n").unwrap_or((&response, ""));
+    let status = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    (status, head.to_string(), body.to_string())
+}
+
+#[test]
+fn sql_reads_stores_as_tables_over_the_api_and_http() {
+    let broker = EmbeddedBroker::start().unwrap();
+    let bootstrap = broker.bootstrap();
+    broker.create_topic("words", 2);
+    const N: usize = 1_000;
+    let expected = feed(&bootstrap, N);
+    let dir = tempfile::tempdir().unwrap();
+    let app = start(&bootstrap, "queries-sql", "100", dir.path());
+    let queries = app.queries();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let answer = queries
+            .sql("SELECT sum(value) AS total FROM counts")
+            .unwrap();
+        if answer.position.values().sum::<i64>() == N as i64 {
+            let json: serde_json::Value = serde_json::from_str(&answer.to_json().unwrap()).unwrap();
+            assert_eq!(json, serde_json::json!([{ "total": N }]));
+            break;
+        }
+        assert!(Instant::now() < deadline, "never caught up");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let rows = |sql: &str| -> serde_json::Value {
+        serde_json::from_str(&queries.sql(sql).unwrap().to_json().unwrap()).unwrap()
+    };
+    assert_eq!(
+        rows("SELECT key, value FROM counts WHERE key = 'banana'"),
+        serde_json::json!([{ "key": "banana", "value": expected["banana"] }])
+    );
+    assert_eq!(
+        rows("SELECT key FROM counts WHERE key IN ('apple', 'fig', 'elder') ORDER BY key"),
+        serde_json::json!([{ "key": "apple" }, { "key": "elder" }])
+    );
+    assert_eq!(
+        rows("SELECT count(*) AS n FROM counts WHERE value > 0"),
+        serde_json::json!([{ "n": expected.len() }])
+    );
+    let plan = |sql: &str| -> String {
+        let answer = queries.sql(&format!("EXPLAIN {sql}")).unwrap();
+        answer.to_json().unwrap()
+    };
+    assert!(
+        plan("SELECT * FROM counts WHERE key = 'apple'").contains("read=lookup of 1 key(s)"),
+        "{}",
+        plan("SELECT * FROM counts WHERE key = 'apple'")
+    );
+    assert!(plan("SELECT * FROM counts WHERE value > 3").contains("read=scan"));
+    // Windows, and a join of two stores.
+    let cherry = rows(
+        "SELECT CAST(window_start AS BIGINT) AS start, value FROM windowed \
+         WHERE key = 'cherry' ORDER BY window_start",
+    );
+    let mut want = Vec::new();
+    let mut windows: BTreeMap<i64, i64> = BTreeMap::new();
+    for i in 0..N {
+        if word(i) == "cherry" {
+            *windows
+                .entry((1_000_000 + i as i64 * 100) / 10_000 * 10_000)
+                .or_insert(0) += 1;
+        }
+    }
+    for (start, n) in windows {
+        want.push(serde_json::json!({ "start": start, "value": n }));
+    }
+    assert_eq!(cherry, serde_json::Value::Array(want));
+    let joined = rows(
+        "SELECT c.key, c.value AS total, sum(w.value) AS windowed \
+         FROM counts c JOIN windowed w ON c.key = w.key GROUP BY c.key, c.value ORDER BY c.key",
+    );
+    let joined = joined.as_array().unwrap();
+    assert_eq!(joined.len(), expected.len());
+    for row in joined {
+        assert_eq!(
+            row["total"], row["windowed"],
+            "every record in one window: {row}"
+        );
+    }
+
+    // Bad queries: clear errors, and nothing changes.
+    for bad in [
+        "SELECT nope FROM counts",
+        "SELECT * FROM nowhere",
+        "DROP TABLE counts",
+        "CREATE TABLE x AS SELECT 1",
+        "INSERT INTO counts VALUES ('a', 1, '1', 0)",
+        "SET datafusion.execution.batch_size = 1",
+        "SELEC 1",
+        "",
+    ] {
+        let e = queries.sql(bad).unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::InvalidRequest, "{bad}: {e}");
+    }
+
+    // Over HTTP.
+    let server = queries.serve_http("127.0.0.1:0".parse().unwrap()).unwrap();
+    let (status, head, body) = http_post(
+        server.local_addr(),
+        r#"{"sql": "SELECT key, value FROM counts ORDER BY key LIMIT 2"}"#,
+        "application/json",
+    );
+    assert_eq!(status, 200, "{head}\n{body}");
+    let body: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(
+        body,
+        serde_json::json!([
+            { "key": "apple", "value": expected["apple"] },
+            { "key": "banana", "value": expected["banana"] }
+        ])
+    );
+    assert!(
+        head.to_lowercase()
+            .contains("eddy-position: [[\"words\",0,"),
+        "{head}"
+    );
+    let (status, _, body) = http_post(
+        server.local_addr(),
+        r#"{"sql": "SELECT key FROM counts WHERE key = 'apple'"}"#,
+        "application/x-ndjson",
+    );
+    assert_eq!((status, body.trim()), (200, r#"{"key":"apple"}"#));
+    let (status, _, body) = http_post(server.local_addr(), r#"{"sql": "SELEC"}"#, "*/*");
+    assert_eq!(status, 400);
+    assert!(body.contains("error"), "{body}");
+    let (status, _, _) = http_post(server.local_addr(), "not json", "*/*");
+    assert_eq!(status, 400);
+    server.close();
+    assert!(app.is_running());
     app.close().unwrap();
 }

@@ -91,7 +91,7 @@ impl DslState {
     }
 
     /// Adds a store of `kind` from `materialized` (or an internal name) for `processors`.
-    pub fn store<K: 'static, V: 'static>(
+    pub fn store<K, V>(
         &mut self,
         materialized: &Materialized<K, V>,
         internal_prefix: &str,
@@ -99,7 +99,11 @@ impl DslState {
         key: SerdeRef<K>,
         value: SerdeRef<V>,
         processors: &[&str],
-    ) -> String {
+    ) -> String
+    where
+        K: serde::Serialize + serde::de::DeserializeOwned + 'static,
+        V: serde::Serialize + 'static,
+    {
         let name = materialized
             .name
             .clone()
@@ -113,9 +117,10 @@ impl DslState {
         };
         let r = self
             .topo
-            .add_state_store(spec, key, value, processors)
+            .add_state_store(spec, Arc::clone(&key), Arc::clone(&value), processors)
             .map(|_| ());
         self.record(r);
+        self.topo.store_as_json(&name, &key, &value);
         name
     }
 }
@@ -135,8 +140,8 @@ pub(crate) fn key_value_aggregate<K, VA, KIn, VIn, P>(
     make: impl Fn(String, bool) -> P + Send + Sync + 'static,
 ) -> KTable<K, VA>
 where
-    K: Data,
-    VA: Data,
+    K: StoredData,
+    VA: StoredData,
     KIn: 'static,
     VIn: 'static,
     P: Processor<KIn, VIn, K, Option<VA>>,

@@ -20,7 +20,10 @@
 //! # Ok(()) }
 //! ```
 
+mod http;
 mod registry;
+mod sql;
+mod store_json;
 
 use std::collections::BTreeMap;
 use std::ops::Bound;
@@ -33,7 +36,10 @@ use crate::processor::store_serdes;
 use crate::serdes::SerdeRef;
 use crate::topology::Topology;
 
+pub use http::QueryServer;
 pub(crate) use registry::QueryableStores;
+pub use sql::SqlAnswer;
+pub(crate) use store_json::StoreJson;
 
 /// An answer and the state it was read from.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -86,6 +92,7 @@ impl StateQueries {
                     .stores
                     .partitions(&s.spec.name)
                     .into_iter()
+                    .filter(|(_, db)| db.strong_count() > 0)
                     .map(|(p, _)| p)
                     .collect(),
             })
@@ -185,7 +192,15 @@ impl<K, V> StoreQuery<K, V> {
             partitions: Vec::new(),
         };
         for (partition, db) in self.stores.partitions(&self.spec.name) {
+            // Held only while this partition is read: the task may reopen it meanwhile.
+            let Some(db) = db.upgrade() else {
+                continue;
+            };
             let (rows, offsets) = read_partition(&self.spec, &db, &mut read)?;
+            if !self.stores.holds(&self.spec.name, partition, &db) {
+                // Closed while it was read (a rebalance): what it said may be gone already.
+                continue;
+            }
             answer.value.extend(rows);
             answer.partitions.push(partition);
             for (topic, offset) in offsets {
@@ -196,7 +211,7 @@ impl<K, V> StoreQuery<K, V> {
     }
 }
 
-fn read_partition<T>(
+pub(crate) fn read_partition<T>(
     spec: &StoreSpec,
     db: &Arc<RocksDbInstance>,
     read: &mut impl FnMut(&BuiltStore) -> eddy_state::Result<Vec<T>>,

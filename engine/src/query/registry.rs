@@ -27,24 +27,39 @@ impl QueryableStores {
         }
     }
 
-    /// The task holding `stores` of `partition` closed.
-    pub fn deregister(&self, stores: &[String], partition: i32) {
+    /// The task holding `stores` of `partition` in `db` closed.
+    pub fn deregister(&self, stores: &[String], partition: i32, db: &Arc<RocksDbInstance>) {
         let mut partitions = self.partitions.write();
         for store in stores {
             if let Some(p) = partitions.get_mut(store) {
-                p.remove(&partition);
+                // Only its own entry: another thread's task may hold the partition by now.
+                if p.get(&partition)
+                    .is_some_and(|w| w.ptr_eq(&Arc::downgrade(db)))
+                {
+                    p.remove(&partition);
+                }
             }
         }
     }
 
-    /// The partitions of `store` held here now, with their databases.
-    pub fn partitions(&self, store: &str) -> Vec<(i32, Arc<RocksDbInstance>)> {
+    /// The partitions of `store` held here now, with their databases (weakly: a query holds
+    /// each only while it reads it).
+    pub fn partitions(&self, store: &str) -> Vec<(i32, Weak<RocksDbInstance>)> {
         self.partitions
             .read()
             .get(store)
             .into_iter()
             .flatten()
-            .filter_map(|(p, db)| Some((*p, db.upgrade()?)))
+            .map(|(p, db)| (*p, Weak::clone(db)))
             .collect()
+    }
+
+    /// Whether `db` still holds `partition` of `store`.
+    pub fn holds(&self, store: &str, partition: i32, db: &Arc<RocksDbInstance>) -> bool {
+        self.partitions
+            .read()
+            .get(store)
+            .and_then(|p| p.get(&partition))
+            .is_some_and(|w| w.ptr_eq(&Arc::downgrade(db)))
     }
 }

@@ -81,6 +81,9 @@ pub(crate) struct TaskManager {
     shutdown: Arc<AtomicBool>,
     /// Stream time committed with the offsets of the assigned input partitions.
     committed_stream_times: BTreeMap<(String, i32), i64>,
+    /// Committed offsets of the assigned input partitions (the position a restored task's
+    /// state reflects: its changelogs' ends were written with them).
+    committed_offsets: BTreeMap<(String, i32), i64>,
     /// The thread is dying on an error: nothing may commit any more, revocations only forget.
     failed: bool,
     /// Committed offsets of repartition partitions not purged yet, and when the last purge ran.
@@ -134,6 +137,7 @@ impl TaskManager {
             process_id,
             shutdown,
             committed_stream_times: BTreeMap::new(),
+            committed_offsets: BTreeMap::new(),
             failed: false,
             purgeable: BTreeMap::new(),
             last_purge: Instant::now(),
@@ -202,6 +206,10 @@ impl TaskManager {
                     if let Some(time) = c.stream_time {
                         self.committed_stream_times.insert(key.clone(), time);
                     }
+                    match c.offset {
+                        Some(o) => self.committed_offsets.insert(key.clone(), o),
+                        None => self.committed_offsets.remove(&key),
+                    };
                     Start::committed(c.offset)
                 }
                 Some(None) => Start::Earliest,
@@ -256,9 +264,10 @@ impl TaskManager {
 
     fn forget(&mut self, partitions: &TopicPartitionList) {
         for e in partitions.elements() {
-            self.assigned
-                .remove(&(e.topic().to_string(), e.partition()));
+            let key = (e.topic().to_string(), e.partition());
             self.fetched_lag.forget(e.topic(), e.partition());
+            self.committed_offsets.remove(&key);
+            self.assigned.remove(&key);
         }
         let revoked = partitions.count() as u64;
         let _ = self.progress.assigned_partitions.fetch_update(
@@ -350,6 +359,19 @@ impl TaskManager {
             .max();
         if let Some(t) = committed_stream_time {
             task.advance_stream_time(t);
+        }
+        // The restored state is the changelogs' ends, which committed with these offsets:
+        // queries of it answer at this position.
+        let position: BTreeMap<String, i64> = task
+            .input_topics()
+            .into_iter()
+            .filter_map(|t| {
+                let offset = self.committed_offsets.get(&(t.clone(), id.partition))?;
+                Some((t, *offset))
+            })
+            .collect();
+        if !position.is_empty() {
+            task.commit_state_at(&BTreeMap::new(), &position)?;
         }
         task.initialize()?;
         Ok(task)
@@ -582,6 +604,10 @@ impl TaskManager {
             Ok(changelog) => {
                 Progress::add(&self.progress.commits, 1);
                 self.note_purgeable(&offsets);
+                for (partition, position) in &offsets {
+                    self.committed_offsets
+                        .insert(partition.clone(), position.offset);
+                }
                 // A task reopened after a later abort starts from the stream time committed now.
                 for (partition, position) in &offsets {
                     if let Some(t) = position.stream_time {
@@ -696,8 +722,10 @@ impl TaskManager {
             if dirty {
                 tracing::debug!(task = %id, "closing dirty");
             }
-            self.queryable
-                .deregister(&self.persistent_stores(id), id.partition);
+            if let Some(db) = task.rocksdb() {
+                self.queryable
+                    .deregister(&self.persistent_stores(id), id.partition, db);
+            }
             task.close();
         }
     }
@@ -765,6 +793,10 @@ impl TaskManager {
                     for ((topic, partition), offset) in starts {
                         let start = Start::committed(offset);
                         self.fetched_lag.started(&topic, partition, start);
+                        match offset {
+                            Some(o) => self.committed_offsets.insert((topic, partition), o),
+                            None => self.committed_offsets.remove(&(topic, partition)),
+                        };
                     }
                     return Ok(());
                 }

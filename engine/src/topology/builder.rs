@@ -264,12 +264,24 @@ impl TopologyBuilder {
             StoreDef {
                 spec,
                 serdes: Arc::new(StoreSerdes { key, value }),
+                json: None,
             },
         );
         for p in processors {
             self.connect_processor_and_store(p, &name)?;
         }
         Ok(self)
+    }
+
+    /// Lets SQL read store `name` as JSON (its key and value types can be serialized).
+    pub(crate) fn store_as_json<K, V>(&mut self, name: &str, key: &SerdeRef<K>, value: &SerdeRef<V>)
+    where
+        K: serde::Serialize + serde::de::DeserializeOwned + 'static,
+        V: serde::Serialize + 'static,
+    {
+        if let Some(def) = self.stores.get_mut(name) {
+            def.json = Some(crate::query::StoreJson::new(key, value));
+        }
     }
 
     /// Gives `processor` access to `store`.

@@ -39,6 +39,9 @@ pub(crate) struct NodeDef {
 pub(crate) struct StoreDef {
     pub spec: StoreSpec,
     pub serdes: Arc<dyn Any + Send + Sync>,
+    /// Its keys and values as JSON, for SQL (stores whose types serde can serialize; a store
+    /// added through the Processor API without them is read as bytes).
+    pub json: Option<crate::query::StoreJson>,
 }
 
 /// Whether a topic belongs to the user or to the application.

@@ -1,0 +1,178 @@
+//! A store's entries as rows of JSON objects, and those rows as Arrow record batches: the
+//! columns are the key (`key`, or a JSON key's fields), `window_start` for window stores, the
+//! value (`value`, or a JSON object's fields), the value as JSON text (`value_json`) and
+//! `partition`. The schema is inferred from a sample of the rows.
+
+use std::sync::Arc;
+
+use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
+use datafusion::arrow::json::reader::{infer_json_schema_from_iterator, ReaderBuilder};
+use datafusion::arrow::record_batch::RecordBatch;
+use serde_json::{Map, Value};
+
+use crate::error::{EngineError, Result};
+use crate::query::StoreJson;
+use crate::serdes::SerdeKind;
+
+/// The columns every table has beside the key's and the value's.
+pub(crate) const VALUE_JSON: &str = "value_json";
+pub(crate) const PARTITION: &str = "partition";
+pub(crate) const WINDOW_START: &str = "window_start";
+
+/// One entry of a store, decoded.
+pub(crate) struct Entry {
+    pub key: Value,
+    pub window_start: Option<i64>,
+    pub value: Value,
+    pub partition: i32,
+}
+
+impl Entry {
+    /// The entry from its bytes.
+    pub fn decode(
+        json: &StoreJson,
+        store: &str,
+        key: &[u8],
+        window_start: Option<i64>,
+        value: &[u8],
+        partition: i32,
+    ) -> Result<Self> {
+        let corrupt = |e: crate::error::SerdeError| {
+            EngineError::State(eddy_state::StateError::Corrupted {
+                store: store.to_string(),
+                reason: e.to_string(),
+            })
+        };
+        Ok(Self {
+            key: (json.key_to_json)(key).map_err(corrupt)?,
+            window_start,
+            value: (json.value_to_json)(value).map_err(corrupt)?,
+            partition,
+        })
+    }
+
+    /// The entry as one JSON object with a field per column.
+    pub fn row(&self) -> Value {
+        let mut row = Map::new();
+        match &self.key {
+            Value::Object(fields) => row.extend(fields.clone()),
+            other => {
+                row.insert("key".into(), other.clone());
+            }
+        }
+        if let Some(start) = self.window_start {
+            row.insert(WINDOW_START.into(), start.into());
+        }
+        match &self.value {
+            Value::Object(fields) => {
+                for (name, v) in fields {
+                    // A value field named like a key column keeps both.
+                    let name = if row.contains_key(name) {
+                        format!("value_{name}")
+                    } else {
+                        name.clone()
+                    };
+                    row.insert(name, v.clone());
+                }
+            }
+            other => {
+                row.insert("value".into(), other.clone());
+            }
+        }
+        row.insert(VALUE_JSON.into(), Value::String(self.value.to_string()));
+        row.insert(PARTITION.into(), self.partition.into());
+        Value::Object(row)
+    }
+}
+
+/// The schema of rows like `sample`: the fields as inferred (in the order key, window start,
+/// value, raw value, partition), with the fixed columns' own types.
+pub(crate) fn infer_schema(
+    sample: &[Value],
+    windowed: bool,
+    scalar_key: bool,
+    json: &StoreJson,
+) -> Result<SchemaRef> {
+    let inferred = infer_json_schema_from_iterator(sample.iter().map(Ok))
+        .map_err(|e| EngineError::Query(format!("inferring a schema: {e}")))?;
+    let mut fields: Vec<Field> = Vec::new();
+    // With no rows to tell, `key` and `value` get the type their serdes encode.
+    if scalar_key && inferred.field_with_name("key").is_err() {
+        fields.push(Field::new("key", column_type(json.key_kind), true));
+    }
+    let fixed = [VALUE_JSON, PARTITION, WINDOW_START];
+    // Order as the first sample row orders its fields (the key's, then the value's).
+    let order: Vec<String> = sample
+        .first()
+        .and_then(Value::as_object)
+        .map(|o| o.keys().cloned().collect())
+        .unwrap_or_default();
+    let mut rest: Vec<&Field> = inferred
+        .fields()
+        .iter()
+        .map(|f| f.as_ref())
+        .filter(|f| !fixed.contains(&f.name().as_str()))
+        .collect();
+    rest.sort_by_key(|f| {
+        order
+            .iter()
+            .position(|n| n == f.name())
+            .unwrap_or(usize::MAX)
+    });
+    let (keys, values): (Vec<&Field>, Vec<&Field>) = rest
+        .into_iter()
+        .partition(|f| f.name() == "key" || !sample_is_value_field(sample, f.name()));
+    fields.extend(keys.into_iter().cloned());
+    if windowed {
+        let ts = DataType::Timestamp(TimeUnit::Millisecond, Some("UTC".into()));
+        fields.push(Field::new(WINDOW_START, ts, true));
+    }
+    fields.extend(values.into_iter().cloned());
+    if sample.is_empty() && json.value_kind != SerdeKind::Other {
+        fields.push(Field::new("value", column_type(json.value_kind), true));
+    }
+    fields.push(Field::new(VALUE_JSON, DataType::Utf8, true));
+    fields.push(Field::new(PARTITION, DataType::Int32, false));
+    Ok(Arc::new(Schema::new(fields)))
+}
+
+fn column_type(kind: SerdeKind) -> DataType {
+    match kind {
+        SerdeKind::Integer => DataType::Int64,
+        SerdeKind::Bytes => DataType::List(Arc::new(Field::new_list_field(DataType::Int64, true))),
+        SerdeKind::Text | SerdeKind::Other => DataType::Utf8,
+    }
+}
+
+/// Whether `name` comes after `window_start`/the key in the sample rows: a value's field.
+fn sample_is_value_field(sample: &[Value], name: &str) -> bool {
+    sample.first().and_then(Value::as_object).is_some_and(|o| {
+        let names: Vec<&String> = o.keys().collect();
+        let at = names.iter().position(|n| *n == name);
+        let value_json = names.iter().position(|n| *n == VALUE_JSON);
+        let first_value = names
+            .iter()
+            .position(|n| *n == "value" || n.starts_with("value_"));
+        match (at, first_value.or(value_json)) {
+            (Some(at), Some(first)) => at >= first,
+            _ => false,
+        }
+    })
+}
+
+/// `rows` as one batch of `schema`.
+pub(crate) fn to_batch(schema: &SchemaRef, rows: &[Value]) -> Result<RecordBatch> {
+    let fail = |e: datafusion::arrow::error::ArrowError| {
+        EngineError::Query(format!("a row does not fit the table's columns: {e}"))
+    };
+    let mut decoder = ReaderBuilder::new(Arc::clone(schema))
+        .with_batch_size(rows.len().max(1))
+        .with_coerce_primitive(true)
+        .build_decoder()
+        .map_err(fail)?;
+    decoder.serialize(rows).map_err(fail)?;
+    Ok(decoder
+        .flush()
+        .map_err(fail)?
+        .unwrap_or_else(|| RecordBatch::new_empty(Arc::clone(schema))))
+}
