@@ -280,16 +280,21 @@ impl StreamsBuilder {
     }
 
     /// Adds a store that processors added with [`crate::KStream::process`] can name. Keys and
-    /// values are typed by the serdes given here.
-    pub fn add_state_store<K: 'static, V: 'static>(
+    /// values are typed by the serdes given here (and SQL reads them through the same serdes).
+    pub fn add_state_store<K: StoredData, V: StoredData>(
         &self,
         spec: StoreSpec,
         key: SerdeRef<K>,
         value: SerdeRef<V>,
     ) {
         let mut st = self.state.borrow_mut();
-        let r = st.topo.add_state_store(spec, key, value, &[]).map(|_| ());
+        let name = spec.name.clone();
+        let r = st
+            .topo
+            .add_state_store(spec, Arc::clone(&key), Arc::clone(&value), &[])
+            .map(|_| ());
         st.record(r);
+        st.topo.store_as_json(&name, &key, &value);
     }
 
     /// Checks the topology and builds it; the first error of any DSL call is returned here.

@@ -61,11 +61,12 @@ pub struct StoreInfo {
     pub partitions: Vec<i32>,
 }
 
-/// Queries of one running application's state (cheap to clone, usable from any thread).
+/// Queries of one running application's state, or of several applications' together (see
+/// [`StateQueries::merged`]); cheap to clone, usable from any thread.
 #[derive(Clone)]
 pub struct StateQueries {
-    topology: Arc<Topology>,
-    stores: Arc<QueryableStores>,
+    /// Each application's topology and its queryable stores.
+    apps: Vec<(Arc<Topology>, Arc<QueryableStores>)>,
 }
 
 impl std::fmt::Debug for StateQueries {
@@ -76,20 +77,45 @@ impl std::fmt::Debug for StateQueries {
 
 impl StateQueries {
     pub(crate) fn new(topology: Arc<Topology>, stores: Arc<QueryableStores>) -> Self {
-        Self { topology, stores }
+        Self {
+            apps: vec![(topology, stores)],
+        }
     }
 
-    /// The topology's persistent stores, with the partitions this instance holds now.
+    /// The queries of several applications run by this process as one: their stores side by
+    /// side (SQL can join them). Store names must differ across the applications.
+    pub fn merged(parts: impl IntoIterator<Item = StateQueries>) -> Result<Self> {
+        let apps: Vec<_> = parts.into_iter().flat_map(|q| q.apps).collect();
+        let mut seen = std::collections::BTreeSet::new();
+        for (topology, _) in &apps {
+            for name in topology.stores.keys() {
+                if !seen.insert(name.clone()) {
+                    return Err(EngineError::Query(format!(
+                        "two applications have a store named `{name}`"
+                    )));
+                }
+            }
+        }
+        Ok(Self { apps })
+    }
+
+    /// Every store definition with the registry that holds its partitions.
+    pub(crate) fn definitions(
+        &self,
+    ) -> impl Iterator<Item = (&crate::topology::StoreDef, &Arc<QueryableStores>)> {
+        self.apps
+            .iter()
+            .flat_map(|(t, stores)| t.stores.values().map(move |def| (def, stores)))
+    }
+
+    /// The persistent stores, with the partitions this instance holds now.
     pub fn stores(&self) -> Vec<StoreInfo> {
-        self.topology
-            .stores
-            .values()
-            .filter(|s| s.spec.persistent)
-            .map(|s| StoreInfo {
+        self.definitions()
+            .filter(|(s, _)| s.spec.persistent)
+            .map(|(s, stores)| StoreInfo {
                 name: s.spec.name.clone(),
                 kind: s.spec.kind.clone(),
-                partitions: self
-                    .stores
+                partitions: stores
                     .partitions(&s.spec.name)
                     .into_iter()
                     .filter(|(_, db)| db.strong_count() > 0)
@@ -100,10 +126,9 @@ impl StateQueries {
     }
 
     fn store<K: 'static, V: 'static>(&self, name: &str, want: &str) -> Result<StoreQuery<K, V>> {
-        let def = self
-            .topology
-            .stores
-            .get(name)
+        let (def, stores) = self
+            .definitions()
+            .find(|(def, _)| def.spec.name == name)
             .ok_or_else(|| EngineError::Query(format!("no store named `{name}`")))?;
         if !def.spec.persistent {
             return Err(EngineError::Query(format!(
@@ -125,7 +150,7 @@ impl StateQueries {
             spec: def.spec.clone(),
             key,
             value,
-            stores: Arc::clone(&self.stores),
+            stores: Arc::clone(stores),
         })
     }
 

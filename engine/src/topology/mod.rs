@@ -7,5 +7,5 @@ mod graph;
 pub(crate) mod internal_topics;
 
 pub use builder::TopologyBuilder;
-pub(crate) use graph::NodeKind;
+pub(crate) use graph::{NodeKind, StoreDef};
 pub use graph::{SubTopology, TopicKind, Topology};

@@ -58,6 +58,9 @@ enum Command {
         /// `processing.guarantee`.
         #[arg(long, default_value = "exactly_once_v2")]
         guarantee: String,
+        /// Where the SQL endpoint (`POST /query`) listens; port 0 picks a free one.
+        #[arg(long, default_value = "127.0.0.1:0")]
+        http: std::net::SocketAddr,
     },
     /// Runs topologies against Kafka (the embedded broker when no brokers are given).
     Run {
@@ -73,6 +76,9 @@ enum Command {
         /// Stop after this many seconds (runs until Ctrl-C when absent).
         #[arg(long)]
         seconds: Option<u64>,
+        /// Where the SQL endpoint (`POST /query`) listens; port 0 picks a free one.
+        #[arg(long, default_value = "127.0.0.1:0")]
+        http: std::net::SocketAddr,
     },
     /// Writes a seeded mix of the platform's events as JSON lines.
     Generate {
@@ -156,13 +162,15 @@ fn main() -> Result<()> {
             rate,
             seconds,
             guarantee,
-        } => demo(rate, seconds, &guarantee)?,
+            http,
+        } => demo(rate, seconds, &guarantee, http)?,
         Command::Run {
             topologies,
             brokers,
             config,
             seconds,
-        } => run(&topologies, brokers, config, seconds)?,
+            http,
+        } => run(&topologies, brokers, config, seconds, http)?,
         Command::Generate {
             count,
             seed,
@@ -252,7 +260,31 @@ fn wait_until(stop: &std::sync::atomic::AtomicBool, seconds: Option<u64>, mut ti
     }
 }
 
-fn demo(rate: f64, seconds: Option<u64>, guarantee: &str) -> Result<()> {
+/// Serves SQL over every running application's stores and says how to reach it.
+fn serve_sql(
+    apps: &[(String, eddy_engine::KafkaStreams)],
+    listen: std::net::SocketAddr,
+) -> Result<eddy_engine::QueryServer> {
+    let queries = eddy_engine::StateQueries::merged(apps.iter().map(|(_, a)| a.queries()))?;
+    let server = queries
+        .serve_http(listen)
+        .context("starting the SQL endpoint")?;
+    let tables: Vec<String> = queries.stores().into_iter().map(|s| s.name).collect();
+    println!(
+        "SQL over state: curl -s http://{}/query -d '{{\"sql\": \"SELECT * FROM \\\"{}\\\" LIMIT 5\"}}'",
+        server.local_addr(),
+        tables.first().map_or("<store>", String::as_str)
+    );
+    println!("  tables: {}", tables.join(", "));
+    Ok(server)
+}
+
+fn demo(
+    rate: f64,
+    seconds: Option<u64>,
+    guarantee: &str,
+    http: std::net::SocketAddr,
+) -> Result<()> {
     let broker = eddy_testkit::EmbeddedBroker::start_with(eddy_testkit::BrokerConfig {
         default_partitions: 3,
         compaction_interval: Some(LOG_CLEANER_INTERVAL),
@@ -271,6 +303,7 @@ fn demo(rate: f64, seconds: Option<u64>, guarantee: &str) -> Result<()> {
             platform::start_topology(name, &bootstrap, streams.clone())?,
         ));
     }
+    let sql = serve_sql(&apps, http)?;
     println!("running {} topologies; Ctrl-C stops", apps.len());
     let stop = platform::stop_on_signal();
     let fed = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
@@ -309,6 +342,7 @@ fn demo(rate: f64, seconds: Option<u64>, guarantee: &str) -> Result<()> {
     stop.store(true, std::sync::atomic::Ordering::SeqCst);
     let _ = feeder.join();
     print_progress(&apps, fed.load(std::sync::atomic::Ordering::Relaxed));
+    sql.close();
     for (name, app) in apps {
         app.close().with_context(|| format!("stopping {name}"))?;
     }
@@ -321,6 +355,7 @@ fn run(
     brokers: Option<String>,
     config: Option<std::path::PathBuf>,
     seconds: Option<u64>,
+    http: std::net::SocketAddr,
 ) -> Result<()> {
     let mut streams = StreamsConfig::new("eddy");
     if let Some(path) = &config {
@@ -351,8 +386,10 @@ fn run(
             platform::start_topology(name, &bootstrap, streams.clone())?,
         ));
     }
+    let sql = serve_sql(&apps, http)?;
     let stop = platform::stop_on_signal();
     wait_until(&stop, seconds, || print_progress(&apps, 0));
+    sql.close();
     for (name, app) in apps {
         app.close().with_context(|| format!("stopping {name}"))?;
     }

@@ -89,7 +89,7 @@ impl StateQueries {
     pub async fn sql_async(&self, sql: &str) -> Result<SqlAnswer> {
         let ctx = SessionContext::new();
         let positions = Arc::new(Mutex::new(BTreeMap::new()));
-        for def in self.topology.stores.values() {
+        for (def, stores) in self.definitions() {
             let Some(json) = def.json.clone() else {
                 continue;
             };
@@ -99,7 +99,7 @@ impl StateQueries {
             let source = StoreSource {
                 spec: def.spec.clone(),
                 json,
-                stores: Arc::clone(&self.stores),
+                stores: Arc::clone(stores),
             };
             let mut sample = Vec::new();
             for partition in source.partitions() {

@@ -85,8 +85,9 @@ impl Entry {
     }
 }
 
-/// The schema of rows like `sample`: the fields as inferred (in the order key, window start,
-/// value, raw value, partition), with the fixed columns' own types.
+/// The schema of rows like `sample`: their fields in the order [`Entry::row`] writes them,
+/// typed as inferred from the sample, with the fixed columns' own types; an empty sample gives
+/// `key` and `value` the types their serdes encode.
 pub(crate) fn infer_schema(
     sample: &[Value],
     windowed: bool,
@@ -95,44 +96,50 @@ pub(crate) fn infer_schema(
 ) -> Result<SchemaRef> {
     let inferred = infer_json_schema_from_iterator(sample.iter().map(Ok))
         .map_err(|e| EngineError::Query(format!("inferring a schema: {e}")))?;
-    let mut fields: Vec<Field> = Vec::new();
-    // With no rows to tell, `key` and `value` get the type their serdes encode.
-    if scalar_key && inferred.field_with_name("key").is_err() {
-        fields.push(Field::new("key", column_type(json.key_kind), true));
-    }
-    let fixed = [VALUE_JSON, PARTITION, WINDOW_START];
-    // Order as the first sample row orders its fields (the key's, then the value's).
-    let order: Vec<String> = sample
+    let mut names: Vec<String> = sample
         .first()
         .and_then(Value::as_object)
         .map(|o| o.keys().cloned().collect())
         .unwrap_or_default();
-    let mut rest: Vec<&Field> = inferred
-        .fields()
+    for f in inferred.fields() {
+        if !names.contains(f.name()) {
+            // A field the first row lacks goes before the fixed columns at the end.
+            let at = names
+                .iter()
+                .position(|n| n == VALUE_JSON)
+                .unwrap_or(names.len());
+            names.insert(at, f.name().clone());
+        }
+    }
+    if sample.is_empty() {
+        if scalar_key {
+            names.push("key".into());
+        }
+        if windowed {
+            names.push(WINDOW_START.into());
+        }
+        if json.value_kind != SerdeKind::Other {
+            names.push("value".into());
+        }
+        names.extend([VALUE_JSON.to_string(), PARTITION.to_string()]);
+    }
+    let fields: Vec<Field> = names
         .iter()
-        .map(|f| f.as_ref())
-        .filter(|f| !fixed.contains(&f.name().as_str()))
+        .map(|name| match name.as_str() {
+            WINDOW_START => Field::new(
+                WINDOW_START,
+                DataType::Timestamp(TimeUnit::Millisecond, Some("UTC".into())),
+                true,
+            ),
+            VALUE_JSON => Field::new(VALUE_JSON, DataType::Utf8, true),
+            PARTITION => Field::new(PARTITION, DataType::Int32, false),
+            other => match inferred.field_with_name(other) {
+                Ok(f) => f.clone(),
+                Err(_) if other == "key" => Field::new("key", column_type(json.key_kind), true),
+                Err(_) => Field::new(other, column_type(json.value_kind), true),
+            },
+        })
         .collect();
-    rest.sort_by_key(|f| {
-        order
-            .iter()
-            .position(|n| n == f.name())
-            .unwrap_or(usize::MAX)
-    });
-    let (keys, values): (Vec<&Field>, Vec<&Field>) = rest
-        .into_iter()
-        .partition(|f| f.name() == "key" || !sample_is_value_field(sample, f.name()));
-    fields.extend(keys.into_iter().cloned());
-    if windowed {
-        let ts = DataType::Timestamp(TimeUnit::Millisecond, Some("UTC".into()));
-        fields.push(Field::new(WINDOW_START, ts, true));
-    }
-    fields.extend(values.into_iter().cloned());
-    if sample.is_empty() && json.value_kind != SerdeKind::Other {
-        fields.push(Field::new("value", column_type(json.value_kind), true));
-    }
-    fields.push(Field::new(VALUE_JSON, DataType::Utf8, true));
-    fields.push(Field::new(PARTITION, DataType::Int32, false));
     Ok(Arc::new(Schema::new(fields)))
 }
 
@@ -142,22 +149,6 @@ fn column_type(kind: SerdeKind) -> DataType {
         SerdeKind::Bytes => DataType::List(Arc::new(Field::new_list_field(DataType::Int64, true))),
         SerdeKind::Text | SerdeKind::Other => DataType::Utf8,
     }
-}
-
-/// Whether `name` comes after `window_start`/the key in the sample rows: a value's field.
-fn sample_is_value_field(sample: &[Value], name: &str) -> bool {
-    sample.first().and_then(Value::as_object).is_some_and(|o| {
-        let names: Vec<&String> = o.keys().collect();
-        let at = names.iter().position(|n| *n == name);
-        let value_json = names.iter().position(|n| *n == VALUE_JSON);
-        let first_value = names
-            .iter()
-            .position(|n| *n == "value" || n.starts_with("value_"));
-        match (at, first_value.or(value_json)) {
-            (Some(at), Some(first)) => at >= first,
-            _ => false,
-        }
-    })
 }
 
 /// `rows` as one batch of `schema`.
