@@ -47,3 +47,64 @@ fn the_demo_runs_every_platform_topology() {
         assert!(line.contains("aborts   0"), "{line}");
     }
 }
+
+/// The demo's SQL endpoint, as the line it prints says: the platform's stores answer while it
+/// runs, and a bad query is a clear error.
+#[test]
+fn the_demo_answers_sql_over_its_stores() {
+    use std::io::{BufRead, BufReader, Read, Write};
+    let mut child = Command::new(env!("CARGO_BIN_EXE_eddy"))
+        .args(["demo", "--seconds", "12", "--rate", "300"])
+        .env("RUST_LOG", "warn")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let addr = lines
+        .by_ref()
+        .map_while(Result::ok)
+        .find_map(|l| {
+            let rest = l.strip_prefix("SQL over state: curl -s http://")?;
+            Some(rest.split('/').next()?.to_string())
+        })
+        .expect("the demo prints its SQL endpoint");
+    let post = |sql: &str| -> (u16, String) {
+        let body = serde_json::json!({ "sql": sql }).to_string();
+        let mut s = std::net::TcpStream::connect(&addr).unwrap();
+        write!(
+            s,
+            "POST /query HTTP/1.1\r\nHost: eddy\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            body.len()
+        )
+        .unwrap();
+        let mut response = String::new();
+        s.read_to_string(&mut response).unwrap();
+        let (head, body) = response.split_once("\r\n\r\n").unwrap_or_default();
+        let status = head.split_whitespace().nth(1).and_then(|c| c.parse().ok());
+        (status.unwrap_or(0), body.to_string())
+    };
+    // The quiz statistics fill within the first seconds (until then the table has only its
+    // fixed columns: a value's fields are known from its rows).
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let (status, body) = post("SELECT key, value_json FROM quiz_stats");
+        assert_eq!(status, 200, "{body}");
+        let rows: serde_json::Value = serde_json::from_str(&body).unwrap();
+        if rows.as_array().is_some_and(|r| !r.is_empty()) {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "no quiz statistics");
+        std::thread::sleep(std::time::Duration::from_millis(300));
+    }
+    let (status, body) = post("SELECT key, attempts FROM quiz_stats WHERE attempts > 0");
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains("\"attempts\""), "{body}");
+    let (status, body) =
+        post("SELECT s.key FROM saga_state s JOIN document_state d ON s.key = d.key LIMIT 1");
+    assert_eq!(status, 200, "a join across topologies: {body}");
+    let (status, body) = post("DROP TABLE quiz_stats");
+    assert_eq!(status, 400, "{body}");
+    for _ in lines {}
+    assert!(child.wait().unwrap().success());
+}
