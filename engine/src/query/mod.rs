@@ -115,12 +115,7 @@ impl StateQueries {
             .map(|(s, stores)| StoreInfo {
                 name: s.spec.name.clone(),
                 kind: s.spec.kind.clone(),
-                partitions: stores
-                    .partitions(&s.spec.name)
-                    .into_iter()
-                    .filter(|(_, db)| db.strong_count() > 0)
-                    .map(|(p, _)| p)
-                    .collect(),
+                partitions: stores.live_partitions(&s.spec.name),
             })
             .collect()
     }

@@ -54,6 +54,24 @@ impl QueryableStores {
             .collect()
     }
 
+    /// The partitions of `store` whose task is open now.
+    pub fn live_partitions(&self, store: &str) -> Vec<i32> {
+        self.partitions(store)
+            .into_iter()
+            .filter(|(_, db)| db.strong_count() > 0)
+            .map(|(p, _)| p)
+            .collect()
+    }
+
+    /// The database holding `partition` of `store`, if its task is open.
+    pub fn partition(&self, store: &str, partition: i32) -> Option<Arc<RocksDbInstance>> {
+        self.partitions
+            .read()
+            .get(store)?
+            .get(&partition)?
+            .upgrade()
+    }
+
     /// Whether `db` still holds `partition` of `store`.
     pub fn holds(&self, store: &str, partition: i32, db: &Arc<RocksDbInstance>) -> bool {
         self.partitions

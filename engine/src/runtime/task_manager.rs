@@ -206,10 +206,7 @@ impl TaskManager {
                     if let Some(time) = c.stream_time {
                         self.committed_stream_times.insert(key.clone(), time);
                     }
-                    match c.offset {
-                        Some(o) => self.committed_offsets.insert(key.clone(), o),
-                        None => self.committed_offsets.remove(&key),
-                    };
+                    self.note_committed(&key, c.offset);
                     Start::committed(c.offset)
                 }
                 Some(None) => Start::Earliest,
@@ -314,6 +311,14 @@ impl TaskManager {
             self.tasks.insert(id, task);
         }
         Ok(())
+    }
+
+    /// Remembers what is committed for an input partition (`None`: nothing).
+    fn note_committed(&mut self, partition: &(String, i32), offset: Option<i64>) {
+        match offset {
+            Some(o) => self.committed_offsets.insert(partition.clone(), o),
+            None => self.committed_offsets.remove(partition),
+        };
     }
 
     /// The persistent stores of task `id`'s sub-topology.
@@ -793,10 +798,7 @@ impl TaskManager {
                     for ((topic, partition), offset) in starts {
                         let start = Start::committed(offset);
                         self.fetched_lag.started(&topic, partition, start);
-                        match offset {
-                            Some(o) => self.committed_offsets.insert((topic, partition), o),
-                            None => self.committed_offsets.remove(&(topic, partition)),
-                        };
+                        self.note_committed(&(topic, partition), offset);
                     }
                     return Ok(());
                 }

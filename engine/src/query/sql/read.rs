@@ -37,12 +37,7 @@ pub(crate) struct StoreSource {
 impl StoreSource {
     /// The partitions held here now.
     pub fn partitions(&self) -> Vec<i32> {
-        self.stores
-            .partitions(&self.spec.name)
-            .into_iter()
-            .filter(|(_, db)| db.strong_count() > 0)
-            .map(|(p, _)| p)
-            .collect()
+        self.stores.live_partitions(&self.spec.name)
     }
 
     /// Up to `limit` rows of `partition` matching `keys`; `None` when the partition is not
@@ -53,13 +48,7 @@ impl StoreSource {
         keys: &KeyPredicate,
         limit: Option<usize>,
     ) -> Result<Option<PartitionRows>> {
-        let Some(db) = self
-            .stores
-            .partitions(&self.spec.name)
-            .into_iter()
-            .find(|(p, _)| *p == partition)
-            .and_then(|(_, db)| db.upgrade())
-        else {
+        let Some(db) = self.stores.partition(&self.spec.name, partition) else {
             return Ok(None);
         };
         let limit = limit.unwrap_or(usize::MAX);
