@@ -93,6 +93,14 @@ fn topologies_section(rows: &mut Vec<Row>) -> Result<(), String> {
     Ok(())
 }
 
+fn queries_section(rows: &mut Vec<Row>) -> Result<(), String> {
+    rows.extend(eddy_benches::queries::run(
+        scaled(300_000),
+        scaled(100_000),
+    )?);
+    Ok(())
+}
+
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     if let Some(at) = args
@@ -115,7 +123,7 @@ fn main() {
         .collect();
     let wanted = |name: &str| filter.is_empty() || filter.iter().any(|f| name.contains(f.as_str()));
     type Section = fn(&mut Vec<Row>) -> Result<(), String>;
-    let sections: [(&str, Section); 7] = [
+    let sections: [(&str, Section); 8] = [
         ("broker", broker_section),
         ("hot-path", hot_path_section),
         ("driver", driver_section),
@@ -123,6 +131,7 @@ fn main() {
         ("topologies", topologies_section),
         ("memory", memory_section),
         ("nexmark", nexmark_section),
+        ("queries", queries_section),
     ];
     let mut rows = Vec::new();
     let mut failed = Vec::new();

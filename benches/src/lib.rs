@@ -8,6 +8,7 @@ pub mod hot_path;
 pub mod memory;
 pub mod nexmark;
 pub mod on_broker;
+pub mod queries;
 pub mod read_back;
 pub mod report;
 pub mod windows;

@@ -40,6 +40,7 @@ pub enum ExceptionHandler {
 /// | `max.task.idle.ms` | 0: a task with several input partitions waits for an empty one only while it has records at the broker; -1: never |
 /// | `repartition.purge.interval.ms` | 30000: how often consumed records of repartition topics are deleted |
 /// | `replication.factor` | -1: internal topics get the broker's default |
+/// | `application.server` | none: `host:port` of this instance's query endpoint, published to the other instances so that a query on any of them reads every partition |
 ///
 /// ```
 /// use eddy_engine::{StreamsConfig, ProcessingGuarantee};
@@ -65,6 +66,8 @@ pub struct StreamsConfig {
     pub max_task_idle_ms: i64,
     pub repartition_purge_interval_ms: u64,
     pub replication_factor: i32,
+    /// `application.server`: where this instance answers queries for the others.
+    pub application_server: Option<String>,
     /// Keys this struct does not know, kept for the Kafka clients (`bootstrap.servers`, ...).
     pub extra: BTreeMap<String, String>,
 }
@@ -87,6 +90,7 @@ impl StreamsConfig {
             max_task_idle_ms: 0,
             repartition_purge_interval_ms: 30_000,
             replication_factor: -1,
+            application_server: None,
             extra: BTreeMap::new(),
         }
     }
@@ -191,6 +195,15 @@ impl StreamsConfig {
                 }
                 self.replication_factor = n;
             }
+            "application.server" => {
+                let (host, port) = value
+                    .rsplit_once(':')
+                    .ok_or_else(|| bad("must be host:port"))?;
+                if host.is_empty() || port.parse::<u16>().map_or(true, |p| p == 0) {
+                    return Err(bad("must be host:port with a port from 1 to 65535"));
+                }
+                self.application_server = Some(value.to_string());
+            }
             _ => {
                 self.extra.insert(key.to_string(), value.to_string());
             }
@@ -238,6 +251,7 @@ impl StreamsConfig {
             "max.task.idle.ms",
             "repartition.purge.interval.ms",
             "replication.factor",
+            "application.server",
         ];
         let vars: BTreeMap<String, String> = vars.into_iter().collect();
         for key in KEYS {

@@ -44,7 +44,8 @@ pub use processor::{
     WindowStoreHandle,
 };
 pub use query::{
-    KeyValueQuery, Positioned, QueryServer, SqlAnswer, StateQueries, StoreInfo, WindowQuery,
+    KeyValueQuery, PgServer, Positioned, QueryOptions, QueryServer, SqlAnswer, StateQueries,
+    StoreInfo, WindowQuery,
 };
 pub use record::{Change, Headers, Record, RecordMetadata, Windowed};
 pub use runtime::{KafkaStreams, Progress, RuntimeConfig, DLQ_TOPIC};

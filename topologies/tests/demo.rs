@@ -69,6 +69,11 @@ fn the_demo_answers_sql_over_its_stores() {
             Some(rest.split('/').next()?.to_string())
         })
         .expect("the demo prints its SQL endpoint");
+    let pg_url = lines
+        .by_ref()
+        .map_while(Result::ok)
+        .find_map(|l| Some(l.trim().strip_prefix("or: psql ")?.to_string()))
+        .expect("the demo prints its psql command");
     let post = |sql: &str| -> (u16, String) {
         let body = serde_json::json!({ "sql": sql }).to_string();
         let mut s = std::net::TcpStream::connect(&addr).unwrap();
@@ -105,6 +110,55 @@ fn the_demo_answers_sql_over_its_stores() {
     assert_eq!(status, 200, "a join across topologies: {body}");
     let (status, body) = post("DROP TABLE quiz_stats");
     assert_eq!(status, 400, "{body}");
+    // `eddy query` prints a table; psql reaches the Postgres endpoint.
+    let query = Command::new(env!("CARGO_BIN_EXE_eddy"))
+        .args(["query", "--url", &format!("http://{addr}")])
+        .arg("SELECT key, attempts FROM quiz_stats ORDER BY key LIMIT 2")
+        .output()
+        .unwrap();
+    let table = String::from_utf8_lossy(&query.stdout);
+    assert!(
+        query.status.success(),
+        "{table}{}",
+        String::from_utf8_lossy(&query.stderr)
+    );
+    assert!(
+        table.starts_with("key") && table.contains("attempts") && table.contains("(2 rows)"),
+        "{table}"
+    );
+    let bad = Command::new(env!("CARGO_BIN_EXE_eddy"))
+        .args([
+            "query",
+            "--url",
+            &format!("http://{addr}"),
+            "SELECT nope FROM quiz_stats",
+        ])
+        .output()
+        .unwrap();
+    assert!(!bad.status.success());
+    assert!(
+        String::from_utf8_lossy(&bad.stderr).contains("nope"),
+        "a clear error"
+    );
+    let psql = Command::new("psql")
+        .args([
+            pg_url.as_str(),
+            "-X",
+            "-A",
+            "-t",
+            "-c",
+            "SELECT count(*) > 0 FROM quiz_stats",
+        ])
+        .env("PGCONNECT_TIMEOUT", "10")
+        .output()
+        .expect("psql (Debian's postgresql-client, installed by .ci/setup)");
+    let answer = String::from_utf8_lossy(&psql.stdout);
+    assert!(
+        psql.status.success(),
+        "{answer}{}",
+        String::from_utf8_lossy(&psql.stderr)
+    );
+    assert_eq!(answer.trim(), "t");
     for _ in lines {}
     assert!(child.wait().unwrap().success());
 }

@@ -140,6 +140,9 @@ impl<K: StoredData, V: StoredData> SlidingWindowedKStream<K, V> {
             Arc::clone(&value),
             &[&node],
         );
+        if let Some(name) = &mat.name {
+            st.topo.store_window_size(name, w.time_difference_ms);
+        }
         drop(st);
         KTable::new(
             self.stream.dsl.clone(),

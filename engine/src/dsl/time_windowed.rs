@@ -157,6 +157,7 @@ impl<K: StoredData, V: StoredData> TimeWindowedKStream<K, V> {
             Arc::clone(&value),
             &[&node],
         );
+        st.topo.store_window_size(&store_name, w.size_ms);
         drop(st);
         // The window store is queried by window; a join on this table materializes it anew.
         KTable::new(

@@ -1,14 +1,18 @@
 //! The HTTP query endpoint (axum), one per instance that asks for it:
 //!
-//! 1. `POST /query` with the body `{"sql": "SELECT …"}` runs the query over this instance's
-//!    state ([`StateQueries::sql_async`]).
+//! 1. `POST /query` with the body `{"sql": "SELECT …"}` runs the query over every partition
+//!    ([`StateQueries::sql_async_with`]); `"min_position": [[topic, partition, offset], …]`
+//!    (an earlier answer's `eddy-position`) asks for state at least that far, and `"wait_ms"`
+//!    bounds the wait for partitions that move.
 //! 2. The rows come back as a JSON array of objects, or as NDJSON (`Accept:
 //!    application/x-ndjson`) or an Arrow IPC stream (`Accept:
 //!    application/vnd.apache.arrow.stream`); the header `eddy-position` holds the position the
 //!    rows reflect, as a JSON array of `[topic, partition, offset]`.
 //! 3. A query that cannot be answered gets `400` with `{"error": "…"}`; the server and the
 //!    application go on.
-//! 4. Dropping the [`QueryServer`] (or [`QueryServer::close`]) stops it after the queries in
+//! 4. `POST /internal/partition` answers the other instances for the partitions held here
+//!    (`remote.rs`).
+//! 5. Dropping the [`QueryServer`] (or [`QueryServer::close`]) stops it after the queries in
 //!    flight.
 
 use std::net::SocketAddr;
@@ -21,15 +25,22 @@ use axum::{Json, Router};
 use serde::Deserialize;
 
 use crate::error::{EngineError, Result};
-use crate::query::{SqlAnswer, StateQueries};
+use crate::query::remote::{self, PartitionRequest, PARTITION_PATH, POSITION_HEADER};
+use crate::query::sql::to_batch;
+use crate::query::{QueryOptions, SqlAnswer, StateQueries};
 
 const NDJSON: &str = "application/x-ndjson";
+/// The longest `wait_ms` a query may ask for.
+const MAX_WAIT_MS: u64 = 60_000;
 const ARROW_STREAM: &str = "application/vnd.apache.arrow.stream";
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct QueryRequest {
     sql: String,
+    #[serde(default)]
+    min_position: Vec<(String, i32, i64)>,
+    wait_ms: Option<u64>,
 }
 
 /// A running HTTP query endpoint.
@@ -74,14 +85,8 @@ fn error_response(status: StatusCode, message: String) -> Response {
 fn encode(answer: &SqlAnswer, accept: &str) -> Result<(Vec<u8>, &'static str)> {
     let fail = |e: datafusion::arrow::error::ArrowError| EngineError::Query(e.to_string());
     if accept.contains(ARROW_STREAM) {
-        let mut writer =
-            datafusion::arrow::ipc::writer::StreamWriter::try_new(Vec::new(), &answer.schema)
-                .map_err(fail)?;
-        for batch in &answer.batches {
-            writer.write(batch).map_err(fail)?;
-        }
-        writer.finish().map_err(fail)?;
-        return Ok((writer.into_inner().map_err(fail)?, ARROW_STREAM));
+        let ipc = remote::encode_batches(&answer.schema, &answer.batches)?;
+        return Ok((ipc, ARROW_STREAM));
     }
     if accept.contains(NDJSON) {
         let mut writer = datafusion::arrow::json::LineDelimitedWriter::new(Vec::new());
@@ -106,7 +111,15 @@ async fn query(
             return error_response(StatusCode::BAD_REQUEST, message);
         }
     };
-    let answer = match queries.sql_async(&request.sql).await {
+    let mut options = QueryOptions::default();
+    for (topic, partition, offset) in request.min_position {
+        options.min_position.insert((topic, partition), offset);
+    }
+    if let Some(ms) = request.wait_ms {
+        // Bounded: a query in flight holds up the endpoint's shutdown.
+        options.wait = std::time::Duration::from_millis(ms.min(MAX_WAIT_MS));
+    }
+    let answer = match queries.sql_async_with(&request.sql, &options).await {
         Ok(a) => a,
         Err(e) => return error_response(StatusCode::BAD_REQUEST, e.to_string()),
     };
@@ -127,7 +140,71 @@ async fn query(
     let headers = response.headers_mut();
     headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
     if let Ok(v) = HeaderValue::from_str(&serde_json::to_string(&position).unwrap_or_default()) {
-        headers.insert("eddy-position", v);
+        headers.insert(POSITION_HEADER, v);
+    }
+    response
+}
+
+/// Another instance asks for a partition held here (see `remote.rs`).
+async fn partition(State(queries): State<StateQueries>, body: axum::body::Bytes) -> Response {
+    let request: PartitionRequest = match serde_json::from_slice(&body) {
+        Ok(r) => r,
+        Err(e) => return error_response(StatusCode::BAD_REQUEST, e.to_string()),
+    };
+    let Some(source) = queries.source(&request.store) else {
+        let message = format!("no store `{}` here", request.store);
+        return error_response(StatusCode::BAD_REQUEST, message);
+    };
+    // RocksDB reads block: off the endpoint's few runtime threads.
+    let read = {
+        let (source, request) = (source.clone(), request.clone());
+        tokio::task::spawn_blocking(move || {
+            source.read_capped(
+                request.partition,
+                &request.keys,
+                request.window,
+                request.limit,
+            )
+        })
+        .await
+        .unwrap_or_else(|e| Err(EngineError::Query(format!("reading the partition: {e}"))))
+    };
+    let read = match read {
+        Ok(Some(read)) => read,
+        Ok(None) => {
+            let message = format!("partition {} is not held here", request.partition);
+            return error_response(StatusCode::CONFLICT, message);
+        }
+        Err(e) => return error_response(StatusCode::BAD_REQUEST, e.to_string()),
+    };
+    if !source.reached(&read.position, &request.min_position) {
+        let message = format!(
+            "partition {} is at {:?}, below the position asked for",
+            request.partition, read.position
+        );
+        return error_response(StatusCode::CONFLICT, message);
+    }
+    let encoded = match &request.schema {
+        None => serde_json::to_vec(&read.rows).map_err(|e| EngineError::Query(e.to_string())),
+        Some(schema) => remote::decode_batches(schema).and_then(|(schema, _)| {
+            let batch = to_batch(&schema, &read.rows)?;
+            let batch = match &request.projection {
+                Some(p) => batch
+                    .project(p)
+                    .map_err(|e| EngineError::Query(e.to_string()))?,
+                None => batch,
+            };
+            remote::encode_batches(&batch.schema(), &[batch])
+        }),
+    };
+    let body = match encoded {
+        Ok(body) => body,
+        Err(e) => return error_response(StatusCode::BAD_REQUEST, e.to_string()),
+    };
+    let mut response = (StatusCode::OK, body).into_response();
+    let position = serde_json::to_string(&read.position).unwrap_or_default();
+    if let Ok(v) = HeaderValue::from_str(&position) {
+        response.headers_mut().insert(POSITION_HEADER, v);
     }
     response
 }
@@ -150,6 +227,7 @@ impl StateQueries {
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let router = Router::new()
             .route("/query", post(query))
+            .route(PARTITION_PATH, post(partition))
             .with_state(self.clone());
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)

@@ -9,8 +9,9 @@
 //! 3. Each partition is read as of one commit, together with the checkpoint that commit wrote,
 //!    and the answer says the position it reflects: the next input offset of each partition
 //!    ([`Positioned::position`]).
-//! 4. A query reads the partitions held by this instance only; `partitions` in the answer
-//!    says which. (Routing to other instances comes with the SQL layer.)
+//! 4. A typed query reads the partitions held by this instance only; `partitions` in the
+//!    answer says which. SQL ([`StateQueries::sql`]) reads every partition: those held
+//!    elsewhere from their owners, found through `application.server` (`directory.rs`).
 //!
 //! ```no_run
 //! # fn demo(app: &eddy_engine::KafkaStreams) -> eddy_engine::Result<()> {
@@ -20,8 +21,11 @@
 //! # Ok(()) }
 //! ```
 
+mod directory;
 mod http;
+mod pg;
 mod registry;
+mod remote;
 mod sql;
 mod store_json;
 
@@ -36,9 +40,11 @@ use crate::processor::store_serdes;
 use crate::serdes::SerdeRef;
 use crate::topology::Topology;
 
+pub(crate) use directory::QueryDirectory;
 pub use http::QueryServer;
+pub use pg::PgServer;
 pub(crate) use registry::QueryableStores;
-pub use sql::SqlAnswer;
+pub use sql::{QueryOptions, SqlAnswer};
 pub(crate) use store_json::StoreJson;
 
 /// An answer and the state it was read from.
@@ -65,8 +71,17 @@ pub struct StoreInfo {
 /// [`StateQueries::merged`]); cheap to clone, usable from any thread.
 #[derive(Clone)]
 pub struct StateQueries {
-    /// Each application's topology and its queryable stores.
-    apps: Vec<(Arc<Topology>, Arc<QueryableStores>)>,
+    apps: Vec<AppQueries>,
+}
+
+/// One application's part of [`StateQueries`].
+#[derive(Clone)]
+struct AppQueries {
+    topology: Arc<Topology>,
+    application_id: String,
+    stores: Arc<QueryableStores>,
+    /// The other instances, when `application.server` is set.
+    directory: Option<Arc<QueryDirectory>>,
 }
 
 impl std::fmt::Debug for StateQueries {
@@ -76,9 +91,19 @@ impl std::fmt::Debug for StateQueries {
 }
 
 impl StateQueries {
-    pub(crate) fn new(topology: Arc<Topology>, stores: Arc<QueryableStores>) -> Self {
+    pub(crate) fn new(
+        topology: Arc<Topology>,
+        application_id: String,
+        stores: Arc<QueryableStores>,
+        directory: Option<Arc<QueryDirectory>>,
+    ) -> Self {
         Self {
-            apps: vec![(topology, stores)],
+            apps: vec![AppQueries {
+                topology,
+                application_id,
+                stores,
+                directory,
+            }],
         }
     }
 
@@ -87,8 +112,8 @@ impl StateQueries {
     pub fn merged(parts: impl IntoIterator<Item = StateQueries>) -> Result<Self> {
         let apps: Vec<_> = parts.into_iter().flat_map(|q| q.apps).collect();
         let mut seen = std::collections::BTreeSet::new();
-        for (topology, _) in &apps {
-            for name in topology.stores.keys() {
+        for app in &apps {
+            for name in app.topology.stores.keys() {
                 if !seen.insert(name.clone()) {
                     return Err(EngineError::Query(format!(
                         "two applications have a store named `{name}`"
@@ -105,7 +130,47 @@ impl StateQueries {
     ) -> impl Iterator<Item = (&crate::topology::StoreDef, &Arc<QueryableStores>)> {
         self.apps
             .iter()
-            .flat_map(|(t, stores)| t.stores.values().map(move |def| (def, stores)))
+            .flat_map(|a| a.topology.stores.values().map(move |def| (def, &a.stores)))
+    }
+
+    /// The store `name` as SQL reads it: persistent, key-value or window, with JSON serdes.
+    pub(crate) fn source(&self, name: &str) -> Option<sql::StoreSource> {
+        let app = self
+            .apps
+            .iter()
+            .find(|a| a.topology.stores.contains_key(name))?;
+        let def = &app.topology.stores[name];
+        let json = def.json.clone()?;
+        if !def.spec.persistent || matches!(def.spec.kind, StoreKind::Session { .. }) {
+            return None;
+        }
+        let inputs = app
+            .topology
+            .subtopologies()
+            .iter()
+            .filter(|sub| sub.stores.iter().any(|s| s == name))
+            .flat_map(|sub| sub.source_topics.iter())
+            .map(|t| app.topology.physical_topic(&app.application_id, t))
+            .collect();
+        Some(sql::StoreSource {
+            spec: def.spec.clone(),
+            json,
+            stores: Arc::clone(&app.stores),
+            remote: app.directory.clone(),
+            inputs,
+            window_size_ms: def.window_size_ms,
+        })
+    }
+
+    /// The query endpoints of every instance, as this one last read them (empty without
+    /// `application.server`).
+    pub fn instances(&self) -> Vec<(String, BTreeMap<String, Vec<i32>>)> {
+        self.apps
+            .iter()
+            .filter_map(|a| a.directory.as_ref())
+            .flat_map(|d| d.endpoints())
+            .map(|e| (e.server, e.stores))
+            .collect()
     }
 
     /// The persistent stores, with the partitions this instance holds now.

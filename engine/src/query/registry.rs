@@ -13,9 +13,38 @@ use parking_lot::RwLock;
 #[derive(Debug, Default)]
 pub(crate) struct QueryableStores {
     partitions: RwLock<BTreeMap<String, BTreeMap<i32, Weak<RocksDbInstance>>>>,
+    /// Store name → how many partitions it has in all (known once the application started).
+    counts: RwLock<BTreeMap<String, i32>>,
 }
 
 impl QueryableStores {
+    /// Each store's partition count, from the topics at start.
+    pub fn set_partition_counts(&self, counts: BTreeMap<String, i32>) {
+        *self.counts.write() = counts;
+    }
+
+    /// How many partitions `store` has in all, if known.
+    pub fn partition_count(&self, store: &str) -> Option<i32> {
+        self.counts.read().get(store).copied()
+    }
+
+    /// Every store with the partitions held here now (what this instance publishes).
+    pub fn live(&self) -> BTreeMap<String, Vec<i32>> {
+        self.partitions
+            .read()
+            .iter()
+            .map(|(store, parts)| {
+                let live = parts
+                    .iter()
+                    .filter(|(_, db)| db.strong_count() > 0)
+                    .map(|(p, _)| *p)
+                    .collect::<Vec<_>>();
+                (store.clone(), live)
+            })
+            .filter(|(_, live)| !live.is_empty())
+            .collect()
+    }
+
     /// A running task's persistent `stores` of `partition` can be queried.
     pub fn register(&self, stores: &[String], partition: i32, db: &Arc<RocksDbInstance>) {
         let mut partitions = self.partitions.write();

@@ -8,6 +8,7 @@ use rdkafka::admin::AdminClient;
 use rdkafka::client::DefaultClientContext;
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::BaseConsumer;
+use rdkafka::producer::BaseProducer;
 
 use crate::config::ProcessingGuarantee;
 use crate::error::{EngineError, Result};
@@ -116,6 +117,29 @@ impl KafkaClients {
             .set("auto.offset.reset", "earliest")
             .create()
             .map_err(create_error("restore consumer"))
+    }
+
+    /// The producer that publishes this instance's query endpoint (`query/directory.rs`):
+    /// plain (not transactional), as the endpoint is not part of any task's output.
+    pub fn directory_producer(&self) -> Result<BaseProducer> {
+        self.base()
+            .set("linger.ms", "0")
+            .create()
+            .map_err(create_error("query directory producer"))
+    }
+
+    /// The consumer that reads every instance's query endpoint (assign-only, from the start).
+    pub fn directory_consumer(&self) -> Result<BaseConsumer> {
+        self.base()
+            .set(
+                "group.id",
+                format!("{}-query-directory", self.application_id),
+            )
+            .set("enable.auto.commit", "false")
+            .set("auto.offset.reset", "earliest")
+            .set("fetch.wait.max.ms", "100")
+            .create()
+            .map_err(create_error("query directory consumer"))
     }
 
     /// A client for cluster metadata.

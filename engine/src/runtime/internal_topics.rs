@@ -39,8 +39,11 @@ fn broker_topics(clients: &KafkaClients) -> Result<BTreeMap<String, i32>> {
         .collect())
 }
 
-/// Checks the sources and creates the internal topics.
-pub(crate) fn prepare(topology: &Topology, config: &RuntimeConfig) -> Result<()> {
+/// Checks the sources and creates the internal topics; answers each store's partition count.
+pub(crate) fn prepare(
+    topology: &Topology,
+    config: &RuntimeConfig,
+) -> Result<BTreeMap<String, i32>> {
     let app = &config.streams.application_id;
     let clients = KafkaClients::new(config);
     let existing = broker_topics(&clients)?;
@@ -89,9 +92,11 @@ pub(crate) fn prepare(topology: &Topology, config: &RuntimeConfig) -> Result<()>
         }
     }
     let mut wanted: Vec<InternalTopic> = Vec::new();
+    let mut store_partitions = BTreeMap::new();
     for sub in topology.subtopologies() {
         let n = source_partitions(topology, app, sub, &partitions).unwrap_or(1);
         for store in &sub.stores {
+            store_partitions.insert(store.clone(), n);
             if topology.store_is_logged(store) {
                 wanted.push(InternalTopic::changelog(topology, app, store, n));
             }
@@ -120,6 +125,14 @@ pub(crate) fn prepare(topology: &Topology, config: &RuntimeConfig) -> Result<()>
         configs: Vec::new(),
         kind: InternalKind::DeadLetters,
     });
+    if config.streams.application_server.is_some() {
+        wanted.push(InternalTopic {
+            name: Topology::query_endpoints_topic(app),
+            partitions: 1,
+            configs: vec![("cleanup.policy", "compact".into())],
+            kind: InternalKind::QueryEndpoints,
+        });
+    }
     let present: Vec<&InternalTopic> = wanted
         .iter()
         .filter(|t| existing.contains_key(&t.name))
@@ -157,7 +170,7 @@ pub(crate) fn prepare(topology: &Topology, config: &RuntimeConfig) -> Result<()>
         }
         tracing::info!(topics = ?missing.iter().map(|t| &t.name).collect::<Vec<_>>(), "created internal topics");
     }
-    Ok(())
+    Ok(store_partitions)
 }
 
 /// The largest partition count among a sub-topology's sources known so far.
@@ -179,6 +192,7 @@ enum InternalKind {
     Changelog,
     Repartition,
     DeadLetters,
+    QueryEndpoints,
 }
 
 /// An internal topic as the topology needs it.
@@ -233,7 +247,11 @@ fn validate(
 ) -> Result<()> {
     for t in present {
         let have = existing.get(&t.name).copied().unwrap_or(0);
-        if t.kind != InternalKind::DeadLetters && have != t.partitions {
+        let any_count = matches!(
+            t.kind,
+            InternalKind::DeadLetters | InternalKind::QueryEndpoints
+        );
+        if !any_count && have != t.partitions {
             return Err(EngineError::Topology(format!(
                 "internal topic `{}` exists with {have} partitions, but the topology needs {} \
                  (its source topics have {}); delete the topic (and the application's state) \
@@ -244,7 +262,7 @@ fn validate(
     }
     let checked: Vec<&&InternalTopic> = present
         .iter()
-        .filter(|t| t.kind != InternalKind::DeadLetters)
+        .filter(|t| matches!(t.kind, InternalKind::Changelog | InternalKind::Repartition))
         .collect();
     if checked.is_empty() {
         return Ok(());

@@ -63,12 +63,24 @@ impl Progress {
     }
 }
 
+/// A query directory that is closed unless it was taken (start failed half-way).
+struct CloseOnDrop(Option<Arc<crate::query::QueryDirectory>>);
+
+impl Drop for CloseOnDrop {
+    fn drop(&mut self) {
+        if let Some(directory) = self.0.take() {
+            directory.close();
+        }
+    }
+}
+
 /// A running application.
 pub struct KafkaStreams {
     threads: Vec<JoinHandle<Result<()>>>,
     shutdown: Arc<AtomicBool>,
     progress: Arc<Progress>,
     queries: crate::query::StateQueries,
+    directory: Option<Arc<crate::query::QueryDirectory>>,
 }
 
 impl std::fmt::Debug for KafkaStreams {
@@ -88,13 +100,29 @@ impl KafkaStreams {
             &config.streams.state_dir,
             &config.streams.application_id,
         )?);
-        internal_topics::prepare(&topology, &config)?;
+        let store_partitions = internal_topics::prepare(&topology, &config)?;
         let topology = Arc::new(topology);
         let shutdown = Arc::new(AtomicBool::new(false));
         let progress = Arc::new(Progress::default());
         // One cache and one uncommitted-writes budget for every thread's tasks.
         let memory = crate::task::StateMemory::from_config(&config.streams);
         let queryable = Arc::new(crate::query::QueryableStores::default());
+        queryable.set_partition_counts(store_partitions);
+        let directory = match &config.streams.application_server {
+            Some(server) => {
+                let clients = clients::KafkaClients::new(&config);
+                Some(crate::query::QueryDirectory::start(
+                    server.clone(),
+                    Topology::query_endpoints_topic(&config.streams.application_id),
+                    Arc::clone(&queryable),
+                    clients.directory_producer()?,
+                    clients.directory_consumer()?,
+                )?)
+            }
+            None => None,
+        };
+        // Should a thread not start, the directory stops too (publishing its tombstone).
+        let mut directory = CloseOnDrop(directory);
         let mut threads = Vec::new();
         for index in 0..config.streams.num_stream_threads {
             let (topology, config, shutdown, progress, state_directory, memory, queryable) = (
@@ -130,7 +158,13 @@ impl KafkaStreams {
             threads,
             shutdown,
             progress,
-            queries: crate::query::StateQueries::new(topology, queryable),
+            queries: crate::query::StateQueries::new(
+                topology,
+                config.streams.application_id.clone(),
+                queryable,
+                directory.0.clone(),
+            ),
+            directory: directory.0.take(),
         })
     }
 
@@ -161,6 +195,10 @@ impl KafkaStreams {
             if first.is_ok() {
                 first = result;
             }
+        }
+        if let Some(directory) = &self.directory {
+            // After the threads: their tasks are closed, so the tombstone is the truth.
+            directory.close();
         }
         first
     }

@@ -265,6 +265,7 @@ impl TopologyBuilder {
                 spec,
                 serdes: Arc::new(StoreSerdes { key, value }),
                 json: None,
+                window_size_ms: None,
             },
         );
         for p in processors {
@@ -281,6 +282,13 @@ impl TopologyBuilder {
     {
         if let Some(def) = self.stores.get_mut(name) {
             def.json = Some(crate::query::StoreJson::new(key, value));
+        }
+    }
+
+    /// Store `name` holds windows of `size_ms` (so SQL shows where each ends).
+    pub(crate) fn store_window_size(&mut self, name: &str, size_ms: i64) {
+        if let Some(def) = self.stores.get_mut(name) {
+            def.window_size_ms = Some(size_ms);
         }
     }
 

@@ -42,6 +42,8 @@ pub(crate) struct StoreDef {
     /// Its keys and values as JSON, for SQL (stores whose types serde can serialize; a store
     /// added through the Processor API without them is read as bytes).
     pub json: Option<crate::query::StoreJson>,
+    /// A window store's window size, when its windows have one (SQL's `window_end`).
+    pub window_size_ms: Option<i64>,
 }
 
 /// Whether a topic belongs to the user or to the application.
@@ -126,6 +128,12 @@ impl Topology {
     /// The changelog topic of `store`.
     pub fn changelog_topic(application_id: &str, store: &str) -> String {
         super::internal_topics::changelog(application_id, store)
+    }
+
+    /// The compacted topic where the instances of `application_id` publish their query
+    /// endpoints (`application.server`) and the partitions they answer for.
+    pub fn query_endpoints_topic(application_id: &str) -> String {
+        super::internal_topics::query_endpoints(application_id)
     }
 
     /// Every topic the topology reads, writes or creates, by kind (logical names).

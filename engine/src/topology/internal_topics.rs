@@ -1,5 +1,6 @@
 //! The one owner of internal topic names, as Kafka Streams names them: a repartition topic is
-//! `<application.id>-<name>-repartition`, a store's changelog `<application.id>-<store>-changelog`.
+//! `<application.id>-<name>-repartition`, a store's changelog `<application.id>-<store>-changelog`;
+//! the instances' query endpoints are published to `<application.id>-query-endpoints`.
 //!
 //! ```
 //! use eddy_engine::Topology;
@@ -8,6 +9,12 @@
 
 const CHANGELOG_SUFFIX: &str = "-changelog";
 const REPARTITION_SUFFIX: &str = "-repartition";
+const QUERY_ENDPOINTS: &str = "query-endpoints";
+
+/// The broker's name of the topic where instances publish their query endpoints.
+pub(crate) fn query_endpoints(application_id: &str) -> String {
+    prefixed(application_id, QUERY_ENDPOINTS)
+}
 
 /// The topology's (logical) name of the repartition topic `name`.
 pub(crate) fn repartition(name: &str) -> String {

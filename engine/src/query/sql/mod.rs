@@ -1,13 +1,15 @@
 //! SQL over the state of a running application (DataFusion): every persistent store of the
 //! topology is a table of the same name, read from committed state.
 //!
-//! 1. A query gets a fresh session: each store's table is registered with a schema inferred
-//!    from a sample of its rows (so columns follow what the store holds now).
+//! 1. The stores are the tables of the `public` schema (`catalog.rs`), each with columns
+//!    inferred from a sample of its rows (so columns follow what the store holds now).
 //! 2. DataFusion plans the query read-only (no DDL, no DML, no `SET`); `key = …` and
 //!    `key IN (…)` become point lookups in the scan (`EXPLAIN` shows `read=lookup` or
 //!    `read=scan`), everything else DataFusion evaluates.
-//! 3. Each store partition held here is read as of one commit; the answer carries the
-//!    position (input offsets) of every partition it read and which partitions those were.
+//! 3. Every partition of a store is read, each as of one commit: here when this instance
+//!    holds it, from its owner otherwise (`query/remote.rs`), waiting while it moves or is
+//!    behind [`QueryOptions::min_position`]; a partition that stays unavailable fails the
+//!    query, naming it. The answer carries the position of every partition it read.
 //!
 //! ```no_run
 //! # fn demo(app: &eddy_engine::KafkaStreams) -> eddy_engine::Result<()> {
@@ -16,6 +18,7 @@
 //! # Ok(()) }
 //! ```
 
+mod catalog;
 mod pushdown;
 mod read;
 mod rows;
@@ -23,22 +26,85 @@ mod table;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
+use std::time::Duration;
 
 use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::execution::context::SQLOptions;
-use datafusion::prelude::SessionContext;
-use eddy_state::StoreKind;
+use datafusion::prelude::{SessionConfig, SessionContext};
 use parking_lot::Mutex;
 
 use crate::error::{EngineError, Result};
 use crate::query::StateQueries;
 
-use read::{KeyPredicate, StoreSource};
-use table::StoreTable;
+pub(crate) use read::{KeyPredicate, StoreSource};
+pub(crate) use rows::to_batch;
 
-/// Rows sampled per partition to infer a table's columns.
-const SAMPLE_ROWS: usize = 100;
+/// How long a query waits, by default, for a partition that is moving or restoring.
+pub const DEFAULT_PARTITION_WAIT: Duration = Duration::from_secs(10);
+
+/// How a query reads.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QueryOptions {
+    /// (input topic, partition) → the offset each store partition must have reached
+    /// (read-your-writes: pass back a previous answer's [`SqlAnswer::position`]).
+    pub min_position: BTreeMap<(String, i32), i64>,
+    /// How long to wait for a partition that is not available (moving, restoring, behind
+    /// `min_position`) before failing.
+    pub wait: Duration,
+}
+
+impl Default for QueryOptions {
+    fn default() -> Self {
+        Self {
+            min_position: BTreeMap::new(),
+            wait: DEFAULT_PARTITION_WAIT,
+        }
+    }
+}
+
+/// One query's options and the positions its scans read at (a DataFusion session extension).
+#[derive(Debug)]
+pub(crate) struct QueryScope {
+    positions: Mutex<BTreeMap<(String, i32), i64>>,
+    min_position: BTreeMap<(String, i32), i64>,
+    pub wait: Duration,
+}
+
+impl Default for QueryScope {
+    fn default() -> Self {
+        Self::new(&QueryOptions::default())
+    }
+}
+
+impl QueryScope {
+    fn new(options: &QueryOptions) -> Self {
+        Self {
+            positions: Mutex::new(BTreeMap::new()),
+            min_position: options.min_position.clone(),
+            wait: options.wait,
+        }
+    }
+
+    /// The bound on store partition `partition`: input topic → offset.
+    pub fn bound(&self, partition: i32) -> BTreeMap<String, i64> {
+        self.min_position
+            .iter()
+            .filter(|((_, p), _)| *p == partition)
+            .map(|((t, _), o)| (t.clone(), *o))
+            .collect()
+    }
+
+    /// Store partition `partition` was read at `position` (a partition read twice, by a
+    /// self-join or two stores of one task, reports the older read).
+    pub fn note(&self, partition: i32, position: BTreeMap<String, i64>) {
+        let mut positions = self.positions.lock();
+        for (topic, offset) in position {
+            let at = positions.entry((topic, partition)).or_insert(offset);
+            *at = (*at).min(offset);
+        }
+    }
+}
 
 /// The answer to a SQL query.
 #[derive(Debug, Clone)]
@@ -48,7 +114,6 @@ pub struct SqlAnswer {
     /// (input topic, partition) → next offset the rows reflect, for every partition read.
     pub position: BTreeMap<(String, i32), i64>,
 }
-
 impl SqlAnswer {
     /// The rows as a JSON array of objects.
     pub fn to_json(&self) -> Result<String> {
@@ -72,7 +137,7 @@ impl SqlAnswer {
     }
 }
 
-fn query_error(e: datafusion::error::DataFusionError) -> EngineError {
+pub(crate) fn query_error(e: datafusion::error::DataFusionError) -> EngineError {
     match e {
         datafusion::error::DataFusionError::External(inner) => {
             match inner.downcast::<EngineError>() {
@@ -85,52 +150,55 @@ fn query_error(e: datafusion::error::DataFusionError) -> EngineError {
 }
 
 impl StateQueries {
-    /// Runs a read-only SQL query over the stores this instance holds.
-    pub async fn sql_async(&self, sql: &str) -> Result<SqlAnswer> {
-        let ctx = SessionContext::new();
-        let positions = Arc::new(Mutex::new(BTreeMap::new()));
-        for (def, stores) in self.definitions() {
-            let Some(json) = def.json.clone() else {
-                continue;
-            };
-            if !def.spec.persistent || matches!(def.spec.kind, StoreKind::Session { .. }) {
-                continue;
-            }
-            let source = StoreSource {
-                spec: def.spec.clone(),
-                json,
-                stores: Arc::clone(stores),
-            };
-            let mut sample = Vec::new();
-            for partition in source.partitions() {
-                if let Some(read) = source.read(partition, &KeyPredicate::All, Some(SAMPLE_ROWS))? {
-                    sample.extend(read.rows);
-                }
-            }
-            let windowed = matches!(def.spec.kind, StoreKind::Window { .. });
-            let scalar_key = sample
-                .first()
-                .is_none_or(|row| row.get(pushdown::KEY).is_some());
-            let schema = rows::infer_schema(&sample, windowed, scalar_key, &source.json)?;
-            let table = StoreTable {
-                source,
-                schema,
-                positions: Arc::clone(&positions),
-            };
-            ctx.register_table(def.spec.name.as_str(), Arc::new(table))
-                .map_err(query_error)?;
+    /// A DataFusion session over the stores (`scope`: the options and position sink of one
+    /// query; without it, the defaults and no positions, as for the Postgres endpoint).
+    pub(crate) fn session(&self, scope: Option<Arc<QueryScope>>) -> Result<SessionContext> {
+        let mut config = SessionConfig::new()
+            .with_information_schema(true)
+            .with_default_catalog_and_schema("datafusion", "public");
+        if let Some(scope) = scope {
+            config = config.with_extension(scope);
         }
-        let options = SQLOptions::new()
+        let ctx = SessionContext::new_with_config(config);
+        let catalog = ctx
+            .catalog("datafusion")
+            .ok_or_else(|| EngineError::Query("DataFusion has no default catalog".into()))?;
+        catalog
+            .register_schema("public", Arc::new(catalog::StoreCatalog::new(self.clone())))
+            .map_err(query_error)?;
+        Ok(ctx)
+    }
+
+    /// Runs a read-only SQL query over every partition of the stores.
+    pub async fn sql_async(&self, sql: &str) -> Result<SqlAnswer> {
+        self.sql_async_with(sql, &QueryOptions::default()).await
+    }
+
+    /// [`StateQueries::sql_async`] with `options`.
+    pub async fn sql_async_with(&self, sql: &str, options: &QueryOptions) -> Result<SqlAnswer> {
+        let scope = Arc::new(QueryScope::new(options));
+        let ctx = self.session(Some(Arc::clone(&scope)))?;
+        let read_only = SQLOptions::new()
             .with_allow_ddl(false)
             .with_allow_dml(false)
             .with_allow_statements(false);
         let frame = ctx
-            .sql_with_options(sql, options)
+            .sql_with_options(sql, read_only)
             .await
             .map_err(query_error)?;
         let schema = Arc::new(frame.schema().as_arrow().clone());
         let batches = frame.collect().await.map_err(query_error)?;
-        let position = std::mem::take(&mut *positions.lock());
+        let position = std::mem::take(&mut *scope.positions.lock());
+        // A bound no scan checked would pass silently: a topic or partition the query's
+        // stores do not read is a mistake to report.
+        for (topic, partition) in options.min_position.keys() {
+            if !position.contains_key(&(topic.clone(), *partition)) {
+                return Err(EngineError::Query(format!(
+                    "the minimum position names partition {partition} of `{topic}`, which no \
+                     store this query read reflects"
+                )));
+            }
+        }
         Ok(SqlAnswer {
             schema,
             batches,
@@ -140,9 +208,20 @@ impl StateQueries {
 
     /// [`StateQueries::sql_async`], waiting for the answer on this thread.
     pub fn sql(&self, sql: &str) -> Result<SqlAnswer> {
+        self.sql_with(sql, &QueryOptions::default())
+    }
+
+    /// [`StateQueries::sql_async_with`], waiting for the answer on this thread.
+    pub fn sql_with(&self, sql: &str, options: &QueryOptions) -> Result<SqlAnswer> {
+        if tokio::runtime::Handle::try_current().is_ok() {
+            return Err(EngineError::Query(
+                "StateQueries::sql blocks; inside an async runtime use sql_async".into(),
+            ));
+        }
         let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
             .build()
             .map_err(|e| EngineError::Query(format!("starting a query runtime: {e}")))?;
-        runtime.block_on(self.sql_async(sql))
+        runtime.block_on(self.sql_async_with(sql, options))
     }
 }

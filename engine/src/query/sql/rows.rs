@@ -1,5 +1,6 @@
 //! A store's entries as rows of JSON objects, and those rows as Arrow record batches: the
-//! columns are the key (`key`, or a JSON key's fields), `window_start` for window stores, the
+//! columns are the key (`key`, or a JSON key's fields), `window_start` for window stores (and
+//! `window_end` where the windows have a size), the
 //! value (`value`, or a JSON object's fields), the value as JSON text (`value_json`) and
 //! `partition`. The schema is inferred from a sample of the rows.
 
@@ -18,11 +19,13 @@ use crate::serdes::SerdeKind;
 pub(crate) const VALUE_JSON: &str = "value_json";
 pub(crate) const PARTITION: &str = "partition";
 pub(crate) const WINDOW_START: &str = "window_start";
+pub(crate) const WINDOW_END: &str = "window_end";
 
 /// One entry of a store, decoded.
 pub(crate) struct Entry {
     pub key: Value,
     pub window_start: Option<i64>,
+    pub window_end: Option<i64>,
     pub value: Value,
     pub partition: i32,
 }
@@ -34,6 +37,7 @@ impl Entry {
         store: &str,
         key: &[u8],
         window_start: Option<i64>,
+        window_size: Option<i64>,
         value: &[u8],
         partition: i32,
     ) -> Result<Self> {
@@ -46,6 +50,9 @@ impl Entry {
         Ok(Self {
             key: (json.key_to_json)(key).map_err(corrupt)?,
             window_start,
+            window_end: window_start
+                .zip(window_size)
+                .map(|(s, n)| s.saturating_add(n)),
             value: (json.value_to_json)(value).map_err(corrupt)?,
             partition,
         })
@@ -62,6 +69,9 @@ impl Entry {
         }
         if let Some(start) = self.window_start {
             row.insert(WINDOW_START.into(), start.into());
+        }
+        if let Some(end) = self.window_end {
+            row.insert(WINDOW_END.into(), end.into());
         }
         match &self.value {
             Value::Object(fields) => {
@@ -91,6 +101,7 @@ impl Entry {
 pub(crate) fn infer_schema(
     sample: &[Value],
     windowed: bool,
+    window_end: bool,
     scalar_key: bool,
     json: &StoreJson,
 ) -> Result<SchemaRef> {
@@ -117,6 +128,9 @@ pub(crate) fn infer_schema(
         }
         if windowed {
             names.push(WINDOW_START.into());
+            if window_end {
+                names.push(WINDOW_END.into());
+            }
         }
         if json.value_kind != SerdeKind::Other {
             names.push("value".into());
@@ -126,8 +140,8 @@ pub(crate) fn infer_schema(
     let fields: Vec<Field> = names
         .iter()
         .map(|name| match name.as_str() {
-            WINDOW_START => Field::new(
-                WINDOW_START,
+            WINDOW_START | WINDOW_END => Field::new(
+                name.as_str(),
                 DataType::Timestamp(TimeUnit::Millisecond, Some("UTC".into())),
                 true,
             ),

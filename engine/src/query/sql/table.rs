@@ -1,8 +1,8 @@
 //! A store as a DataFusion table: a [`TableProvider`] whose scan is a [`StoreScanExec`] with one
-//! DataFusion partition per store partition held here, reading point lookups when the query
-//! names keys and the whole partition otherwise.
+//! DataFusion partition per store partition (read here or from its owner), reading point
+//! lookups when the query names keys and the whole partition otherwise.
 
-use std::collections::BTreeMap;
+use std::ops::Bound;
 use std::sync::Arc;
 
 use async_trait::async_trait;
@@ -14,27 +14,20 @@ use datafusion::execution::TaskContext;
 use datafusion::logical_expr::{Expr, TableProviderFilterPushDown, TableType};
 use datafusion::physical_expr::{EquivalenceProperties, PhysicalExpr};
 use datafusion::physical_plan::execution_plan::{Boundedness, EmissionType};
-use datafusion::physical_plan::memory::MemoryStream;
+use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use datafusion::physical_plan::{
     DisplayAs, DisplayFormatType, ExecutionPlan, Partitioning, PlanProperties,
     SendableRecordBatchStream,
 };
-use parking_lot::Mutex;
 
-use crate::query::sql::pushdown::key_points;
-use crate::query::sql::read::{KeyPredicate, StoreSource};
-use crate::query::sql::rows::to_batch;
-
-/// Where the scans of one query note the position each partition was read at.
-pub(crate) type PositionSink = Arc<Mutex<BTreeMap<(String, i32), i64>>>;
-
-/// The most rows one scan of one partition reads before the query fails (not a silent cut).
-pub(crate) const MAX_SCAN_ROWS: usize = 1_000_000;
+use crate::query::sql::pushdown::{key_points, key_range, window_range};
+use crate::query::sql::read::{KeyPredicate, PartitionScan, StoreSource, ALL_TIME};
+use crate::query::sql::QueryScope;
+use crate::serdes::SerdeKind;
 
 pub(crate) struct StoreTable {
     pub source: StoreSource,
     pub schema: SchemaRef,
-    pub positions: PositionSink,
 }
 
 impl std::fmt::Debug for StoreTable {
@@ -59,12 +52,29 @@ impl TableProvider for StoreTable {
         &self,
         filters: &[&Expr],
     ) -> DfResult<Vec<TableProviderFilterPushDown>> {
-        let scalar_key = self.schema.field_with_name(super::pushdown::KEY).is_ok();
+        // Lookups only on keys whose serde is a string or an integer (a JSON key's column may be
+        // anything, even a value field named `key`); ranges only on strings, whose bytes sort as
+        // SQL compares them.
+        let key_kind = self.source.json.key_kind;
+        let scalar_key = matches!(key_kind, SerdeKind::Text | SerdeKind::Integer)
+            && self.schema.field_with_name(super::pushdown::KEY).is_ok();
+        let ordered_key = scalar_key && key_kind == SerdeKind::Text;
+        let key_from_json = &self.source.json.key_from_json;
+        let lookup = |f: &Expr| {
+            key_points(f, key_kind)
+                .is_some_and(|values| values.iter().all(|v| key_from_json(v).is_ok()))
+        };
+        let windowed = matches!(self.source.spec.kind, eddy_state::StoreKind::Window { .. });
         Ok(filters
             .iter()
-            .map(|f| match key_points(f) {
-                Some(_) if scalar_key => TableProviderFilterPushDown::Exact,
-                _ => TableProviderFilterPushDown::Unsupported,
+            .map(|f| {
+                if scalar_key && lookup(f) || ordered_key && key_range(f).is_some() {
+                    TableProviderFilterPushDown::Exact
+                } else if windowed && window_range(f).is_some() {
+                    TableProviderFilterPushDown::Inexact
+                } else {
+                    TableProviderFilterPushDown::Unsupported
+                }
             })
             .collect())
     }
@@ -76,28 +86,47 @@ impl TableProvider for StoreTable {
         filters: &[Expr],
         limit: Option<usize>,
     ) -> DfResult<Arc<dyn ExecutionPlan>> {
-        // Every filter passed here is a key lookup (the others were refused above): the keys
-        // wanted are those every one of them names.
+        // The filters passed here are those accepted above, all of which hold: the keys wanted
+        // are those every lookup names, within every range; the windows those in every bound.
         let mut points: Option<Vec<Vec<u8>>> = None;
+        let mut range = KeyPredicate::Range(Bound::Unbounded, Bound::Unbounded);
+        let mut ranged = false;
+        let mut window = ALL_TIME;
         for filter in filters {
-            let Some(values) = key_points(filter) else {
-                continue;
-            };
-            let keys: Vec<Vec<u8>> = values
-                .iter()
-                .filter_map(|v| (self.source.json.key_from_json)(v).ok())
-                .collect();
-            points = Some(match points {
-                None => keys,
-                Some(before) => before.into_iter().filter(|k| keys.contains(k)).collect(),
-            });
+            if let Some(values) = key_points(filter, self.source.json.key_kind) {
+                let keys: Vec<Vec<u8>> = values
+                    .iter()
+                    .filter_map(|v| (self.source.json.key_from_json)(v).ok())
+                    .collect();
+                points = Some(match points {
+                    None => keys,
+                    Some(before) => before.into_iter().filter(|k| keys.contains(k)).collect(),
+                });
+            } else if let Some((lo, hi)) = key_range(filter) {
+                ranged = true;
+                range = narrow(range, lo, hi);
+            } else if let Some((from, to)) = window_range(filter) {
+                window = (window.0.max(from), window.1.min(to));
+            }
         }
-        let keys = points.map_or(KeyPredicate::All, KeyPredicate::Points);
+        let keys = match points {
+            Some(mut points) => {
+                // `key IN ('a', 'a')` names one row.
+                points.sort();
+                points.dedup();
+                KeyPredicate::Points(points.into_iter().filter(|k| range.admits(k)).collect())
+            }
+            None if ranged => range,
+            None => KeyPredicate::All,
+        };
         let projected = match projection {
             Some(p) => Arc::new(self.schema.project(p)?),
             None => Arc::clone(&self.schema),
         };
-        let partitions = self.source.partitions();
+        let partitions = self
+            .source
+            .all_partitions()
+            .map_err(|e| DataFusionError::External(Box::new(e)))?;
         let properties = Arc::new(PlanProperties::new(
             EquivalenceProperties::new(Arc::clone(&projected)),
             Partitioning::UnknownPartitioning(partitions.len().max(1)),
@@ -109,24 +138,57 @@ impl TableProvider for StoreTable {
             schema: Arc::clone(&self.schema),
             projection: projection.cloned(),
             keys,
+            window,
             limit,
             partitions,
-            positions: Arc::clone(&self.positions),
             properties,
         }))
     }
 }
 
-/// The scan of one store: partition `i` of the plan reads the `i`th store partition held here.
+/// `range` narrowed to the text bounds `lo`..`hi` as well (a text key's bytes are its UTF-8).
+fn narrow(range: KeyPredicate, lo: Bound<String>, hi: Bound<String>) -> KeyPredicate {
+    let KeyPredicate::Range(old_lo, old_hi) = range else {
+        return range;
+    };
+    let bytes = |b: Bound<String>| b.map(String::into_bytes);
+    let (lo, hi) = (bytes(lo), bytes(hi));
+    // The higher lower bound and the lower upper bound; at a tie the excluding one.
+    let lower = match (&old_lo, &lo) {
+        (Bound::Unbounded, _) => lo,
+        (_, Bound::Unbounded) => old_lo,
+        (Bound::Included(a) | Bound::Excluded(a), Bound::Included(b) | Bound::Excluded(b)) => {
+            if a > b || (a == b && matches!(old_lo, Bound::Excluded(_))) {
+                old_lo
+            } else {
+                lo
+            }
+        }
+    };
+    let upper = match (&old_hi, &hi) {
+        (Bound::Unbounded, _) => hi,
+        (_, Bound::Unbounded) => old_hi,
+        (Bound::Included(a) | Bound::Excluded(a), Bound::Included(b) | Bound::Excluded(b)) => {
+            if a < b || (a == b && matches!(old_hi, Bound::Excluded(_))) {
+                old_hi
+            } else {
+                hi
+            }
+        }
+    };
+    KeyPredicate::Range(lower, upper)
+}
+
+/// The scan of one store: partition `i` of the plan reads the `i`th store partition.
 pub(crate) struct StoreScanExec {
     source: StoreSource,
     /// The table's whole schema (rows are decoded whole, then projected).
     schema: SchemaRef,
     projection: Option<Vec<usize>>,
     keys: KeyPredicate,
+    window: (i64, i64),
     limit: Option<usize>,
     partitions: Vec<i32>,
-    positions: PositionSink,
     properties: Arc<PlanProperties>,
 }
 
@@ -144,10 +206,28 @@ impl DisplayAs for StoreScanExec {
         let read = match &self.keys {
             KeyPredicate::All => "scan".to_string(),
             KeyPredicate::Points(k) => format!("lookup of {} key(s)", k.len()),
+            KeyPredicate::Range(lo, hi) => {
+                let text = |k: &Vec<u8>| String::from_utf8_lossy(k).into_owned();
+                let lower = match lo {
+                    Bound::Included(k) => format!("[{}", text(k)),
+                    Bound::Excluded(k) => format!("({}", text(k)),
+                    Bound::Unbounded => "(".to_string(),
+                };
+                let upper = match hi {
+                    Bound::Included(k) => format!("{}]", text(k)),
+                    Bound::Excluded(k) => format!("{})", text(k)),
+                    Bound::Unbounded => ")".to_string(),
+                };
+                format!("range scan of keys {lower}, {upper}")
+            }
+        };
+        let window = match self.window {
+            ALL_TIME => String::new(),
+            (from, to) => format!(", windows starting {from}..={to}"),
         };
         write!(
             f,
-            "StoreScan: store={}, read={read}, partitions={:?}",
+            "StoreScan: store={}, read={read}{window}, partitions={:?}",
             self.source.spec.name, self.partitions
         )?;
         if let Some(limit) = self.limit {
@@ -187,50 +267,39 @@ impl ExecutionPlan for StoreScanExec {
     fn execute(
         &self,
         partition: usize,
-        _context: Arc<TaskContext>,
+        context: Arc<TaskContext>,
     ) -> DfResult<SendableRecordBatchStream> {
         let projected = self.properties.eq_properties.schema().clone();
         let Some(&store_partition) = self.partitions.get(partition) else {
-            // No partition held here: an empty answer for this (only) plan partition.
-            return Ok(Box::pin(MemoryStream::try_new(vec![], projected, None)?));
+            // No partition at all: an empty answer for this (only) plan partition.
+            let empty = futures::stream::empty();
+            return Ok(Box::pin(RecordBatchStreamAdapter::new(projected, empty)));
         };
-        let name = &self.source.spec.name;
-        let cap = self
-            .limit
-            .unwrap_or(MAX_SCAN_ROWS + 1)
-            .min(MAX_SCAN_ROWS + 1);
-        let read = self
-            .source
-            .read(store_partition, &self.keys, Some(cap))
-            .map_err(|e| DataFusionError::External(Box::new(e)))?
-            .ok_or_else(|| {
-                DataFusionError::Execution(format!(
-                    "partition {store_partition} of store `{name}` moved while the query ran; \
-                     ask again"
-                ))
-            })?;
-        if self.limit.is_none() && read.rows.len() > MAX_SCAN_ROWS {
-            return Err(DataFusionError::ResourcesExhausted(format!(
-                "the scan of `{name}` partition {store_partition} passed {MAX_SCAN_ROWS} rows; \
-                 narrow the query (a key, a LIMIT)"
-            )));
-        }
-        {
-            let mut positions = self.positions.lock();
-            for (topic, offset) in read.position {
-                positions.insert((topic, store_partition), offset);
-            }
-        }
-        let batch = to_batch(&self.schema, &read.rows)
-            .map_err(|e| DataFusionError::External(Box::new(e)))?;
-        let batch = match &self.projection {
-            Some(p) => batch.project(p)?,
-            None => batch,
+        let scope = context
+            .session_config()
+            .get_extension::<QueryScope>()
+            .unwrap_or_default();
+        let scan = PartitionScan {
+            keys: self.keys.clone(),
+            window: self.window,
+            limit: self.limit,
+            schema: Arc::clone(&self.schema),
+            projection: self.projection.clone(),
+            min_position: scope.bound(store_partition),
+            wait: scope.wait,
         };
-        Ok(Box::pin(MemoryStream::try_new(
-            vec![batch],
+        let source = self.source.clone();
+        let read = async move {
+            let (batch, position) = source
+                .scan_partition(store_partition, &scan)
+                .await
+                .map_err(|e| DataFusionError::External(Box::new(e)))?;
+            scope.note(store_partition, position);
+            Ok(batch)
+        };
+        Ok(Box::pin(RecordBatchStreamAdapter::new(
             projected,
-            None,
-        )?))
+            futures::stream::once(read),
+        )))
     }
 }

@@ -1,4 +1,7 @@
-//! The `eddy` command line: list and describe the topologies Eddy ships.
+//! The `eddy` command line: list and describe the topologies Eddy ships, run them (on the
+//! embedded broker or Kafka) with SQL over their state, and query that state.
+
+mod query;
 
 use std::io::Write;
 
@@ -61,6 +64,8 @@ enum Command {
         /// Where the SQL endpoint (`POST /query`) listens; port 0 picks a free one.
         #[arg(long, default_value = "127.0.0.1:0")]
         http: std::net::SocketAddr,
+        #[command(flatten)]
+        pg: PgArgs,
     },
     /// Runs topologies against Kafka (the embedded broker when no brokers are given).
     Run {
@@ -79,6 +84,19 @@ enum Command {
         /// Where the SQL endpoint (`POST /query`) listens; port 0 picks a free one.
         #[arg(long, default_value = "127.0.0.1:0")]
         http: std::net::SocketAddr,
+        #[command(flatten)]
+        pg: PgArgs,
+    },
+    /// Runs a SQL query on a running `eddy demo` or `eddy run` and prints the rows.
+    Query {
+        /// The query, e.g. "SELECT * FROM \"quiz-stats\" LIMIT 5".
+        sql: String,
+        /// The HTTP endpoint (printed at start).
+        #[arg(long, env = "EDDY_QUERY_URL", default_value = "http://127.0.0.1:8080")]
+        url: String,
+        /// `table` or `json`.
+        #[arg(long, default_value = "table")]
+        format: String,
     },
     /// Writes a seeded mix of the platform's events as JSON lines.
     Generate {
@@ -104,6 +122,17 @@ enum Command {
         #[arg(long, env = "KAFKA_BOOTSTRAP_SERVERS")]
         brokers: Option<String>,
     },
+}
+
+/// The Postgres wire endpoint's settings.
+#[derive(clap::Args, Clone)]
+struct PgArgs {
+    /// Where the Postgres endpoint (psql, drivers) listens; port 0 picks a free one.
+    #[arg(long, default_value = "127.0.0.1:0")]
+    pg: std::net::SocketAddr,
+    /// A password every Postgres client must give (cleartext: keep it on loopback or behind TLS).
+    #[arg(long, env = "EDDY_PG_PASSWORD")]
+    pg_password: Option<String>,
 }
 
 /// How often the embedded broker compacts changelogs (Kafka's log cleaner runs in the
@@ -163,14 +192,17 @@ fn main() -> Result<()> {
             seconds,
             guarantee,
             http,
-        } => demo(rate, seconds, &guarantee, http)?,
+            pg,
+        } => demo(rate, seconds, &guarantee, http, &pg)?,
         Command::Run {
             topologies,
             brokers,
             config,
             seconds,
             http,
-        } => run(&topologies, brokers, config, seconds, http)?,
+            pg,
+        } => run(&topologies, brokers, config, seconds, http, &pg)?,
+        Command::Query { sql, url, format } => query::run(&url, &sql, &format)?,
         Command::Generate {
             count,
             seed,
@@ -260,23 +292,41 @@ fn wait_until(stop: &std::sync::atomic::AtomicBool, seconds: Option<u64>, mut ti
     }
 }
 
+/// The SQL endpoints of a run: HTTP and Postgres, stopped when dropped.
+struct SqlEndpoints {
+    _http: eddy_engine::QueryServer,
+    _pg: eddy_engine::PgServer,
+}
+
 /// Serves SQL over every running application's stores and says how to reach it.
 fn serve_sql(
     apps: &[(String, eddy_engine::KafkaStreams)],
     listen: std::net::SocketAddr,
-) -> Result<eddy_engine::QueryServer> {
+    pg: &PgArgs,
+) -> Result<SqlEndpoints> {
     let queries = eddy_engine::StateQueries::merged(apps.iter().map(|(_, a)| a.queries()))?;
     let server = queries
         .serve_http(listen)
         .context("starting the SQL endpoint")?;
     let tables: Vec<String> = queries.stores().into_iter().map(|s| s.name).collect();
+    let example = tables.first().map_or("<store>", String::as_str);
     println!(
-        "SQL over state: curl -s http://{}/query -d '{{\"sql\": \"SELECT * FROM \\\"{}\\\" LIMIT 5\"}}'",
+        "SQL over state: curl -s http://{}/query -d '{{\"sql\": \"SELECT * FROM \\\"{example}\\\" LIMIT 5\"}}'",
         server.local_addr(),
-        tables.first().map_or("<store>", String::as_str)
     );
+    println!(
+        "  or: eddy query --url http://{} 'SELECT * FROM \"{example}\" LIMIT 5'",
+        server.local_addr()
+    );
+    let pg_server = queries
+        .serve_pg(pg.pg, pg.pg_password.clone())
+        .context("starting the Postgres endpoint")?;
+    println!("  or: psql postgres://eddy@{}/eddy", pg_server.local_addr());
     println!("  tables: {}", tables.join(", "));
-    Ok(server)
+    Ok(SqlEndpoints {
+        _http: server,
+        _pg: pg_server,
+    })
 }
 
 fn demo(
@@ -284,6 +334,7 @@ fn demo(
     seconds: Option<u64>,
     guarantee: &str,
     http: std::net::SocketAddr,
+    pg: &PgArgs,
 ) -> Result<()> {
     let broker = eddy_testkit::EmbeddedBroker::start_with(eddy_testkit::BrokerConfig {
         default_partitions: 3,
@@ -303,7 +354,7 @@ fn demo(
             platform::start_topology(name, &bootstrap, streams.clone())?,
         ));
     }
-    let sql = serve_sql(&apps, http)?;
+    let sql = serve_sql(&apps, http, pg)?;
     println!("running {} topologies; Ctrl-C stops", apps.len());
     let stop = platform::stop_on_signal();
     let fed = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
@@ -342,7 +393,7 @@ fn demo(
     stop.store(true, std::sync::atomic::Ordering::SeqCst);
     let _ = feeder.join();
     print_progress(&apps, fed.load(std::sync::atomic::Ordering::Relaxed));
-    sql.close();
+    drop(sql);
     for (name, app) in apps {
         app.close().with_context(|| format!("stopping {name}"))?;
     }
@@ -356,6 +407,7 @@ fn run(
     config: Option<std::path::PathBuf>,
     seconds: Option<u64>,
     http: std::net::SocketAddr,
+    pg: &PgArgs,
 ) -> Result<()> {
     let mut streams = StreamsConfig::new("eddy");
     if let Some(path) = &config {
@@ -364,6 +416,16 @@ fn run(
         streams.apply_properties(&text)?;
     }
     streams.apply_env()?;
+    // The other workers reach this one's partitions at `application.server`: the HTTP endpoint
+    // listens on its port (on every interface, as its host is another machine's view of this
+    // one) unless --http names a port.
+    let http = match &streams.application_server {
+        Some(server) if http.port() == 0 => {
+            let port = server.rsplit_once(':').and_then(|(_, p)| p.parse().ok());
+            std::net::SocketAddr::new([0, 0, 0, 0].into(), port.unwrap_or(0))
+        }
+        _ => http,
+    };
     let embedded;
     let bootstrap = match brokers {
         Some(b) => b,
@@ -386,10 +448,10 @@ fn run(
             platform::start_topology(name, &bootstrap, streams.clone())?,
         ));
     }
-    let sql = serve_sql(&apps, http)?;
+    let sql = serve_sql(&apps, http, pg)?;
     let stop = platform::stop_on_signal();
     wait_until(&stop, seconds, || print_progress(&apps, 0));
-    sql.close();
+    drop(sql);
     for (name, app) in apps {
         app.close().with_context(|| format!("stopping {name}"))?;
     }

@@ -1,0 +1,428 @@
+//! The Postgres wire protocol endpoint (pgwire through `datafusion-postgres`): `psql` and any
+//! Postgres driver query the stores with the same SQL as `POST /query`.
+//!
+//! 1. A client connects; with a password configured it must send it (cleartext: keep the
+//!    endpoint on loopback or behind TLS termination), otherwise any user name is let in.
+//! 2. Simple and extended (prepared) queries are planned by DataFusion over the stores and a
+//!    `pg_catalog` emulation, so `\d` and `\d store` work; columns get the Postgres types of
+//!    their Arrow types.
+//! 3. Only reads run: a statement other than a query, `EXPLAIN`, `SHOW`, a transaction or
+//!    cursor statement, or a `SET` of a connection's own setting is refused with SQLSTATE
+//!    `25006` (read only), and DataFusion's errors get the SQLSTATE of their kind (`42601`
+//!    syntax, `42P01` unknown table, `42703` unknown column, `22000` data). The connection
+//!    stays usable after an error.
+//! 4. Dropping the [`PgServer`] (or [`PgServer::close`]) stops accepting and closes the
+//!    connections.
+
+use std::fmt::Debug;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use datafusion::common::ParamValues;
+use datafusion::logical_expr::LogicalPlan;
+use datafusion::prelude::SessionContext;
+use datafusion::sql::sqlparser::ast::{Set, Statement};
+use datafusion_postgres::datafusion_pg_catalog::pg_catalog::setup_pg_catalog;
+use datafusion_postgres::hooks::cursor::CursorStatementHook;
+use datafusion_postgres::hooks::set_show::SetShowHook;
+use datafusion_postgres::hooks::transactions::TransactionStatementHook;
+use datafusion_postgres::hooks::HookClient;
+use datafusion_postgres::pgwire;
+use datafusion_postgres::{DfSessionService, QueryHook};
+use futures::Sink;
+use pgwire::api::auth::cleartext::CleartextPasswordAuthStartupHandler;
+use pgwire::api::auth::noop::NoopStartupHandler;
+use pgwire::api::auth::{
+    AuthSource, DefaultServerParameterProvider, LoginInfo, Password, StartupHandler,
+};
+use pgwire::api::query::{ExtendedQueryHandler, SimpleQueryHandler};
+use pgwire::api::results::Response;
+use pgwire::api::{ClientInfo, ErrorHandler, PgWireServerHandlers};
+use pgwire::error::{ErrorInfo, PgWireError, PgWireResult};
+use pgwire::messages::{PgWireBackendMessage, PgWireFrontendMessage};
+
+use crate::error::{EngineError, Result};
+use crate::query::StateQueries;
+
+/// The settings a connection may change for itself (the others would change the server).
+const SESSION_SETTINGS: &[&str] = &[
+    "statement_timeout",
+    "datestyle",
+    "bytea_output",
+    "intervalstyle",
+    "application_name",
+    "extra_float_digits",
+    "search_path",
+    "client_encoding",
+];
+
+fn refused(sqlstate: &str, message: String) -> PgWireError {
+    PgWireError::UserError(Box::new(ErrorInfo::new(
+        "ERROR".to_string(),
+        sqlstate.to_string(),
+        message,
+    )))
+}
+
+/// Why `statement` may not run, if it may not.
+fn read_only_violation(statement: &Statement) -> Option<PgWireError> {
+    match statement {
+        Statement::Query(query) if selects_into(query) => Some(refused(
+            "25006",
+            format!("Eddy's SQL is read-only: `{statement}` would create a table"),
+        )),
+        Statement::Query(_)
+        | Statement::ShowVariable { .. }
+        | Statement::ShowTables { .. }
+        | Statement::ShowColumns { .. }
+        | Statement::StartTransaction { .. }
+        | Statement::Commit { .. }
+        | Statement::Rollback { .. }
+        | Statement::Declare { .. }
+        | Statement::Fetch { .. }
+        | Statement::Close { .. } => None,
+        Statement::Explain { statement, .. } => read_only_violation(statement),
+        Statement::Set(Set::SingleAssignment {
+            scope: None,
+            hivevar: false,
+            variable,
+            ..
+        }) if SESSION_SETTINGS.contains(&variable.to_string().to_lowercase().as_str()) => None,
+        Statement::Set(Set::SetTimeZone { local: false, .. }) => None,
+        Statement::Set(_) => Some(refused(
+            "55P02",
+            format!("`{statement}` would change the server: only a connection's own settings can be SET ({})", SESSION_SETTINGS.join(", ")),
+        )),
+        other => Some(refused(
+            "25006",
+            format!("Eddy's SQL is read-only: `{other}` is not a query"),
+        )),
+    }
+}
+
+/// Whether `query` is a `SELECT … INTO` (which creates a table).
+fn selects_into(query: &datafusion::sql::sqlparser::ast::Query) -> bool {
+    use datafusion::sql::sqlparser::ast::SetExpr;
+    fn body_into(body: &SetExpr) -> bool {
+        match body {
+            SetExpr::Select(select) => select.into.is_some(),
+            SetExpr::Query(q) => body_into(&q.body),
+            SetExpr::SetOperation { left, right, .. } => body_into(left) || body_into(right),
+            _ => false,
+        }
+    }
+    body_into(&query.body)
+}
+
+/// Refuses every statement that is not a read, before the other hooks or DataFusion see it.
+struct ReadOnlyHook;
+
+#[async_trait]
+impl QueryHook for ReadOnlyHook {
+    async fn handle_simple_query(
+        &self,
+        statement: &Statement,
+        _session_context: &SessionContext,
+        _client: &mut dyn HookClient,
+    ) -> Option<PgWireResult<Response>> {
+        read_only_violation(statement).map(Err)
+    }
+
+    async fn handle_extended_parse_query(
+        &self,
+        statement: &Statement,
+        _session_context: &SessionContext,
+        _client: &(dyn ClientInfo + Send + Sync),
+    ) -> Option<PgWireResult<LogicalPlan>> {
+        read_only_violation(statement).map(Err)
+    }
+
+    async fn handle_extended_query(
+        &self,
+        statement: &Statement,
+        _logical_plan: &LogicalPlan,
+        _params: &ParamValues,
+        _session_context: &SessionContext,
+        _client: &mut dyn HookClient,
+    ) -> Option<PgWireResult<Response>> {
+        read_only_violation(statement).map(Err)
+    }
+}
+
+/// The SQLSTATE of a DataFusion error, by what it says.
+fn sqlstate(message: &str) -> &'static str {
+    let m = message.to_lowercase();
+    if m.contains("parsererror") || m.contains("parser error") || m.contains("sql error") {
+        "42601"
+    } else if m.contains("table") && m.contains("not found") {
+        "42P01"
+    } else if m.contains("no field named") || m.contains("schema error") {
+        "42703"
+    } else if m.contains("not available") {
+        "55000"
+    } else if m.contains("passed") && m.contains("rows") {
+        "54000"
+    } else if m.contains("cast") || m.contains("arrow error") || m.contains("type") {
+        "22000"
+    } else {
+        "XX000"
+    }
+}
+
+/// Gives DataFusion's errors (which pgwire would send as internal errors) their SQLSTATE.
+struct SqlStateErrors;
+
+impl ErrorHandler for SqlStateErrors {
+    fn on_error<C: ClientInfo>(&self, _client: &C, error: &mut PgWireError) {
+        if let PgWireError::ApiError(inner) = error {
+            let message = inner.to_string();
+            *error = refused(sqlstate(&message), message);
+        }
+    }
+}
+
+/// The configured password, for cleartext authentication.
+#[derive(Debug)]
+struct SharedPassword(String);
+
+#[async_trait]
+impl AuthSource for SharedPassword {
+    async fn get_password(&self, _login: &LoginInfo) -> PgWireResult<Password> {
+        Ok(Password::new(None, self.0.as_bytes().to_vec()))
+    }
+}
+
+struct Trust;
+
+impl NoopStartupHandler for Trust {}
+
+/// No authentication, or a password.
+struct Startup {
+    password:
+        Option<CleartextPasswordAuthStartupHandler<SharedPassword, DefaultServerParameterProvider>>,
+}
+
+#[async_trait]
+impl StartupHandler for Startup {
+    async fn on_startup<C>(
+        &self,
+        client: &mut C,
+        message: PgWireFrontendMessage,
+    ) -> PgWireResult<()>
+    where
+        C: ClientInfo + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
+        C::Error: Debug,
+        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+    {
+        match &self.password {
+            Some(handler) => handler.on_startup(client, message).await,
+            None => Trust.on_startup(client, message).await,
+        }
+    }
+}
+
+struct Handlers {
+    service: Arc<DfSessionService>,
+    startup: Arc<Startup>,
+}
+
+impl PgWireServerHandlers for Handlers {
+    fn simple_query_handler(&self) -> Arc<impl SimpleQueryHandler> {
+        Arc::clone(&self.service)
+    }
+
+    fn extended_query_handler(&self) -> Arc<impl ExtendedQueryHandler> {
+        Arc::clone(&self.service)
+    }
+
+    fn startup_handler(&self) -> Arc<impl StartupHandler> {
+        Arc::clone(&self.startup)
+    }
+
+    fn error_handler(&self) -> Arc<impl ErrorHandler> {
+        Arc::new(SqlStateErrors)
+    }
+}
+
+/// A running Postgres wire endpoint.
+#[derive(Debug)]
+pub struct PgServer {
+    addr: SocketAddr,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl PgServer {
+    /// Where it listens.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Stops accepting and closes the connections.
+    pub fn close(mut self) {
+        self.stop_now();
+    }
+
+    fn stop_now(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+impl Drop for PgServer {
+    fn drop(&mut self) {
+        self.stop_now();
+    }
+}
+
+impl StateQueries {
+    /// Serves the Postgres wire protocol on `listen` (port 0 picks one), with `password`
+    /// required of every client when given.
+    pub fn serve_pg(&self, listen: SocketAddr, password: Option<String>) -> Result<PgServer> {
+        let config_error = |reason: String| EngineError::Config {
+            key: "pg".into(),
+            reason,
+        };
+        let ctx = self.session(None)?;
+        setup_pg_catalog(
+            &ctx,
+            "datafusion",
+            datafusion_postgres::auth::AuthManager::default(),
+        )
+        .map_err(|e| config_error(format!("setting up pg_catalog: {e}")))?;
+        let hooks: Vec<Arc<dyn QueryHook>> = vec![
+            Arc::new(ReadOnlyHook),
+            Arc::new(CursorStatementHook),
+            Arc::new(SetShowHook),
+            Arc::new(TransactionStatementHook),
+        ];
+        let handlers = Arc::new(Handlers {
+            service: Arc::new(DfSessionService::new_with_hooks(Arc::new(ctx), hooks)),
+            startup: Arc::new(Startup {
+                password: password.map(|p| {
+                    CleartextPasswordAuthStartupHandler::new(
+                        SharedPassword(p),
+                        DefaultServerParameterProvider::default(),
+                    )
+                }),
+            }),
+        });
+        let listener = std::net::TcpListener::bind(listen)
+            .map_err(|e| config_error(format!("cannot listen on {listen}: {e}")))?;
+        listener
+            .set_nonblocking(true)
+            .map_err(|e| config_error(e.to_string()))?;
+        let addr = listener
+            .local_addr()
+            .map_err(|e| config_error(e.to_string()))?;
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .thread_name("eddy-query-pg")
+            .enable_all()
+            .build()
+            .map_err(|e| config_error(format!("cannot start the query runtime: {e}")))?;
+        let (stop, mut stopped) = tokio::sync::oneshot::channel::<()>();
+        let thread = std::thread::Builder::new()
+            .name("eddy-query-pg".into())
+            .spawn(move || {
+                runtime.block_on(async move {
+                    let listener = match tokio::net::TcpListener::from_std(listener) {
+                        Ok(l) => l,
+                        Err(e) => {
+                            tracing::error!("postgres endpoint: {e}");
+                            return;
+                        }
+                    };
+                    let mut connections = tokio::task::JoinSet::new();
+                    loop {
+                        tokio::select! {
+                            _ = &mut stopped => break,
+                            accepted = listener.accept() => match accepted {
+                                Ok((socket, _)) => {
+                                    let handlers = Arc::clone(&handlers);
+                                    connections.spawn(async move {
+                                        if let Err(e) = pgwire::tokio::process_socket(socket, None, handlers).await {
+                                            tracing::debug!("postgres connection: {e}");
+                                        }
+                                    });
+                                }
+                                Err(e) => tracing::warn!("postgres endpoint accept: {e}"),
+                            },
+                        }
+                    }
+                    connections.abort_all();
+                });
+            })
+            .map_err(|e| config_error(e.to_string()))?;
+        Ok(PgServer {
+            addr,
+            stop: Some(stop),
+            thread: Some(thread),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
+    use datafusion::sql::sqlparser::parser::Parser;
+
+    fn parse(sql: &str) -> Statement {
+        Parser::parse_sql(&PostgreSqlDialect {}, sql)
+            .unwrap()
+            .remove(0)
+    }
+
+    #[test]
+    fn only_reads_and_a_connections_own_settings_pass() {
+        for ok in [
+            "SELECT 1",
+            "EXPLAIN SELECT 1",
+            "SHOW search_path",
+            "BEGIN",
+            "COMMIT",
+            "SET statement_timeout = 1000",
+            "SET TIME ZONE 'UTC'",
+        ] {
+            assert!(read_only_violation(&parse(ok)).is_none(), "{ok}");
+        }
+        for (bad, state) in [
+            ("DROP TABLE x", "25006"),
+            ("CREATE TABLE x (a INT)", "25006"),
+            ("INSERT INTO x VALUES (1)", "25006"),
+            ("DELETE FROM x", "25006"),
+            ("COPY x TO '/tmp/x'", "25006"),
+            ("EXPLAIN DELETE FROM x", "25006"),
+            ("SELECT 1 INTO t", "25006"),
+            ("SET datafusion.execution.batch_size = 1", "55P02"),
+        ] {
+            match read_only_violation(&parse(bad)) {
+                Some(PgWireError::UserError(info)) => assert_eq!(info.code, state, "{bad}"),
+                other => panic!("{bad}: {other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn datafusion_errors_get_the_sqlstate_of_their_kind() {
+        assert_eq!(
+            sqlstate("SQL error: ParserError(\"Expected ...\")"),
+            "42601"
+        );
+        assert_eq!(
+            sqlstate("sql parser error: Expected: an SQL statement, found: SELEC"),
+            "42601"
+        );
+        assert_eq!(
+            sqlstate("Error during planning: table 'datafusion.public.nope' not found"),
+            "42P01"
+        );
+        assert_eq!(sqlstate("Schema error: No field named nope."), "42703");
+    }
+}

@@ -1,0 +1,109 @@
+//! The stores as DataFusion's `public` schema: one table per persistent key-value or window
+//! store, its columns inferred from a sample of its rows and kept for a second, so that a
+//! catalog listing (psql's `\d`, which asks for every table) costs a sample per store at most
+//! once a second and a table's columns still follow what the store holds.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use datafusion::arrow::datatypes::SchemaRef;
+use datafusion::catalog::{SchemaProvider, TableProvider};
+use datafusion::common::{DataFusionError, Result as DfResult};
+use eddy_state::StoreKind;
+use parking_lot::Mutex;
+
+use crate::error::Result;
+use crate::query::sql::read::{KeyPredicate, StoreSource, ALL_TIME};
+use crate::query::sql::{pushdown, rows, table::StoreTable};
+use crate::query::StateQueries;
+
+/// Rows sampled per partition to infer a table's columns.
+const SAMPLE_ROWS: usize = 100;
+
+/// How long an inferred schema is reused.
+const SCHEMA_TTL: Duration = Duration::from_secs(1);
+
+/// The stores of [`StateQueries`] as a schema of tables.
+pub(crate) struct StoreCatalog {
+    queries: StateQueries,
+    schemas: Mutex<HashMap<String, (Instant, SchemaRef)>>,
+}
+
+impl std::fmt::Debug for StoreCatalog {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StoreCatalog").finish_non_exhaustive()
+    }
+}
+
+impl StoreCatalog {
+    pub fn new(queries: StateQueries) -> Self {
+        Self {
+            queries,
+            schemas: Mutex::new(HashMap::new()),
+        }
+    }
+
+    async fn schema_of(&self, source: &StoreSource) -> Result<SchemaRef> {
+        let name = &source.spec.name;
+        if let Some((at, schema)) = self.schemas.lock().get(name) {
+            if at.elapsed() < SCHEMA_TTL {
+                return Ok(Arc::clone(schema));
+            }
+        }
+        let mut sample = Vec::new();
+        for partition in source.local_partitions() {
+            if let Some(read) =
+                source.read(partition, &KeyPredicate::All, ALL_TIME, Some(SAMPLE_ROWS))?
+            {
+                sample.extend(read.rows);
+            }
+        }
+        if sample.is_empty() {
+            // Nothing here: the owners of the other partitions give the sample.
+            sample = source.remote_sample(SAMPLE_ROWS).await;
+        }
+        let windowed = matches!(source.spec.kind, StoreKind::Window { .. });
+        let scalar_key = sample
+            .first()
+            .is_none_or(|row| row.get(pushdown::KEY).is_some());
+        let schema = rows::infer_schema(
+            &sample,
+            windowed,
+            source.window_size_ms.is_some(),
+            scalar_key,
+            &source.json,
+        )?;
+        self.schemas
+            .lock()
+            .insert(name.clone(), (Instant::now(), Arc::clone(&schema)));
+        Ok(schema)
+    }
+}
+
+#[async_trait]
+impl SchemaProvider for StoreCatalog {
+    fn table_names(&self) -> Vec<String> {
+        self.queries
+            .definitions()
+            .map(|(def, _)| def.spec.name.clone())
+            .filter(|name| self.queries.source(name).is_some())
+            .collect()
+    }
+
+    async fn table(&self, name: &str) -> DfResult<Option<Arc<dyn TableProvider>>> {
+        let Some(source) = self.queries.source(name) else {
+            return Ok(None);
+        };
+        let schema = self
+            .schema_of(&source)
+            .await
+            .map_err(|e| DataFusionError::External(Box::new(e)))?;
+        Ok(Some(Arc::new(StoreTable { source, schema })))
+    }
+
+    fn table_exist(&self, name: &str) -> bool {
+        self.queries.source(name).is_some()
+    }
+}

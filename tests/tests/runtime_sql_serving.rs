@@ -1,0 +1,423 @@
+//! SQL over a running application's state as users reach it: over the Postgres wire protocol
+//! (a driver and `psql`), and from either of two workers that share the partitions, each
+//! answering for all of them.
+
+use std::collections::BTreeMap;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use eddy_engine::{
+    Consumed, Grouped, KafkaStreams, Materialized, QueryOptions, RuntimeConfig, Serdes,
+    StateQueries, StreamsBuilder, StreamsConfig, TimeWindows, Topology,
+};
+use eddy_testkit::EmbeddedBroker;
+use rdkafka::config::ClientConfig;
+use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+
+const KEYS: usize = 40;
+
+/// `n` records over `KEYS` keys; the count per key.
+fn feed(bootstrap: &str, n: usize) -> BTreeMap<String, i64> {
+    let p: BaseProducer = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .create()
+        .unwrap();
+    let mut counts = BTreeMap::new();
+    for i in 0..n {
+        let key = format!("user-{:02}", (i * 7) % KEYS);
+        p.send(
+            BaseRecord::to("events")
+                .key(&key)
+                .payload("x")
+                .timestamp(1_000_000 + i as i64 * 100),
+        )
+        .unwrap();
+        *counts.entry(key).or_insert(0) += 1;
+    }
+    p.flush(Duration::from_secs(30)).unwrap();
+    counts
+}
+
+/// Counts per key (`counts`) and per key and 10-second window (`windowed`).
+fn topology() -> Topology {
+    let b = StreamsBuilder::new();
+    let events = b.stream(
+        &["events"],
+        Consumed::with(Serdes::string(), Serdes::string()),
+    );
+    let grouped =
+        events.group_by_key(Grouped::named("by-key").with(Serdes::string(), Serdes::string()));
+    grouped.count(Materialized::named("counts"));
+    grouped
+        .windowed_by(TimeWindows::of_size_with_no_grace(Duration::from_secs(10)))
+        .count(Materialized::named("windowed").with_retention(Duration::from_secs(3600)));
+    b.build().unwrap()
+}
+
+fn start(bootstrap: &str, app: &str, dir: &std::path::Path, server: Option<&str>) -> KafkaStreams {
+    let mut c = StreamsConfig::new(app);
+    c.set("state.dir", dir.to_str().unwrap()).unwrap();
+    c.set("commit.interval.ms", "100").unwrap();
+    if let Some(server) = server {
+        c.set("application.server", server).unwrap();
+    }
+    KafkaStreams::start(topology(), RuntimeConfig::new(c, bootstrap)).unwrap()
+}
+
+/// `SELECT key, value FROM counts` as a map, if the query answers.
+fn counts(queries: &StateQueries) -> eddy_engine::Result<BTreeMap<String, i64>> {
+    let answer = queries.sql("SELECT key, value FROM counts")?;
+    let rows: Vec<serde_json::Value> = serde_json::from_str(&answer.to_json()?).unwrap();
+    let mut out = BTreeMap::new();
+    for row in rows {
+        let key = row["key"].as_str().unwrap().to_string();
+        assert!(
+            out.insert(key, row["value"].as_i64().unwrap()).is_none(),
+            "a key twice"
+        );
+    }
+    Ok(out)
+}
+
+fn wait_for(what: &str, mut done: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(90);
+    while !done() {
+        assert!(Instant::now() < deadline, "never: {what}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+fn sqlstate(e: &tokio_postgres::Error) -> String {
+    match e.as_db_error() {
+        Some(db) => format!("{} ({})", db.code().code(), db.message()),
+        None => format!("no code: {e}"),
+    }
+}
+
+#[test]
+fn the_postgres_endpoint_answers_drivers_and_psql() {
+    let broker = EmbeddedBroker::start().unwrap();
+    let bootstrap = broker.bootstrap();
+    broker.create_topic("events", 2);
+    const N: usize = 1_000;
+    let expected = feed(&bootstrap, N);
+    let dir = tempfile::tempdir().unwrap();
+    let app = start(&bootstrap, "sql-pg", dir.path(), None);
+    let queries = app.queries();
+    wait_for("all counted", || {
+        counts(&queries).is_ok_and(|c| c == expected)
+    });
+    let server = queries
+        .serve_pg("127.0.0.1:0".parse().unwrap(), None)
+        .unwrap();
+    let port = server.local_addr().port();
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    runtime.block_on(async {
+        let (client, connection) = tokio_postgres::connect(
+            &format!("host=127.0.0.1 port={port} user=eddy dbname=eddy"),
+            tokio_postgres::NoTls,
+        )
+        .await
+        .unwrap();
+        tokio::spawn(connection);
+        // Extended protocol: a prepared key lookup, typed.
+        for (key, n) in expected.iter().take(5) {
+            let rows = client
+                .query("SELECT value FROM counts WHERE key = $1", &[key])
+                .await
+                .unwrap();
+            assert_eq!(rows.len(), 1);
+            assert_eq!(rows[0].get::<_, i64>(0), *n, "{key}");
+        }
+        // Simple protocol: a whole table, a window query, a join of two stores.
+        let rows = client
+            .simple_query("SELECT key, value FROM counts ORDER BY key")
+            .await
+            .unwrap();
+        let got: BTreeMap<String, i64> = rows
+            .iter()
+            .filter_map(|m| match m {
+                tokio_postgres::SimpleQueryMessage::Row(r) => Some((
+                    r.get(0).unwrap().to_string(),
+                    r.get(1).unwrap().parse().unwrap(),
+                )),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(got, expected);
+        let joined = client
+            .query(
+                "SELECT c.key, c.value, sum(w.value) AS windowed FROM counts c \
+                 JOIN windowed w ON c.key = w.key GROUP BY c.key, c.value",
+                &[],
+            )
+            .await
+            .unwrap();
+        assert_eq!(joined.len(), expected.len());
+        for row in &joined {
+            assert_eq!(
+                row.get::<_, i64>(1),
+                row.get::<_, i64>(2),
+                "every record in a window"
+            );
+        }
+        // Errors carry their SQLSTATE, and the connection goes on.
+        for (bad, state) in [
+            ("SELECT nope FROM counts", "42703"),
+            ("SELECT * FROM nowhere", "42P01"),
+            ("SELEC 1", "42601"),
+            ("DROP TABLE counts", "25006"),
+            ("INSERT INTO counts VALUES ('a', 1)", "25006"),
+            ("COPY counts TO '/tmp/eddy-copy'", "25006"),
+            ("SET datafusion.execution.batch_size = 1", "55P02"),
+        ] {
+            let e = client.simple_query(bad).await.unwrap_err();
+            assert!(sqlstate(&e).starts_with(state), "{bad}: {}", sqlstate(&e));
+            let e = client.query(bad, &[]).await.unwrap_err();
+            assert!(
+                sqlstate(&e).starts_with(state),
+                "{bad} (prepared): {}",
+                sqlstate(&e)
+            );
+        }
+        let still = client
+            .query("SELECT count(*) FROM counts", &[])
+            .await
+            .unwrap();
+        assert_eq!(still[0].get::<_, i64>(0), expected.len() as i64);
+    });
+    // psql: the catalog (`\d`, `\d counts`) and a query.
+    let psql = |command: &str| {
+        let out = Command::new("psql")
+            .args([
+                "-X",
+                "-h",
+                "127.0.0.1",
+                "-p",
+                &port.to_string(),
+                "-U",
+                "eddy",
+                "-d",
+                "eddy",
+            ])
+            .args(["-v", "ON_ERROR_STOP=1", "-c", command])
+            .env("PGCONNECT_TIMEOUT", "10")
+            .output()
+            .expect("psql (Debian's postgresql-client, installed by .ci/setup)");
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        assert!(
+            out.status.success(),
+            "psql {command}: {text}\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        text
+    };
+    let tables = psql("\\d");
+    assert!(
+        tables.contains("counts") && tables.contains("windowed"),
+        "{tables}"
+    );
+    let columns = psql("\\d counts");
+    for column in ["key", "value", "value_json", "partition"] {
+        assert!(columns.contains(column), "{column} in {columns}");
+    }
+    let lookup = psql("SELECT value FROM counts WHERE key = 'user-00'");
+    assert!(
+        lookup.contains(&expected["user-00"].to_string()),
+        "{lookup}"
+    );
+    server.close();
+
+    // With a password: none or a wrong one is refused.
+    let server = queries
+        .serve_pg("127.0.0.1:0".parse().unwrap(), Some("s3cret".into()))
+        .unwrap();
+    let port = server.local_addr().port();
+    runtime.block_on(async {
+        let url = |password: &str| {
+            format!("host=127.0.0.1 port={port} user=eddy dbname=eddy password={password}")
+        };
+        assert!(
+            tokio_postgres::connect(&url("wrong"), tokio_postgres::NoTls)
+                .await
+                .is_err()
+        );
+        let (client, connection) = tokio_postgres::connect(&url("s3cret"), tokio_postgres::NoTls)
+            .await
+            .unwrap();
+        tokio::spawn(connection);
+        let rows = client
+            .query("SELECT count(*) FROM counts", &[])
+            .await
+            .unwrap();
+        assert_eq!(rows[0].get::<_, i64>(0), expected.len() as i64);
+    });
+    server.close();
+    assert!(app.is_running());
+    app.close().unwrap();
+}
+
+/// A free loopback port for `application.server` (bound again by the endpoint right after).
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+#[test]
+fn either_of_two_workers_answers_for_every_partition() {
+    let broker = EmbeddedBroker::start().unwrap();
+    let bootstrap = broker.bootstrap();
+    broker.create_topic("events", 4);
+    const N: usize = 4_000;
+    let expected = feed(&bootstrap, N);
+    let (dir_a, dir_b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let (port_a, port_b) = (free_port(), free_port());
+    let server_a = format!("127.0.0.1:{port_a}");
+    let server_b = format!("127.0.0.1:{port_b}");
+    let a = start(&bootstrap, "sql-two", dir_a.path(), Some(&server_a));
+    let http_a = a.queries().serve_http(server_a.parse().unwrap()).unwrap();
+    let b = start(&bootstrap, "sql-two", dir_b.path(), Some(&server_b));
+    let http_b = b.queries().serve_http(server_b.parse().unwrap()).unwrap();
+    let (qa, qb) = (a.queries(), b.queries());
+    let holds = |q: &StateQueries| {
+        q.stores()
+            .into_iter()
+            .find(|s| s.name == "counts")
+            .map_or(0, |s| s.partitions.len())
+    };
+    wait_for("both workers hold partitions", || {
+        holds(&qa) > 0 && holds(&qb) > 0 && holds(&qa) + holds(&qb) == 4
+    });
+    // Each worker answers with every key once, whichever worker holds it.
+    wait_for("A answers for all", || {
+        counts(&qa).is_ok_and(|c| c == expected)
+    });
+    wait_for("B answers for all", || {
+        counts(&qb).is_ok_and(|c| c == expected)
+    });
+    let answer = qa
+        .sql("SELECT sum(value) AS n, count(*) AS keys FROM counts")
+        .unwrap();
+    let rows: serde_json::Value = serde_json::from_str(&answer.to_json().unwrap()).unwrap();
+    assert_eq!(rows, serde_json::json!([{ "n": N, "keys": KEYS }]));
+    let partitions: Vec<i32> = answer.position.keys().map(|(_, p)| *p).collect();
+    assert_eq!(partitions, [0, 1, 2, 3], "every partition's position");
+    // Windows and point lookups route too.
+    let windows = qb
+        .sql("SELECT sum(value) AS n FROM windowed")
+        .unwrap()
+        .to_json()
+        .unwrap();
+    assert_eq!(windows, format!("[{{\"n\":{N}}}]"));
+    for key in ["user-00", "user-13", "user-39"] {
+        let sql = format!("SELECT value FROM counts WHERE key = '{key}'");
+        let got = qa.sql(&sql).unwrap().to_json().unwrap();
+        assert_eq!(got, format!("[{{\"value\":{}}}]", expected[key]), "{key}");
+    }
+    // Key ranges and window bounds are pushed into the scans, here and at the owner.
+    let range =
+        "SELECT key, value FROM counts WHERE key >= 'user-10' AND key < 'user-20' ORDER BY key";
+    let plan = qa
+        .sql(&format!("EXPLAIN {range}"))
+        .unwrap()
+        .to_json()
+        .unwrap();
+    assert!(
+        plan.contains("range scan of keys [user-10, user-20)"),
+        "{plan}"
+    );
+    let got: Vec<serde_json::Value> =
+        serde_json::from_str(&qa.sql(range).unwrap().to_json().unwrap()).unwrap();
+    let want: Vec<serde_json::Value> = expected
+        .range("user-10".to_string().."user-20".to_string())
+        .map(|(k, v)| serde_json::json!({ "key": k, "value": v }))
+        .collect();
+    assert_eq!(got, want);
+    let late =
+        "SELECT sum(value) AS n FROM windowed WHERE window_start >= to_timestamp_millis(1200000)";
+    let plan = qb
+        .sql(&format!("EXPLAIN {late}"))
+        .unwrap()
+        .to_json()
+        .unwrap();
+    assert!(plan.contains("windows starting 1200000"), "{plan}");
+    let n_late = (0..N)
+        .filter(|i| 1_000_000 + *i as i64 * 100 >= 1_200_000)
+        .count();
+    assert_eq!(
+        qb.sql(late).unwrap().to_json().unwrap(),
+        format!("[{{\"n\":{n_late}}}]")
+    );
+    let ends = qa
+        .sql("SELECT DISTINCT CAST(window_end AS BIGINT) - CAST(window_start AS BIGINT) AS size FROM windowed")
+        .unwrap()
+        .to_json()
+        .unwrap();
+    assert_eq!(
+        ends, "[{\"size\":10000}]",
+        "window_end is window_start plus the size"
+    );
+    // A minimum position: answers only once state reached it (here: it has).
+    let mut options = QueryOptions::default();
+    options.min_position = answer.position.clone();
+    let again = qb
+        .sql_with("SELECT count(*) AS keys FROM counts", &options)
+        .unwrap();
+    assert!(again.position.iter().all(|(k, o)| answer.position[k] <= *o));
+    let mut beyond = QueryOptions::default();
+    beyond
+        .min_position
+        .insert(("events".into(), 0), N as i64 * 10);
+    beyond.wait = Duration::from_millis(500);
+    let e = qa
+        .sql_with("SELECT count(*) FROM counts", &beyond)
+        .unwrap_err();
+    assert!(e.to_string().contains("partition 0"), "{e}");
+
+    // B leaves: while its partitions move to A, A answers in full or fails clearly.
+    http_b.close();
+    let closing = std::thread::spawn(move || b.close().unwrap());
+    let mut full = 0;
+    let mut failed = 0;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while holds(&qa) < 4 || full == 0 {
+        let mut options = QueryOptions::default();
+        options.wait = Duration::from_millis(300);
+        match qa.sql_with("SELECT key, value FROM counts", &options) {
+            Ok(answer) => {
+                let rows: Vec<serde_json::Value> =
+                    serde_json::from_str(&answer.to_json().unwrap()).unwrap();
+                let got: BTreeMap<String, i64> = rows
+                    .iter()
+                    .map(|r| {
+                        (
+                            r["key"].as_str().unwrap().to_string(),
+                            r["value"].as_i64().unwrap(),
+                        )
+                    })
+                    .collect();
+                assert_eq!(got.len(), rows.len(), "a key twice");
+                assert_eq!(
+                    got, expected,
+                    "a partial or wrong answer during the rebalance"
+                );
+                full += 1;
+            }
+            Err(e) => {
+                assert!(e.to_string().contains("not available"), "{e}");
+                failed += 1;
+            }
+        }
+        assert!(
+            Instant::now() < deadline,
+            "A never took over ({full} full, {failed} failed)"
+        );
+    }
+    closing.join().unwrap();
+    assert_eq!(counts(&qa).unwrap(), expected);
+    http_a.close();
+    a.close().unwrap();
+}
