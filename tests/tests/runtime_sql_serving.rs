@@ -361,8 +361,10 @@ fn either_of_two_workers_answers_for_every_partition() {
         "window_end is window_start plus the size"
     );
     // A minimum position: answers only once state reached it (here: it has).
-    let mut options = QueryOptions::default();
-    options.min_position = answer.position.clone();
+    let options = QueryOptions {
+        min_position: answer.position.clone(),
+        ..Default::default()
+    };
     let again = qb
         .sql_with("SELECT count(*) AS keys FROM counts", &options)
         .unwrap();
@@ -384,8 +386,10 @@ fn either_of_two_workers_answers_for_every_partition() {
     let mut failed = 0;
     let deadline = Instant::now() + Duration::from_secs(60);
     while holds(&qa) < 4 || full == 0 {
-        let mut options = QueryOptions::default();
-        options.wait = Duration::from_millis(300);
+        let options = QueryOptions {
+            wait: Duration::from_millis(300),
+            ..Default::default()
+        };
         match qa.sql_with("SELECT key, value FROM counts", &options) {
             Ok(answer) => {
                 let rows: Vec<serde_json::Value> =
