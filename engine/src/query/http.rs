@@ -26,6 +26,7 @@ use serde::Deserialize;
 
 use crate::error::{EngineError, Result};
 use crate::query::remote::{self, PartitionRequest, PARTITION_PATH, POSITION_HEADER};
+use crate::query::serving::ServerThread;
 use crate::query::sql::to_batch;
 use crate::query::{QueryOptions, SqlAnswer, StateQueries};
 
@@ -45,37 +46,16 @@ struct QueryRequest {
 
 /// A running HTTP query endpoint.
 #[derive(Debug)]
-pub struct QueryServer {
-    addr: SocketAddr,
-    stop: Option<tokio::sync::oneshot::Sender<()>>,
-    thread: Option<std::thread::JoinHandle<()>>,
-}
+pub struct QueryServer(ServerThread);
 
 impl QueryServer {
     /// Where it listens.
     pub fn local_addr(&self) -> SocketAddr {
-        self.addr
+        self.0.local_addr()
     }
 
     /// Stops after the queries in flight.
-    pub fn close(mut self) {
-        self.stop_now();
-    }
-
-    fn stop_now(&mut self) {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
-        if let Some(thread) = self.thread.take() {
-            let _ = thread.join();
-        }
-    }
-}
-
-impl Drop for QueryServer {
-    fn drop(&mut self) {
-        self.stop_now();
-    }
+    pub fn close(self) {}
 }
 
 fn error_response(status: StatusCode, message: String) -> Response {
@@ -212,55 +192,25 @@ async fn partition(State(queries): State<StateQueries>, body: axum::body::Bytes)
 impl StateQueries {
     /// Serves `POST /query` on `listen` (port 0 picks one; see [`QueryServer::local_addr`]).
     pub fn serve_http(&self, listen: SocketAddr) -> Result<QueryServer> {
-        let config_error = |reason: String| EngineError::Config {
-            key: "application.server".into(),
-            reason,
-        };
-        let listener = std::net::TcpListener::bind(listen)
-            .map_err(|e| config_error(format!("cannot listen on {listen}: {e}")))?;
-        listener
-            .set_nonblocking(true)
-            .map_err(|e| config_error(e.to_string()))?;
-        let addr = listener
-            .local_addr()
-            .map_err(|e| config_error(e.to_string()))?;
-        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let router = Router::new()
             .route("/query", post(query))
             .route(PARTITION_PATH, post(partition))
             .with_state(self.clone());
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .thread_name("eddy-query-http")
-            .enable_all()
-            .build()
-            .map_err(|e| config_error(format!("cannot start the query runtime: {e}")))?;
-        let thread = std::thread::Builder::new()
-            .name("eddy-query-http".into())
-            .spawn(move || {
-                runtime.block_on(async move {
-                    let listener = match tokio::net::TcpListener::from_std(listener) {
-                        Ok(l) => l,
-                        Err(e) => {
-                            tracing::error!("query endpoint: {e}");
-                            return;
-                        }
-                    };
-                    let served = axum::serve(listener, router)
-                        .with_graceful_shutdown(async {
-                            let _ = stopped.await;
-                        })
-                        .await;
-                    if let Err(e) = served {
-                        tracing::error!("query endpoint stopped: {e}");
-                    }
-                });
-            })
-            .map_err(|e| config_error(e.to_string()))?;
-        Ok(QueryServer {
-            addr,
-            stop: Some(stop),
-            thread: Some(thread),
-        })
+        let serving = ServerThread::spawn(
+            "eddy-query-http",
+            "application.server",
+            listen,
+            |listener, stopped| async move {
+                let served = axum::serve(listener, router)
+                    .with_graceful_shutdown(async {
+                        let _ = stopped.await;
+                    })
+                    .await;
+                if let Err(e) = served {
+                    tracing::error!("query endpoint stopped: {e}");
+                }
+            },
+        )?;
+        Ok(QueryServer(serving))
     }
 }

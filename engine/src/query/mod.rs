@@ -26,6 +26,7 @@ mod http;
 mod pg;
 mod registry;
 mod remote;
+mod serving;
 mod sql;
 mod store_json;
 

@@ -43,6 +43,7 @@ use pgwire::error::{ErrorInfo, PgWireError, PgWireResult};
 use pgwire::messages::{PgWireBackendMessage, PgWireFrontendMessage};
 
 use crate::error::{EngineError, Result};
+use crate::query::serving::ServerThread;
 use crate::query::StateQueries;
 
 /// The settings a connection may change for itself (the others would change the server).
@@ -247,37 +248,16 @@ impl PgWireServerHandlers for Handlers {
 
 /// A running Postgres wire endpoint.
 #[derive(Debug)]
-pub struct PgServer {
-    addr: SocketAddr,
-    stop: Option<tokio::sync::oneshot::Sender<()>>,
-    thread: Option<std::thread::JoinHandle<()>>,
-}
+pub struct PgServer(ServerThread);
 
 impl PgServer {
     /// Where it listens.
     pub fn local_addr(&self) -> SocketAddr {
-        self.addr
+        self.0.local_addr()
     }
 
     /// Stops accepting and closes the connections.
-    pub fn close(mut self) {
-        self.stop_now();
-    }
-
-    fn stop_now(&mut self) {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
-        if let Some(thread) = self.thread.take() {
-            let _ = thread.join();
-        }
-    }
-}
-
-impl Drop for PgServer {
-    fn drop(&mut self) {
-        self.stop_now();
-    }
+    pub fn close(self) {}
 }
 
 impl StateQueries {
@@ -312,58 +292,33 @@ impl StateQueries {
                 }),
             }),
         });
-        let listener = std::net::TcpListener::bind(listen)
-            .map_err(|e| config_error(format!("cannot listen on {listen}: {e}")))?;
-        listener
-            .set_nonblocking(true)
-            .map_err(|e| config_error(e.to_string()))?;
-        let addr = listener
-            .local_addr()
-            .map_err(|e| config_error(e.to_string()))?;
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .thread_name("eddy-query-pg")
-            .enable_all()
-            .build()
-            .map_err(|e| config_error(format!("cannot start the query runtime: {e}")))?;
-        let (stop, mut stopped) = tokio::sync::oneshot::channel::<()>();
-        let thread = std::thread::Builder::new()
-            .name("eddy-query-pg".into())
-            .spawn(move || {
-                runtime.block_on(async move {
-                    let listener = match tokio::net::TcpListener::from_std(listener) {
-                        Ok(l) => l,
-                        Err(e) => {
-                            tracing::error!("postgres endpoint: {e}");
-                            return;
-                        }
-                    };
-                    let mut connections = tokio::task::JoinSet::new();
-                    loop {
-                        tokio::select! {
-                            _ = &mut stopped => break,
-                            accepted = listener.accept() => match accepted {
-                                Ok((socket, _)) => {
-                                    let handlers = Arc::clone(&handlers);
-                                    connections.spawn(async move {
-                                        if let Err(e) = pgwire::tokio::process_socket(socket, None, handlers).await {
-                                            tracing::debug!("postgres connection: {e}");
-                                        }
-                                    });
-                                }
-                                Err(e) => tracing::warn!("postgres endpoint accept: {e}"),
-                            },
-                        }
+        let serving = ServerThread::spawn(
+            "eddy-query-pg",
+            "pg",
+            listen,
+            |listener, mut stopped| async move {
+                let mut connections = tokio::task::JoinSet::new();
+                loop {
+                    tokio::select! {
+                        _ = &mut stopped => break,
+                        accepted = listener.accept() => match accepted {
+                            Ok((socket, _)) => {
+                                let handlers = Arc::clone(&handlers);
+                                connections.spawn(async move {
+                                    let served = pgwire::tokio::process_socket(socket, None, handlers).await;
+                                    if let Err(e) = served {
+                                        tracing::debug!("postgres connection: {e}");
+                                    }
+                                });
+                            }
+                            Err(e) => tracing::warn!("postgres endpoint accept: {e}"),
+                        },
                     }
-                    connections.abort_all();
-                });
-            })
-            .map_err(|e| config_error(e.to_string()))?;
-        Ok(PgServer {
-            addr,
-            stop: Some(stop),
-            thread: Some(thread),
-        })
+                }
+                connections.abort_all();
+            },
+        )?;
+        Ok(PgServer(serving))
     }
 }
 

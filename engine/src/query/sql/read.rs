@@ -161,7 +161,8 @@ impl StoreSource {
         sample
     }
 
-    /// [`StoreSource::read`], failing past [`MAX_SCAN_ROWS`] rows unless a limit was given.
+    /// [`StoreSource::read`], failing past [`MAX_SCAN_ROWS`] rows unless a limit within them
+    /// was given.
     pub fn read_capped(
         &self,
         partition: i32,
