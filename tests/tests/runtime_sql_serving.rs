@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use eddy_engine::{
     Consumed, Grouped, KafkaStreams, Materialized, QueryOptions, RuntimeConfig, Serdes,
-    StateQueries, StreamsBuilder, StreamsConfig, TimeWindows, Topology,
+    SessionWindows, StateQueries, StreamsBuilder, StreamsConfig, TimeWindows, Topology,
 };
 use eddy_testkit::EmbeddedBroker;
 use rdkafka::config::ClientConfig;
@@ -38,7 +38,8 @@ fn feed(bootstrap: &str, n: usize) -> BTreeMap<String, i64> {
     counts
 }
 
-/// Counts per key (`counts`) and per key and 10-second window (`windowed`).
+/// Counts per key (`counts`), per key and 10-second window (`windowed`) and per key and
+/// session of activity with gaps under 10 s (`sessions`).
 fn topology() -> Topology {
     let b = StreamsBuilder::new();
     let events = b.stream(
@@ -51,6 +52,11 @@ fn topology() -> Topology {
     grouped
         .windowed_by(TimeWindows::of_size_with_no_grace(Duration::from_secs(10)))
         .count(Materialized::named("windowed").with_retention(Duration::from_secs(3600)));
+    grouped
+        .windowed_by_session(SessionWindows::of_inactivity_gap_with_no_grace(
+            Duration::from_secs(10),
+        ))
+        .count(Materialized::named("sessions").with_retention(Duration::from_secs(3600)));
     b.build().unwrap()
 }
 
@@ -360,6 +366,33 @@ fn either_of_two_workers_answers_for_every_partition() {
         ends, "[{\"size\":10000}]",
         "window_end is window_start plus the size"
     );
+    // Sessions: a key comes every 4 s of event time, so each has one session, from its first
+    // record to its last.
+    let sessions: Vec<serde_json::Value> = serde_json::from_str(
+        &qb.sql(
+            "SELECT key, value, CAST(window_start AS BIGINT) AS first, \
+             CAST(window_end AS BIGINT) AS last FROM sessions ORDER BY key",
+        )
+        .unwrap()
+        .to_json()
+        .unwrap(),
+    )
+    .unwrap();
+    let mut bounds: BTreeMap<String, (i64, i64)> = BTreeMap::new();
+    for i in 0..N {
+        let ts = 1_000_000 + i as i64 * 100;
+        let b = bounds
+            .entry(format!("user-{:02}", (i * 7) % KEYS))
+            .or_insert((ts, ts));
+        b.1 = ts;
+    }
+    let want: Vec<serde_json::Value> = bounds
+        .iter()
+        .map(|(k, (first, last))| {
+            serde_json::json!({ "key": k, "value": expected[k], "first": first, "last": last })
+        })
+        .collect();
+    assert_eq!(sessions, want);
     // A minimum position: answers only once state reached it (here: it has).
     let options = QueryOptions {
         min_position: answer.position.clone(),

@@ -142,7 +142,7 @@ impl StateQueries {
             .find(|a| a.topology.stores.contains_key(name))?;
         let def = &app.topology.stores[name];
         let json = def.json.clone()?;
-        if !def.spec.persistent || matches!(def.spec.kind, StoreKind::Session { .. }) {
+        if !def.spec.persistent {
             return None;
         }
         let inputs = app

@@ -64,14 +64,15 @@ impl StoreCatalog {
             // Nothing here: the owners of the other partitions give the sample.
             sample = source.remote_sample(SAMPLE_ROWS).await;
         }
-        let windowed = matches!(source.spec.kind, StoreKind::Window { .. });
+        let windowed = !matches!(source.spec.kind, StoreKind::KeyValue);
+        let sessions = matches!(source.spec.kind, StoreKind::Session { .. });
         let scalar_key = sample
             .first()
             .is_none_or(|row| row.get(pushdown::KEY).is_some());
         let schema = rows::infer_schema(
             &sample,
             windowed,
-            source.window_size_ms.is_some(),
+            sessions || source.window_size_ms.is_some(),
             scalar_key,
             &source.json,
         )?;

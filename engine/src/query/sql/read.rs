@@ -303,32 +303,33 @@ impl StoreSource {
         let limit = limit.unwrap_or(usize::MAX);
         let name = self.spec.name.clone();
         let (raw, position) = read_partition(&self.spec, &db, &mut |store| {
-            let mut out: Vec<(Vec<u8>, Option<i64>, Vec<u8>)> = Vec::new();
+            // (key, window or session start, session end, value)
+            let mut out: Vec<(Vec<u8>, Option<i64>, Option<i64>, Vec<u8>)> = Vec::new();
             let (from, to) = window;
             match (store, keys) {
                 (BuiltStore::KeyValue(s), KeyPredicate::Points(points)) => {
                     for k in points {
                         if let Some(v) = s.get(k)? {
-                            out.push((k.clone(), None, v));
+                            out.push((k.clone(), None, None, v));
                         }
                     }
                 }
                 (BuiltStore::KeyValue(s), KeyPredicate::Range(lo, hi)) => {
                     for item in s.range(as_ref(lo), as_ref(hi))?.take(limit) {
                         let (k, v) = item?;
-                        out.push((k, None, v));
+                        out.push((k, None, None, v));
                     }
                 }
                 (BuiltStore::KeyValue(s), KeyPredicate::All) => {
                     for item in s.all()?.take(limit) {
                         let (k, v) = item?;
-                        out.push((k, None, v));
+                        out.push((k, None, None, v));
                     }
                 }
                 (BuiltStore::Window(w), KeyPredicate::Points(points)) => {
                     'keys: for k in points {
                         for (start, v) in w.fetch_range(k, from, to)? {
-                            out.push((k.clone(), Some(start), v));
+                            out.push((k.clone(), Some(start), None, v));
                             if out.len() >= limit {
                                 break 'keys;
                             }
@@ -343,14 +344,33 @@ impl StoreSource {
                     };
                     for e in entries {
                         if keys.admits(&e.key) {
-                            out.push((e.key, Some(e.start), e.value));
+                            out.push((e.key, Some(e.start), None, e.value));
                         }
                         if out.len() >= limit {
                             break;
                         }
                     }
                 }
-                (BuiltStore::Session(_), _) => {}
+                (BuiltStore::Session(s), keys) => {
+                    let sessions = match keys {
+                        KeyPredicate::Points(points) => {
+                            let mut found = Vec::new();
+                            for k in points {
+                                found.extend(s.fetch(k)?);
+                            }
+                            found
+                        }
+                        _ => s.all()?,
+                    };
+                    for e in sessions {
+                        if keys.admits(&e.key) && (from..=to).contains(&e.start) {
+                            out.push((e.key, Some(e.start), Some(e.end), e.value));
+                        }
+                        if out.len() >= limit {
+                            break;
+                        }
+                    }
+                }
             }
             Ok(out)
         })?;
@@ -359,17 +379,14 @@ impl StoreSource {
         }
         let rows = raw
             .iter()
-            .map(|(k, start, v)| {
-                Entry::decode(
-                    &self.json,
-                    &name,
-                    k,
-                    *start,
-                    self.window_size_ms,
-                    v,
-                    partition,
-                )
-                .map(|e| e.row())
+            .map(|(k, start, end, v)| {
+                // A window ends a size after its start; a session where it says.
+                let end = end.or_else(|| {
+                    start
+                        .zip(self.window_size_ms)
+                        .map(|(s, n)| s.saturating_add(n))
+                });
+                Entry::decode(&self.json, &name, k, *start, end, v, partition).map(|e| e.row())
             })
             .collect::<Result<Vec<_>>>()?;
         Ok(Some(PartitionRows { rows, position }))

@@ -1,6 +1,6 @@
 //! A store's entries as rows of JSON objects, and those rows as Arrow record batches: the
 //! columns are the key (`key`, or a JSON key's fields), `window_start` for window stores (and
-//! `window_end` where the windows have a size), the
+//! `window_end` where the windows have a size; a session's bounds for session stores), the
 //! value (`value`, or a JSON object's fields), the value as JSON text (`value_json`) and
 //! `partition`. The schema is inferred from a sample of the rows.
 
@@ -37,7 +37,7 @@ impl Entry {
         store: &str,
         key: &[u8],
         window_start: Option<i64>,
-        window_size: Option<i64>,
+        window_end: Option<i64>,
         value: &[u8],
         partition: i32,
     ) -> Result<Self> {
@@ -50,9 +50,7 @@ impl Entry {
         Ok(Self {
             key: (json.key_to_json)(key).map_err(corrupt)?,
             window_start,
-            window_end: window_start
-                .zip(window_size)
-                .map(|(s, n)| s.saturating_add(n)),
+            window_end,
             value: (json.value_to_json)(value).map_err(corrupt)?,
             partition,
         })

@@ -64,7 +64,7 @@ impl TableProvider for StoreTable {
             key_points(f, key_kind)
                 .is_some_and(|values| values.iter().all(|v| key_from_json(v).is_ok()))
         };
-        let windowed = matches!(self.source.spec.kind, eddy_state::StoreKind::Window { .. });
+        let windowed = !matches!(self.source.spec.kind, eddy_state::StoreKind::KeyValue);
         Ok(filters
             .iter()
             .map(|f| {
