@@ -113,6 +113,18 @@ fn the_postgres_endpoint_answers_drivers_and_psql() {
     wait_for("all counted", || {
         counts(&queries).is_ok_and(|c| c == expected)
     });
+    // A query past its time limit stops with a clear error.
+    let brief = QueryOptions {
+        time_limit: Duration::from_millis(300),
+        ..Default::default()
+    };
+    let e = queries
+        .sql_with(
+            "SELECT count(*) FROM counts a, counts b, counts c, windowed d, windowed e",
+            &brief,
+        )
+        .unwrap_err();
+    assert!(e.to_string().contains("time limit"), "{e}");
     let server = queries
         .serve_pg("127.0.0.1:0".parse().unwrap(), None)
         .unwrap();

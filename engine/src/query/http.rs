@@ -2,8 +2,9 @@
 //!
 //! 1. `POST /query` with the body `{"sql": "SELECT …"}` runs the query over every partition
 //!    ([`StateQueries::sql_async_with`]); `"min_position": [[topic, partition, offset], …]`
-//!    (an earlier answer's `eddy-position`) asks for state at least that far, and `"wait_ms"`
-//!    bounds the wait for partitions that move.
+//!    (an earlier answer's `eddy-position`) asks for state at least that far, `"wait_ms"`
+//!    bounds the wait for partitions that move and `"time_limit_ms"` the whole query (30 s by
+//!    default, 60 s at most).
 //! 2. The rows come back as a JSON array of objects, or as NDJSON (`Accept:
 //!    application/x-ndjson`) or an Arrow IPC stream (`Accept:
 //!    application/vnd.apache.arrow.stream`); the header `eddy-position` holds the position the
@@ -31,7 +32,7 @@ use crate::query::sql::to_batch;
 use crate::query::{QueryOptions, SqlAnswer, StateQueries};
 
 const NDJSON: &str = "application/x-ndjson";
-/// The longest `wait_ms` a query may ask for.
+/// The longest `wait_ms` or `time_limit_ms` a query may ask for.
 const MAX_WAIT_MS: u64 = 60_000;
 const ARROW_STREAM: &str = "application/vnd.apache.arrow.stream";
 
@@ -42,6 +43,7 @@ struct QueryRequest {
     #[serde(default)]
     min_position: Vec<(String, i32, i64)>,
     wait_ms: Option<u64>,
+    time_limit_ms: Option<u64>,
 }
 
 /// A running HTTP query endpoint.
@@ -98,6 +100,9 @@ async fn query(
     if let Some(ms) = request.wait_ms {
         // Bounded: a query in flight holds up the endpoint's shutdown.
         options.wait = std::time::Duration::from_millis(ms.min(MAX_WAIT_MS));
+    }
+    if let Some(ms) = request.time_limit_ms {
+        options.time_limit = std::time::Duration::from_millis(ms.min(MAX_WAIT_MS));
     }
     let answer = match queries.sql_async_with(&request.sql, &options).await {
         Ok(a) => a,

@@ -43,6 +43,9 @@ pub(crate) use rows::to_batch;
 /// How long a query waits, by default, for a partition that is moving or restoring.
 pub const DEFAULT_PARTITION_WAIT: Duration = Duration::from_secs(10);
 
+/// How long a query may run, by default.
+pub const DEFAULT_TIME_LIMIT: Duration = Duration::from_secs(30);
+
 /// How a query reads.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct QueryOptions {
@@ -52,6 +55,8 @@ pub struct QueryOptions {
     /// How long to wait for a partition that is not available (moving, restoring, behind
     /// `min_position`) before failing.
     pub wait: Duration,
+    /// How long the whole query may run before it fails.
+    pub time_limit: Duration,
 }
 
 impl Default for QueryOptions {
@@ -59,6 +64,7 @@ impl Default for QueryOptions {
         Self {
             min_position: BTreeMap::new(),
             wait: DEFAULT_PARTITION_WAIT,
+            time_limit: DEFAULT_TIME_LIMIT,
         }
     }
 }
@@ -176,6 +182,17 @@ impl StateQueries {
 
     /// [`StateQueries::sql_async`] with `options`.
     pub async fn sql_async_with(&self, sql: &str, options: &QueryOptions) -> Result<SqlAnswer> {
+        tokio::time::timeout(options.time_limit, self.run_sql(sql, options))
+            .await
+            .unwrap_or_else(|_| {
+                Err(EngineError::Query(format!(
+                    "the query ran past its time limit of {} ms; narrow it (a key, a LIMIT)",
+                    options.time_limit.as_millis()
+                )))
+            })
+    }
+
+    async fn run_sql(&self, sql: &str, options: &QueryOptions) -> Result<SqlAnswer> {
         let scope = Arc::new(QueryScope::new(options));
         let ctx = self.session(Some(Arc::clone(&scope)))?;
         let read_only = SQLOptions::new()
