@@ -120,7 +120,8 @@ fn the_postgres_endpoint_answers_drivers_and_psql() {
     };
     let e = queries
         .sql_with(
-            "SELECT count(*) FROM counts a, counts b, counts c, windowed d, windowed e",
+            "SELECT sum(length(concat(a.key, b.key, c.key, d.key, e.key))) \
+             FROM counts a, counts b, counts c, counts d, counts e",
             &brief,
         )
         .unwrap_err();
