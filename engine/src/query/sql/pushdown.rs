@@ -45,6 +45,29 @@ fn comparison<'a>(filter: &'a Expr, column: &str) -> Option<(Operator, &'a Scala
     }
 }
 
+/// What a filter says of one column: both ends of a `BETWEEN`, or one comparison.
+enum Bounds<'a> {
+    Between(&'a ScalarValue, &'a ScalarValue),
+    Compare(Operator, &'a ScalarValue),
+}
+
+fn bounds<'a>(filter: &'a Expr, column: &str) -> Option<Bounds<'a>> {
+    if let Expr::Between(Between {
+        expr,
+        negated: false,
+        low,
+        high,
+    }) = filter
+    {
+        if !is_column(expr, column) {
+            return None;
+        }
+        return Some(Bounds::Between(literal(low)?, literal(high)?));
+    }
+    let (op, value) = comparison(filter, column)?;
+    Some(Bounds::Compare(op, value))
+}
+
 /// Bounds on a text `key` that `filter` sets: `key < 'm'`, `key BETWEEN 'a' AND 'c'`, ….
 pub(crate) fn key_range(filter: &Expr) -> Option<(Bound<String>, Bound<String>)> {
     let text = |v: &ScalarValue| match v {
@@ -53,26 +76,17 @@ pub(crate) fn key_range(filter: &Expr) -> Option<(Bound<String>, Bound<String>)>
         | ScalarValue::Utf8View(Some(s)) => Some(s.clone()),
         _ => None,
     };
-    if let Expr::Between(Between {
-        expr,
-        negated: false,
-        low,
-        high,
-    }) = filter
-    {
-        if is_key(expr) {
-            let (low, high) = (text(literal(low)?)?, text(literal(high)?)?);
-            return Some((Bound::Included(low), Bound::Included(high)));
+    Some(match bounds(filter, KEY)? {
+        Bounds::Between(low, high) => (Bound::Included(text(low)?), Bound::Included(text(high)?)),
+        Bounds::Compare(op, value) => {
+            let value = text(value)?;
+            match op {
+                Operator::Gt => (Bound::Excluded(value), Bound::Unbounded),
+                Operator::GtEq => (Bound::Included(value), Bound::Unbounded),
+                Operator::Lt => (Bound::Unbounded, Bound::Excluded(value)),
+                _ => (Bound::Unbounded, Bound::Included(value)),
+            }
         }
-        return None;
-    }
-    let (op, value) = comparison(filter, KEY)?;
-    let value = text(value)?;
-    Some(match op {
-        Operator::Gt => (Bound::Excluded(value), Bound::Unbounded),
-        Operator::GtEq => (Bound::Included(value), Bound::Unbounded),
-        Operator::Lt => (Bound::Unbounded, Bound::Excluded(value)),
-        _ => (Bound::Unbounded, Bound::Included(value)),
     })
 }
 
@@ -85,24 +99,11 @@ pub(crate) fn window_range(filter: &Expr) -> Option<(i64, i64)> {
         ScalarValue::TimestampNanosecond(Some(t), _) => Some(t.div_euclid(1_000_000)),
         _ => None,
     };
-    if let Expr::Between(Between {
-        expr,
-        negated: false,
-        low,
-        high,
-    }) = filter
-    {
-        if is_column(expr, WINDOW_START) {
-            return Some((ms(literal(low)?)?, ms(literal(high)?)?));
-        }
-        return None;
-    }
-    let (op, value) = comparison(filter, WINDOW_START)?;
-    let t = ms(value)?;
     // Inclusive either way: the range may be wider than the filter, never narrower.
-    Some(match op {
-        Operator::Gt | Operator::GtEq => (t, i64::MAX),
-        _ => (i64::MIN, t),
+    Some(match bounds(filter, WINDOW_START)? {
+        Bounds::Between(low, high) => (ms(low)?, ms(high)?),
+        Bounds::Compare(Operator::Gt | Operator::GtEq, value) => (ms(value)?, i64::MAX),
+        Bounds::Compare(_, value) => (i64::MIN, ms(value)?),
     })
 }
 
