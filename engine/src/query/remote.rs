@@ -147,14 +147,12 @@ pub(crate) async fn fetch(
         }
     }
     let answer = if request.schema.is_some() {
-        let (_, batches) = decode_batches(&body).map_err(RemoteError::Fail)?;
+        // Decoded once; an owner writes one batch, so nothing is copied then.
+        let (schema, mut batches) = decode_batches(&body).map_err(RemoteError::Fail)?;
         let batch = match batches.len() {
-            1 => batches.into_iter().next().expect("one batch"),
-            _ => {
-                let (schema, _) = decode_batches(&body).map_err(RemoteError::Fail)?;
-                datafusion::arrow::compute::concat_batches(&schema, &batches)
-                    .map_err(|e| RemoteError::Fail(arrow_error(e)))?
-            }
+            1 => batches.remove(0),
+            _ => datafusion::arrow::compute::concat_batches(&schema, &batches)
+                .map_err(|e| RemoteError::Fail(arrow_error(e)))?,
         };
         PartitionAnswer::Batch(batch)
     } else {
