@@ -73,6 +73,8 @@ pub struct StoreInfo {
 #[derive(Clone)]
 pub struct StateQueries {
     apps: Vec<AppQueries>,
+    /// The tables' columns, shared by every query's session.
+    pub(crate) schemas: Arc<sql::SchemaCache>,
 }
 
 /// One application's part of [`StateQueries`].
@@ -105,6 +107,7 @@ impl StateQueries {
                 stores,
                 directory,
             }],
+            schemas: Arc::default(),
         }
     }
 
@@ -122,7 +125,10 @@ impl StateQueries {
                 }
             }
         }
-        Ok(Self { apps })
+        Ok(Self {
+            apps,
+            schemas: Arc::default(),
+        })
     }
 
     /// Every store definition with the registry that holds its partitions.

@@ -10,6 +10,7 @@ mod internal_topics;
 mod lag;
 mod rebalance_listener;
 mod state_directory;
+mod statistics;
 mod stream_thread;
 mod streams_producer;
 mod task_manager;

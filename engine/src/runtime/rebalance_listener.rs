@@ -1,6 +1,6 @@
 //! The stream thread's rebalance listener: it only tells the task manager what the group
 //! decided (Kafka Streams' `StreamsRebalanceListener`), and hands librdkafka's statistics to
-//! the thread's input lag and partition ends.
+//! the thread's statistics parser.
 
 use std::sync::Arc;
 
@@ -8,21 +8,18 @@ use parking_lot::Mutex;
 use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, Rebalance};
 use rdkafka::ClientContext;
 
-use crate::runtime::fetched_lag::PartitionEnds;
-use crate::runtime::lag::InputLag;
+use crate::runtime::statistics::StatisticsParser;
 use crate::runtime::task_manager::TaskManager;
 
 /// The consumer context of a stream thread.
 pub(crate) struct RebalanceListener {
     pub task_manager: Arc<Mutex<TaskManager>>,
-    pub lag: InputLag,
-    pub ends: Arc<PartitionEnds>,
+    pub statistics: StatisticsParser,
 }
 
 impl ClientContext for RebalanceListener {
-    fn stats(&self, statistics: rdkafka::statistics::Statistics) {
-        self.lag.record(&statistics);
-        self.ends.record(&statistics);
+    fn stats_raw(&self, statistics: &[u8]) {
+        self.statistics.offer(statistics);
     }
 }
 

@@ -31,6 +31,7 @@ use crate::error::{EngineError, Result};
 use crate::runtime::fetched_lag::PartitionEnds;
 use crate::runtime::lag::InputLag;
 use crate::runtime::rebalance_listener::RebalanceListener;
+use crate::runtime::statistics::StatisticsParser;
 use crate::runtime::streams_producer::CommitError;
 use crate::runtime::task_manager::{rewinds, TaskManager};
 use crate::runtime::{Progress, RuntimeConfig};
@@ -195,8 +196,15 @@ pub(crate) fn run(spec: ThreadSpec) -> Result<()> {
     let consumer: BaseConsumer<RebalanceListener> = consumer_config
         .create_with_context(RebalanceListener {
             task_manager: Arc::clone(&task_manager),
-            lag: InputLag::new(Arc::clone(&progress), eos),
-            ends,
+            statistics: StatisticsParser::start(
+                index,
+                InputLag::new(Arc::clone(&progress), eos),
+                ends,
+            )
+            .map_err(|e| EngineError::Config {
+                key: "num.stream.threads".into(),
+                reason: format!("cannot start a statistics thread: {e}"),
+            })?,
         })
         .map_err(|e| EngineError::Config {
             key: "bootstrap.servers".into(),

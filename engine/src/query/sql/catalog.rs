@@ -1,7 +1,8 @@
 //! The stores as DataFusion's `public` schema: one table per persistent key-value or window
-//! store, its columns inferred from a sample of its rows and kept for a second, so that a
-//! catalog listing (psql's `\d`, which asks for every table) costs a sample per store at most
-//! once a second and a table's columns still follow what the store holds.
+//! store, its columns inferred from a sample of its rows and kept for a second by every
+//! session of the application, so that queries (each its own session) and catalog listings
+//! (psql's `\d`, which asks for every table) cost a sample per store at most once a second,
+//! and a table's columns still follow what the store holds.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -25,10 +26,13 @@ const SAMPLE_ROWS: usize = 100;
 /// How long an inferred schema is reused.
 const SCHEMA_TTL: Duration = Duration::from_secs(1);
 
+/// Each table's columns and when they were inferred.
+#[derive(Default)]
+pub(crate) struct SchemaCache(Mutex<HashMap<String, (Instant, SchemaRef)>>);
+
 /// The stores of [`StateQueries`] as a schema of tables.
 pub(crate) struct StoreCatalog {
     queries: StateQueries,
-    schemas: Mutex<HashMap<String, (Instant, SchemaRef)>>,
 }
 
 impl std::fmt::Debug for StoreCatalog {
@@ -39,15 +43,12 @@ impl std::fmt::Debug for StoreCatalog {
 
 impl StoreCatalog {
     pub fn new(queries: StateQueries) -> Self {
-        Self {
-            queries,
-            schemas: Mutex::new(HashMap::new()),
-        }
+        Self { queries }
     }
 
     async fn schema_of(&self, source: &StoreSource) -> Result<SchemaRef> {
         let name = &source.spec.name;
-        if let Some((at, schema)) = self.schemas.lock().get(name) {
+        if let Some((at, schema)) = self.queries.schemas.0.lock().get(name) {
             if at.elapsed() < SCHEMA_TTL {
                 return Ok(Arc::clone(schema));
             }
@@ -76,7 +77,9 @@ impl StoreCatalog {
             scalar_key,
             &source.json,
         )?;
-        self.schemas
+        self.queries
+            .schemas
+            .0
             .lock()
             .insert(name.clone(), (Instant::now(), Arc::clone(&schema)));
         Ok(schema)

@@ -37,6 +37,7 @@ use parking_lot::Mutex;
 use crate::error::{EngineError, Result};
 use crate::query::StateQueries;
 
+pub(crate) use catalog::SchemaCache;
 pub(crate) use read::{KeyPredicate, StoreSource};
 pub(crate) use rows::to_batch;
 
