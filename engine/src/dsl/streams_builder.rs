@@ -102,7 +102,7 @@ impl DslState {
     ) -> String
     where
         K: serde::Serialize + serde::de::DeserializeOwned + 'static,
-        V: serde::Serialize + 'static,
+        V: serde::Serialize + serde::de::DeserializeOwned + 'static,
     {
         let name = materialized
             .name

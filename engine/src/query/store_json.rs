@@ -8,6 +8,7 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 use crate::error::SerdeError;
+use crate::query::sql::declared::{self, Columns};
 use crate::serdes::{SerdeKind, SerdeRef};
 
 type ToJson = Arc<dyn Fn(&[u8]) -> Result<serde_json::Value, SerdeError> + Send + Sync>;
@@ -22,6 +23,9 @@ pub(crate) struct StoreJson {
     /// What the key and value serdes encode: the columns' types while no row tells.
     pub key_kind: SerdeKind,
     pub value_kind: SerdeKind,
+    /// The key's and the value's columns as their types declare them (when both can be
+    /// traced).
+    pub declared: Option<(Columns, Columns)>,
 }
 
 fn invalid(e: serde_json::Error) -> SerdeError {
@@ -39,7 +43,7 @@ impl StoreJson {
     pub fn new<K, V>(key: &SerdeRef<K>, value: &SerdeRef<V>) -> Self
     where
         K: Serialize + DeserializeOwned + 'static,
-        V: Serialize + 'static,
+        V: Serialize + DeserializeOwned + 'static,
     {
         let key_serde = Arc::clone(key);
         Self {
@@ -51,6 +55,7 @@ impl StoreJson {
             value_to_json: to_json(Arc::clone(value)),
             key_kind: key.kind(),
             value_kind: value.kind(),
+            declared: declared::columns_of::<K>().zip(declared::columns_of::<V>()),
         }
     }
 }

@@ -278,7 +278,7 @@ impl TopologyBuilder {
     pub(crate) fn store_as_json<K, V>(&mut self, name: &str, key: &SerdeRef<K>, value: &SerdeRef<V>)
     where
         K: serde::Serialize + serde::de::DeserializeOwned + 'static,
-        V: serde::Serialize + 'static,
+        V: serde::Serialize + serde::de::DeserializeOwned + 'static,
     {
         if let Some(def) = self.stores.get_mut(name) {
             def.json = Some(crate::query::StoreJson::new(key, value));

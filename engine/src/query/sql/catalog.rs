@@ -1,5 +1,6 @@
 //! The stores as DataFusion's `public` schema: one table per persistent key-value or window
-//! store, its columns inferred from a sample of its rows and kept for a second by every
+//! store, its columns declared by its key and value types (`declared.rs`) while its rows fit
+//! them, inferred from a sample of its rows otherwise, and kept for a second by every
 //! session of the application, so that queries (each its own session) and catalog listings
 //! (psql's `\d`, which asks for every table) cost a sample per store at most once a second,
 //! and a table's columns still follow what the store holds.
@@ -26,9 +27,14 @@ const SAMPLE_ROWS: usize = 100;
 /// How long an inferred schema is reused.
 const SCHEMA_TTL: Duration = Duration::from_secs(1);
 
-/// Each table's columns and when they were inferred.
+/// Each table's columns.
 #[derive(Default)]
-pub(crate) struct SchemaCache(Mutex<HashMap<String, (Instant, SchemaRef)>>);
+pub(crate) struct SchemaCache(Mutex<HashMap<String, Cached>>);
+
+struct Cached {
+    at: Instant,
+    schema: SchemaRef,
+}
 
 /// The stores of [`StateQueries`] as a schema of tables.
 pub(crate) struct StoreCatalog {
@@ -48,11 +54,14 @@ impl StoreCatalog {
 
     async fn schema_of(&self, source: &StoreSource) -> Result<SchemaRef> {
         let name = &source.spec.name;
-        if let Some((at, schema)) = self.queries.schemas.0.lock().get(name) {
-            if at.elapsed() < SCHEMA_TTL {
-                return Ok(Arc::clone(schema));
+        if let Some(cached) = self.queries.schemas.0.lock().get(name) {
+            if cached.at.elapsed() < SCHEMA_TTL {
+                return Ok(Arc::clone(&cached.schema));
             }
         }
+        let windowed = !matches!(source.spec.kind, StoreKind::KeyValue);
+        let window_end = matches!(source.spec.kind, StoreKind::Session { .. })
+            || source.window_size_ms.is_some();
         let mut sample = Vec::new();
         for partition in source.local_partitions() {
             if let Some(read) =
@@ -61,28 +70,49 @@ impl StoreCatalog {
                 sample.extend(read.rows);
             }
         }
+        let declared = source
+            .json
+            .declared
+            .as_ref()
+            .map(|(key, value)| rows::declared_schema(key, value, windowed, window_end));
+        let schema = match declared {
+            // The types' own columns, as long as the rows here fit them (a type may write
+            // other JSON than it reads, or hold an enum variant the trace did not see).
+            Some(schema) if rows::to_batch(&schema, &sample).is_ok() => schema,
+            Some(_) => {
+                tracing::warn!(store = %name,
+                    "the store's rows do not fit the columns its types declare; inferring them");
+                self.infer(source, sample, windowed, window_end).await?
+            }
+            None => self.infer(source, sample, windowed, window_end).await?,
+        };
+        self.queries.schemas.0.lock().insert(
+            name.clone(),
+            Cached {
+                at: Instant::now(),
+                schema: Arc::clone(&schema),
+            },
+        );
+        Ok(schema)
+    }
+
+    /// The columns of rows like `sample` (from the owners of other partitions when it is
+    /// empty).
+    async fn infer(
+        &self,
+        source: &StoreSource,
+        mut sample: Vec<serde_json::Value>,
+        windowed: bool,
+        window_end: bool,
+    ) -> Result<SchemaRef> {
         if sample.is_empty() {
             // Nothing here: the owners of the other partitions give the sample.
             sample = source.remote_sample(SAMPLE_ROWS).await;
         }
-        let windowed = !matches!(source.spec.kind, StoreKind::KeyValue);
-        let sessions = matches!(source.spec.kind, StoreKind::Session { .. });
         let scalar_key = sample
             .first()
             .is_none_or(|row| row.get(pushdown::KEY).is_some());
-        let schema = rows::infer_schema(
-            &sample,
-            windowed,
-            sessions || source.window_size_ms.is_some(),
-            scalar_key,
-            &source.json,
-        )?;
-        self.queries
-            .schemas
-            .0
-            .lock()
-            .insert(name.clone(), (Instant::now(), Arc::clone(&schema)));
-        Ok(schema)
+        rows::infer_schema(&sample, windowed, window_end, scalar_key, &source.json)
     }
 }
 

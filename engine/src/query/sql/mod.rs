@@ -19,6 +19,7 @@
 //! ```
 
 mod catalog;
+pub(crate) mod declared;
 mod pushdown;
 mod read;
 mod rows;

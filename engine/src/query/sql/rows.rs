@@ -12,6 +12,7 @@ use datafusion::arrow::record_batch::RecordBatch;
 use serde_json::{Map, Value};
 
 use crate::error::{EngineError, Result};
+use crate::query::sql::declared::Columns;
 use crate::query::StoreJson;
 use crate::serdes::SerdeKind;
 
@@ -178,4 +179,41 @@ pub(crate) fn to_batch(schema: &SchemaRef, rows: &[Value]) -> Result<RecordBatch
         .flush()
         .map_err(fail)?
         .unwrap_or_else(|| RecordBatch::new_empty(Arc::clone(schema))))
+}
+
+/// The schema of a store whose key and value types declare their columns
+/// (`declared.rs`), in the order [`Entry::row`] writes them.
+pub(crate) fn declared_schema(
+    key: &Columns,
+    value: &Columns,
+    windowed: bool,
+    window_end: bool,
+) -> SchemaRef {
+    let mut fields: Vec<Field> = match key {
+        Columns::Fields(fields) => fields.clone(),
+        Columns::Scalar(t) => vec![Field::new("key", t.clone(), true)],
+    };
+    let time = DataType::Timestamp(TimeUnit::Millisecond, Some("UTC".into()));
+    if windowed {
+        fields.push(Field::new(WINDOW_START, time.clone(), true));
+        if window_end {
+            fields.push(Field::new(WINDOW_END, time, true));
+        }
+    }
+    match value {
+        Columns::Fields(value_fields) => {
+            for f in value_fields {
+                // As `Entry::row` names it: a value field named like a key column keeps both.
+                if fields.iter().any(|k| k.name() == f.name()) {
+                    fields.push(f.clone().with_name(format!("value_{}", f.name())));
+                } else {
+                    fields.push(f.clone());
+                }
+            }
+        }
+        Columns::Scalar(t) => fields.push(Field::new("value", t.clone(), true)),
+    }
+    fields.push(Field::new(VALUE_JSON, DataType::Utf8, true));
+    fields.push(Field::new(PARTITION, DataType::Int32, false));
+    Arc::new(Schema::new(fields))
 }
