@@ -14,6 +14,7 @@ mod config;
 mod dsl;
 mod error;
 mod operators;
+mod partitioner;
 mod processor;
 mod query;
 mod record;
@@ -39,6 +40,7 @@ pub use dsl::time_windowed::TimeWindowedKStream;
 pub use dsl::windows::{EmitStrategy, JoinWindows, SessionWindows, SlidingWindows, TimeWindows};
 pub use dsl::{Data, StoredData};
 pub use error::{EngineError, ErrorKind, Result, SerdeError};
+pub use partitioner::default_partition;
 pub use processor::{
     KeyValueStoreHandle, Processor, ProcessorContext, ScheduleId, SessionStoreHandle,
     WindowStoreHandle,

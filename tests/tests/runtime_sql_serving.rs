@@ -16,18 +16,29 @@ use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
 
 const KEYS: usize = 40;
 
-/// `n` records over `KEYS` keys; the count per key.
-fn feed(bootstrap: &str, n: usize) -> BTreeMap<String, i64> {
+/// `n` records over `KEYS` keys into `partitions` partitions; the count per key. Even keys go
+/// where Kafka's default partitioner puts them (where a lookup looks first), odd ones to the
+/// next partition, so lookups are tested both where they find a key at once and where they
+/// must look further.
+fn feed(bootstrap: &str, n: usize, partitions: i32) -> BTreeMap<String, i64> {
     let p: BaseProducer = ClientConfig::new()
         .set("bootstrap.servers", bootstrap)
         .create()
         .unwrap();
     let mut counts = BTreeMap::new();
     for i in 0..n {
-        let key = format!("user-{:02}", (i * 7) % KEYS);
+        let k = (i * 7) % KEYS;
+        let key = format!("user-{k:02}");
+        let home = eddy_engine::default_partition(key.as_bytes(), partitions);
+        let partition = if k.is_multiple_of(2) {
+            home
+        } else {
+            (home + 1) % partitions
+        };
         p.send(
             BaseRecord::to("events")
                 .key(&key)
+                .partition(partition)
                 .payload("x")
                 .timestamp(1_000_000 + i as i64 * 100),
         )
@@ -106,7 +117,7 @@ fn the_postgres_endpoint_answers_drivers_and_psql() {
     let bootstrap = broker.bootstrap();
     broker.create_topic("events", 2);
     const N: usize = 1_000;
-    let expected = feed(&bootstrap, N);
+    let expected = feed(&bootstrap, N, 2);
     let dir = tempfile::tempdir().unwrap();
     let app = start(&bootstrap, "sql-pg", dir.path(), None);
     let queries = app.queries();
@@ -291,7 +302,7 @@ fn either_of_two_workers_answers_for_every_partition() {
     let bootstrap = broker.bootstrap();
     broker.create_topic("events", 4);
     const N: usize = 4_000;
-    let expected = feed(&bootstrap, N);
+    let expected = feed(&bootstrap, N, 4);
     let (dir_a, dir_b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
     let (port_a, port_b) = (free_port(), free_port());
     let server_a = format!("127.0.0.1:{port_a}");
@@ -331,11 +342,33 @@ fn either_of_two_workers_answers_for_every_partition() {
         .to_json()
         .unwrap();
     assert_eq!(windows, format!("[{{\"n\":{N}}}]"));
-    for key in ["user-00", "user-13", "user-39"] {
+    for (key, count) in &expected {
         let sql = format!("SELECT value FROM counts WHERE key = '{key}'");
         let got = qa.sql(&sql).unwrap().to_json().unwrap();
-        assert_eq!(got, format!("[{{\"value\":{}}}]", expected[key]), "{key}");
+        assert_eq!(got, format!("[{{\"value\":{count}}}]"), "{key}");
     }
+    let keys: Vec<String> = expected.keys().map(|k| format!("'{k}'")).collect();
+    let sql = format!(
+        "SELECT key, value FROM counts WHERE key IN ({}, 'nobody') ORDER BY key",
+        keys.join(", ")
+    );
+    let plan = qb
+        .sql(&format!("EXPLAIN {sql}"))
+        .unwrap()
+        .to_json()
+        .unwrap();
+    assert!(plan.contains("in the partitions they hash to"), "{plan}");
+    let got: serde_json::Value =
+        serde_json::from_str(&qb.sql(&sql).unwrap().to_json().unwrap()).unwrap();
+    let want: Vec<serde_json::Value> = expected
+        .iter()
+        .map(|(k, v)| serde_json::json!({"key": k, "value": v}))
+        .collect();
+    assert_eq!(
+        got,
+        serde_json::Value::Array(want),
+        "every key once, found or not at once"
+    );
     // Key ranges and window bounds are pushed into the scans, here and at the owner.
     let range =
         "SELECT key, value FROM counts WHERE key >= 'user-10' AND key < 'user-20' ORDER BY key";

@@ -20,6 +20,7 @@
 
 mod catalog;
 pub(crate) mod declared;
+mod lookup;
 mod pushdown;
 mod read;
 mod rows;
@@ -92,6 +93,11 @@ impl QueryScope {
             min_position: options.min_position.clone(),
             wait: options.wait,
         }
+    }
+
+    /// Whether the query asks for a minimum position.
+    pub fn bounded(&self) -> bool {
+        !self.min_position.is_empty()
     }
 
     /// The bound on store partition `partition`: input topic → offset.

@@ -386,7 +386,7 @@ impl StoreSource {
                         .zip(self.window_size_ms)
                         .map(|(s, n)| s.saturating_add(n))
                 });
-                Entry::decode(&self.json, &name, k, *start, end, v, partition).map(|e| e.row())
+                Entry::decode(&self.json, &name, k, *start, end, v, partition).map(Entry::into_row)
             })
             .collect::<Result<Vec<_>>>()?;
         Ok(Some(PartitionRows { rows, position }))

@@ -57,13 +57,14 @@ impl Entry {
         })
     }
 
-    /// The entry as one JSON object with a field per column.
-    pub fn row(&self) -> Value {
+    /// The entry as one JSON object with a field per column (its parts moved, not copied).
+    pub fn into_row(self) -> Value {
+        let value_json = self.value.to_string();
         let mut row = Map::new();
-        match &self.key {
-            Value::Object(fields) => row.extend(fields.clone()),
+        match self.key {
+            Value::Object(fields) => row.extend(fields),
             other => {
-                row.insert("key".into(), other.clone());
+                row.insert("key".into(), other);
             }
         }
         if let Some(start) = self.window_start {
@@ -72,23 +73,23 @@ impl Entry {
         if let Some(end) = self.window_end {
             row.insert(WINDOW_END.into(), end.into());
         }
-        match &self.value {
+        match self.value {
             Value::Object(fields) => {
                 for (name, v) in fields {
                     // A value field named like a key column keeps both.
-                    let name = if row.contains_key(name) {
+                    let name = if row.contains_key(&name) {
                         format!("value_{name}")
                     } else {
-                        name.clone()
+                        name
                     };
-                    row.insert(name, v.clone());
+                    row.insert(name, v);
                 }
             }
             other => {
-                row.insert("value".into(), other.clone());
+                row.insert("value".into(), other);
             }
         }
-        row.insert(VALUE_JSON.into(), Value::String(self.value.to_string()));
+        row.insert(VALUE_JSON.into(), Value::String(value_json));
         row.insert(PARTITION.into(), self.partition.into());
         Value::Object(row)
     }

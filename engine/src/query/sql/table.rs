@@ -1,6 +1,7 @@
 //! A store as a DataFusion table: a [`TableProvider`] whose scan is a [`StoreScanExec`] with one
 //! DataFusion partition per store partition (read here or from its owner), reading point
-//! lookups when the query names keys and the whole partition otherwise.
+//! lookups when the query names keys and the whole partition otherwise; a lookup without a
+//! minimum position reads only the partitions its keys hash to (`lookup.rs`).
 
 use std::ops::Bound;
 use std::sync::Arc;
@@ -20,6 +21,9 @@ use datafusion::physical_plan::{
     SendableRecordBatchStream,
 };
 
+use futures::StreamExt;
+
+use crate::query::sql::lookup;
 use crate::query::sql::pushdown::{key_points, key_range, window_range};
 use crate::query::sql::read::{KeyPredicate, PartitionScan, StoreSource, ALL_TIME};
 use crate::query::sql::QueryScope;
@@ -81,7 +85,7 @@ impl TableProvider for StoreTable {
 
     async fn scan(
         &self,
-        _state: &dyn Session,
+        state: &dyn Session,
         projection: Option<&Vec<usize>>,
         filters: &[Expr],
         limit: Option<usize>,
@@ -127,9 +131,17 @@ impl TableProvider for StoreTable {
             .source
             .all_partitions()
             .map_err(|e| DataFusionError::External(Box::new(e)))?;
+        // Lookups go to the partitions their keys hash to (`lookup.rs`), in one plan
+        // partition; not under a minimum position, which every partition must be checked for.
+        let bounded = state
+            .config()
+            .get_extension::<QueryScope>()
+            .is_some_and(|scope| scope.bounded());
+        let routed = matches!(keys, KeyPredicate::Points(_)) && partitions.len() > 1 && !bounded;
+        let plan_partitions = if routed { 1 } else { partitions.len().max(1) };
         let properties = Arc::new(PlanProperties::new(
             EquivalenceProperties::new(Arc::clone(&projected)),
-            Partitioning::UnknownPartitioning(partitions.len().max(1)),
+            Partitioning::UnknownPartitioning(plan_partitions),
             EmissionType::Incremental,
             Boundedness::Bounded,
         ));
@@ -141,6 +153,7 @@ impl TableProvider for StoreTable {
             window,
             limit,
             partitions,
+            routed,
             properties,
         }))
     }
@@ -189,6 +202,8 @@ pub(crate) struct StoreScanExec {
     window: (i64, i64),
     limit: Option<usize>,
     partitions: Vec<i32>,
+    /// A lookup routed by key hash (`lookup.rs`): one plan partition reads them all.
+    routed: bool,
     properties: Arc<PlanProperties>,
 }
 
@@ -205,6 +220,12 @@ impl DisplayAs for StoreScanExec {
     fn fmt_as(&self, _t: DisplayFormatType, f: &mut std::fmt::Formatter) -> std::fmt::Result {
         let read = match &self.keys {
             KeyPredicate::All => "scan".to_string(),
+            KeyPredicate::Points(k) if self.routed => {
+                format!(
+                    "lookup of {} key(s) in the partitions they hash to",
+                    k.len()
+                )
+            }
             KeyPredicate::Points(k) => format!("lookup of {} key(s)", k.len()),
             KeyPredicate::Range(lo, hi) => {
                 let text = |k: &Vec<u8>| String::from_utf8_lossy(k).into_owned();
@@ -270,15 +291,38 @@ impl ExecutionPlan for StoreScanExec {
         context: Arc<TaskContext>,
     ) -> DfResult<SendableRecordBatchStream> {
         let projected = self.properties.eq_properties.schema().clone();
+        let scope = context
+            .session_config()
+            .get_extension::<QueryScope>()
+            .unwrap_or_default();
+        if let (true, KeyPredicate::Points(keys)) = (self.routed, &self.keys) {
+            let scan = PartitionScan {
+                keys: KeyPredicate::All,
+                window: self.window,
+                limit: self.limit,
+                schema: Arc::clone(&self.schema),
+                projection: self.projection.clone(),
+                min_position: Default::default(),
+                wait: scope.wait,
+            };
+            let (source, keys, partitions) =
+                (self.source.clone(), keys.clone(), self.partitions.clone());
+            let read = async move {
+                lookup::lookup(&source, &keys, &partitions, &scan, &scope)
+                    .await
+                    .map_err(|e| DataFusionError::External(Box::new(e)))
+            };
+            let batches = futures::stream::once(read).flat_map(|r| match r {
+                Ok(batches) => futures::stream::iter(batches.into_iter().map(Ok)).boxed(),
+                Err(e) => futures::stream::once(async move { Err(e) }).boxed(),
+            });
+            return Ok(Box::pin(RecordBatchStreamAdapter::new(projected, batches)));
+        }
         let Some(&store_partition) = self.partitions.get(partition) else {
             // No partition at all: an empty answer for this (only) plan partition.
             let empty = futures::stream::empty();
             return Ok(Box::pin(RecordBatchStreamAdapter::new(projected, empty)));
         };
-        let scope = context
-            .session_config()
-            .get_extension::<QueryScope>()
-            .unwrap_or_default();
         let scan = PartitionScan {
             keys: self.keys.clone(),
             window: self.window,
