@@ -210,6 +210,18 @@ fn the_postgres_endpoint_answers_drivers_and_psql() {
                 sqlstate(&e)
             );
         }
+        // A statement past the connection's statement_timeout is canceled, simple or
+        // prepared, and the connection goes on.
+        client
+            .simple_query("SET statement_timeout = 300")
+            .await
+            .unwrap();
+        let heavy = "SELECT sum(length(concat(a.key, b.key, c.key, d.key, e.key))) \
+                     FROM counts a, counts b, counts c, counts d, counts e";
+        let e = client.simple_query(heavy).await.unwrap_err();
+        assert!(sqlstate(&e).starts_with("57014"), "{e:?}");
+        let e = client.query(heavy, &[]).await.unwrap_err();
+        assert!(sqlstate(&e).starts_with("57014"), "prepared: {e:?}");
         let still = client
             .query("SELECT count(*) FROM counts", &[])
             .await

@@ -24,6 +24,7 @@
 mod directory;
 mod http;
 mod pg;
+mod pg_time_limit;
 mod registry;
 mod remote;
 mod serving;

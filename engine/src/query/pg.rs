@@ -11,7 +11,9 @@
 //!    `25006` (read only), and DataFusion's errors get the SQLSTATE of their kind (`42601`
 //!    syntax, `42P01` unknown table, `42703` unknown column, `22000` data). The connection
 //!    stays usable after an error.
-//! 4. Dropping the [`PgServer`] (or [`PgServer::close`]) stops accepting and closes the
+//! 4. Every statement has a time limit: the connection's `statement_timeout`, 30 s by
+//!    default (`pg_time_limit.rs`); past it the statement fails with `57014`.
+//! 5. Dropping the [`PgServer`] (or [`PgServer::close`]) stops accepting and closes the
 //!    connections.
 
 use std::fmt::Debug;
@@ -43,6 +45,7 @@ use pgwire::error::{ErrorInfo, PgWireError, PgWireResult};
 use pgwire::messages::{PgWireBackendMessage, PgWireFrontendMessage};
 
 use crate::error::{EngineError, Result};
+use crate::query::pg_time_limit::TimeLimited;
 use crate::query::serving::ServerThread;
 use crate::query::StateQueries;
 
@@ -224,7 +227,7 @@ impl StartupHandler for Startup {
 }
 
 struct Handlers {
-    service: Arc<DfSessionService>,
+    service: Arc<TimeLimited>,
     startup: Arc<Startup>,
 }
 
@@ -282,7 +285,10 @@ impl StateQueries {
             Arc::new(TransactionStatementHook),
         ];
         let handlers = Arc::new(Handlers {
-            service: Arc::new(DfSessionService::new_with_hooks(Arc::new(ctx), hooks)),
+            service: Arc::new(TimeLimited(Arc::new(DfSessionService::new_with_hooks(
+                Arc::new(ctx),
+                hooks,
+            )))),
             startup: Arc::new(Startup {
                 password: password.map(|p| {
                     CleartextPasswordAuthStartupHandler::new(
