@@ -347,6 +347,11 @@ fn either_of_two_workers_answers_for_every_partition() {
     assert_eq!(rows, serde_json::json!([{ "n": N, "keys": KEYS }]));
     let partitions: Vec<i32> = answer.position.keys().map(|(_, p)| *p).collect();
     assert_eq!(partitions, [0, 1, 2, 3], "every partition's position");
+    // `value_json` is written where it is asked for, here and at the owner.
+    let answer = qa
+        .sql("SELECT count(*) AS n FROM counts WHERE value_json = CAST(value AS VARCHAR)")
+        .unwrap();
+    assert_eq!(answer.to_json().unwrap(), format!("[{{\"n\":{KEYS}}}]"));
     // Windows and point lookups route too.
     let windows = qb
         .sql("SELECT sum(value) AS n FROM windowed")

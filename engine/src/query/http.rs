@@ -28,7 +28,7 @@ use serde::Deserialize;
 use crate::error::{EngineError, Result};
 use crate::query::remote::{self, PartitionRequest, PARTITION_PATH, POSITION_HEADER};
 use crate::query::serving::ServerThread;
-use crate::query::sql::to_batch;
+use crate::query::sql::{to_batch, wants_value_json};
 use crate::query::{QueryOptions, SqlAnswer, StateQueries};
 
 const NDJSON: &str = "application/x-ndjson";
@@ -140,6 +140,17 @@ async fn partition(State(queries): State<StateQueries>, body: axum::body::Bytes)
         let message = format!("no store `{}` here", request.store);
         return error_response(StatusCode::BAD_REQUEST, message);
     };
+    // The asker's columns: rows are written for them only.
+    let planned = match &request.schema {
+        None => None,
+        Some(ipc) => match remote::decode_batches(ipc) {
+            Ok((schema, _)) => Some(schema),
+            Err(e) => return error_response(StatusCode::BAD_REQUEST, e.to_string()),
+        },
+    };
+    let value_json = planned
+        .as_ref()
+        .is_none_or(|s| wants_value_json(s, request.projection.as_ref()));
     // RocksDB reads block: off the endpoint's few runtime threads.
     let read = {
         let (source, request) = (source.clone(), request.clone());
@@ -149,6 +160,7 @@ async fn partition(State(queries): State<StateQueries>, body: axum::body::Bytes)
                 &request.keys,
                 request.window,
                 request.limit,
+                value_json,
             )
         })
         .await
@@ -169,10 +181,9 @@ async fn partition(State(queries): State<StateQueries>, body: axum::body::Bytes)
         );
         return error_response(StatusCode::CONFLICT, message);
     }
-    let encoded = match &request.schema {
+    let encoded = match &planned {
         None => serde_json::to_vec(&read.rows).map_err(|e| EngineError::Query(e.to_string())),
-        Some(schema) => remote::decode_batches(schema).and_then(|(schema, _)| {
-            let batch = to_batch(&schema, &read.rows)?;
+        Some(schema) => to_batch(schema, &read.rows).and_then(|batch| {
             let batch = match &request.projection {
                 Some(p) => batch
                     .project(p)

@@ -64,9 +64,13 @@ impl StoreCatalog {
             || source.window_size_ms.is_some();
         let mut sample = Vec::new();
         for partition in source.local_partitions() {
-            if let Some(read) =
-                source.read(partition, &KeyPredicate::All, ALL_TIME, Some(SAMPLE_ROWS))?
-            {
+            if let Some(read) = source.read(
+                partition,
+                &KeyPredicate::All,
+                ALL_TIME,
+                Some(SAMPLE_ROWS),
+                true,
+            )? {
                 sample.extend(read.rows);
             }
         }

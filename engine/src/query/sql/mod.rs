@@ -41,7 +41,7 @@ use crate::query::StateQueries;
 
 pub(crate) use catalog::SchemaCache;
 pub(crate) use read::{KeyPredicate, StoreSource};
-pub(crate) use rows::to_batch;
+pub(crate) use rows::{to_batch, wants_value_json};
 
 /// How long a query waits, by default, for a partition that is moving or restoring.
 pub const DEFAULT_PARTITION_WAIT: Duration = Duration::from_secs(10);
@@ -243,10 +243,20 @@ impl StateQueries {
                 "StateQueries::sql blocks; inside an async runtime use sql_async".into(),
             ));
         }
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .map_err(|e| EngineError::Query(format!("starting a query runtime: {e}")))?;
-        runtime.block_on(self.sql_async_with(sql, options))
+        // One runtime for every blocking query of the process, with a thread per core of the
+        // machine this was measured on, so a scan's partitions decode side by side.
+        static RUNTIME: std::sync::OnceLock<std::io::Result<tokio::runtime::Runtime>> =
+            std::sync::OnceLock::new();
+        let runtime = RUNTIME.get_or_init(|| {
+            tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .thread_name("eddy-sql")
+                .enable_all()
+                .build()
+        });
+        match runtime {
+            Ok(runtime) => runtime.block_on(self.sql_async_with(sql, options)),
+            Err(e) => Err(EngineError::Query(format!("starting a query runtime: {e}"))),
+        }
     }
 }

@@ -16,7 +16,7 @@ use serde_json::Value;
 use crate::error::{EngineError, Result};
 use crate::query::directory::QueryDirectory;
 use crate::query::remote::{self, PartitionAnswer, PartitionRequest, RemoteError};
-use crate::query::sql::rows::{to_batch, Entry};
+use crate::query::sql::rows::{to_batch, wants_value_json, Entry};
 use crate::query::{read_partition, QueryableStores, StoreJson};
 
 /// The most rows one scan of one partition reads before the query fails (not a silent cut).
@@ -169,6 +169,7 @@ impl StoreSource {
         keys: &KeyPredicate,
         window: (i64, i64),
         limit: Option<usize>,
+        value_json: bool,
     ) -> Result<Option<PartitionRows>> {
         // A limit within the cap reads that many; any other read stops one row past the cap
         // and fails (a LIMIT above the cap must not cut the answer silently).
@@ -176,7 +177,7 @@ impl StoreSource {
             Some(l) if l <= MAX_SCAN_ROWS => l,
             _ => MAX_SCAN_ROWS + 1,
         };
-        let read = self.read(partition, keys, window, Some(cap))?;
+        let read = self.read(partition, keys, window, Some(cap), value_json)?;
         if let Some(read) = &read {
             if read.rows.len() > MAX_SCAN_ROWS {
                 return Err(EngineError::Query(format!(
@@ -206,7 +207,10 @@ impl StoreSource {
         let deadline = Instant::now() + scan.wait;
         let mut schema_ipc: Option<Vec<u8>> = None;
         loop {
-            let why = match self.read_capped(partition, &scan.keys, scan.window, scan.limit)? {
+            let value_json = wants_value_json(&scan.schema, scan.projection.as_ref());
+            let read =
+                self.read_capped(partition, &scan.keys, scan.window, scan.limit, value_json)?;
+            let why = match read {
                 Some(read) if self.reached(&read.position, &scan.min_position) => {
                     let batch = to_batch(&scan.schema, &read.rows)?;
                     let batch = match &scan.projection {
@@ -288,14 +292,15 @@ impl StoreSource {
         }
     }
 
-    /// Up to `limit` rows of `partition` matching `keys`; `None` when the partition is not
-    /// held here (any more).
+    /// Up to `limit` rows of `partition` matching `keys` (with `value_json` or without);
+    /// `None` when the partition is not held here (any more).
     pub fn read(
         &self,
         partition: i32,
         keys: &KeyPredicate,
         window: (i64, i64),
         limit: Option<usize>,
+        value_json: bool,
     ) -> Result<Option<PartitionRows>> {
         let Some(db) = self.stores.partition(&self.spec.name, partition) else {
             return Ok(None);
@@ -386,7 +391,8 @@ impl StoreSource {
                         .zip(self.window_size_ms)
                         .map(|(s, n)| s.saturating_add(n))
                 });
-                Entry::decode(&self.json, &name, k, *start, end, v, partition).map(Entry::into_row)
+                Entry::decode(&self.json, &name, k, *start, end, v, partition)
+                    .map(|e| e.into_row(value_json))
             })
             .collect::<Result<Vec<_>>>()?;
         Ok(Some(PartitionRows { rows, position }))

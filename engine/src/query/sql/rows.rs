@@ -57,9 +57,10 @@ impl Entry {
         })
     }
 
-    /// The entry as one JSON object with a field per column (its parts moved, not copied).
-    pub fn into_row(self) -> Value {
-        let value_json = self.value.to_string();
+    /// The entry as one JSON object with a field per column (its parts moved, not copied);
+    /// `value_json` only when `with_value_json` (writing it is a good part of a scan's cost).
+    pub fn into_row(self, with_value_json: bool) -> Value {
+        let value_json = with_value_json.then(|| self.value.to_string());
         let mut row = Map::new();
         match self.key {
             Value::Object(fields) => row.extend(fields),
@@ -89,7 +90,9 @@ impl Entry {
                 row.insert("value".into(), other);
             }
         }
-        row.insert(VALUE_JSON.into(), Value::String(value_json));
+        if let Some(value_json) = value_json {
+            row.insert(VALUE_JSON.into(), Value::String(value_json));
+        }
         row.insert(PARTITION.into(), self.partition.into());
         Value::Object(row)
     }
@@ -163,6 +166,13 @@ fn column_type(kind: SerdeKind) -> DataType {
         SerdeKind::Bytes => DataType::List(Arc::new(Field::new_list_field(DataType::Int64, true))),
         SerdeKind::Text | SerdeKind::Other => DataType::Utf8,
     }
+}
+
+/// Whether a scan that keeps `projection` of `schema` reads `value_json`.
+pub(crate) fn wants_value_json(schema: &Schema, projection: Option<&Vec<usize>>) -> bool {
+    schema
+        .index_of(VALUE_JSON)
+        .is_ok_and(|i| projection.is_none_or(|p| p.contains(&i)))
 }
 
 /// `rows` as one batch of `schema`.
