@@ -1,5 +1,6 @@
 //! quiz-results end to end on the embedded broker under exactly-once: the generator's quiz
-//! events in, every graded submission out exactly once, equal to a plain grading.
+//! events in, every graded submission out exactly once, equal to a plain grading; and the
+//! README's quiz views, SQL over the live state, equal to the same grading.
 
 mod common;
 
@@ -13,6 +14,7 @@ use eddy_topologies::quiz_results::QuizResult;
 use rdkafka::config::ClientConfig;
 use rdkafka::message::Message;
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+use serde_json::Value;
 
 #[test]
 fn graded_submissions_arrive_once_and_match_a_plain_grading() {
@@ -52,7 +54,7 @@ fn graded_submissions_arrive_once_and_match_a_plain_grading() {
         producer.poll(Duration::ZERO);
         grading.see(&r.value);
     }
-    let graded = grading.graded;
+    let (graded, owners) = (grading.graded, grading.owners);
     producer.flush(Duration::from_secs(10)).unwrap();
     assert!(graded.len() > 100);
 
@@ -73,6 +75,7 @@ fn graded_submissions_arrive_once_and_match_a_plain_grading() {
             seen.push(serde_json::from_slice(m.payload().unwrap_or_default()).unwrap());
         }
     }
+    views_match_the_grading(&app, &graded, &owners);
     app.close().unwrap();
     let got: BTreeMap<String, (u32, u32)> = seen
         .iter()
@@ -80,4 +83,92 @@ fn graded_submissions_arrive_once_and_match_a_plain_grading() {
         .collect();
     assert_eq!(seen.len(), got.len(), "each submission graded once");
     assert_eq!(got, graded);
+}
+
+fn rows(app: &KafkaStreams, sql: &str) -> Vec<Value> {
+    let answer = app.queries().sql(sql).unwrap();
+    serde_json::from_str(&answer.to_json().unwrap()).unwrap()
+}
+
+/// The README's "quiz statistics for a quiz" and "a user's last 20 results" over the state,
+/// against the plain grading (waiting a little: state lands in RocksDB just after the
+/// transaction that wrote the results commits).
+fn views_match_the_grading(
+    app: &KafkaStreams,
+    graded: &BTreeMap<String, (u32, u32)>,
+    owners: &BTreeMap<String, (String, String)>,
+) {
+    let score = |(right, total): (u32, u32)| {
+        if total == 0 {
+            0.0
+        } else {
+            f64::from(right) / f64::from(total) * 100.0
+        }
+    };
+    // Per quiz: (attempts, score sum, best); per user: their submissions.
+    let mut quizzes: BTreeMap<&str, (u64, f64, f64)> = BTreeMap::new();
+    let mut users: BTreeMap<&str, BTreeMap<&str, f64>> = BTreeMap::new();
+    for (submission, grade) in graded {
+        let (quiz, user) = &owners[submission];
+        let s = score(*grade);
+        let q = quizzes.entry(quiz).or_insert((0, 0.0, 0.0));
+        *q = (q.0 + 1, q.1 + s, q.2.max(s));
+        users.entry(user).or_default().insert(submission, s);
+    }
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let stats = rows(
+            app,
+            "SELECT key, attempts, mean_score, best_score FROM quiz_stats ORDER BY key",
+        );
+        let fits = stats.len() == quizzes.len()
+            && stats
+                .iter()
+                .zip(&quizzes)
+                .all(|(row, (quiz, (n, sum, best)))| {
+                    row["key"] == **quiz
+                        && row["attempts"] == *n
+                        && (row["mean_score"].as_f64().unwrap() - sum / *n as f64).abs() < 1e-9
+                        && row["best_score"].as_f64() == Some(*best)
+                });
+        if fits {
+            break;
+        }
+        assert!(Instant::now() < deadline, "quiz_stats {stats:?}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    // The README's lookup of one quiz, as written there.
+    let (quiz, (n, _, best)) = quizzes.iter().next().unwrap();
+    let one = rows(
+        app,
+        &format!(
+            "SELECT key AS quiz, attempts, round(mean_score, 1) AS mean, best_score \
+             FROM quiz_stats WHERE key = '{quiz}'"
+        ),
+    );
+    assert_eq!(one.len(), 1, "{one:?}");
+    assert_eq!(
+        (&one[0]["attempts"], one[0]["best_score"].as_f64()),
+        (&Value::from(*n), Some(*best))
+    );
+    // A user's last 20 results: all of them when there are 20 or fewer, else 20 of them.
+    for (user, theirs) in &users {
+        let got = rows(
+            app,
+            &format!(
+                "SELECT submission_id, quiz_id, score, to_timestamp_millis(submitted_at_ms) AS at \
+                 FROM quiz_results WHERE user_id = '{user}' ORDER BY submitted_at_ms DESC LIMIT 20"
+            ),
+        );
+        assert_eq!(got.len(), theirs.len().min(20), "{user}: {got:?}");
+        for row in &got {
+            let submission = row["submission_id"].as_str().unwrap();
+            assert_eq!(
+                row["score"].as_f64(),
+                theirs.get(submission).copied(),
+                "{user}"
+            );
+            assert_eq!(row["quiz_id"], owners[submission].0.as_str());
+        }
+    }
 }

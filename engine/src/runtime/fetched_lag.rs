@@ -15,11 +15,17 @@
 //!    round): librdkafka moves it past markers and aborted records.
 //! 4. An end behind the position is older than what the thread has seen (a report from before
 //!    a rebalance, say): the lag is unknown.
+//! 5. After the consumer starts (or starts again) on a partition, only a report offered after
+//!    that counts: each report gets a number when the stream thread is handed it, and an end
+//!    from a report numbered before the start is unknown lag. (Before a rewind the thread may
+//!    have seen records past an old end; forgetting them must not make the old end look
+//!    caught up.)
 //!
 //! The end may be a report old, so the lag can miss records produced since; that only makes a
 //! task wait less, as it would have had it run a moment earlier.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use parking_lot::Mutex;
 use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext};
@@ -47,19 +53,34 @@ fn get<'a, T>(map: &'a ByPartition<T>, topic: &str, partition: i32) -> Option<&'
 pub(crate) struct PartitionEnds {
     /// The consumer reads read_committed: its end is the last stable offset.
     read_committed: bool,
-    ends: Mutex<ByPartition<End>>,
+    /// How many reports the stream thread has been handed (module doc, 5).
+    offered: AtomicU64,
+    /// The ends, and the number of the report they come from.
+    ends: Mutex<(u64, ByPartition<End>)>,
 }
 
 impl PartitionEnds {
     pub fn new(read_committed: bool) -> Self {
         Self {
             read_committed,
-            ends: Mutex::new(HashMap::new()),
+            offered: AtomicU64::new(0),
+            ends: Mutex::new((0, HashMap::new())),
         }
     }
 
-    /// Takes the ends of the partitions being fetched from a statistics report.
-    pub fn record(&self, statistics: &Statistics) {
+    /// Numbers a report the stream thread was just handed (module doc, 5).
+    pub fn offer(&self) -> u64 {
+        self.offered.fetch_add(1, Ordering::SeqCst) + 1
+    }
+
+    /// How many reports the stream thread has been handed so far.
+    fn offered(&self) -> u64 {
+        self.offered.load(Ordering::SeqCst)
+    }
+
+    /// Takes the ends of the partitions being fetched from report number `report`; an older
+    /// report than the one recorded changes nothing.
+    pub fn record(&self, report: u64, statistics: &Statistics) {
         let mut ends: ByPartition<End> = HashMap::new();
         for (topic, t) in &statistics.topics {
             for p in t.partitions.values() {
@@ -79,18 +100,29 @@ impl PartitionEnds {
                 }
             }
         }
-        *self.ends.lock() = ends;
+        let mut recorded = self.ends.lock();
+        if report > recorded.0 {
+            *recorded = (report, ends);
+        }
     }
 
-    fn get(&self, topic: &str, partition: i32) -> Option<End> {
-        get(&self.ends.lock(), topic, partition).copied()
+    /// A partition's end and the number of the report it comes from.
+    fn get(&self, topic: &str, partition: i32) -> Option<(u64, End)> {
+        let recorded = self.ends.lock();
+        get(&recorded.1, topic, partition).map(|end| (recorded.0, *end))
     }
 
+    /// A report, offered now, that gives `topic`'s `partition` this end (and keeps the other
+    /// ends).
     #[cfg(test)]
     fn set(&self, topic: &str, partition: i32, end: i64, log_start: i64) {
         let end = End { end, log_start };
-        let mut ends = self.ends.lock();
-        ends.entry(topic.to_string())
+        let report = self.offer();
+        let mut recorded = self.ends.lock();
+        recorded.0 = report;
+        recorded
+            .1
+            .entry(topic.to_string())
             .or_default()
             .insert(partition, end);
     }
@@ -116,6 +148,8 @@ impl Start {
 #[derive(Debug, Clone, Copy)]
 struct Position {
     start: Start,
+    /// Reports offered before the start (module doc, 5).
+    reports_before: u64,
     /// The offset after the last record handed over since the start.
     delivered: Option<i64>,
 }
@@ -139,6 +173,7 @@ impl FetchedLag {
     pub fn started(&mut self, topic: &str, partition: i32, start: Start) {
         let position = Position {
             start,
+            reports_before: self.ends.offered(),
             delivered: None,
         };
         self.positions
@@ -173,8 +208,11 @@ impl FetchedLag {
         partition: i32,
         consumer_position: &mut dyn FnMut() -> Option<i64>,
     ) -> Option<i64> {
-        let end = self.ends.get(topic, partition)?;
+        let (report, end) = self.ends.get(topic, partition)?;
         let known = get(&self.positions, topic, partition)?;
+        if report <= known.reports_before {
+            return None;
+        }
         let position = match (known.delivered, known.start) {
             (Some(next), _) => next,
             (None, Start::Committed(o)) => o.max(end.log_start),
@@ -268,8 +306,10 @@ mod tests {
             "from the log start"
         );
         fetched.started("t", 0, Start::Committed(70));
+        ends.set("t", 0, 100, 10);
         assert_eq!(fetched.lag("t", 0, &mut none), Some(30), "from the commit");
         fetched.started("t", 0, Start::Committed(3));
+        ends.set("t", 0, 100, 10);
         assert_eq!(
             fetched.lag("t", 0, &mut none),
             Some(90),
@@ -285,8 +325,8 @@ mod tests {
     #[test]
     fn markers_past_the_last_record_are_skipped_by_the_consumer_position() {
         let (ends, mut fetched) = fixture();
-        ends.set("t", 0, 11, 0);
         fetched.started("t", 0, Start::Earliest);
+        ends.set("t", 0, 11, 0);
         // Records 0..=9, then the commit marker at 10: the end is 11.
         fetched.delivered("t", 0, 9);
         assert_eq!(fetched.lag("t", 0, &mut || Some(11)), Some(0));
@@ -305,15 +345,46 @@ mod tests {
     #[test]
     fn an_end_behind_what_the_thread_saw_or_an_unknown_start_is_unknown_lag() {
         let (ends, mut fetched) = fixture();
-        ends.set("t", 0, 50, 0);
         fetched.started("t", 0, Start::Committed(80));
+        ends.set("t", 0, 50, 0);
         assert_eq!(
             fetched.lag("t", 0, &mut || None),
             None,
             "a report from before another member committed past it"
         );
         fetched.started("t", 0, Start::Unknown);
+        ends.set("t", 0, 50, 0);
         assert_eq!(fetched.lag("t", 0, &mut || None), None);
         assert_eq!(fetched.lag("t", 0, &mut || Some(50)), Some(0));
+    }
+
+    #[test]
+    fn after_a_rewind_only_a_report_offered_since_counts() {
+        let (ends, mut fetched) = fixture();
+        fetched.started("t", 0, Start::Committed(120));
+        ends.set("t", 0, 120, 0);
+        assert_eq!(fetched.lag("t", 0, &mut || None), Some(0));
+        // Records 120..=150 are handed over, the commit fails and the thread rewinds to
+        // 120: the end of 120 is older than what it saw, not caught up.
+        fetched.delivered("t", 0, 150);
+        fetched.started("t", 0, Start::Committed(120));
+        assert_eq!(fetched.lag("t", 0, &mut || None), None, "the old report");
+        ends.set("t", 0, 151, 0);
+        assert_eq!(
+            fetched.lag("t", 0, &mut || None),
+            Some(31),
+            "a report since"
+        );
+        // A report numbered before the start, recorded late, changes nothing.
+        let old = ends.offer();
+        fetched.started("t", 0, Start::Committed(140));
+        ends.set("t", 0, 151, 0);
+        let recorded_before = ends.get("t", 0);
+        ends.record(old, &Statistics::default());
+        assert_eq!(
+            ends.get("t", 0),
+            recorded_before,
+            "an older report is ignored"
+        );
     }
 }

@@ -11,6 +11,8 @@ pub struct QuizGrading {
     quizzes: BTreeMap<String, BTreeMap<String, String>>,
     /// (right answers, questions) per submission id.
     pub graded: BTreeMap<String, (u32, u32)>,
+    /// (quiz id, user id) per graded submission id.
+    pub owners: BTreeMap<String, (String, String)>,
 }
 
 impl QuizGrading {
@@ -43,9 +45,14 @@ impl QuizGrading {
                     .iter()
                     .filter(|(q, a)| p["answers"][q.as_str()].as_str() == Some(a.as_str()))
                     .count() as u32;
+                let submission = p["submission_id"].as_str().unwrap_or_default().to_string();
                 self.graded
-                    .entry(p["submission_id"].as_str().unwrap_or_default().to_string())
+                    .entry(submission.clone())
                     .or_insert((right, quiz.len() as u32));
+                let text = |field: &str| p[field].as_str().unwrap_or_default().to_string();
+                self.owners
+                    .entry(submission)
+                    .or_insert((text("quiz_id"), text("user_id")));
             }
             _ => {}
         }
