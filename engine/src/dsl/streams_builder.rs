@@ -120,7 +120,7 @@ impl DslState {
             .add_state_store(spec, Arc::clone(&key), Arc::clone(&value), processors)
             .map(|_| ());
         self.record(r);
-        self.topo.store_as_json(&name, &key, &value);
+        self.topo.store_as_json(&name, &key, &value, true);
         name
     }
 }
@@ -294,7 +294,7 @@ impl StreamsBuilder {
             .add_state_store(spec, Arc::clone(&key), Arc::clone(&value), &[])
             .map(|_| ());
         st.record(r);
-        st.topo.store_as_json(&name, &key, &value);
+        st.topo.store_as_json(&name, &key, &value, false);
     }
 
     /// Checks the topology and builds it; the first error of any DSL call is returned here.

@@ -167,6 +167,7 @@ impl StateQueries {
             remote: app.directory.clone(),
             inputs,
             window_size_ms: def.window_size_ms,
+            keyed_by_record_key: def.keyed_by_record_key,
         })
     }
 

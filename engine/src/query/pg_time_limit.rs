@@ -1,12 +1,14 @@
 //! A time limit on every Postgres statement, as the HTTP endpoint has: DataFusion plans a
 //! query before its rows are asked for and computes them while they stream, so the limit
-//! covers both.
+//! covers the whole handling of a message, rows included.
 //!
 //! 1. A statement's limit is the connection's `statement_timeout` when it set one above 0
 //!    (`SET statement_timeout = 5000`), [`crate::query::sql::DEFAULT_TIME_LIMIT`] otherwise.
-//! 2. Planning runs under that deadline; so does each row of the answer.
-//! 3. Past the deadline the statement fails with SQLSTATE `57014`, as Postgres cancels one;
-//!    dropping the stream stops DataFusion's work, and the connection stays usable.
+//! 2. Each simple `Query` message and each `Execute` runs under it, as Postgres times each
+//!    message: a portal read in batches (`Execute` with a row count) gets the limit per
+//!    batch, and the client's pauses between batches do not count.
+//! 3. Past it the statement fails with SQLSTATE `57014`, as Postgres cancels one; the work is
+//!    dropped (which stops DataFusion's), and the connection stays usable.
 
 use std::fmt::Debug;
 use std::sync::Arc;
@@ -15,15 +17,16 @@ use std::time::Duration;
 use async_trait::async_trait;
 use datafusion_postgres::pgwire;
 use datafusion_postgres::DfSessionService;
-use futures::{Sink, StreamExt};
+use futures::Sink;
 use pgwire::api::portal::Portal;
 use pgwire::api::query::{ExtendedQueryHandler, SimpleQueryHandler};
-use pgwire::api::results::{Response, SendableRowStream};
+use pgwire::api::results::Response;
 use pgwire::api::store::PortalStore;
 use pgwire::api::{ClientInfo, ClientPortalStore};
 use pgwire::error::{ErrorInfo, PgWireError, PgWireResult};
+use pgwire::messages::extendedquery::Execute;
+use pgwire::messages::simplequery::Query;
 use pgwire::messages::PgWireBackendMessage;
-use tokio::time::Instant;
 
 use crate::query::sql::DEFAULT_TIME_LIMIT;
 
@@ -51,38 +54,12 @@ fn past(limit: Duration) -> PgWireError {
     )))
 }
 
-/// `rows`, ending with the time-limit error at `deadline`.
-fn rows_until(rows: SendableRowStream, deadline: Instant, limit: Duration) -> SendableRowStream {
-    Box::pin(futures::stream::unfold(
-        Some(rows),
-        move |rows| async move {
-            let mut rows = rows?;
-            match tokio::time::timeout_at(deadline, rows.next()).await {
-                Ok(Some(row)) => Some((row, Some(rows))),
-                Ok(None) => None,
-                Err(_) => Some((Err(past(limit)), None)),
-            }
-        },
-    ))
-}
-
-fn limit_response(response: Response, deadline: Instant, limit: Duration) -> Response {
-    match response {
-        Response::Query(mut query) => {
-            let rows = std::mem::replace(&mut query.data_rows, Box::pin(futures::stream::empty()));
-            query.data_rows = rows_until(rows, deadline, limit);
-            Response::Query(query)
-        }
-        other => other,
-    }
-}
-
 /// DataFusion's Postgres handlers with a time limit on every statement.
 pub(crate) struct TimeLimited(pub Arc<DfSessionService>);
 
 #[async_trait]
 impl SimpleQueryHandler for TimeLimited {
-    async fn do_query<C>(&self, client: &mut C, query: &str) -> PgWireResult<Vec<Response>>
+    async fn on_query<C>(&self, client: &mut C, query: Query) -> PgWireResult<()>
     where
         C: ClientInfo + ClientPortalStore + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
         C::PortalStore: PortalStore,
@@ -90,17 +67,19 @@ impl SimpleQueryHandler for TimeLimited {
         PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
     {
         let limit = limit_of(client.metadata());
-        let deadline = Instant::now() + limit;
-        let responses = tokio::time::timeout_at(
-            deadline,
-            SimpleQueryHandler::do_query(&*self.0, client, query),
-        )
-        .await
-        .map_err(|_| past(limit))??;
-        Ok(responses
-            .into_iter()
-            .map(|r| limit_response(r, deadline, limit))
-            .collect())
+        tokio::time::timeout(limit, self._on_query(client, query))
+            .await
+            .map_err(|_| past(limit))?
+    }
+
+    async fn do_query<C>(&self, client: &mut C, query: &str) -> PgWireResult<Vec<Response>>
+    where
+        C: ClientInfo + ClientPortalStore + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
+        C::PortalStore: PortalStore,
+        C::Error: Debug,
+        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+    {
+        SimpleQueryHandler::do_query(&*self.0, client, query).await
     }
 }
 
@@ -111,6 +90,19 @@ impl ExtendedQueryHandler for TimeLimited {
 
     fn query_parser(&self) -> Arc<Self::QueryParser> {
         self.0.query_parser()
+    }
+
+    async fn on_execute<C>(&self, client: &mut C, message: Execute) -> PgWireResult<()>
+    where
+        C: ClientInfo + ClientPortalStore + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
+        C::PortalStore: PortalStore<Statement = Self::Statement>,
+        C::Error: Debug,
+        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+    {
+        let limit = limit_of(client.metadata());
+        tokio::time::timeout(limit, self._on_execute(client, message))
+            .await
+            .map_err(|_| past(limit))?
     }
 
     async fn do_query<C>(
@@ -125,15 +117,7 @@ impl ExtendedQueryHandler for TimeLimited {
         C::Error: Debug,
         PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
     {
-        let limit = limit_of(client.metadata());
-        let deadline = Instant::now() + limit;
-        let response = tokio::time::timeout_at(
-            deadline,
-            ExtendedQueryHandler::do_query(&*self.0, client, portal, max_rows),
-        )
-        .await
-        .map_err(|_| past(limit))??;
-        Ok(limit_response(response, deadline, limit))
+        ExtendedQueryHandler::do_query(&*self.0, client, portal, max_rows).await
     }
 }
 

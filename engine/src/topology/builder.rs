@@ -266,6 +266,7 @@ impl TopologyBuilder {
                 serdes: Arc::new(StoreSerdes { key, value }),
                 json: None,
                 window_size_ms: None,
+                keyed_by_record_key: false,
             },
         );
         for p in processors {
@@ -274,14 +275,21 @@ impl TopologyBuilder {
         Ok(self)
     }
 
-    /// Lets SQL read store `name` as JSON (its key and value types can be serialized).
-    pub(crate) fn store_as_json<K, V>(&mut self, name: &str, key: &SerdeRef<K>, value: &SerdeRef<V>)
-    where
+    /// Lets SQL read store `name` as JSON (its key and value types can be serialized); a DSL
+    /// store is `keyed_by_record_key` (`StoreDef`).
+    pub(crate) fn store_as_json<K, V>(
+        &mut self,
+        name: &str,
+        key: &SerdeRef<K>,
+        value: &SerdeRef<V>,
+        keyed_by_record_key: bool,
+    ) where
         K: serde::Serialize + serde::de::DeserializeOwned + 'static,
         V: serde::Serialize + serde::de::DeserializeOwned + 'static,
     {
         if let Some(def) = self.stores.get_mut(name) {
             def.json = Some(crate::query::StoreJson::new(key, value));
+            def.keyed_by_record_key = keyed_by_record_key;
         }
     }
 

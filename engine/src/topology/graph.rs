@@ -44,6 +44,10 @@ pub(crate) struct StoreDef {
     pub json: Option<crate::query::StoreJson>,
     /// A window store's window size, when its windows have one (SQL's `window_end`).
     pub window_size_ms: Option<i64>,
+    /// Written by a DSL operator that keys it by its records' key, so a key lives in the one
+    /// partition its records go to (SQL routes lookups by it); a Processor API store may hold
+    /// a key anywhere.
+    pub keyed_by_record_key: bool,
 }
 
 /// Whether a topic belongs to the user or to the application.

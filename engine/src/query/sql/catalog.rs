@@ -79,10 +79,14 @@ impl StoreCatalog {
             .declared
             .as_ref()
             .map(|(key, value)| rows::declared_schema(key, value, windowed, window_end));
+        if declared.is_some() && sample.is_empty() {
+            // Nothing here to check the declared columns against: the other owners' rows.
+            sample = source.remote_sample(SAMPLE_ROWS).await;
+        }
         let schema = match declared {
-            // The types' own columns, as long as the rows here fit them (a type may write
-            // other JSON than it reads, or hold an enum variant the trace did not see).
-            Some(schema) if rows::to_batch(&schema, &sample).is_ok() => schema,
+            // The types' own columns, as long as the rows fit them (a type may write other
+            // JSON than it reads, or hold an enum variant the trace did not see).
+            Some(schema) if rows::fits(&schema, &sample) => schema,
             Some(_) => {
                 tracing::warn!(store = %name,
                     "the store's rows do not fit the columns its types declare; inferring them");

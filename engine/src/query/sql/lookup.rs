@@ -8,16 +8,17 @@
 //!    absent, so a store fed by a producer that partitions otherwise still answers whole; it
 //!    only answers slower.
 //!
-//! A key lives in one partition of a store that aggregates or materializes by key (its
-//! records all go where the key hashes to, or the aggregate itself would be split), so a key
-//! found in its partition is not looked for elsewhere.
+//! A key lives in one partition of a store that a DSL operator aggregates or materializes by
+//! key (its records all go to one partition, or the aggregate itself would be split), so a key
+//! found in its partition is not looked for elsewhere. Only such stores are routed; a
+//! Processor API store, which may hold a key in any partition, reads every partition.
 //!
 //! A query with a minimum position reads every partition as usual (each must be checked
 //! against its bound).
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use datafusion::arrow::array::{Array, Int64Array, StringArray};
+use datafusion::arrow::array::{Array, Int64Array, StringArray, UInt64Array};
 use datafusion::arrow::record_batch::RecordBatch;
 
 use crate::error::{EngineError, Result};
@@ -35,6 +36,8 @@ fn found_keys(source: &StoreSource, batch: &RecordBatch) -> BTreeSet<Vec<u8>> {
         if let Some(text) = column.as_any().downcast_ref::<StringArray>() {
             text.iter().flatten().map(|s| s.into()).collect()
         } else if let Some(numbers) = column.as_any().downcast_ref::<Int64Array>() {
+            numbers.iter().flatten().map(|n| n.into()).collect()
+        } else if let Some(numbers) = column.as_any().downcast_ref::<UInt64Array>() {
             numbers.iter().flatten().map(|n| n.into()).collect()
         } else {
             // Another type: no key counts as found, so every one is looked up everywhere.

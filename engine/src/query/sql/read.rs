@@ -91,6 +91,8 @@ pub(crate) struct StoreSource {
     pub inputs: Vec<String>,
     /// A window store's window size (rows get `window_end`).
     pub window_size_ms: Option<i64>,
+    /// A key lives in the partition its records go to (`StoreDef`): lookups may be routed.
+    pub keyed_by_record_key: bool,
 }
 
 /// What a scan of one partition wants.

@@ -22,6 +22,28 @@ pub(crate) const PARTITION: &str = "partition";
 pub(crate) const WINDOW_START: &str = "window_start";
 pub(crate) const WINDOW_END: &str = "window_end";
 
+/// The columns Eddy adds: a key or value field of one of these names is renamed
+/// (`key_…`, `value_…`).
+const FIXED: [&str; 4] = [VALUE_JSON, PARTITION, WINDOW_START, WINDOW_END];
+
+/// A key field's column name.
+fn key_column(name: String) -> String {
+    if FIXED.contains(&name.as_str()) {
+        format!("key_{name}")
+    } else {
+        name
+    }
+}
+
+/// A value field's column name, beside the key's columns `taken`.
+fn value_column(name: String, taken: impl Fn(&str) -> bool) -> String {
+    if taken(&name) || FIXED.contains(&name.as_str()) {
+        format!("value_{name}")
+    } else {
+        name
+    }
+}
+
 /// One entry of a store, decoded.
 pub(crate) struct Entry {
     pub key: Value,
@@ -63,7 +85,9 @@ impl Entry {
         let value_json = with_value_json.then(|| self.value.to_string());
         let mut row = Map::new();
         match self.key {
-            Value::Object(fields) => row.extend(fields),
+            Value::Object(fields) => {
+                row.extend(fields.into_iter().map(|(n, v)| (key_column(n), v)))
+            }
             other => {
                 row.insert("key".into(), other);
             }
@@ -78,11 +102,7 @@ impl Entry {
             Value::Object(fields) => {
                 for (name, v) in fields {
                     // A value field named like a key column keeps both.
-                    let name = if row.contains_key(&name) {
-                        format!("value_{name}")
-                    } else {
-                        name
-                    };
+                    let name = value_column(name, |n| row.contains_key(n));
                     row.insert(name, v);
                 }
             }
@@ -168,6 +188,15 @@ fn column_type(kind: SerdeKind) -> DataType {
     }
 }
 
+/// Whether `rows` fit `schema`: each decodes into it and has no field it lacks (a field the
+/// declared columns leave out, which inference would show).
+pub(crate) fn fits(schema: &SchemaRef, rows: &[Value]) -> bool {
+    let known = |name: &String| schema.field_with_name(name).is_ok();
+    rows.iter()
+        .all(|row| row.as_object().is_some_and(|o| o.keys().all(known)))
+        && to_batch(schema, rows).is_ok()
+}
+
 /// Whether a scan that keeps `projection` of `schema` reads `value_json`.
 pub(crate) fn wants_value_json(schema: &Schema, projection: Option<&Vec<usize>>) -> bool {
     schema
@@ -201,7 +230,10 @@ pub(crate) fn declared_schema(
     window_end: bool,
 ) -> SchemaRef {
     let mut fields: Vec<Field> = match key {
-        Columns::Fields(fields) => fields.clone(),
+        Columns::Fields(fields) => fields
+            .iter()
+            .map(|f| f.clone().with_name(key_column(f.name().clone())))
+            .collect(),
         Columns::Scalar(t) => vec![Field::new("key", t.clone(), true)],
     };
     let time = DataType::Timestamp(TimeUnit::Millisecond, Some("UTC".into()));
@@ -213,13 +245,11 @@ pub(crate) fn declared_schema(
     }
     match value {
         Columns::Fields(value_fields) => {
+            let key_names: Vec<String> = fields.iter().map(|f| f.name().clone()).collect();
             for f in value_fields {
-                // As `Entry::row` names it: a value field named like a key column keeps both.
-                if fields.iter().any(|k| k.name() == f.name()) {
-                    fields.push(f.clone().with_name(format!("value_{}", f.name())));
-                } else {
-                    fields.push(f.clone());
-                }
+                // As `Entry::into_row` names it.
+                let name = value_column(f.name().clone(), |n| key_names.iter().any(|k| k == n));
+                fields.push(f.clone().with_name(name));
             }
         }
         Columns::Scalar(t) => fields.push(Field::new("value", t.clone(), true)),
@@ -227,4 +257,61 @@ pub(crate) fn declared_schema(
     fields.push(Field::new(VALUE_JSON, DataType::Utf8, true));
     fields.push(Field::new(PARTITION, DataType::Int32, false));
     Arc::new(Schema::new(fields))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn entry(value: Value) -> Entry {
+        Entry {
+            key: json!("k"),
+            window_start: None,
+            window_end: None,
+            value,
+            partition: 2,
+        }
+    }
+
+    #[test]
+    fn fields_named_like_fixed_columns_are_renamed_alike_in_rows_and_declared_columns() {
+        let value = Columns::Fields(vec![
+            Field::new("partition", DataType::Int64, true),
+            Field::new("key", DataType::Utf8, true),
+            Field::new("n", DataType::Int64, true),
+        ]);
+        let schema = declared_schema(&Columns::Scalar(DataType::Utf8), &value, false, false);
+        let names: Vec<&str> = schema.fields().iter().map(|f| f.name().as_str()).collect();
+        assert_eq!(
+            names,
+            [
+                "key",
+                "value_partition",
+                "value_key",
+                "n",
+                "value_json",
+                "partition"
+            ]
+        );
+        let row = entry(json!({"partition": 7, "key": "inner", "n": 1})).into_row(true);
+        assert_eq!(row["value_partition"], 7);
+        assert_eq!(row["partition"], 2);
+        assert!(fits(&schema, &[row]));
+    }
+
+    #[test]
+    fn rows_with_a_field_the_declared_columns_lack_do_not_fit() {
+        let value = Columns::Fields(vec![Field::new("n", DataType::Int64, true)]);
+        let schema = declared_schema(&Columns::Scalar(DataType::Utf8), &value, false, false);
+        assert!(fits(&schema, &[entry(json!({"n": 1})).into_row(false)]));
+        assert!(!fits(
+            &schema,
+            &[entry(json!({"n": 1, "extra": 2})).into_row(true)]
+        ));
+        assert!(!fits(
+            &schema,
+            &[entry(json!({"n": "text"})).into_row(true)]
+        ));
+    }
 }

@@ -137,7 +137,10 @@ impl TableProvider for StoreTable {
             .config()
             .get_extension::<QueryScope>()
             .is_some_and(|scope| scope.bounded());
-        let routed = matches!(keys, KeyPredicate::Points(_)) && partitions.len() > 1 && !bounded;
+        let routed = matches!(keys, KeyPredicate::Points(_))
+            && self.source.keyed_by_record_key
+            && partitions.len() > 1
+            && !bounded;
         let plan_partitions = if routed { 1 } else { partitions.len().max(1) };
         let properties = Arc::new(PlanProperties::new(
             EquivalenceProperties::new(Arc::clone(&projected)),
