@@ -319,11 +319,27 @@ fn either_of_two_workers_answers_for_every_partition() {
     let (port_a, port_b) = (free_port(), free_port());
     let server_a = format!("127.0.0.1:{port_a}");
     let server_b = format!("127.0.0.1:{port_b}");
+    // Both instances ask for (and give each other) one bearer token.
+    let token = || Some("s3cret-token".to_string());
     let a = start(&bootstrap, "sql-two", dir_a.path(), Some(&server_a));
-    let http_a = a.queries().serve_http(server_a.parse().unwrap()).unwrap();
+    let qa = a.queries().with_token(token());
+    let http_a = qa.serve_http(server_a.parse().unwrap()).unwrap();
     let b = start(&bootstrap, "sql-two", dir_b.path(), Some(&server_b));
-    let http_b = b.queries().serve_http(server_b.parse().unwrap()).unwrap();
-    let (qa, qb) = (a.queries(), b.queries());
+    let qb = b.queries().with_token(token());
+    let http_b = qb.serve_http(server_b.parse().unwrap()).unwrap();
+    // A request without the token, or with another, is refused; so is a read of another
+    // instance's partition without it.
+    for authorization in ["", "Authorization: Bearer wrong\r\n"] {
+        let (status, _) = post_raw(&server_a, "/query", authorization, r#"{"sql": "SELECT 1"}"#);
+        assert_eq!(status, 401, "{authorization:?}");
+    }
+    let (status, _) = post_raw(
+        &server_a,
+        "/query",
+        "Authorization: Bearer s3cret-token\r\n",
+        r#"{"sql": "SELECT 1 AS one"}"#,
+    );
+    assert_eq!(status, 200);
     let holds = |q: &StateQueries| {
         q.stores()
             .into_iter()
@@ -333,6 +349,14 @@ fn either_of_two_workers_answers_for_every_partition() {
     wait_for("both workers hold partitions", || {
         holds(&qa) > 0 && holds(&qb) > 0 && holds(&qa) + holds(&qb) == 4
     });
+    wait_for("every partition published", || {
+        qa.sql("SELECT count(*) FROM counts").is_ok()
+    });
+    let e = a
+        .queries()
+        .sql("SELECT count(*) FROM counts")
+        .expect_err("the other instance's partitions need the token");
+    assert!(e.to_string().contains("Bearer"), "{e}");
     // Each worker answers with every key once, whichever worker holds it.
     wait_for("A answers for all", || {
         counts(&qa).is_ok_and(|c| c == expected)
@@ -520,4 +544,21 @@ fn either_of_two_workers_answers_for_every_partition() {
     assert_eq!(counts(&qa).unwrap(), expected);
     http_a.close();
     a.close().unwrap();
+}
+
+/// POSTs `body` to `path` at `addr` with the extra header lines `headers`: the status and body.
+fn post_raw(addr: &str, path: &str, headers: &str, body: &str) -> (u16, String) {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    write!(
+        s,
+        "POST {path} HTTP/1.1\r\nHost: eddy\r\n{headers}Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )
+    .unwrap();
+    let mut response = String::new();
+    s.read_to_string(&mut response).unwrap();
+    let (head, body) = response.split_once("\r\n\r\n").unwrap_or_default();
+    let status = head.split_whitespace().nth(1).and_then(|c| c.parse().ok());
+    (status.unwrap_or(0), body.to_string())
 }

@@ -13,7 +13,9 @@
 //!    application go on.
 //! 4. `POST /internal/partition` answers the other instances for the partitions held here
 //!    (`remote.rs`).
-//! 5. Dropping the [`QueryServer`] (or [`QueryServer::close`]) stops it after the queries in
+//! 5. With a token ([`StateQueries::with_token`]) every request must carry `Authorization:
+//!    Bearer <token>`; one without it gets `401`.
+//! 6. Dropping the [`QueryServer`] (or [`QueryServer::close`]) stops it after the queries in
 //!    flight.
 
 use std::net::SocketAddr;
@@ -81,11 +83,41 @@ fn encode(answer: &SqlAnswer, accept: &str) -> Result<(Vec<u8>, &'static str)> {
     Ok((answer.to_json()?.into_bytes(), "application/json"))
 }
 
+/// `401` unless `headers` carry the token `queries` ask for (when they ask for one).
+fn unauthorized(queries: &StateQueries, headers: &HeaderMap) -> Option<Response> {
+    let token = queries.token.as_deref()?;
+    let given = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "));
+    // Compared in constant time: a mismatch's position must not show in the timing.
+    let matches = given.is_some_and(|g| {
+        g.len() == token.len()
+            && g.bytes()
+                .zip(token.bytes())
+                .fold(0u8, |acc, (a, b)| acc | (a ^ b))
+                == 0
+    });
+    (!matches).then(|| {
+        let mut response = error_response(
+            StatusCode::UNAUTHORIZED,
+            "this endpoint needs `Authorization: Bearer <token>`".to_string(),
+        );
+        response
+            .headers_mut()
+            .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        response
+    })
+}
+
 async fn query(
     State(queries): State<StateQueries>,
     headers: HeaderMap,
     body: axum::body::Bytes,
 ) -> Response {
+    if let Some(refused) = unauthorized(&queries, &headers) {
+        return refused;
+    }
     let request: QueryRequest = match serde_json::from_slice(&body) {
         Ok(r) => r,
         Err(e) => {
@@ -131,7 +163,14 @@ async fn query(
 }
 
 /// Another instance asks for a partition held here (see `remote.rs`).
-async fn partition(State(queries): State<StateQueries>, body: axum::body::Bytes) -> Response {
+async fn partition(
+    State(queries): State<StateQueries>,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> Response {
+    if let Some(refused) = unauthorized(&queries, &headers) {
+        return refused;
+    }
     let request: PartitionRequest = match serde_json::from_slice(&body) {
         Ok(r) => r,
         Err(e) => return error_response(StatusCode::BAD_REQUEST, e.to_string()),

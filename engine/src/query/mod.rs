@@ -76,6 +76,9 @@ pub struct StateQueries {
     apps: Vec<AppQueries>,
     /// The tables' columns, shared by every query's session.
     pub(crate) schemas: Arc<sql::SchemaCache>,
+    /// The bearer token the HTTP endpoint asks of every request, and this instance gives the
+    /// others when it reads their partitions.
+    pub(crate) token: Option<Arc<str>>,
 }
 
 /// One application's part of [`StateQueries`].
@@ -109,6 +112,7 @@ impl StateQueries {
                 directory,
             }],
             schemas: Arc::default(),
+            token: None,
         }
     }
 
@@ -129,7 +133,16 @@ impl StateQueries {
         Ok(Self {
             apps,
             schemas: Arc::default(),
+            token: None,
         })
+    }
+
+    /// These queries with a bearer token: [`StateQueries::serve_http`] then answers only
+    /// requests with `Authorization: Bearer <token>`, and reads of other instances' partitions
+    /// send it (every instance of an application is given the same token).
+    pub fn with_token(mut self, token: Option<String>) -> Self {
+        self.token = token.map(Arc::from);
+        self
     }
 
     /// Every store definition with the registry that holds its partitions.
@@ -168,6 +181,7 @@ impl StateQueries {
             inputs,
             window_size_ms: def.window_size_ms,
             keyed_by_record_key: def.keyed_by_record_key,
+            token: self.token.clone(),
         })
     }
 

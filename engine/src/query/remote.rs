@@ -105,10 +105,14 @@ pub(crate) fn decode_batches(bytes: &[u8]) -> Result<(SchemaRef, Vec<RecordBatch
 pub(crate) async fn fetch(
     server: &str,
     request: &PartitionRequest,
+    token: Option<&str>,
 ) -> std::result::Result<(PartitionAnswer, BTreeMap<String, i64>), RemoteError> {
     let url = format!("http://{server}{PARTITION_PATH}");
-    let response = client()
-        .post(&url)
+    let mut post = client().post(&url);
+    if let Some(token) = token {
+        post = post.bearer_auth(token);
+    }
+    let response = post
         .header("content-type", "application/json")
         .body(
             serde_json::to_vec(request)

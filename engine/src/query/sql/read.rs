@@ -93,6 +93,8 @@ pub(crate) struct StoreSource {
     pub window_size_ms: Option<i64>,
     /// A key lives in the partition its records go to (`StoreDef`): lookups may be routed.
     pub keyed_by_record_key: bool,
+    /// The bearer token other instances ask for.
+    pub token: Option<Arc<str>>,
 }
 
 /// What a scan of one partition wants.
@@ -150,7 +152,11 @@ impl StoreSource {
             };
             for server in directory.owners(&self.spec.name, partition) {
                 let left = deadline.saturating_duration_since(Instant::now());
-                let fetched = tokio::time::timeout(left, remote::fetch(&server, &request)).await;
+                let fetched = tokio::time::timeout(
+                    left,
+                    remote::fetch(&server, &request, self.token.as_deref()),
+                )
+                .await;
                 if let Ok(Ok((PartitionAnswer::Rows(rows), _))) = fetched {
                     sample.extend(rows);
                     break;
@@ -254,7 +260,7 @@ impl StoreSource {
                                 let left = deadline.saturating_duration_since(Instant::now());
                                 let fetched = tokio::time::timeout(
                                     left.max(RETRY_EVERY),
-                                    remote::fetch(&server, &request),
+                                    remote::fetch(&server, &request, self.token.as_deref()),
                                 )
                                 .await
                                 .unwrap_or_else(|_| {

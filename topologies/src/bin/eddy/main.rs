@@ -97,6 +97,9 @@ enum Command {
         /// `table` or `json`.
         #[arg(long, default_value = "table")]
         format: String,
+        /// The endpoint's bearer token, if it has one.
+        #[arg(long, env = "EDDY_HTTP_TOKEN")]
+        token: Option<String>,
     },
     /// Writes a seeded mix of the platform's events as JSON lines.
     Generate {
@@ -133,6 +136,10 @@ struct PgArgs {
     /// A password every Postgres client must give (cleartext: keep it on loopback or behind TLS).
     #[arg(long, env = "EDDY_PG_PASSWORD")]
     pg_password: Option<String>,
+    /// A bearer token every HTTP request must carry (`Authorization: Bearer …`); give every
+    /// instance of an application the same one.
+    #[arg(long, env = "EDDY_HTTP_TOKEN")]
+    http_token: Option<String>,
 }
 
 /// How often the embedded broker compacts changelogs (Kafka's log cleaner runs in the
@@ -202,7 +209,12 @@ fn main() -> Result<()> {
             http,
             pg,
         } => run(&topologies, brokers, config, seconds, http, &pg)?,
-        Command::Query { sql, url, format } => query::run(&url, &sql, &format)?,
+        Command::Query {
+            sql,
+            url,
+            format,
+            token,
+        } => query::run(&url, &sql, &format, token.as_deref())?,
         Command::Generate {
             count,
             seed,
@@ -304,7 +316,8 @@ fn serve_sql(
     listen: std::net::SocketAddr,
     pg: &PgArgs,
 ) -> Result<SqlEndpoints> {
-    let queries = eddy_engine::StateQueries::merged(apps.iter().map(|(_, a)| a.queries()))?;
+    let queries = eddy_engine::StateQueries::merged(apps.iter().map(|(_, a)| a.queries()))?
+        .with_token(pg.http_token.clone());
     let server = queries
         .serve_http(listen)
         .context("starting the SQL endpoint")?;

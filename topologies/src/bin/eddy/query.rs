@@ -4,9 +4,10 @@
 use anyhow::{bail, Context, Result};
 use serde_json::Value;
 
-/// Posts `sql` to `url` (`http://host:port`, the line `eddy demo` / `eddy run` print) and
-/// prints the answer in `format` (`table` or `json`).
-pub fn run(url: &str, sql: &str, format: &str) -> Result<()> {
+/// Posts `sql` to `url` (`http://host:port`, the line `eddy demo` / `eddy run` print), with
+/// the endpoint's bearer `token` if given, and prints the answer in `format` (`table` or
+/// `json`).
+pub fn run(url: &str, sql: &str, format: &str, token: Option<&str>) -> Result<()> {
     if !matches!(format, "table" | "json") {
         bail!("--format must be table or json, got `{format}`");
     }
@@ -15,8 +16,11 @@ pub fn run(url: &str, sql: &str, format: &str) -> Result<()> {
         .enable_all()
         .build()?;
     let (status, body) = runtime.block_on(async {
-        let response = reqwest::Client::new()
-            .post(&endpoint)
+        let mut post = reqwest::Client::new().post(&endpoint);
+        if let Some(token) = token {
+            post = post.bearer_auth(token);
+        }
+        let response = post
             .header("content-type", "application/json")
             .body(serde_json::to_vec(&serde_json::json!({ "sql": sql }))?)
             .send()
