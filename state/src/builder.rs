@@ -12,6 +12,7 @@ use crate::memory::InMemoryKeyValueStore;
 use crate::memory_budget::MemoryBudget;
 use crate::metered::MeteredKeyValueStore;
 use crate::read_only::ReadOnlyKeyValueStore;
+use crate::read_snapshot::ReadSnapshot;
 use crate::record_time::RecordTime;
 use crate::rocks::RocksDbInstance;
 use crate::session::SessionStore;
@@ -163,6 +164,21 @@ pub fn build_read_only(spec: &StoreSpec, db: &Arc<RocksDbInstance>) -> Result<Bu
     }
     let base = Box::new(ReadOnlyKeyValueStore::new(Box::new(
         db.existing_store(&spec.name)?,
+    )));
+    Ok(of_kind(&spec.kind, base))
+}
+
+/// The store of `spec` read as of `snapshot`, read-only: what [`build_read_only`] gives, with
+/// every read (the checkpoint's too, through [`ReadSnapshot::checkpoint`]) from one moment.
+pub fn build_read_only_at(spec: &StoreSpec, snapshot: &Arc<ReadSnapshot>) -> Result<BuiltStore> {
+    if !spec.persistent {
+        return Err(StateError::Config(format!(
+            "store `{}` is in memory: only persistent stores can be read from outside their task",
+            spec.name
+        )));
+    }
+    let base = Box::new(ReadOnlyKeyValueStore::new(Box::new(
+        snapshot.store(&spec.name)?,
     )));
     Ok(of_kind(&spec.kind, base))
 }

@@ -22,6 +22,7 @@ mod memory_budget;
 mod merge;
 mod metered;
 mod read_only;
+mod read_snapshot;
 mod record_time;
 mod rocks;
 mod segments;
@@ -34,7 +35,10 @@ mod window;
 mod suite;
 
 pub use batch::{Checkpoint, StateBatch};
-pub use builder::{build_read_only, build_store, BuiltStore, StoreContext, StoreKind, StoreSpec};
+pub use builder::{
+    build_read_only, build_read_only_at, build_store, BuiltStore, StoreContext, StoreKind,
+    StoreSpec,
+};
 pub use caching::CachingKeyValueStore;
 pub use changelogging::{ChangeLoggingKeyValueStore, ChangelogSink};
 pub use error::{ErrorClass, Result, StateError};
@@ -43,6 +47,7 @@ pub use memory::InMemoryKeyValueStore;
 pub use memory_budget::{Charge, MemoryBudget};
 pub use metered::{store_operation_count, MeteredKeyValueStore};
 pub use read_only::ReadOnlyKeyValueStore;
+pub use read_snapshot::ReadSnapshot;
 pub use record_time::RecordTime;
 pub use rocks::{RocksDbEnv, RocksDbInstance, RocksDbKeyValueStore, RocksDbMemoryConfig};
 pub use session::{SessionEntry, SessionStore};

@@ -13,9 +13,10 @@ use rocksdb::{
 
 use crate::batch::{BatchOp, Checkpoint, StateBatch};
 use crate::error::{Result, StateError};
+use crate::read_snapshot::ReadSnapshot;
 use crate::store::{in_bounds, owned_bound, KeyValueStore, KvIter};
 
-type Db = DBWithThreadMode<MultiThreaded>;
+pub(crate) type Db = DBWithThreadMode<MultiThreaded>;
 
 /// The column family that holds a task's [`Checkpoint`].
 const CHECKPOINT_CF: &str = "__eddy_checkpoint";
@@ -25,10 +26,6 @@ const INPUT_PREFIX: &[u8] = b"input/";
 
 /// How long opening a database waits for a reader of its previous incarnation to let go.
 const LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
-
-/// How many times [`RocksDbInstance::read_consistent`] reads again when commits keep landing
-/// during its read.
-const CONSISTENT_READ_ATTEMPTS: usize = 20;
 
 /// Memory limits shared by every RocksDB store of a process.
 #[derive(Debug, Clone, Copy)]
@@ -120,9 +117,6 @@ pub struct RocksDbInstance {
     commit_opts: WriteOptions,
     /// Batches written by [`RocksDbInstance::commit`].
     commits: std::sync::atomic::AtomicU64,
-    /// Odd while a commit batch is being written: readers that must see one commit's state
-    /// whole read again when it moved (see [`RocksDbInstance::read_consistent`]).
-    commit_seq: std::sync::atomic::AtomicU64,
 }
 
 impl std::fmt::Debug for RocksDbInstance {
@@ -184,7 +178,6 @@ impl RocksDbInstance {
             write_opts,
             commit_opts: WriteOptions::default(),
             commits: std::sync::atomic::AtomicU64::new(0),
-            commit_seq: std::sync::atomic::AtomicU64::new(0),
         }))
     }
 
@@ -203,6 +196,7 @@ impl RocksDbInstance {
         Ok(RocksDbKeyValueStore {
             name: name.to_string(),
             instance: Arc::clone(self),
+            snapshot: None,
         })
     }
 
@@ -213,7 +207,32 @@ impl RocksDbInstance {
         Ok(RocksDbKeyValueStore {
             name: name.to_string(),
             instance: Arc::clone(self),
+            snapshot: None,
         })
+    }
+
+    /// The existing store `name`, read as of `snapshot` (a snapshot of this database).
+    pub(crate) fn existing_store_at(
+        self: &Arc<Self>,
+        name: &str,
+        snapshot: Arc<ReadSnapshot>,
+    ) -> Result<RocksDbKeyValueStore> {
+        self.cf(name)?;
+        Ok(RocksDbKeyValueStore {
+            name: name.to_string(),
+            instance: Arc::clone(self),
+            snapshot: Some(snapshot),
+        })
+    }
+
+    /// A snapshot of the database as it is now: its stores and checkpoint as of the last
+    /// commit (see `read_snapshot.rs`).
+    pub fn snapshot(self: &Arc<Self>) -> Arc<ReadSnapshot> {
+        Arc::new(ReadSnapshot::of(self))
+    }
+
+    pub(crate) fn db(&self) -> &Db {
+        &self.db
     }
 
     /// Names of the stores (column families) in this database.
@@ -250,38 +269,12 @@ impl RocksDbInstance {
             let key = [INPUT_PREFIX, topic.as_bytes()].concat();
             write.put_cf(&cf, key, offset.to_be_bytes());
         }
-        use std::sync::atomic::Ordering::SeqCst;
-        self.commit_seq.fetch_add(1, SeqCst);
-        let written = self.db.write_opt(write, &self.commit_opts);
-        self.commit_seq.fetch_add(1, SeqCst);
-        written.map_err(rocks_err(&self.path.display().to_string()))?;
+        self.db
+            .write_opt(write, &self.commit_opts)
+            .map_err(rocks_err(&self.path.display().to_string()))?;
         self.commits
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         Ok(())
-    }
-
-    /// Runs `read` (reads of this database: its stores, its checkpoint) so that everything it
-    /// read comes from one committed state: it reads again when a commit batch landed while
-    /// it read. Only commit batches change a running task's database, so this is the state
-    /// of the last commit. `Busy` if commits kept landing for every attempt.
-    pub fn read_consistent<R>(&self, mut read: impl FnMut() -> Result<R>) -> Result<R> {
-        use std::sync::atomic::Ordering::SeqCst;
-        for _ in 0..CONSISTENT_READ_ATTEMPTS {
-            // Waits out a commit being written (one RocksDB batch write).
-            let mut before = self.commit_seq.load(SeqCst);
-            while before % 2 == 1 {
-                std::thread::yield_now();
-                before = self.commit_seq.load(SeqCst);
-            }
-            let result = read()?;
-            if self.commit_seq.load(SeqCst) == before {
-                return Ok(result);
-            }
-        }
-        Err(StateError::Busy {
-            store: self.path.display().to_string(),
-            attempts: CONSISTENT_READ_ATTEMPTS,
-        })
     }
 
     /// The number of batches committed since the database was opened.
@@ -291,9 +284,14 @@ impl RocksDbInstance {
 
     /// The checkpoint written by the last [`RocksDbInstance::commit`] (empty for a new database).
     pub fn checkpoint(&self) -> Result<Checkpoint> {
+        self.checkpoint_with(ReadOptions::default())
+    }
+
+    /// The checkpoint as `read` sees it (as of a snapshot, say).
+    pub(crate) fn checkpoint_with(&self, read: ReadOptions) -> Result<Checkpoint> {
         let cf = self.cf(CHECKPOINT_CF)?;
         let mut checkpoint = Checkpoint::default();
-        for item in self.db.iterator_cf(&cf, IteratorMode::Start) {
+        for item in self.db.iterator_cf_opt(&cf, read, IteratorMode::Start) {
             let (key, value) = item.map_err(rocks_err(CHECKPOINT_CF))?;
             let number = <[u8; 8]>::try_from(value.as_ref())
                 .map(i64::from_be_bytes)
@@ -339,6 +337,16 @@ impl RocksDbInstance {
 pub struct RocksDbKeyValueStore {
     name: String,
     instance: Arc<RocksDbInstance>,
+    /// Reads go to this snapshot rather than the live database.
+    snapshot: Option<Arc<ReadSnapshot>>,
+}
+
+impl RocksDbKeyValueStore {
+    fn read_options(&self) -> ReadOptions {
+        self.snapshot
+            .as_ref()
+            .map_or_else(ReadOptions::default, |s| s.read_options())
+    }
 }
 
 impl std::fmt::Debug for RocksDbKeyValueStore {
@@ -357,7 +365,7 @@ impl KeyValueStore for RocksDbKeyValueStore {
         let cf = self.instance.cf(&self.name)?;
         self.instance
             .db
-            .get_cf(&cf, key)
+            .get_cf_opt(&cf, key, &self.read_options())
             .map_err(rocks_err(&self.name))
     }
     fn put(&mut self, key: &[u8], value: &[u8]) -> Result<()> {
@@ -380,7 +388,7 @@ impl KeyValueStore for RocksDbKeyValueStore {
     }
     fn range<'a>(&'a self, from: Bound<&[u8]>, to: Bound<&[u8]>) -> Result<KvIter<'a>> {
         let cf = self.instance.cf(&self.name)?;
-        let mut read = ReadOptions::default();
+        let mut read = self.read_options();
         if let Bound::Included(t) | Bound::Excluded(t) = to {
             // Lets RocksDB stop at the bound instead of reading the next block.
             let mut upper = t.to_vec();

@@ -534,22 +534,24 @@ fn consistent_reads_see_a_commit_and_its_checkpoint_together() {
     };
     let mut reads = 0;
     while !writer.is_finished() || reads == 0 {
-        let (value, offset) = db
-            .read_consistent(|| {
-                let view = crate::build_read_only(&spec, &db)?;
-                let BuiltStore::KeyValue(mut kv) = view else {
-                    unreachable!("a key-value spec")
-                };
-                assert!(kv.put(b"n", b"x").is_err(), "a view cannot write");
-                let offset = db.checkpoint()?.input_offsets.get("in").copied();
-                // A read that takes a while: a commit may land in the middle of it.
-                std::thread::sleep(std::time::Duration::from_micros(100));
-                let value = kv
-                    .get(b"n")?
-                    .map(|b| i64::from_be_bytes(b.try_into().unwrap()));
-                Ok((value, offset))
-            })
-            .unwrap();
+        let snapshot = db.snapshot();
+        let view = crate::build_read_only_at(&spec, &snapshot).unwrap();
+        let BuiltStore::KeyValue(mut kv) = view else {
+            unreachable!("a key-value spec")
+        };
+        assert!(kv.put(b"n", b"x").is_err(), "a view cannot write");
+        let offset = snapshot
+            .checkpoint()
+            .unwrap()
+            .input_offsets
+            .get("in")
+            .copied();
+        // A read that takes a while: commits land in the middle of it.
+        std::thread::sleep(std::time::Duration::from_micros(700));
+        let value = kv
+            .get(b"n")
+            .unwrap()
+            .map(|b| i64::from_be_bytes(b.try_into().unwrap()));
         assert_eq!(value, offset, "rows and position from the same commit");
         reads += 1;
     }

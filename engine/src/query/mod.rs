@@ -6,8 +6,9 @@
 //!    instance holds now.
 //! 2. A query reads the task's RocksDB database directly. Only committed state is there: the
 //!    open transaction's writes wait in the transaction buffer, dirty entries in the cache.
-//! 3. Each partition is read as of one commit, together with the checkpoint that commit wrote,
-//!    and the answer says the position it reflects: the next input offset of each partition
+//! 3. Each partition is read from one RocksDB snapshot (`eddy_state::ReadSnapshot`), so as
+//!    of one commit, together with the checkpoint that commit wrote, and the answer says the
+//!    position it reflects: the next input offset of each partition
 //!    ([`Positioned::position`]).
 //! 4. A typed query reads the partitions held by this instance only; `partitions` in the
 //!    answer says which. SQL ([`StateQueries::sql`]) reads every partition: those held
@@ -35,7 +36,7 @@ use std::collections::BTreeMap;
 use std::ops::Bound;
 use std::sync::Arc;
 
-use eddy_state::{build_read_only, BuiltStore, RocksDbInstance, StoreKind, StoreSpec};
+use eddy_state::{build_read_only_at, BuiltStore, RocksDbInstance, StoreKind, StoreSpec};
 
 use crate::error::{EngineError, Result};
 use crate::processor::store_serdes;
@@ -324,11 +325,11 @@ pub(crate) fn read_partition<T>(
     db: &Arc<RocksDbInstance>,
     read: &mut impl FnMut(&BuiltStore) -> eddy_state::Result<Vec<T>>,
 ) -> Result<(Vec<T>, BTreeMap<String, i64>)> {
-    Ok(db.read_consistent(|| {
-        let view = build_read_only(spec, db)?;
-        let rows = read(&view)?;
-        Ok((rows, db.checkpoint()?.input_offsets))
-    })?)
+    // One snapshot for the rows and the checkpoint: both as of the same commit.
+    let snapshot = db.snapshot();
+    let view = build_read_only_at(spec, &snapshot)?;
+    let rows = read(&view)?;
+    Ok((rows, snapshot.checkpoint()?.input_offsets))
 }
 
 /// Typed queries of a key-value store.
