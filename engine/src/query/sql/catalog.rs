@@ -18,6 +18,7 @@ use parking_lot::Mutex;
 
 use crate::error::Result;
 use crate::query::sql::read::{KeyPredicate, StoreSource, ALL_TIME};
+use crate::query::sql::rows::Row;
 use crate::query::sql::{pushdown, rows, table::StoreTable};
 use crate::query::StateQueries;
 
@@ -71,7 +72,7 @@ impl StoreCatalog {
                 Some(SAMPLE_ROWS),
                 true,
             )? {
-                sample.extend(read.rows);
+                sample.extend(read.rows.iter().map(Row::to_value));
             }
         }
         let declared = source

@@ -16,7 +16,7 @@ use serde_json::Value;
 use crate::error::{EngineError, Result};
 use crate::query::directory::QueryDirectory;
 use crate::query::remote::{self, PartitionAnswer, PartitionRequest, RemoteError};
-use crate::query::sql::rows::{to_batch, wants_value_json, Entry};
+use crate::query::sql::rows::{to_batch, wants_value_json, Entry, Row};
 use crate::query::{read_partition, QueryableStores, StoreJson};
 
 /// The most rows one scan of one partition reads before the query fails (not a silent cut).
@@ -75,7 +75,7 @@ pub(crate) const ALL_TIME: (i64, i64) = (i64::MIN, i64::MAX);
 
 /// What one partition gave: its rows and the input offsets they reflect.
 pub(crate) struct PartitionRows {
-    pub rows: Vec<Value>,
+    pub rows: Vec<Row>,
     pub position: BTreeMap<String, i64>,
 }
 

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
 use datafusion::arrow::json::reader::{infer_json_schema_from_iterator, ReaderBuilder};
 use datafusion::arrow::record_batch::RecordBatch;
-use serde_json::{Map, Value};
+use serde_json::Value;
 
 use crate::error::{EngineError, Result};
 use crate::query::sql::declared::Columns;
@@ -79,42 +79,78 @@ impl Entry {
         })
     }
 
-    /// The entry as one JSON object with a field per column (its parts moved, not copied);
-    /// `value_json` only when `with_value_json` (writing it is a good part of a scan's cost).
-    pub fn into_row(self, with_value_json: bool) -> Value {
-        let value_json = with_value_json.then(|| self.value.to_string());
-        let mut row = Map::new();
-        match self.key {
-            Value::Object(fields) => {
-                row.extend(fields.into_iter().map(|(n, v)| (key_column(n), v)))
-            }
-            other => {
-                row.insert("key".into(), other);
-            }
+    /// The entry as a row: one JSON object with a field per column, `value_json` only when
+    /// `with_value_json` (writing it is a good part of a scan's cost).
+    pub fn into_row(self, with_value_json: bool) -> Row {
+        Row {
+            entry: self,
+            with_value_json,
         }
-        if let Some(start) = self.window_start {
-            row.insert(WINDOW_START.into(), start.into());
-        }
-        if let Some(end) = self.window_end {
-            row.insert(WINDOW_END.into(), end.into());
-        }
-        match self.value {
-            Value::Object(fields) => {
+    }
+}
+
+/// An entry as one row, serialized as a JSON object with a field per column straight from
+/// the decoded entry (no object is built per row): the key (`key`, or a JSON key's fields),
+/// `window_start` and `window_end` where there are windows, the value (`value`, or a JSON
+/// object's fields), `value_json` and `partition`.
+pub(crate) struct Row {
+    entry: Entry,
+    with_value_json: bool,
+}
+
+impl Row {
+    /// The row as a JSON object (for inferring columns from a sample).
+    pub fn to_value(&self) -> Value {
+        serde_json::to_value(self).unwrap_or(Value::Null)
+    }
+}
+
+impl serde::Serialize for Row {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let e = &self.entry;
+        let mut row = s.serialize_map(None)?;
+        let key_fields = e.key.as_object();
+        match key_fields {
+            Some(fields) => {
                 for (name, v) in fields {
-                    // A value field named like a key column keeps both.
-                    let name = value_column(name, |n| row.contains_key(n));
-                    row.insert(name, v);
+                    if FIXED.contains(&name.as_str()) {
+                        row.serialize_entry(&key_column(name.clone()), v)?;
+                    } else {
+                        row.serialize_entry(name, v)?;
+                    }
                 }
             }
-            other => {
-                row.insert("value".into(), other);
+            None => row.serialize_entry("key", &e.key)?,
+        }
+        if let Some(start) = e.window_start {
+            row.serialize_entry(WINDOW_START, &start)?;
+        }
+        if let Some(end) = e.window_end {
+            row.serialize_entry(WINDOW_END, &end)?;
+        }
+        // A value field named like a key column keeps both.
+        let taken = |n: &str| match key_fields {
+            Some(fields) => fields.keys().any(|k| key_column(k.clone()) == n),
+            None => n == "key",
+        };
+        match &e.value {
+            Value::Object(fields) => {
+                for (name, v) in fields {
+                    if taken(name) || FIXED.contains(&name.as_str()) {
+                        row.serialize_entry(&value_column(name.clone(), taken), v)?;
+                    } else {
+                        row.serialize_entry(name, v)?;
+                    }
+                }
             }
+            other => row.serialize_entry("value", other)?,
         }
-        if let Some(value_json) = value_json {
-            row.insert(VALUE_JSON.into(), Value::String(value_json));
+        if self.with_value_json {
+            row.serialize_entry(VALUE_JSON, &e.value.to_string())?;
         }
-        row.insert(PARTITION.into(), self.partition.into());
-        Value::Object(row)
+        row.serialize_entry(PARTITION, &e.partition)?;
+        row.end()
     }
 }
 
@@ -204,8 +240,8 @@ pub(crate) fn wants_value_json(schema: &Schema, projection: Option<&Vec<usize>>)
         .is_ok_and(|i| projection.is_none_or(|p| p.contains(&i)))
 }
 
-/// `rows` as one batch of `schema`.
-pub(crate) fn to_batch(schema: &SchemaRef, rows: &[Value]) -> Result<RecordBatch> {
+/// `rows` (JSON objects, or [`Row`]s) as one batch of `schema`.
+pub(crate) fn to_batch<T: serde::Serialize>(schema: &SchemaRef, rows: &[T]) -> Result<RecordBatch> {
     let fail = |e: datafusion::arrow::error::ArrowError| {
         EngineError::Query(format!("a row does not fit the table's columns: {e}"))
     };
@@ -294,7 +330,9 @@ mod tests {
                 "partition"
             ]
         );
-        let row = entry(json!({"partition": 7, "key": "inner", "n": 1})).into_row(true);
+        let row = entry(json!({"partition": 7, "key": "inner", "n": 1}))
+            .into_row(true)
+            .to_value();
         assert_eq!(row["value_partition"], 7);
         assert_eq!(row["partition"], 2);
         assert!(fits(&schema, &[row]));
@@ -304,14 +342,41 @@ mod tests {
     fn rows_with_a_field_the_declared_columns_lack_do_not_fit() {
         let value = Columns::Fields(vec![Field::new("n", DataType::Int64, true)]);
         let schema = declared_schema(&Columns::Scalar(DataType::Utf8), &value, false, false);
-        assert!(fits(&schema, &[entry(json!({"n": 1})).into_row(false)]));
-        assert!(!fits(
+        assert!(fits(
             &schema,
-            &[entry(json!({"n": 1, "extra": 2})).into_row(true)]
+            &[entry(json!({"n": 1})).into_row(false).to_value()]
         ));
         assert!(!fits(
             &schema,
-            &[entry(json!({"n": "text"})).into_row(true)]
+            &[entry(json!({"n": 1, "extra": 2})).into_row(true).to_value()]
         ));
+        assert!(!fits(
+            &schema,
+            &[entry(json!({"n": "text"})).into_row(true).to_value()]
+        ));
+    }
+
+    #[test]
+    fn a_row_has_a_column_per_key_and_value_field_with_clashes_renamed() {
+        let row = Entry {
+            key: json!({"user": "u", "partition": 1}),
+            window_start: Some(5),
+            window_end: Some(9),
+            value: json!({"user": "x", "n": 2}),
+            partition: 3,
+        }
+        .into_row(true)
+        .to_value();
+        let want = json!({
+            "user": "u", "key_partition": 1, "window_start": 5, "window_end": 9,
+            "value_user": "x", "n": 2, "value_json": "{\"user\":\"x\",\"n\":2}", "partition": 3
+        });
+        assert_eq!(row, want);
+        let names: Vec<&String> = row.as_object().unwrap().keys().collect();
+        let want_names: Vec<&String> = want.as_object().unwrap().keys().collect();
+        assert_eq!(
+            names, want_names,
+            "in the order the columns are inferred in"
+        );
     }
 }
