@@ -13,7 +13,7 @@ use eddy_engine::{
     Consumed, Grouped, KafkaStreams, Materialized, RuntimeConfig, Serdes, StateQueries,
     StreamsBuilder, StreamsConfig, Topology,
 };
-use eddy_testkit::EmbeddedBroker;
+use eddy_testkit::{free_port, EmbeddedBroker};
 use rdkafka::producer::{BaseRecord, Producer};
 
 use crate::on_broker::bulk_producer;
@@ -65,14 +65,6 @@ fn start(bootstrap: &str, app: &str, topic: &str, server: Option<&str>) -> Kafka
         c.set("application.server", server).unwrap();
     }
     KafkaStreams::start(topology(topic), RuntimeConfig::new(c, bootstrap)).unwrap()
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 fn counted(q: &StateQueries, table: &str) -> Option<i64> {

@@ -152,24 +152,11 @@ pub fn build_store(spec: &StoreSpec, ctx: &StoreContext) -> Result<BuiltStore> {
     Ok(of_kind(&spec.kind, metered))
 }
 
-/// A read-only view of the persistent store `spec` in `db`: what its last commit left there
-/// (nothing else reaches RocksDB: the transaction buffer above holds the open transaction's
-/// writes, and the caching layer the dirty entries). For queries from outside the task.
-pub fn build_read_only(spec: &StoreSpec, db: &Arc<RocksDbInstance>) -> Result<BuiltStore> {
-    if !spec.persistent {
-        return Err(StateError::Config(format!(
-            "store `{}` is in memory: only persistent stores can be read from outside their task",
-            spec.name
-        )));
-    }
-    let base = Box::new(ReadOnlyKeyValueStore::new(Box::new(
-        db.existing_store(&spec.name)?,
-    )));
-    Ok(of_kind(&spec.kind, base))
-}
-
-/// The store of `spec` read as of `snapshot`, read-only: what [`build_read_only`] gives, with
-/// every read (the checkpoint's too, through [`ReadSnapshot::checkpoint`]) from one moment.
+/// A read-only view of the persistent store `spec` as of `snapshot`: what the commit before it
+/// left there (nothing else reaches RocksDB: the transaction buffer above holds the open
+/// transaction's writes, and the caching layer the dirty entries), every read (the
+/// checkpoint's too, through [`ReadSnapshot::checkpoint`]) from that one moment. For queries
+/// from outside the task.
 pub fn build_read_only_at(spec: &StoreSpec, snapshot: &Arc<ReadSnapshot>) -> Result<BuiltStore> {
     if !spec.persistent {
         return Err(StateError::Config(format!(

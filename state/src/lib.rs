@@ -36,8 +36,7 @@ mod suite;
 
 pub use batch::{Checkpoint, StateBatch};
 pub use builder::{
-    build_read_only, build_read_only_at, build_store, BuiltStore, StoreContext, StoreKind,
-    StoreSpec,
+    build_read_only_at, build_store, BuiltStore, StoreContext, StoreKind, StoreSpec,
 };
 pub use caching::CachingKeyValueStore;
 pub use changelogging::{ChangeLoggingKeyValueStore, ChangelogSink};

@@ -10,7 +10,7 @@ use eddy_engine::{
     Consumed, Grouped, KafkaStreams, Materialized, QueryOptions, RuntimeConfig, Serdes,
     SessionWindows, StateQueries, StreamsBuilder, StreamsConfig, TimeWindows, Topology,
 };
-use eddy_testkit::EmbeddedBroker;
+use eddy_testkit::{free_port, http_post, EmbeddedBroker};
 use rdkafka::config::ClientConfig;
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
 
@@ -299,15 +299,6 @@ fn the_postgres_endpoint_answers_drivers_and_psql() {
     app.close().unwrap();
 }
 
-/// A free loopback port for `application.server` (bound again by the endpoint right after).
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 #[test]
 fn either_of_two_workers_answers_for_every_partition() {
     let broker = EmbeddedBroker::start().unwrap();
@@ -330,10 +321,10 @@ fn either_of_two_workers_answers_for_every_partition() {
     // A request without the token, or with another, is refused; so is a read of another
     // instance's partition without it.
     for authorization in ["", "Authorization: Bearer wrong\r\n"] {
-        let (status, _) = post_raw(&server_a, "/query", authorization, r#"{"sql": "SELECT 1"}"#);
+        let (status, _) = http_post(&server_a, "/query", authorization, r#"{"sql": "SELECT 1"}"#);
         assert_eq!(status, 401, "{authorization:?}");
     }
-    let (status, _) = post_raw(
+    let (status, _) = http_post(
         &server_a,
         "/query",
         "Authorization: Bearer s3cret-token\r\n",
@@ -544,21 +535,4 @@ fn either_of_two_workers_answers_for_every_partition() {
     assert_eq!(counts(&qa).unwrap(), expected);
     http_a.close();
     a.close().unwrap();
-}
-
-/// POSTs `body` to `path` at `addr` with the extra header lines `headers`: the status and body.
-fn post_raw(addr: &str, path: &str, headers: &str, body: &str) -> (u16, String) {
-    use std::io::{Read, Write};
-    let mut s = std::net::TcpStream::connect(addr).unwrap();
-    write!(
-        s,
-        "POST {path} HTTP/1.1\r\nHost: eddy\r\n{headers}Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        body.len()
-    )
-    .unwrap();
-    let mut response = String::new();
-    s.read_to_string(&mut response).unwrap();
-    let (head, body) = response.split_once("\r\n\r\n").unwrap_or_default();
-    let status = head.split_whitespace().nth(1).and_then(|c| c.parse().ok());
-    (status.unwrap_or(0), body.to_string())
 }

@@ -52,7 +52,7 @@ fn the_demo_runs_every_platform_topology() {
 /// runs, and a bad query is a clear error.
 #[test]
 fn the_demo_answers_sql_over_its_stores() {
-    use std::io::{BufRead, BufReader, Read, Write};
+    use std::io::{BufRead, BufReader};
     let mut child = Command::new(env!("CARGO_BIN_EXE_eddy"))
         .args(["demo", "--seconds", "12", "--rate", "300"])
         .env("RUST_LOG", "warn")
@@ -76,18 +76,7 @@ fn the_demo_answers_sql_over_its_stores() {
         .expect("the demo prints its psql command");
     let post = |sql: &str| -> (u16, String) {
         let body = serde_json::json!({ "sql": sql }).to_string();
-        let mut s = std::net::TcpStream::connect(&addr).unwrap();
-        write!(
-            s,
-            "POST /query HTTP/1.1\r\nHost: eddy\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-            body.len()
-        )
-        .unwrap();
-        let mut response = String::new();
-        s.read_to_string(&mut response).unwrap();
-        let (head, body) = response.split_once("\r\n\r\n").unwrap_or_default();
-        let status = head.split_whitespace().nth(1).and_then(|c| c.parse().ok());
-        (status.unwrap_or(0), body.to_string())
+        eddy_testkit::http_post(&addr, "/query", "", &body)
     };
     // The quiz statistics fill within the first seconds; their columns are there before
     // (declared by the store's value type).

@@ -110,14 +110,23 @@ fn unauthorized(queries: &StateQueries, headers: &HeaderMap) -> Option<Response>
     })
 }
 
+/// Lets a request through to its route only with the token (`unauthorized`).
+async fn require_token(
+    State(queries): State<StateQueries>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    match unauthorized(&queries, request.headers()) {
+        Some(refused) => refused,
+        None => next.run(request).await,
+    }
+}
+
 async fn query(
     State(queries): State<StateQueries>,
     headers: HeaderMap,
     body: axum::body::Bytes,
 ) -> Response {
-    if let Some(refused) = unauthorized(&queries, &headers) {
-        return refused;
-    }
     let request: QueryRequest = match serde_json::from_slice(&body) {
         Ok(r) => r,
         Err(e) => {
@@ -163,14 +172,7 @@ async fn query(
 }
 
 /// Another instance asks for a partition held here (see `remote.rs`).
-async fn partition(
-    State(queries): State<StateQueries>,
-    headers: HeaderMap,
-    body: axum::body::Bytes,
-) -> Response {
-    if let Some(refused) = unauthorized(&queries, &headers) {
-        return refused;
-    }
+async fn partition(State(queries): State<StateQueries>, body: axum::body::Bytes) -> Response {
     let request: PartitionRequest = match serde_json::from_slice(&body) {
         Ok(r) => r,
         Err(e) => return error_response(StatusCode::BAD_REQUEST, e.to_string()),
@@ -250,6 +252,10 @@ impl StateQueries {
         let router = Router::new()
             .route("/query", post(query))
             .route(PARTITION_PATH, post(partition))
+            .route_layer(axum::middleware::from_fn_with_state(
+                self.clone(),
+                require_token,
+            ))
             .with_state(self.clone());
         let serving = ServerThread::spawn(
             "eddy-query-http",

@@ -8,9 +8,11 @@
 //! ```
 
 pub mod broker;
+pub mod http;
 pub mod verifier;
 
 pub use broker::{BrokerConfig, BrokerError, EmbeddedBroker};
+pub use http::{free_port, http_post};
 pub use verifier::{
     consumer_from_beginning, count_records, local_state_matches_changelogs, LocalStateCheck,
 };

@@ -1,0 +1,30 @@
+//! Small helpers for tests of Eddy's HTTP endpoints: a free loopback port, and a raw
+//! `POST` that reports the status and body whatever they are.
+
+use std::io::{Read, Write};
+
+/// A free loopback port (for `application.server`: the endpoint binds it again right after).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free loopback port")
+}
+
+/// POSTs `body` to `path` at `addr` (`host:port`) with the extra header lines `headers`
+/// (each ending in `\r\n`), on a connection of its own: the status and the body.
+pub fn http_post(addr: &str, path: &str, headers: &str, body: &str) -> (u16, String) {
+    let mut s = std::net::TcpStream::connect(addr).expect("the endpoint accepts");
+    write!(
+        s,
+        "POST {path} HTTP/1.1\r\nHost: eddy\r\n{headers}Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )
+    .expect("the request is written");
+    let mut response = String::new();
+    s.read_to_string(&mut response)
+        .expect("the response is read");
+    let (head, body) = response.split_once("\r\n\r\n").unwrap_or_default();
+    let status = head.split_whitespace().nth(1).and_then(|c| c.parse().ok());
+    (status.unwrap_or(0), body.to_string())
+}
