@@ -1,6 +1,7 @@
 //! document-quiz-saga end to end on the embedded broker under exactly-once: the generator's
 //! document and quiz events in (quiz events re-keyed through the repartition topic), completions
-//! and compensation commands out exactly once, equal to an oracle computed from the events.
+//! and compensation commands out exactly once, equal to an oracle computed from the events; and
+//! the README's saga views, SQL over the live `saga_state`, equal to the same oracle.
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
@@ -136,6 +137,7 @@ fn completions_and_compensations_arrive_once_and_match_the_oracle() {
     }
     producer.flush(Duration::from_secs(10)).unwrap();
     let (want_completed, want_commands) = (oracle.completed(), oracle.commands());
+    let want_failed: Vec<String> = oracle.failed.keys().cloned().collect();
     assert!(want_completed.len() > 20 && !want_commands.is_empty());
 
     let completed_consumer = read_committed(&bootstrap, "saga.completed");
@@ -165,6 +167,7 @@ fn completions_and_compensations_arrive_once_and_match_the_oracle() {
     while Instant::now() < settle {
         poll(&mut completed, &mut commands);
     }
+    views_match_the_oracle(&app, &want_completed, &want_failed);
     app.close().unwrap();
 
     completed.sort();
@@ -179,5 +182,45 @@ fn completions_and_compensations_arrive_once_and_match_the_oracle() {
     assert_eq!(
         got_commands, want_commands,
         "compensations, once each, newest step first"
+    );
+}
+
+fn rows(app: &KafkaStreams, sql: &str) -> Vec<Value> {
+    let answer = app.queries().sql(sql).unwrap();
+    serde_json::from_str(&answer.to_json().unwrap()).unwrap()
+}
+
+/// The README's "sagas by status" and "the ones that failed" over `saga_state`, against the
+/// oracle (waiting a little: state lands in RocksDB just after its transaction commits).
+fn views_match_the_oracle(app: &KafkaStreams, completed: &[String], failed: &[String]) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let by_status = rows(
+            app,
+            "SELECT status, count(*) AS sagas FROM saga_state GROUP BY status ORDER BY sagas DESC",
+        );
+        let count = |status: &str| {
+            by_status
+                .iter()
+                .find(|r| r["status"] == status)
+                .and_then(|r| r["sagas"].as_u64())
+                .unwrap_or(0)
+        };
+        if count("completed") == completed.len() as u64 && count("failed") == failed.len() as u64 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "sagas by status: {by_status:?}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let stuck = rows(
+        app,
+        "SELECT key, status, completed_steps, failure_reason FROM saga_state \
+         WHERE status NOT IN ('completed', 'running') ORDER BY key",
+    );
+    let keys: Vec<&str> = stuck.iter().map(|r| r["key"].as_str().unwrap()).collect();
+    assert_eq!(keys, failed, "the failed sagas, by key");
+    assert!(
+        stuck.iter().all(|r| r["failure_reason"].is_string()),
+        "each says why: {stuck:?}"
     );
 }
