@@ -35,8 +35,8 @@ fn active_users_per_tenant_and_window_over_sql_match_a_plain_count() {
     streams
         .set("processing.guarantee", "exactly_once_v2")
         .unwrap();
-    // A grace (3 h) far beyond the events' time span (about 15 min): every event counts, whatever order the tasks
-    // see them in, so a plain count is the oracle.
+    // A grace (3 h) far beyond the events' time span (about 15 min): every event counts,
+    // whatever order the tasks see them in, so a plain count is the oracle.
     let config = ActiveUsersConfig {
         grace: Duration::from_secs(3 * 3_600),
         ..Default::default()
