@@ -342,6 +342,18 @@ pub struct RocksDbKeyValueStore {
 }
 
 impl RocksDbKeyValueStore {
+    /// A store read as of a snapshot writes nothing (a write would reach the live database
+    /// outside any commit batch).
+    fn writable(&self) -> Result<()> {
+        match self.snapshot {
+            None => Ok(()),
+            Some(_) => Err(StateError::Config(format!(
+                "store `{}` is read as of a snapshot: it cannot be written",
+                self.name
+            ))),
+        }
+    }
+
     fn read_options(&self) -> ReadOptions {
         self.snapshot
             .as_ref()
@@ -369,6 +381,7 @@ impl KeyValueStore for RocksDbKeyValueStore {
             .map_err(rocks_err(&self.name))
     }
     fn put(&mut self, key: &[u8], value: &[u8]) -> Result<()> {
+        self.writable()?;
         let cf = self.instance.cf(&self.name)?;
         self.instance
             .db
@@ -376,6 +389,7 @@ impl KeyValueStore for RocksDbKeyValueStore {
             .map_err(rocks_err(&self.name))
     }
     fn delete(&mut self, key: &[u8]) -> Result<Option<Vec<u8>>> {
+        self.writable()?;
         let old = self.get(key)?;
         if old.is_some() {
             let cf = self.instance.cf(&self.name)?;
@@ -419,6 +433,7 @@ impl KeyValueStore for RocksDbKeyValueStore {
         Ok(Box::new(iter))
     }
     fn delete_range(&mut self, from: &[u8], to: &[u8]) -> Result<()> {
+        self.writable()?;
         if from >= to {
             return Ok(());
         }

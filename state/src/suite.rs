@@ -540,6 +540,8 @@ fn consistent_reads_see_a_commit_and_its_checkpoint_together() {
             unreachable!("a key-value spec")
         };
         assert!(kv.put(b"n", b"x").is_err(), "a view cannot write");
+        let mut raw = snapshot.store("kv").unwrap();
+        assert!(raw.put(b"n", b"x").is_err(), "nor can a snapshot's store");
         let offset = snapshot
             .checkpoint()
             .unwrap()

@@ -313,10 +313,14 @@ fn either_of_two_workers_answers_for_every_partition() {
     // Both instances ask for (and give each other) one bearer token.
     let token = || Some("s3cret-token".to_string());
     let a = start(&bootstrap, "sql-two", dir_a.path(), Some(&server_a));
-    let qa = a.queries().with_token(token());
+    let qa = a.queries().with_token(token()).unwrap();
     let http_a = qa.serve_http(server_a.parse().unwrap()).unwrap();
     let b = start(&bootstrap, "sql-two", dir_b.path(), Some(&server_b));
-    let qb = b.queries().with_token(token());
+    let qb = b.queries().with_token(token()).unwrap();
+    assert!(
+        b.queries().with_token(Some("two words".into())).is_err(),
+        "a token a header cannot carry is refused at once"
+    );
     let http_b = qb.serve_http(server_b.parse().unwrap()).unwrap();
     // A request without the token, or with another, is refused; so is a read of another
     // instance's partition without it.

@@ -140,10 +140,23 @@ impl StateQueries {
 
     /// These queries with a bearer token: [`StateQueries::serve_http`] then answers only
     /// requests with `Authorization: Bearer <token>`, and reads of other instances' partitions
-    /// send it (every instance of an application is given the same token).
-    pub fn with_token(mut self, token: Option<String>) -> Self {
+    /// send it (every instance of an application is given the same token). An empty token is
+    /// none; one with other than visible ASCII characters (a header cannot carry it) is an
+    /// error.
+    pub fn with_token(mut self, token: Option<String>) -> Result<Self> {
+        let token = token.filter(|t| !t.is_empty());
+        if let Some(t) = &token {
+            if !t.bytes().all(|b| b.is_ascii_graphic()) {
+                return Err(EngineError::Config {
+                    key: "http token".into(),
+                    reason: "a bearer token is visible ASCII characters only (no spaces, no \
+                             line breaks)"
+                        .into(),
+                });
+            }
+        }
         self.token = token.map(Arc::from);
-        self
+        Ok(self)
     }
 
     /// Every store definition with the registry that holds its partitions.

@@ -390,6 +390,8 @@ impl StoreSource {
         if !self.stores.holds(&name, partition, &db) {
             return Ok(None);
         }
+        // Let go of the database before decoding: a task reopening it waits for its readers.
+        drop(db);
         let rows = raw
             .iter()
             .map(|(k, start, end, v)| {

@@ -26,22 +26,51 @@ pub(crate) const WINDOW_END: &str = "window_end";
 /// (`key_…`, `value_…`).
 const FIXED: [&str; 4] = [VALUE_JSON, PARTITION, WINDOW_START, WINDOW_END];
 
-/// A key field's column name.
-fn key_column(name: String) -> String {
-    if FIXED.contains(&name.as_str()) {
-        format!("key_{name}")
-    } else {
+/// The column names of an entry whose key has the fields `key` (`None`: a scalar key, the
+/// column `key`) and whose value has the fields `value` (`None`: the column `value`): each
+/// field's own name unless a column before it or one of Eddy's columns has it, then prefixed
+/// (`key_…`, `value_…`) until it is unique. Rows and declared columns are named by this one
+/// rule.
+pub(crate) fn column_names<'a>(
+    key: Option<impl Iterator<Item = &'a str>>,
+    value: Option<impl Iterator<Item = &'a str>>,
+) -> (Vec<String>, Vec<String>) {
+    let mut used: Vec<String> = Vec::new();
+    let mut unique = |name: &str, prefix: &str| {
+        let mut name = name.to_string();
+        while used.contains(&name) || FIXED.contains(&name.as_str()) {
+            name = format!("{prefix}{name}");
+        }
+        used.push(name.clone());
         name
-    }
+    };
+    let keys = match key {
+        Some(fields) => fields.map(|n| unique(n, "key_")).collect(),
+        None => vec![unique("key", "key_")],
+    };
+    let values = match value {
+        Some(fields) => fields.map(|n| unique(n, "value_")).collect(),
+        None => vec![unique("value", "value_")],
+    };
+    (keys, values)
 }
 
-/// A value field's column name, beside the key's columns `taken`.
-fn value_column(name: String, taken: impl Fn(&str) -> bool) -> String {
-    if taken(&name) || FIXED.contains(&name.as_str()) {
-        format!("value_{name}")
-    } else {
-        name
-    }
+/// Whether an entry's fields are its columns' names as they are (no clash): the common case,
+/// which needs no renaming.
+fn plainly_named(key: Option<&serde_json::Map<String, Value>>, value: &Value) -> bool {
+    let key_ok = key.is_none_or(|k| k.keys().all(|n| !FIXED.contains(&n.as_str())));
+    let clashes = |n: &str| {
+        FIXED.contains(&n)
+            || match key {
+                Some(k) => k.contains_key(n),
+                None => n == "key",
+            }
+    };
+    let value_ok = match value {
+        Value::Object(v) => v.keys().all(|n| !clashes(n)),
+        _ => key.is_none_or(|k| !k.contains_key("value")),
+    };
+    key_ok && value_ok
 }
 
 /// One entry of a store, decoded.
@@ -111,17 +140,29 @@ impl serde::Serialize for Row {
         let e = &self.entry;
         let mut row = s.serialize_map(None)?;
         let key_fields = e.key.as_object();
+        let value_fields = e.value.as_object();
+        // Renamed columns only where a name clashes (`column_names`).
+        let renamed = (!plainly_named(key_fields, &e.value)).then(|| {
+            column_names(
+                key_fields.map(|k| k.keys().map(String::as_str)),
+                value_fields.map(|v| v.keys().map(String::as_str)),
+            )
+        });
+        let key_name = |i: usize, name: &'_ str| -> String {
+            renamed
+                .as_ref()
+                .map_or_else(|| name.to_string(), |(k, _)| k[i].clone())
+        };
         match key_fields {
             Some(fields) => {
-                for (name, v) in fields {
-                    if FIXED.contains(&name.as_str()) {
-                        row.serialize_entry(&key_column(name.clone()), v)?;
-                    } else {
-                        row.serialize_entry(name, v)?;
+                for (i, (name, v)) in fields.iter().enumerate() {
+                    match &renamed {
+                        None => row.serialize_entry(name, v)?,
+                        Some(_) => row.serialize_entry(&key_name(i, name), v)?,
                     }
                 }
             }
-            None => row.serialize_entry("key", &e.key)?,
+            None => row.serialize_entry(&key_name(0, "key"), &e.key)?,
         }
         if let Some(start) = e.window_start {
             row.serialize_entry(WINDOW_START, &start)?;
@@ -129,22 +170,21 @@ impl serde::Serialize for Row {
         if let Some(end) = e.window_end {
             row.serialize_entry(WINDOW_END, &end)?;
         }
-        // A value field named like a key column keeps both.
-        let taken = |n: &str| match key_fields {
-            Some(fields) => fields.keys().any(|k| key_column(k.clone()) == n),
-            None => n == "key",
+        let value_name = |i: usize, name: &'_ str| -> String {
+            renamed
+                .as_ref()
+                .map_or_else(|| name.to_string(), |(_, v)| v[i].clone())
         };
-        match &e.value {
-            Value::Object(fields) => {
-                for (name, v) in fields {
-                    if taken(name) || FIXED.contains(&name.as_str()) {
-                        row.serialize_entry(&value_column(name.clone(), taken), v)?;
-                    } else {
-                        row.serialize_entry(name, v)?;
+        match value_fields {
+            Some(fields) => {
+                for (i, (name, v)) in fields.iter().enumerate() {
+                    match &renamed {
+                        None => row.serialize_entry(name, v)?,
+                        Some(_) => row.serialize_entry(&value_name(i, name), v)?,
                     }
                 }
             }
-            other => row.serialize_entry("value", other)?,
+            None => row.serialize_entry(&value_name(0, "value"), &e.value)?,
         }
         if self.with_value_json {
             row.serialize_entry(VALUE_JSON, &e.value.to_string())?;
@@ -154,7 +194,7 @@ impl serde::Serialize for Row {
     }
 }
 
-/// The schema of rows like `sample`: their fields in the order [`Entry::row`] writes them,
+/// The schema of rows like `sample`: their fields in the order a [`Row`] writes them,
 /// typed as inferred from the sample, with the fixed columns' own types; an empty sample gives
 /// `key` and `value` the types their serdes encode.
 pub(crate) fn infer_schema(
@@ -265,13 +305,27 @@ pub(crate) fn declared_schema(
     windowed: bool,
     window_end: bool,
 ) -> SchemaRef {
-    let mut fields: Vec<Field> = match key {
-        Columns::Fields(fields) => fields
-            .iter()
-            .map(|f| f.clone().with_name(key_column(f.name().clone())))
-            .collect(),
-        Columns::Scalar(t) => vec![Field::new("key", t.clone(), true)],
+    fn names(c: &Columns) -> Option<impl Iterator<Item = &str>> {
+        match c {
+            Columns::Fields(fields) => Some(fields.iter().map(|f| f.name().as_str())),
+            Columns::Scalar(_) => None,
+        }
+    }
+    let (key_names, value_names) = column_names(names(key), names(value));
+    let typed = |c: &Columns, names: Vec<String>| -> Vec<Field> {
+        match c {
+            Columns::Fields(fields) => fields
+                .iter()
+                .zip(names)
+                .map(|(f, n)| f.clone().with_name(n))
+                .collect(),
+            Columns::Scalar(t) => names
+                .into_iter()
+                .map(|n| Field::new(n, t.clone(), true))
+                .collect(),
+        }
     };
+    let mut fields = typed(key, key_names);
     let time = DataType::Timestamp(TimeUnit::Millisecond, Some("UTC".into()));
     if windowed {
         fields.push(Field::new(WINDOW_START, time.clone(), true));
@@ -279,17 +333,7 @@ pub(crate) fn declared_schema(
             fields.push(Field::new(WINDOW_END, time, true));
         }
     }
-    match value {
-        Columns::Fields(value_fields) => {
-            let key_names: Vec<String> = fields.iter().map(|f| f.name().clone()).collect();
-            for f in value_fields {
-                // As `Entry::into_row` names it.
-                let name = value_column(f.name().clone(), |n| key_names.iter().any(|k| k == n));
-                fields.push(f.clone().with_name(name));
-            }
-        }
-        Columns::Scalar(t) => fields.push(Field::new("value", t.clone(), true)),
-    }
+    fields.extend(typed(value, value_names));
     fields.push(Field::new(VALUE_JSON, DataType::Utf8, true));
     fields.push(Field::new(PARTITION, DataType::Int32, false));
     Arc::new(Schema::new(fields))
@@ -378,5 +422,54 @@ mod tests {
             names, want_names,
             "in the order the columns are inferred in"
         );
+    }
+
+    #[test]
+    fn names_made_unique_by_renaming_stay_unique_and_match_the_declared_columns() {
+        let cases = [
+            (json!("k"), json!({"key": 1, "value_key": 2})),
+            (json!({"partition": 1, "key_partition": 2}), json!({"n": 3})),
+            (json!({"value": 1}), json!(7)),
+        ];
+        for (key, value) in cases {
+            let row = Entry {
+                key: key.clone(),
+                window_start: None,
+                window_end: None,
+                value: value.clone(),
+                partition: 0,
+            }
+            .into_row(false)
+            .to_value();
+            let columns = |v: &Value| match v.as_object() {
+                Some(o) => Columns::Fields(
+                    o.keys()
+                        .map(|n| Field::new(n.as_str(), DataType::Int64, true))
+                        .collect(),
+                ),
+                None => Columns::Scalar(DataType::Int64),
+            };
+            let schema = declared_schema(&columns(&key), &columns(&value), false, false);
+            let declared: Vec<&str> = schema
+                .fields()
+                .iter()
+                .map(|f| f.name().as_str())
+                .filter(|n| *n != PARTITION && *n != VALUE_JSON)
+                .collect();
+            let written: Vec<&str> = row
+                .as_object()
+                .unwrap()
+                .keys()
+                .map(String::as_str)
+                .filter(|n| *n != PARTITION)
+                .collect();
+            let fields = |v: &Value| v.as_object().map_or(1, |o| o.len());
+            assert_eq!(
+                written.len(),
+                fields(&key) + fields(&value),
+                "{key} {value}: {row}"
+            );
+            assert_eq!(declared, written, "{key} {value}");
+        }
     }
 }

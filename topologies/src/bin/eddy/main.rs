@@ -317,7 +317,8 @@ fn serve_sql(
     pg: &PgArgs,
 ) -> Result<SqlEndpoints> {
     let queries = eddy_engine::StateQueries::merged(apps.iter().map(|(_, a)| a.queries()))?
-        .with_token(pg.http_token.clone());
+        .with_token(pg.http_token.clone())
+        .context("--http-token")?;
     let server = queries
         .serve_http(listen)
         .context("starting the SQL endpoint")?;
