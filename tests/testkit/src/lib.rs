@@ -1,13 +1,12 @@
-//! Eddy's test kit: an embedded single-node Kafka-protocol broker for the demo and for tests,
-//! with fault injection, in the spirit of librdkafka's mock cluster and Kafka Streams' embedded
-//! cluster.
+//! Eddy's test kit: the embedded broker (`eddy-broker`, re-exported here as [`broker`]), a
+//! verifier of local state against changelogs, and helpers for tests of the HTTP endpoints.
 //!
 //! ```no_run
 //! let broker = eddy_testkit::EmbeddedBroker::start().unwrap();
 //! println!("bootstrap.servers={}", broker.bootstrap());
 //! ```
 
-pub mod broker;
+pub use eddy_broker as broker;
 pub mod http;
 pub mod verifier;
 

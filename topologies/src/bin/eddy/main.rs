@@ -161,7 +161,7 @@ fn main() -> Result<()> {
             default_partitions,
             data_dir,
         } => {
-            let config = eddy_testkit::BrokerConfig {
+            let config = eddy_broker::BrokerConfig {
                 listen: std::net::SocketAddr::new(host, port),
                 default_partitions,
                 data_dir,
@@ -169,7 +169,7 @@ fn main() -> Result<()> {
                 ..Default::default()
             };
             let broker =
-                eddy_testkit::EmbeddedBroker::start_with(config).context("starting the broker")?;
+                eddy_broker::EmbeddedBroker::start_with(config).context("starting the broker")?;
             println!("eddy broker listening on {}", broker.bootstrap());
             std::io::stdout().flush()?;
             // Runs until killed; with --data-dir every acknowledged change is already journaled.
@@ -350,7 +350,7 @@ fn demo(
     http: std::net::SocketAddr,
     pg: &PgArgs,
 ) -> Result<()> {
-    let broker = eddy_testkit::EmbeddedBroker::start_with(eddy_testkit::BrokerConfig {
+    let broker = eddy_broker::EmbeddedBroker::start_with(eddy_broker::BrokerConfig {
         default_partitions: 3,
         compaction_interval: Some(LOG_CLEANER_INTERVAL),
         ..Default::default()
@@ -444,7 +444,7 @@ fn run(
     let bootstrap = match brokers {
         Some(b) => b,
         None => {
-            embedded = eddy_testkit::EmbeddedBroker::start_with(eddy_testkit::BrokerConfig {
+            embedded = eddy_broker::EmbeddedBroker::start_with(eddy_broker::BrokerConfig {
                 default_partitions: 3,
                 compaction_interval: Some(LOG_CLEANER_INTERVAL),
                 ..Default::default()

@@ -22,7 +22,7 @@ use kafka_protocol::protocol::StrBytes;
 use kafka_protocol::ResponseError;
 use uuid::Uuid;
 
-use crate::broker::Shared;
+use crate::Shared;
 
 /// The APIs this broker implements, each at the versions it implements (and only those are
 /// advertised in ApiVersions).

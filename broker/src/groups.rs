@@ -18,7 +18,7 @@ use kafka_protocol::ResponseError;
 use tokio::sync::oneshot;
 use tokio::time::Instant;
 
-use crate::broker::Shared;
+use crate::Shared;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Phase {

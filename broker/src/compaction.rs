@@ -11,8 +11,8 @@ use kafka_protocol::records::{
     Compression, Record, RecordBatchDecoder, RecordBatchEncoder, RecordEncodeOptions,
 };
 
-use crate::broker::log::{PartitionLog, StoredBatch};
-use crate::broker::Shared;
+use crate::log::{PartitionLog, StoredBatch};
+use crate::Shared;
 
 impl PartitionLog {
     /// Where compaction stops: the last stable offset, or the start of the last batch if that

@@ -9,7 +9,7 @@ use kafka_protocol::protocol::{decode_request_header_from_buffer, Encodable};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
-use crate::broker::{api_fetch, api_meta, api_offsets, api_produce, faults, groups, txn, Shared};
+use crate::{api_fetch, api_meta, api_offsets, api_produce, faults, groups, txn, Shared};
 
 /// Frames larger than this are garbage, not requests.
 const MAX_FRAME: i32 = 100 * 1024 * 1024;

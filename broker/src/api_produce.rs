@@ -4,10 +4,10 @@ use kafka_protocol::messages::produce_response::{PartitionProduceResponse, Topic
 use kafka_protocol::messages::{ProduceRequest, ProduceResponse};
 use kafka_protocol::ResponseError;
 
-use crate::broker::log::{split_batches, IncomingBatch};
-use crate::broker::state::{ClusterState, RECENT_BATCHES};
-use crate::broker::txn::partition_in_open_txn;
-use crate::broker::Shared;
+use crate::log::{split_batches, IncomingBatch};
+use crate::state::{ClusterState, RECENT_BATCHES};
+use crate::txn::partition_in_open_txn;
+use crate::Shared;
 
 /// Checks an idempotent batch against the producer's last sequence on the partition.
 /// `Ok(Some(offset))`: a duplicate of the last batch, already at `offset`.

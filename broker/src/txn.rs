@@ -23,9 +23,9 @@ use kafka_protocol::records::{
 };
 use kafka_protocol::ResponseError;
 
-use crate::broker::log::split_batches;
-use crate::broker::state::{ClusterState, CommittedOffset, ProducerState, Transaction};
-use crate::broker::Shared;
+use crate::log::split_batches;
+use crate::state::{ClusterState, CommittedOffset, ProducerState, Transaction};
+use crate::Shared;
 
 /// Appends a commit or abort marker for `pid` to a partition and settles its open transaction.
 fn write_marker(

@@ -2,8 +2,8 @@
 
 use std::collections::BTreeMap;
 
-use crate::broker::journal::{Entry, Journal};
-use crate::broker::log::{split_batches, IncomingBatch, PartitionLog, StoredBatch};
+use crate::journal::{Entry, Journal};
+use crate::log::{split_batches, IncomingBatch, PartitionLog, StoredBatch};
 
 /// A topic.
 #[derive(Debug)]

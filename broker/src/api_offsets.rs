@@ -11,8 +11,8 @@ use kafka_protocol::messages::{
 };
 use kafka_protocol::protocol::StrBytes;
 
-use crate::broker::state::CommittedOffset;
-use crate::broker::Shared;
+use crate::state::CommittedOffset;
+use crate::Shared;
 
 pub(crate) fn offset_commit(shared: &Shared, r: OffsetCommitRequest) -> OffsetCommitResponse {
     let group = r.group_id.0.as_str().to_string();
@@ -97,7 +97,7 @@ pub(crate) fn offset_fetch(shared: &Shared, r: OffsetFetchRequest) -> OffsetFetc
                             .offsets
                             .get(&(group.clone(), name.0.as_str().to_string(), p));
                     if r.require_stable
-                        && crate::broker::txn::offsets_pending(&state, &group, name.0.as_str(), p)
+                        && crate::txn::offsets_pending(&state, &group, name.0.as_str(), p)
                     {
                         return OffsetFetchResponsePartition::default()
                             .with_partition_index(p)

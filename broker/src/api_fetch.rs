@@ -17,7 +17,7 @@ use kafka_protocol::messages::{
 };
 use kafka_protocol::ResponseError;
 
-use crate::broker::Shared;
+use crate::Shared;
 
 fn read_all(shared: &Shared, r: &FetchRequest) -> (FetchResponse, usize) {
     let state = shared.state.read();

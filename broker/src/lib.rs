@@ -1,5 +1,12 @@
 //! The embedded broker: a single-node Kafka-protocol server on tokio, with the wire protocol
-//! from the `kafka-protocol` crate. `EmbeddedBroker::start()` listens on a random loopback port.
+//! from the `kafka-protocol` crate and fault injection, in the spirit of librdkafka's mock
+//! cluster and Kafka Streams' embedded cluster; the broker of `eddy demo`, `eddy run` and
+//! every test. `EmbeddedBroker::start()` listens on a random loopback port.
+//!
+//! ```no_run
+//! let broker = eddy_broker::EmbeddedBroker::start().unwrap();
+//! println!("bootstrap.servers={}", broker.bootstrap());
+//! ```
 
 mod api_fetch;
 mod api_meta;
@@ -22,7 +29,7 @@ use parking_lot::{Mutex, RwLock};
 use thiserror::Error;
 use tokio::sync::Notify;
 
-use crate::broker::state::ClusterState;
+use crate::state::ClusterState;
 
 /// What can go wrong starting or running the broker.
 #[derive(Debug, Error)]
