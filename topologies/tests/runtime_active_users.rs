@@ -3,6 +3,8 @@
 //! in `active_users_5m`, over live state, against distinct users counted plainly from the
 //! generated events.
 
+mod common;
+
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
@@ -15,11 +17,6 @@ use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
 use serde_json::Value;
 
 const FIVE_MINUTES: i64 = 5 * 60_000;
-
-fn rows(app: &KafkaStreams, sql: &str) -> Vec<Value> {
-    let answer = app.queries().sql(sql).unwrap();
-    serde_json::from_str(&answer.to_json().unwrap()).unwrap()
-}
 
 #[test]
 fn active_users_per_tenant_and_window_over_sql_match_a_plain_count() {
@@ -93,7 +90,7 @@ fn active_users_per_tenant_and_window_over_sql_match_a_plain_count() {
     // Every tenant's window, once the state has caught up.
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
-        let got: Vec<(String, i64, u64)> = rows(
+        let got: Vec<(String, i64, u64)> = common::rows(
             &app,
             "SELECT key, CAST(window_start AS BIGINT) AS start, value FROM active_users_5m \
              ORDER BY key, start",
@@ -123,7 +120,7 @@ fn active_users_per_tenant_and_window_over_sql_match_a_plain_count() {
         .filter(|(_, start, _)| *start == latest)
         .map(|(tenant, _, n)| (tenant.clone(), *n))
         .collect();
-    let got_latest: Vec<(String, u64)> = rows(
+    let got_latest: Vec<(String, u64)> = common::rows(
         &app,
         "SELECT key AS tenant, value AS active_users FROM active_users_5m \
          WHERE window_start = (SELECT max(window_start) FROM active_users_5m) ORDER BY key",

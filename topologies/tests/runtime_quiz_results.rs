@@ -85,11 +85,6 @@ fn graded_submissions_arrive_once_and_match_a_plain_grading() {
     assert_eq!(got, graded);
 }
 
-fn rows(app: &KafkaStreams, sql: &str) -> Vec<Value> {
-    let answer = app.queries().sql(sql).unwrap();
-    serde_json::from_str(&answer.to_json().unwrap()).unwrap()
-}
-
 /// The README's "quiz statistics for a quiz" and "a user's last 20 results" over the state,
 /// against the plain grading (waiting a little: state lands in RocksDB just after the
 /// transaction that wrote the results commits).
@@ -117,7 +112,7 @@ fn views_match_the_grading(
     }
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
-        let stats = rows(
+        let stats = common::rows(
             app,
             "SELECT key, attempts, mean_score, best_score FROM quiz_stats ORDER BY key",
         );
@@ -139,7 +134,7 @@ fn views_match_the_grading(
     }
     // The README's lookup of one quiz, as written there.
     let (quiz, (n, _, best)) = quizzes.iter().next().unwrap();
-    let one = rows(
+    let one = common::rows(
         app,
         &format!(
             "SELECT key AS quiz, attempts, round(mean_score, 1) AS mean, best_score \
@@ -153,7 +148,7 @@ fn views_match_the_grading(
     );
     // A user's last 20 results: all of them when there are 20 or fewer, else 20 of them.
     for (user, theirs) in &users {
-        let got = rows(
+        let got = common::rows(
             app,
             &format!(
                 "SELECT submission_id, quiz_id, score, to_timestamp_millis(submitted_at_ms) AS at \

@@ -3,6 +3,8 @@
 //! and compensation commands out exactly once, equal to an oracle computed from the events; and
 //! the README's saga views, SQL over the live `saga_state`, equal to the same oracle.
 
+mod common;
+
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
@@ -185,17 +187,12 @@ fn completions_and_compensations_arrive_once_and_match_the_oracle() {
     );
 }
 
-fn rows(app: &KafkaStreams, sql: &str) -> Vec<Value> {
-    let answer = app.queries().sql(sql).unwrap();
-    serde_json::from_str(&answer.to_json().unwrap()).unwrap()
-}
-
 /// The README's "sagas by status" and "the ones that failed" over `saga_state`, against the
 /// oracle (waiting a little: state lands in RocksDB just after its transaction commits).
 fn views_match_the_oracle(app: &KafkaStreams, completed: &[String], failed: &[String]) {
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
-        let by_status = rows(
+        let by_status = common::rows(
             app,
             "SELECT status, count(*) AS sagas FROM saga_state GROUP BY status ORDER BY sagas DESC",
         );
@@ -212,7 +209,7 @@ fn views_match_the_oracle(app: &KafkaStreams, completed: &[String], failed: &[St
         assert!(Instant::now() < deadline, "sagas by status: {by_status:?}");
         std::thread::sleep(Duration::from_millis(200));
     }
-    let stuck = rows(
+    let stuck = common::rows(
         app,
         "SELECT key, status, completed_steps, failure_reason FROM saga_state \
          WHERE status NOT IN ('completed', 'running') ORDER BY key",

@@ -1,8 +1,16 @@
-//! Oracles shared by the topology tests.
+//! Oracles and helpers shared by the topology tests (each test crate uses a part of them).
+#![allow(dead_code)]
 
 use std::collections::BTreeMap;
 
+use eddy_engine::KafkaStreams;
 use serde_json::Value;
+
+/// The rows of `sql` over `app`'s state, as JSON objects.
+pub fn rows(app: &KafkaStreams, sql: &str) -> Vec<Value> {
+    let answer = app.queries().sql(sql).unwrap();
+    serde_json::from_str(&answer.to_json().unwrap()).unwrap()
+}
 
 /// Quiz grading written plainly: `quiz.generated` gives the right answers, each
 /// `quiz.submitted` is graded against them once (a re-delivered submission keeps its grade).
