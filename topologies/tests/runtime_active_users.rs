@@ -8,12 +8,11 @@ mod common;
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
-use eddy_engine::{KafkaStreams, RuntimeConfig, StreamsConfig};
+use eddy_engine::{KafkaStreams, RuntimeConfig};
 use eddy_testkit::EmbeddedBroker;
 use eddy_topologies::active_users::{active_users, ActiveUsersConfig};
 use eddy_topologies::generator::{Generator, GeneratorConfig};
-use rdkafka::config::ClientConfig;
-use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+use rdkafka::producer::Producer;
 use serde_json::Value;
 
 const FIVE_MINUTES: i64 = 5 * 60_000;
@@ -25,13 +24,7 @@ fn active_users_per_tenant_and_window_over_sql_match_a_plain_count() {
     broker.create_topic("analytics-events", 3);
     broker.create_topic("analytics.active-users", 3);
     let dir = tempfile::tempdir().unwrap();
-    let mut streams = StreamsConfig::new("active-users");
-    streams
-        .set("state.dir", dir.path().to_str().unwrap())
-        .unwrap();
-    streams
-        .set("processing.guarantee", "exactly_once_v2")
-        .unwrap();
+    let streams = common::exactly_once("active-users", dir.path());
     // A grace (3 h) far beyond the events' time span (about 15 min): every event counts,
     // whatever order the tasks see them in, so a plain count is the oracle.
     let config = ActiveUsersConfig {
@@ -44,11 +37,7 @@ fn active_users_per_tenant_and_window_over_sql_match_a_plain_count() {
     )
     .unwrap();
 
-    let producer: BaseProducer = ClientConfig::new()
-        .set("bootstrap.servers", &bootstrap)
-        .set("partitioner", "murmur2_random")
-        .create()
-        .unwrap();
+    let producer = common::keyed_producer(&bootstrap);
     // (tenant, window start) → the users active in it.
     let mut oracle: BTreeMap<(String, i64), BTreeSet<String>> = BTreeMap::new();
     let records = Generator::new(GeneratorConfig {
@@ -59,15 +48,7 @@ fn active_users_per_tenant_and_window_over_sql_match_a_plain_count() {
         ..Default::default()
     });
     for r in records.filter(|r| r.topic == "analytics-events") {
-        producer
-            .send(
-                BaseRecord::to(r.topic)
-                    .key(&r.key)
-                    .payload(&r.value)
-                    .timestamp(r.timestamp_ms),
-            )
-            .unwrap();
-        producer.poll(Duration::ZERO);
+        common::send(&producer, &r);
         let v: Value = serde_json::from_slice(&r.value).unwrap();
         let text = |field: &str| v["payload"][field].as_str().unwrap_or_default().to_string();
         let start = r.timestamp_ms - r.timestamp_ms.rem_euclid(FIVE_MINUTES);

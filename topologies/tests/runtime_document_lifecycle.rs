@@ -2,15 +2,16 @@
 //! the README's "a document's events up to time T" over live `document_history`, against the
 //! generated events of that document.
 
+mod common;
+
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
-use eddy_engine::{KafkaStreams, RuntimeConfig, StreamsConfig};
+use eddy_engine::{KafkaStreams, RuntimeConfig};
 use eddy_testkit::EmbeddedBroker;
 use eddy_topologies::document_lifecycle::{document_lifecycle, DocumentLifecycleConfig};
 use eddy_topologies::generator::{Generator, GeneratorConfig};
-use rdkafka::config::ClientConfig;
-use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+use rdkafka::producer::Producer;
 use serde_json::Value;
 
 /// A document's events up to `until` from SQL: (time, event type), in that order. (Until the
@@ -44,24 +45,14 @@ fn a_documents_events_up_to_a_time_over_sql_match_the_generated_events() {
         broker.create_topic(topic, 3);
     }
     let dir = tempfile::tempdir().unwrap();
-    let mut streams = StreamsConfig::new("document-lifecycle");
-    streams
-        .set("state.dir", dir.path().to_str().unwrap())
-        .unwrap();
-    streams
-        .set("processing.guarantee", "exactly_once_v2")
-        .unwrap();
+    let streams = common::exactly_once("document-lifecycle", dir.path());
     let app = KafkaStreams::start(
         document_lifecycle(&DocumentLifecycleConfig::default()).unwrap(),
         RuntimeConfig::new(streams, &bootstrap),
     )
     .unwrap();
 
-    let producer: BaseProducer = ClientConfig::new()
-        .set("bootstrap.servers", &bootstrap)
-        .set("partitioner", "murmur2_random")
-        .create()
-        .unwrap();
+    let producer = common::keyed_producer(&bootstrap);
     // Document → its events, each once (by event id): (time, event type).
     let mut oracle: BTreeMap<String, BTreeSet<(i64, String, String)>> = BTreeMap::new();
     let records = Generator::new(GeneratorConfig {
@@ -72,15 +63,7 @@ fn a_documents_events_up_to_a_time_over_sql_match_the_generated_events() {
         ..Default::default()
     });
     for r in records.filter(|r| r.topic == "document-events" || r.topic == "quiz-events") {
-        producer
-            .send(
-                BaseRecord::to(r.topic)
-                    .key(&r.key)
-                    .payload(&r.value)
-                    .timestamp(r.timestamp_ms),
-            )
-            .unwrap();
-        producer.poll(Duration::ZERO);
+        common::send(&producer, &r);
         let v: Value = serde_json::from_slice(&r.value).unwrap();
         let event_type = v["event_type"].as_str().unwrap_or_default().to_string();
         let doc = v["payload"]["document_id"].as_str().unwrap_or_default();

@@ -11,9 +11,8 @@ use eddy_engine::{KafkaStreams, RuntimeConfig, StreamsConfig};
 use eddy_testkit::{consumer_from_beginning, EmbeddedBroker};
 use eddy_topologies::generator::{Generator, GeneratorConfig};
 use eddy_topologies::quiz_results::QuizResult;
-use rdkafka::config::ClientConfig;
 use rdkafka::message::Message;
-use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+use rdkafka::producer::{BaseRecord, Producer};
 use serde_json::Value;
 
 #[test]
@@ -36,11 +35,7 @@ fn graded_submissions_arrive_once_and_match_a_plain_grading() {
     )
     .unwrap();
 
-    let producer: BaseProducer = ClientConfig::new()
-        .set("bootstrap.servers", &bootstrap)
-        .set("partitioner", "murmur2_random")
-        .create()
-        .unwrap();
+    let producer = common::keyed_producer(&bootstrap);
     let mut grading = common::QuizGrading::default();
     let records = Generator::new(GeneratorConfig {
         seed: 7,

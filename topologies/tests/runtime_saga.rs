@@ -12,10 +12,9 @@ use eddy_engine::{KafkaStreams, RuntimeConfig, StreamsConfig};
 use eddy_testkit::{consumer_from_beginning, EmbeddedBroker};
 use eddy_topologies::generator::{Generator, GeneratorConfig};
 use eddy_topologies::saga::{document_quiz_saga, SagaCommand, SagaCompleted, SagaConfig, SagaStep};
-use rdkafka::config::ClientConfig;
 use rdkafka::consumer::BaseConsumer;
 use rdkafka::message::Message;
-use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+use rdkafka::producer::Producer;
 use serde_json::Value;
 
 /// What the saga must do for the events given, when no deadline passes: documents whose four
@@ -114,11 +113,7 @@ fn completions_and_compensations_arrive_once_and_match_the_oracle() {
     )
     .unwrap();
 
-    let producer: BaseProducer = ClientConfig::new()
-        .set("bootstrap.servers", &bootstrap)
-        .set("partitioner", "murmur2_random")
-        .create()
-        .unwrap();
+    let producer = common::keyed_producer(&bootstrap);
     let mut oracle = Oracle::default();
     let records = Generator::new(GeneratorConfig {
         seed: 11,
@@ -126,15 +121,7 @@ fn completions_and_compensations_arrive_once_and_match_the_oracle() {
         ..Default::default()
     });
     for r in records.filter(|r| r.topic == "document-events" || r.topic == "quiz-events") {
-        producer
-            .send(
-                BaseRecord::to(r.topic)
-                    .key(&r.key)
-                    .payload(&r.value)
-                    .timestamp(r.timestamp_ms),
-            )
-            .unwrap();
-        producer.poll(Duration::ZERO);
+        common::send(&producer, &r);
         oracle.see(&r.value);
     }
     producer.flush(Duration::from_secs(10)).unwrap();

@@ -3,8 +3,43 @@
 
 use std::collections::BTreeMap;
 
-use eddy_engine::KafkaStreams;
+use eddy_engine::{KafkaStreams, StreamsConfig};
+use eddy_topologies::generator::GeneratedRecord;
+use rdkafka::config::ClientConfig;
+use rdkafka::producer::{BaseProducer, BaseRecord};
 use serde_json::Value;
+
+/// A producer that places keys as Kafka's default partitioner (and Eddy's sinks) do.
+pub fn keyed_producer(bootstrap: &str) -> BaseProducer {
+    ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .set("partitioner", "murmur2_random")
+        .create()
+        .unwrap()
+}
+
+/// Sends a generated record with its key, value and timestamp.
+pub fn send(producer: &BaseProducer, r: &GeneratedRecord) {
+    producer
+        .send(
+            BaseRecord::to(r.topic)
+                .key(&r.key)
+                .payload(&r.value)
+                .timestamp(r.timestamp_ms),
+        )
+        .unwrap();
+    producer.poll(std::time::Duration::ZERO);
+}
+
+/// Application `app` under exactly-once with its state in `dir`.
+pub fn exactly_once(app: &str, dir: &std::path::Path) -> StreamsConfig {
+    let mut streams = StreamsConfig::new(app);
+    streams.set("state.dir", dir.to_str().unwrap()).unwrap();
+    streams
+        .set("processing.guarantee", "exactly_once_v2")
+        .unwrap();
+    streams
+}
 
 /// The rows of `sql` over `app`'s state, as JSON objects.
 pub fn rows(app: &KafkaStreams, sql: &str) -> Vec<Value> {
