@@ -31,9 +31,6 @@ pub enum StateError {
     /// A store was configured with values that cannot work.
     #[error("invalid store configuration: {0}")]
     Config(String),
-    /// A consistent read met a new commit on each of its attempts.
-    #[error("state at {store} changed during each of {attempts} reads; try again")]
-    Busy { store: String, attempts: usize },
     /// A write to a read-only view of a store.
     #[error("store `{0}` is read-only here")]
     ReadOnly(String),
@@ -63,7 +60,7 @@ impl StateError {
                 rocksdb::ErrorKind::Corruption => ErrorClass::StateCorrupted,
                 _ => ErrorClass::Fatal,
             },
-            StateError::Io { .. } | StateError::Busy { .. } => ErrorClass::Retriable,
+            StateError::Io { .. } => ErrorClass::Retriable,
             StateError::Closed(_)
             | StateError::UnknownStore(_)
             | StateError::Config(_)

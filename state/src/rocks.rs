@@ -347,10 +347,7 @@ impl RocksDbKeyValueStore {
     fn writable(&self) -> Result<()> {
         match self.snapshot {
             None => Ok(()),
-            Some(_) => Err(StateError::Config(format!(
-                "store `{}` is read as of a snapshot: it cannot be written",
-                self.name
-            ))),
+            Some(_) => Err(StateError::ReadOnly(self.name.clone())),
         }
     }
 
