@@ -195,30 +195,6 @@ pub fn run(records: u64, keys: u64) -> Result<Vec<Row>, String> {
         .noted("target ≥ 1 000 000 rows/s"),
     );
 
-    // Lookups while the application processes a steady feed.
-    let processing = Arc::new(AtomicBool::new(true));
-    let feeder = {
-        let (processing, bootstrap) = (Arc::clone(&processing), bootstrap.clone());
-        std::thread::spawn(move || {
-            let p = bulk_producer(&bootstrap);
-            let mut i = 0u64;
-            while processing.load(Ordering::Relaxed) {
-                // Keys outside the ones looked up, so every answer stays checkable.
-                let k = format!("busy-{}", i % 1_000);
-                let _ = p.send(
-                    BaseRecord::to("query-bench")
-                        .key(&k)
-                        .payload("x")
-                        .timestamp(2_000_000),
-                );
-                i += 1;
-                if i.is_multiple_of(200) {
-                    p.poll(Duration::from_millis(10));
-                }
-            }
-            let _ = p.flush(Duration::from_secs(30));
-        })
-    };
     let partition_of = |k: &str| -> Result<i32, String> {
         let sql = format!("SELECT partition FROM \"{table}\" WHERE key = '{k}'");
         let json = qa
@@ -236,74 +212,115 @@ pub fn run(records: u64, keys: u64) -> Result<Vec<Row>, String> {
         .step_by((expected.len() / 400).max(1))
         .map(|(k, n)| Ok((k.clone(), *n, held_by_a.contains(&partition_of(k)?))))
         .collect::<Result<_, String>>()?;
-    let runtime = tokio::runtime::Runtime::new().map_err(|e| e.to_string())?;
-    let url = format!("http://{server_a}/query");
-    let pg_port = pg_a.local_addr().port();
-    let timings = runtime.block_on(async {
-        let web = reqwest::Client::new();
-        let (client, connection) = tokio_postgres::connect(
-            &format!("host=127.0.0.1 port={pg_port} user=eddy"),
-            tokio_postgres::NoTls,
-        )
-        .await
-        .map_err(|e| e.to_string())?;
-        tokio::spawn(connection);
-        let lookup = client
-            .prepare(&format!("SELECT value FROM \"{table}\" WHERE key = $1"))
+    // Lookups while the application processes: a feed paced as a busy demo would send it,
+    // then one flat out (the machine's every core busy with the feed, the broker and the
+    // two workers).
+    let loads = [
+        ("2 000 records/s (ten times the demo's rate)", Some(2_000.0)),
+        ("a feed flat out", None),
+    ];
+    for (load, rate) in loads {
+        let processing = Arc::new(AtomicBool::new(true));
+        let feeder = {
+            let (processing, bootstrap) = (Arc::clone(&processing), bootstrap.clone());
+            std::thread::spawn(move || {
+                let p = bulk_producer(&bootstrap);
+                let started = Instant::now();
+                let mut i = 0u64;
+                while processing.load(Ordering::Relaxed) {
+                    // Keys outside the ones looked up, so every answer stays checkable.
+                    let k = format!("busy-{}", i % 1_000);
+                    let _ = p.send(
+                        BaseRecord::to("query-bench")
+                            .key(&k)
+                            .payload("x")
+                            .timestamp(2_000_000),
+                    );
+                    i += 1;
+                    match rate {
+                        // Paced: the record's due time, then the next.
+                        Some(rate) => {
+                            let due = started + Duration::from_secs_f64(i as f64 / rate);
+                            p.poll(due.saturating_duration_since(Instant::now()));
+                        }
+                        None if i.is_multiple_of(200) => {
+                            p.poll(Duration::from_millis(10));
+                        }
+                        None => {}
+                    }
+                }
+                let _ = p.flush(Duration::from_secs(30));
+            })
+        };
+        let runtime = tokio::runtime::Runtime::new().map_err(|e| e.to_string())?;
+        let url = format!("http://{server_a}/query");
+        let pg_port = pg_a.local_addr().port();
+        let timings = runtime.block_on(async {
+            let web = reqwest::Client::new();
+            let (client, connection) = tokio_postgres::connect(
+                &format!("host=127.0.0.1 port={pg_port} user=eddy"),
+                tokio_postgres::NoTls,
+            )
             .await
             .map_err(|e| e.to_string())?;
-        let mut timings: BTreeMap<(&str, bool), Vec<Duration>> = BTreeMap::new();
-        for round in 0..5 {
-            for (k, n, local) in &sample {
-                let body = serde_json::json!({
-                    "sql": format!("SELECT value FROM \"{table}\" WHERE key = '{k}'")
-                });
-                let started = Instant::now();
-                let response = web
-                    .post(&url)
-                    .header("content-type", "application/json")
-                    .body(body.to_string())
-                    .send()
-                    .await
-                    .map_err(|e| e.to_string())?;
-                let text = response.text().await.map_err(|e| e.to_string())?;
-                let took = started.elapsed();
-                if text != format!("[{{\"value\":{n}}}]") {
-                    return Err(format!("HTTP lookup of {k}: {text}, wanted {n}"));
-                }
-                let started = Instant::now();
-                let got = client
-                    .query(&lookup, &[k])
-                    .await
-                    .map_err(|e| e.to_string())?;
-                let pg_took = started.elapsed();
-                if got.len() != 1 || got[0].get::<_, i64>(0) != *n {
-                    return Err(format!("Postgres lookup of {k}: wanted {n}"));
-                }
-                // The first round warms connections and caches.
-                if round > 0 {
-                    timings.entry(("HTTP", *local)).or_default().push(took);
-                    timings
-                        .entry(("Postgres", *local))
-                        .or_default()
-                        .push(pg_took);
+            tokio::spawn(connection);
+            let lookup = client
+                .prepare(&format!("SELECT value FROM \"{table}\" WHERE key = $1"))
+                .await
+                .map_err(|e| e.to_string())?;
+            let mut timings: BTreeMap<(&str, bool), Vec<Duration>> = BTreeMap::new();
+            for round in 0..5 {
+                for (k, n, local) in &sample {
+                    let body = serde_json::json!({
+                        "sql": format!("SELECT value FROM \"{table}\" WHERE key = '{k}'")
+                    });
+                    let started = Instant::now();
+                    let response = web
+                        .post(&url)
+                        .header("content-type", "application/json")
+                        .body(body.to_string())
+                        .send()
+                        .await
+                        .map_err(|e| e.to_string())?;
+                    let text = response.text().await.map_err(|e| e.to_string())?;
+                    let took = started.elapsed();
+                    if text != format!("[{{\"value\":{n}}}]") {
+                        return Err(format!("HTTP lookup of {k}: {text}, wanted {n}"));
+                    }
+                    let started = Instant::now();
+                    let got = client
+                        .query(&lookup, &[k])
+                        .await
+                        .map_err(|e| e.to_string())?;
+                    let pg_took = started.elapsed();
+                    if got.len() != 1 || got[0].get::<_, i64>(0) != *n {
+                        return Err(format!("Postgres lookup of {k}: wanted {n}"));
+                    }
+                    // The first round warms connections and caches.
+                    if round > 0 {
+                        timings.entry(("HTTP", *local)).or_default().push(took);
+                        timings
+                            .entry(("Postgres", *local))
+                            .or_default()
+                            .push(pg_took);
+                    }
                 }
             }
+            Ok::<_, String>(timings)
+        })?;
+        processing.store(false, Ordering::Relaxed);
+        let _ = feeder.join();
+        for ((protocol, local), lookups) in timings {
+            let place = if local {
+                "local"
+            } else {
+                "routed to the other worker"
+            };
+            rows.push(latency_row(
+                format!("point lookup over {protocol}, {place}, while processing {load}"),
+                lookups,
+            ));
         }
-        Ok::<_, String>(timings)
-    })?;
-    processing.store(false, Ordering::Relaxed);
-    let _ = feeder.join();
-    for ((protocol, local), lookups) in timings {
-        let place = if local {
-            "local"
-        } else {
-            "routed to the other worker"
-        };
-        rows.push(latency_row(
-            format!("point lookup over {protocol}, {place}, while processing"),
-            lookups,
-        ));
     }
     drop((http_a, http_b, pg_a));
     b.close().map_err(|e| e.to_string())?;

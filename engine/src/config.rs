@@ -41,6 +41,7 @@ pub enum ExceptionHandler {
 /// | `repartition.purge.interval.ms` | 30000: how often consumed records of repartition topics are deleted |
 /// | `replication.factor` | -1: internal topics get the broker's default |
 /// | `application.server` | none: `host:port` of this instance's query endpoint, published to the other instances so that a query on any of them reads every partition |
+/// | `metrics.recording.level` | `info`; `debug` adds store operation durations and record lateness (one clock read per operation) |
 ///
 /// ```
 /// use eddy_engine::{StreamsConfig, ProcessingGuarantee};
@@ -68,6 +69,8 @@ pub struct StreamsConfig {
     pub replication_factor: i32,
     /// `application.server`: where this instance answers queries for the others.
     pub application_server: Option<String>,
+    /// `metrics.recording.level`.
+    pub metrics_recording_level: crate::metrics::RecordingLevel,
     /// Keys this struct does not know, kept for the Kafka clients (`bootstrap.servers`, ...).
     pub extra: BTreeMap<String, String>,
 }
@@ -91,6 +94,7 @@ impl StreamsConfig {
             repartition_purge_interval_ms: 30_000,
             replication_factor: -1,
             application_server: None,
+            metrics_recording_level: crate::metrics::RecordingLevel::Info,
             extra: BTreeMap::new(),
         }
     }
@@ -204,6 +208,13 @@ impl StreamsConfig {
                 }
                 self.application_server = Some(value.to_string());
             }
+            "metrics.recording.level" => {
+                self.metrics_recording_level = match value.to_ascii_lowercase().as_str() {
+                    "info" => crate::metrics::RecordingLevel::Info,
+                    "debug" | "trace" => crate::metrics::RecordingLevel::Debug,
+                    _ => return Err(bad("must be info or debug")),
+                };
+            }
             _ => {
                 self.extra.insert(key.to_string(), value.to_string());
             }
@@ -252,6 +263,7 @@ impl StreamsConfig {
             "repartition.purge.interval.ms",
             "replication.factor",
             "application.server",
+            "metrics.recording.level",
         ];
         let vars: BTreeMap<String, String> = vars.into_iter().collect();
         for key in KEYS {

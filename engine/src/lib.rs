@@ -13,6 +13,7 @@
 mod config;
 mod dsl;
 mod error;
+mod metrics;
 mod operators;
 mod partitioner;
 mod processor;
@@ -40,6 +41,7 @@ pub use dsl::time_windowed::TimeWindowedKStream;
 pub use dsl::windows::{EmitStrategy, JoinWindows, SessionWindows, SlidingWindows, TimeWindows};
 pub use dsl::{Data, StoredData};
 pub use error::{EngineError, ErrorKind, Result, SerdeError};
+pub use metrics::{render_metrics, RecordingLevel, METRICS_CONTENT_TYPE};
 pub use partitioner::default_partition;
 pub use processor::{
     KeyValueStoreHandle, Processor, ProcessorContext, ScheduleId, SessionStoreHandle,

@@ -82,6 +82,8 @@ pub struct StoreContext {
     pub uncommitted: Arc<MemoryBudget>,
     /// The timestamp of the record the task is processing.
     pub record_time: RecordTime,
+    /// Whether every operation's duration is recorded (`metrics.recording.level=debug`).
+    pub timed: bool,
 }
 
 impl std::fmt::Debug for StoreContext {
@@ -148,7 +150,8 @@ pub fn build_store(spec: &StoreSpec, ctx: &StoreContext) -> Result<BuiltStore> {
     } else {
         logged
     };
-    let metered: Box<dyn KeyValueStore> = Box::new(MeteredKeyValueStore::new(cached, &ctx.task_id));
+    let metered: Box<dyn KeyValueStore> =
+        Box::new(MeteredKeyValueStore::new(cached, &ctx.task_id, ctx.timed));
     Ok(of_kind(&spec.kind, metered))
 }
 

@@ -48,7 +48,9 @@ pub use metered::{store_operation_count, MeteredKeyValueStore};
 pub use read_only::ReadOnlyKeyValueStore;
 pub use read_snapshot::ReadSnapshot;
 pub use record_time::RecordTime;
-pub use rocks::{RocksDbEnv, RocksDbInstance, RocksDbKeyValueStore, RocksDbMemoryConfig};
+pub use rocks::{
+    RocksDbEnv, RocksDbInstance, RocksDbKeyValueStore, RocksDbMemoryConfig, RocksDbProperties,
+};
 pub use session::{SessionEntry, SessionStore};
 pub use store::{prefix_successor, FlushedEntry, KeyValue, KeyValueStore, KvIter};
 pub use transaction_buffer::TransactionBufferKeyValueStore;

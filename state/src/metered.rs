@@ -39,7 +39,8 @@ struct OpMetrics {
 /// Times each operation of the store below.
 pub struct MeteredKeyValueStore<S> {
     inner: S,
-    metrics: OpMetrics,
+    /// `None`: not timed (Kafka Streams records store metrics at the debug level only).
+    metrics: Option<OpMetrics>,
 }
 
 impl<S: KeyValueStore> std::fmt::Debug for MeteredKeyValueStore<S> {
@@ -51,22 +52,26 @@ impl<S: KeyValueStore> std::fmt::Debug for MeteredKeyValueStore<S> {
 }
 
 impl<S: KeyValueStore> MeteredKeyValueStore<S> {
-    /// Meters `inner`, labelling its metrics with `task`.
-    pub fn new(inner: S, task: &str) -> Self {
+    /// Meters `inner`, labelling its metrics with `task`; `timed: false` passes operations
+    /// through untimed.
+    pub fn new(inner: S, task: &str, timed: bool) -> Self {
         let name = inner.name().to_string();
         let op = |op: &str| STORE_OPERATION_SECONDS.with_label_values(&[task, name.as_str(), op]);
-        let metrics = OpMetrics {
+        let metrics = timed.then(|| OpMetrics {
             get: op("get"),
             put: op("put"),
             delete: op("delete"),
             range: op("range"),
             flush: op("flush"),
-        };
+        });
         Self { inner, metrics }
     }
 }
 
-fn timed<T>(histogram: &Histogram, f: impl FnOnce() -> T) -> T {
+fn timed<T>(histogram: Option<&Histogram>, f: impl FnOnce() -> T) -> T {
+    let Some(histogram) = histogram else {
+        return f();
+    };
     let started = Instant::now();
     let out = f();
     histogram.observe(started.elapsed().as_secs_f64());
@@ -78,34 +83,46 @@ impl<S: KeyValueStore> KeyValueStore for MeteredKeyValueStore<S> {
         self.inner.name()
     }
     fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>> {
-        timed(&self.metrics.get, || self.inner.get(key))
+        timed(self.metrics.as_ref().map(|m| &m.get), || {
+            self.inner.get(key)
+        })
     }
     fn put(&mut self, key: &[u8], value: &[u8]) -> Result<()> {
         let inner = &mut self.inner;
-        timed(&self.metrics.put, || inner.put(key, value))
+        timed(self.metrics.as_ref().map(|m| &m.put), || {
+            inner.put(key, value)
+        })
     }
     fn delete(&mut self, key: &[u8]) -> Result<Option<Vec<u8>>> {
         let inner = &mut self.inner;
-        timed(&self.metrics.delete, || inner.delete(key))
+        timed(self.metrics.as_ref().map(|m| &m.delete), || {
+            inner.delete(key)
+        })
     }
     fn range<'a>(&'a self, from: Bound<&[u8]>, to: Bound<&[u8]>) -> Result<KvIter<'a>> {
         // Times opening the iterator; reading it is the caller's time.
-        timed(&self.metrics.range, || self.inner.range(from, to))
+        timed(self.metrics.as_ref().map(|m| &m.range), || {
+            self.inner.range(from, to)
+        })
     }
     fn delete_range(&mut self, from: &[u8], to: &[u8]) -> Result<()> {
         let inner = &mut self.inner;
-        timed(&self.metrics.delete, || inner.delete_range(from, to))
+        timed(self.metrics.as_ref().map(|m| &m.delete), || {
+            inner.delete_range(from, to)
+        })
     }
     fn approximate_num_entries(&self) -> Result<u64> {
         self.inner.approximate_num_entries()
     }
     fn flush(&mut self) -> Result<()> {
         let inner = &mut self.inner;
-        timed(&self.metrics.flush, || inner.flush())
+        timed(self.metrics.as_ref().map(|m| &m.flush), || inner.flush())
     }
     fn flush_cache(&mut self) -> Result<Vec<FlushedEntry>> {
         let inner = &mut self.inner;
-        timed(&self.metrics.flush, || inner.flush_cache())
+        timed(self.metrics.as_ref().map(|m| &m.flush), || {
+            inner.flush_cache()
+        })
     }
     fn cache_full(&self) -> bool {
         self.inner.cache_full()

@@ -105,6 +105,19 @@ impl RocksDbEnv {
     }
 }
 
+/// Figures RocksDB keeps for one store (column family), as its properties name them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct RocksDbProperties {
+    /// `rocksdb.estimate-num-keys`.
+    pub estimated_keys: u64,
+    /// `rocksdb.cur-size-all-mem-tables`.
+    pub memtable_bytes: u64,
+    /// `rocksdb.estimate-pending-compaction-bytes`.
+    pub pending_compaction_bytes: u64,
+    /// `rocksdb.live-sst-files-size`.
+    pub live_sst_bytes: u64,
+}
+
 /// One task's RocksDB database; each store is a column family in it.
 pub struct RocksDbInstance {
     db: Db,
@@ -233,6 +246,30 @@ impl RocksDbInstance {
 
     pub(crate) fn db(&self) -> &Db {
         &self.db
+    }
+
+    /// RocksDB's own figures of store `name`, read now (none when it has no column family).
+    pub fn store_properties(&self, name: &str) -> Option<RocksDbProperties> {
+        let cf = self.db.cf_handle(name)?;
+        let int = |property: &str| {
+            self.db
+                .property_int_value_cf(&cf, property)
+                .ok()
+                .flatten()
+                .unwrap_or(0)
+        };
+        Some(RocksDbProperties {
+            estimated_keys: int("rocksdb.estimate-num-keys"),
+            memtable_bytes: int("rocksdb.cur-size-all-mem-tables"),
+            pending_compaction_bytes: int("rocksdb.estimate-pending-compaction-bytes"),
+            live_sst_bytes: int("rocksdb.live-sst-files-size"),
+        })
+    }
+
+    /// Bytes held by the block cache this database shares with the instance's others
+    /// (memtables charged to it included).
+    pub fn block_cache_usage(&self) -> u64 {
+        self.env.cache_usage() as u64
     }
 
     /// Names of the stores (column families) in this database.

@@ -64,6 +64,7 @@ fn backends() -> Vec<Backend> {
                 cache: crate::MemoryBudget::new(1 << 20),
                 uncommitted: crate::MemoryBudget::new(1 << 20),
                 record_time: RecordTime::default(),
+                timed: true,
             };
             match build_store(&StoreSpec::key_value(name), &ctx).unwrap() {
                 BuiltStore::KeyValue(s) => s,
@@ -418,7 +419,7 @@ fn caching_asks_for_a_commit_when_full() {
 
 #[test]
 fn metered_store_counts_operations() {
-    let mut s = MeteredKeyValueStore::new(InMemoryKeyValueStore::new("metered-count"), "t9");
+    let mut s = MeteredKeyValueStore::new(InMemoryKeyValueStore::new("metered-count"), "t9", true);
     s.put(b"a", b"1").unwrap();
     s.get(b"a").unwrap();
     s.get(b"b").unwrap();
@@ -492,6 +493,7 @@ fn restore_bypasses_the_cache_and_the_changelog() {
     let mut s = MeteredKeyValueStore::new(
         CachingKeyValueStore::new(logged, 1 << 20, time),
         "restore-test",
+        true,
     );
     s.put(b"a", b"dirty").unwrap();
     s.restore(b"a", Some(b"restored")).unwrap();

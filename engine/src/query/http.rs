@@ -15,7 +15,8 @@
 //!    (`remote.rs`).
 //! 5. With a token ([`StateQueries::with_token`]) every request must carry `Authorization:
 //!    Bearer <token>`; one without it gets `401`.
-//! 6. Dropping the [`QueryServer`] (or [`QueryServer::close`]) stops it after the queries in
+//! 6. `GET /metrics` answers every metric of the process in Prometheus' text format.
+//! 7. Dropping the [`QueryServer`] (or [`QueryServer::close`]) stops it after the queries in
 //!    flight.
 
 use std::net::SocketAddr;
@@ -170,6 +171,21 @@ async fn query(
     response
 }
 
+/// Prometheus' scrape: every metric of the process (`crate::metrics`).
+async fn metrics() -> Response {
+    match crate::metrics::render_metrics() {
+        Ok(text) => {
+            let mut response = (StatusCode::OK, text).into_response();
+            response.headers_mut().insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static(crate::metrics::METRICS_CONTENT_TYPE),
+            );
+            response
+        }
+        Err(e) => error_response(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+    }
+}
+
 /// Another instance asks for a partition held here (see `remote.rs`).
 async fn partition(State(queries): State<StateQueries>, body: axum::body::Bytes) -> Response {
     let request: PartitionRequest = match serde_json::from_slice(&body) {
@@ -250,6 +266,7 @@ impl StateQueries {
     pub fn serve_http(&self, listen: SocketAddr) -> Result<QueryServer> {
         let router = Router::new()
             .route("/query", post(query))
+            .route("/metrics", axum::routing::get(metrics))
             .route(PARTITION_PATH, post(partition))
             .route_layer(axum::middleware::from_fn_with_state(
                 self.clone(),

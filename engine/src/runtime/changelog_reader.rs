@@ -106,6 +106,17 @@ impl StoreChangelogReader {
         let checkpoint = task.checkpoint()?;
         let mut restored = 0u64;
         let started = Instant::now();
+        let app = self.application_id.as_str();
+        let restoring = crate::metrics::RESTORING_TASKS.with_label_values(&[app]);
+        restoring.inc();
+        // Whatever the outcome, the task is not restoring once this returns.
+        struct Restoring(prometheus::IntGauge);
+        impl Drop for Restoring {
+            fn drop(&mut self) {
+                self.0.dec();
+            }
+        }
+        let _restoring = Restoring(restoring);
         for store in stores {
             let topic = Topology::changelog_topic(&self.application_id, &store);
             // Only persistent stores keep their state across a restart.
@@ -130,7 +141,7 @@ impl StoreChangelogReader {
                         let n =
                             self.read_to_end(task, &store, (&topic, partition), position, end)?;
                         task.count_restored(&store, n);
-                        tracing::info!(task = %task.id(), store, from = position, to = end, restored = n, "restored store");
+                        tracing::debug!(task = %task.id(), store, from = position, to = end, restored = n, "restored store");
                         ChangelogState::Completed { restored: n }
                     }
                     ChangelogState::Completed { restored: n } => {
@@ -140,7 +151,10 @@ impl StoreChangelogReader {
                 };
             }
         }
-        tracing::info!(task = %task.id(), restored, elapsed_ms = started.elapsed().as_millis() as u64, "restored state");
+        crate::metrics::RESTORE_SECONDS
+            .with_label_values(&[app])
+            .observe(started.elapsed().as_secs_f64());
+        tracing::debug!(task = %task.id(), restored, elapsed_ms = started.elapsed().as_millis() as u64, "restored state");
         Ok(restored)
     }
 
@@ -215,6 +229,13 @@ impl StoreChangelogReader {
         let mut moved_at = Instant::now();
         let mut waiting_logged = false;
         let checkpoint = |position: i64| BTreeMap::from([(store.to_string(), position)]);
+        let task_id = task.id().to_string();
+        let remaining = crate::metrics::RESTORE_REMAINING.with_label_values(&[
+            self.application_id.as_str(),
+            task_id.as_str(),
+            store,
+        ]);
+        remaining.set(end - position);
         while position < end {
             if self.shutdown.load(Ordering::SeqCst) {
                 task.commit_state(&checkpoint(position))?;
@@ -232,6 +253,7 @@ impl StoreChangelogReader {
                     if uncommitted >= RESTORE_BATCH {
                         task.commit_state(&checkpoint(position))?;
                         uncommitted = 0;
+                        remaining.set(end - position);
                     }
                     continue;
                 }
@@ -276,6 +298,7 @@ impl StoreChangelogReader {
             }
         }
         task.commit_state(&checkpoint(position))?;
+        remaining.set(0);
         Ok(restored)
     }
 }

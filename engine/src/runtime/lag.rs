@@ -5,11 +5,13 @@
 //! it). librdkafka's position moves past transaction markers once `poll` has handled them, so
 //! a marker shows as one record of lag for at most a report.
 
+use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use rdkafka::statistics::Statistics;
 
+use crate::metrics::scrape::ScrapeSource;
 use crate::runtime::Progress;
 
 /// One thread's share of its application's lag.
@@ -19,6 +21,8 @@ pub(crate) struct InputLag {
     read_committed: bool,
     /// What this thread last added to `progress.lag`.
     reported: AtomicU64,
+    /// Where each partition's lag goes for `/metrics`, under this thread's index.
+    scrape: Option<(Arc<ScrapeSource>, usize)>,
 }
 
 impl InputLag {
@@ -27,25 +31,36 @@ impl InputLag {
             progress,
             read_committed,
             reported: AtomicU64::new(0),
+            scrape: None,
         }
+    }
+
+    /// Also gives each partition's lag to `scrape`, as thread `thread`'s.
+    pub fn with_scrape(mut self, scrape: Arc<ScrapeSource>, thread: usize) -> Self {
+        self.scrape = Some((scrape, thread));
+        self
     }
 
     /// Takes the lag from a statistics report: the sum over the partitions being fetched.
     pub fn record(&self, statistics: &Statistics) {
-        let lag: i64 = statistics
+        let by_partition: BTreeMap<(String, i32), i64> = statistics
             .topics
-            .values()
-            .flat_map(|t| t.partitions.values())
-            .filter(|p| p.partition >= 0 && p.fetch_state == "active" && p.app_offset >= 0)
-            .map(|p| {
+            .iter()
+            .flat_map(|(topic, t)| t.partitions.values().map(move |p| (topic, p)))
+            .filter(|(_, p)| p.partition >= 0 && p.fetch_state == "active" && p.app_offset >= 0)
+            .map(|(topic, p)| {
                 let end = if self.read_committed {
                     p.ls_offset
                 } else {
                     p.hi_offset
                 };
-                (end - p.app_offset).max(0)
+                ((topic.clone(), p.partition), (end - p.app_offset).max(0))
             })
-            .sum();
+            .collect();
+        let lag: i64 = by_partition.values().sum();
+        if let Some((scrape, thread)) = &self.scrape {
+            scrape.set_lag(*thread, by_partition);
+        }
         self.report(u64::try_from(lag).unwrap_or(0));
     }
 
@@ -62,6 +77,9 @@ impl InputLag {
 impl Drop for InputLag {
     fn drop(&mut self) {
         self.report(0);
+        if let Some((scrape, thread)) = &self.scrape {
+            scrape.set_lag(*thread, BTreeMap::new());
+        }
     }
 }
 

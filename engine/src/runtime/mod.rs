@@ -80,6 +80,9 @@ pub struct KafkaStreams {
     threads: Vec<JoinHandle<Result<()>>>,
     shutdown: Arc<AtomicBool>,
     progress: Arc<Progress>,
+    client: Arc<crate::metrics::client::ClientMetrics>,
+    /// Kept for as long as the application runs: `/metrics` reads it weakly.
+    _scrape: Arc<crate::metrics::scrape::ScrapeSource>,
     queries: crate::query::StateQueries,
     directory: Option<Arc<crate::query::QueryDirectory>>,
 }
@@ -109,6 +112,9 @@ impl KafkaStreams {
         let memory = crate::task::StateMemory::from_config(&config.streams);
         let queryable = Arc::new(crate::query::QueryableStores::default());
         queryable.set_partition_counts(store_partitions);
+        let app = config.streams.application_id.as_str();
+        let client = crate::metrics::client::ClientMetrics::new(app);
+        let scrape = crate::metrics::scrape::ScrapeSource::register(app, &queryable);
         let directory = match &config.streams.application_server {
             Some(server) => {
                 let clients = clients::KafkaClients::new(&config);
@@ -135,6 +141,7 @@ impl KafkaStreams {
                 memory.clone(),
                 Arc::clone(&queryable),
             );
+            let (client, scrape) = (Arc::clone(&client), Arc::clone(&scrape));
             let handle = std::thread::Builder::new()
                 .name(format!("{}-stream-{index}", config.streams.application_id))
                 .spawn(move || {
@@ -147,6 +154,8 @@ impl KafkaStreams {
                         progress,
                         memory,
                         queryable,
+                        client,
+                        scrape,
                     })
                 })
                 .map_err(|e| EngineError::Config {
@@ -155,10 +164,13 @@ impl KafkaStreams {
                 })?;
             threads.push(handle);
         }
+        client.started();
         Ok(Self {
             threads,
             shutdown,
             progress,
+            client,
+            _scrape: scrape,
             queries: crate::query::StateQueries::new(
                 topology,
                 config.streams.application_id.clone(),
@@ -187,6 +199,7 @@ impl KafkaStreams {
     /// Stops: each thread commits (or aborts) its open transaction, closes its tasks and leaves
     /// the group. Returns the first thread error.
     pub fn close(self) -> Result<()> {
+        self.client.closing();
         self.shutdown.store(true, Ordering::SeqCst);
         let mut first = Ok(());
         for t in self.threads {
@@ -201,6 +214,7 @@ impl KafkaStreams {
             // After the threads: their tasks are closed, so the tombstone is the truth.
             directory.close();
         }
+        self.client.closed();
         first
     }
 }

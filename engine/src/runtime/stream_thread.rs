@@ -28,6 +28,7 @@ use parking_lot::Mutex;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 
 use crate::error::{EngineError, Result};
+use crate::metrics::thread::observe_since;
 use crate::runtime::fetched_lag::PartitionEnds;
 use crate::runtime::lag::InputLag;
 use crate::runtime::rebalance_listener::RebalanceListener;
@@ -73,6 +74,7 @@ struct StreamThread {
     consumer: BaseConsumer<RebalanceListener>,
     shutdown: Arc<AtomicBool>,
     commit_every: Duration,
+    poll_seconds: prometheus::Histogram,
 }
 
 impl StreamThread {
@@ -92,13 +94,17 @@ impl StreamThread {
             self.process_round()?;
             let mut tasks = self.task_manager.lock();
             tasks.poll_producer();
-            if let Err(e) = tasks.punctuate() {
+            let punctuating = Instant::now();
+            let punctuated = tasks.punctuate();
+            observe_since(&tasks.metrics.punctuate, punctuating);
+            if let Err(e) = punctuated {
                 self.handle_processing_error(&mut tasks, e)?;
                 continue;
             }
             if last_commit.elapsed() >= self.commit_every || tasks.needs_commit() {
                 last_commit = Instant::now();
                 let result = tasks.commit(&self.consumer);
+                observe_since(&tasks.metrics.commit, last_commit);
                 if last_commit.elapsed() > Duration::from_millis(500) {
                     tracing::warn!(elapsed = ?last_commit.elapsed(), "slow commit");
                 }
@@ -112,6 +118,22 @@ impl StreamThread {
     /// Polls and processes up to a batch of records. The task manager's lock is released
     /// around each poll, since a rebalance callback inside the poll takes it.
     fn process_round(&mut self) -> Result<()> {
+        let polling = Instant::now();
+        let polled = self.poll_round();
+        observe_since(&self.poll_seconds, polling);
+        polled?;
+        let processing = Instant::now();
+        let mut tasks = self.task_manager.lock();
+        let processed = match tasks.process_buffered(&self.consumer) {
+            Ok(()) => Ok(()),
+            Err(e) => self.handle_processing_error(&mut tasks, e),
+        };
+        observe_since(&tasks.metrics.process, processing);
+        processed
+    }
+
+    /// Polls up to a batch of records into their tasks' buffers.
+    fn poll_round(&mut self) -> Result<()> {
         for n in 0..MAX_RECORDS_PER_ROUND {
             let message = self.consumer.poll(if n == 0 {
                 Duration::from_millis(20)
@@ -139,11 +161,7 @@ impl StreamThread {
                 None => break,
             }
         }
-        let mut tasks = self.task_manager.lock();
-        match tasks.process_buffered(&self.consumer) {
-            Ok(()) => Ok(()),
-            Err(e) => self.handle_processing_error(&mut tasks, e),
-        }
+        Ok(())
     }
 
     /// A record that could not be processed: an error that rewinds (a lost producer, say) aborts
@@ -171,16 +189,30 @@ pub(crate) struct ThreadSpec {
     pub memory: crate::task::StateMemory,
     /// Where the thread's running tasks make their stores queryable.
     pub queryable: Arc<crate::query::QueryableStores>,
+    /// The client's state and thread counts (`/metrics`).
+    pub client: Arc<crate::metrics::client::ClientMetrics>,
+    /// Where the gauges `/metrics` reads at a scrape come from.
+    pub scrape: Arc<crate::metrics::scrape::ScrapeSource>,
 }
 
 /// Runs a stream thread until `shutdown` or an error.
 pub(crate) fn run(spec: ThreadSpec) -> Result<()> {
+    let client = Arc::clone(&spec.client);
+    client.thread_started();
+    let outcome = run_thread(spec);
+    client.thread_stopped(outcome.is_err());
+    outcome
+}
+
+fn run_thread(spec: ThreadSpec) -> Result<()> {
     let ThreadSpec {
         index,
         topology,
         config,
         shutdown,
         progress,
+        client,
+        scrape,
         ..
     } = spec.clone();
     let app = config.streams.application_id.clone();
@@ -198,13 +230,15 @@ pub(crate) fn run(spec: ThreadSpec) -> Result<()> {
             task_manager: Arc::clone(&task_manager),
             statistics: StatisticsParser::start(
                 index,
-                InputLag::new(Arc::clone(&progress), eos),
+                InputLag::new(Arc::clone(&progress), eos).with_scrape(scrape, index),
                 ends,
             )
             .map_err(|e| EngineError::Config {
                 key: "num.stream.threads".into(),
                 reason: format!("cannot start a statistics thread: {e}"),
             })?,
+            client,
+            rebalancing: std::sync::atomic::AtomicBool::new(false),
         })
         .map_err(|e| EngineError::Config {
             key: "bootstrap.servers".into(),
@@ -224,6 +258,7 @@ pub(crate) fn run(spec: ThreadSpec) -> Result<()> {
         key: "application.id".into(),
         reason: e.to_string(),
     })?;
+    let poll_seconds = task_manager.lock().metrics.poll.clone();
     let mut thread = StreamThread {
         index,
         state: ThreadState::Created,
@@ -231,6 +266,7 @@ pub(crate) fn run(spec: ThreadSpec) -> Result<()> {
         consumer,
         shutdown,
         commit_every,
+        poll_seconds,
     };
     thread.set_state(ThreadState::Running);
     let outcome = thread.run_loop();

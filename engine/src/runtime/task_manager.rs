@@ -99,6 +99,9 @@ pub(crate) struct TaskManager {
     fetched_lag: FetchedLag,
     /// Where running tasks make their persistent stores queryable.
     queryable: Arc<crate::query::QueryableStores>,
+    /// This thread's metrics (`/metrics`).
+    pub metrics: crate::metrics::thread::ThreadMetrics,
+    scrape: Arc<crate::metrics::scrape::ScrapeSource>,
 }
 
 impl TaskManager {
@@ -112,6 +115,8 @@ impl TaskManager {
             progress,
             memory,
             queryable,
+            scrape,
+            ..
         } = spec;
         let app = config.streams.application_id.clone();
         let store_by_changelog = topology.stores_by_changelog(&app);
@@ -146,6 +151,8 @@ impl TaskManager {
             memory,
             fetched_lag: FetchedLag::new(ends),
             queryable,
+            metrics: crate::metrics::thread::ThreadMetrics::new(&app, &format!("stream-{index}")),
+            scrape,
         }
     }
 
@@ -507,16 +514,40 @@ impl TaskManager {
         let max_idle_ms = self.config.streams.max_task_idle_ms;
         let ids: Vec<TaskId> = self.tasks.keys().copied().collect();
         let mut round = LagRound::default();
+        let mut last_timestamps: BTreeMap<(String, i32), i64> = BTreeMap::new();
+        let result = self.process_ready_into(
+            consumer,
+            now,
+            max_idle_ms,
+            ids,
+            &mut round,
+            &mut last_timestamps,
+        );
+        self.scrape.processed(&last_timestamps);
+        result
+    }
+
+    fn process_ready_into<C: ConsumerContext>(
+        &mut self,
+        consumer: &BaseConsumer<C>,
+        now: Instant,
+        max_idle_ms: i64,
+        ids: Vec<TaskId>,
+        round: &mut LagRound,
+        last_timestamps: &mut BTreeMap<(String, i32), i64>,
+    ) -> Result<()> {
         for id in ids {
             while let Some(task) = self.tasks.get_mut(&id) {
                 let fetched_lag = &self.fetched_lag;
                 let mut lag = |topic: &str| round.lag(fetched_lag, consumer, topic, id.partition);
-                let Some((topic, partition, offset)) =
+                let Some((topic, partition, offset, timestamp)) =
                     task.process_next(now, max_idle_ms, &mut lag)?
                 else {
                     break;
                 };
                 Progress::add(&self.progress.records_in, 1);
+                self.metrics.processed.inc();
+                last_timestamps.insert((topic.clone(), partition), timestamp);
                 let stream_time = task.stream_time();
                 let position = InputPosition {
                     offset: offset + 1,
@@ -575,6 +606,14 @@ impl TaskManager {
         }
         Progress::add(&progress.records_out, produced.len() as u64);
         Progress::add(&progress.dead_letters, dead.len() as u64);
+        for d in &dead {
+            crate::metrics::DEAD_LETTERS
+                .with_label_values(&[
+                    self.config.streams.application_id.as_str(),
+                    d.topic.as_str(),
+                ])
+                .inc();
+        }
         Ok(())
     }
 
@@ -608,6 +647,11 @@ impl TaskManager {
         match producer.commit(consumer, &offsets) {
             Ok(changelog) => {
                 Progress::add(&self.progress.commits, 1);
+                if self.config.streams.processing_guarantee
+                    == crate::ProcessingGuarantee::ExactlyOnceV2
+                {
+                    self.metrics.transactions_committed.inc();
+                }
                 self.note_purgeable(&offsets);
                 for (partition, position) in &offsets {
                     self.committed_offsets
@@ -767,6 +811,7 @@ impl TaskManager {
     ) -> Result<()> {
         tracing::warn!(thread = self.index, "commit failed, aborting: {error}");
         Progress::add(&self.progress.aborts, 1);
+        self.metrics.transactions_aborted.inc();
         if error.is_fatal() {
             self.producer = None;
         }

@@ -161,6 +161,7 @@ impl StreamTask {
             changelog: Some(changelog.clone() as Arc<dyn eddy_state::ChangelogSink>),
             cache: Arc::clone(&memory.cache),
             uncommitted: Arc::clone(&memory.uncommitted),
+            timed: config.metrics_recording_level == crate::metrics::RecordingLevel::Debug,
         };
         let mut stores = HashMap::new();
         for name in &sub.stores {
@@ -209,7 +210,11 @@ impl StreamTask {
                 }
             }
         }
-        let metrics = metrics::TaskMetrics::new(&config.application_id, &task_id);
+        let metrics = metrics::TaskMetrics::new(
+            &config.application_id,
+            &task_id,
+            config.metrics_recording_level == crate::metrics::RecordingLevel::Debug,
+        );
         let mut task = Self {
             id,
             core: TaskCore {
@@ -301,17 +306,18 @@ impl StreamTask {
 
     /// Processes the next buffered record (see `partition_group.rs`), if one is ready;
     /// `fetched_lag(topic)` is the records of the task's partition of `topic` at the broker and
-    /// not buffered yet, if known. Returns the topic, partition and offset it came from.
+    /// not buffered yet, if known. Returns the topic, partition and offset it came from, and
+    /// its timestamp.
     pub(crate) fn process_next(
         &mut self,
         now: std::time::Instant,
         max_idle_ms: i64,
         fetched_lag: &mut dyn FnMut(&str) -> Option<i64>,
-    ) -> Result<Option<(String, i32, i64)>> {
+    ) -> Result<Option<(String, i32, i64, i64)>> {
         let Some((ts, input)) = self.buffered.next(now, max_idle_ms, fetched_lag) else {
             return Ok(None);
         };
-        let from = (input.topic.clone(), input.partition, input.offset);
+        let from = (input.topic.clone(), input.partition, input.offset, ts);
         self.process_extracted(input, ts)?;
         Ok(Some(from))
     }
@@ -350,6 +356,7 @@ impl StreamTask {
             return Ok(());
         }
         self.core.metrics.processed.inc();
+        self.core.metrics.lateness(self.core.stream_time, ts);
         self.core.stream_time = self.core.stream_time.max(ts);
         self.core.input_time = ts;
         self.core.record_time.set(ts);
@@ -451,7 +458,9 @@ impl StreamTask {
 
     /// Records for sink and repartition topics since the last call.
     pub fn take_produced(&mut self) -> Vec<ProducedRecord> {
-        std::mem::take(&mut self.core.produced)
+        let produced = std::mem::take(&mut self.core.produced);
+        self.core.metrics.end_to_end(&produced);
+        produced
     }
 
     /// Store changes since the last call.

@@ -11,7 +11,7 @@ pub mod http;
 pub mod verifier;
 
 pub use broker::{BrokerConfig, BrokerError, EmbeddedBroker};
-pub use http::{free_port, http_post};
+pub use http::{free_port, http_get, http_post, metric_sum};
 pub use verifier::{
     consumer_from_beginning, count_records, local_state_matches_changelogs, LocalStateCheck,
 };
