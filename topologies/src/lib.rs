@@ -12,6 +12,7 @@ pub mod plagiarism_stats;
 pub mod platform;
 pub mod quiz_results;
 pub mod saga;
+mod saga_metrics;
 mod word_count;
 
 use eddy_engine::{Result, Topology};

@@ -170,6 +170,7 @@ struct SagaProcessor {
     config: SagaConfig,
     states: Option<KeyValueStoreHandle<String, SagaState>>,
     deadlines: Option<KeyValueStoreHandle<(i64, String), ()>>,
+    metrics: crate::saga_metrics::SagaMetrics,
 }
 
 impl SagaProcessor {
@@ -214,6 +215,7 @@ impl SagaProcessor {
             }
             None => {
                 state.status = SagaStatus::Completed;
+                self.metrics.finished("completed", state.started_at_ms, now);
                 self.set_deadline(state, None)?;
                 let done = SagaCompleted {
                     event_type: "saga.completed".into(),
@@ -252,12 +254,19 @@ impl SagaProcessor {
                 issued_at_ms: now,
                 quiz_id: state.quiz_id.clone(),
             };
+            self.metrics.compensation(&command.command);
             ctx.forward(Record::new(
                 state.document_id.clone(),
                 SagaOutput::Command(command),
                 now,
             ))?;
         }
+        let outcome = if reason.starts_with("timeout") {
+            "timed_out"
+        } else {
+            "failed"
+        };
+        self.metrics.finished(outcome, state.started_at_ms, now);
         state.status = SagaStatus::Failed;
         state.failure_reason = Some(reason);
         state.updated_at_ms = now;
@@ -269,6 +278,14 @@ impl Processor<String, PlatformEvent, String, SagaOutput> for SagaProcessor {
     fn init(&mut self, ctx: &mut ProcessorContext<'_, String, SagaOutput>) -> Result<()> {
         self.states = Some(ctx.key_value_store("saga_state")?);
         self.deadlines = Some(ctx.key_value_store("saga_deadlines")?);
+        if let Some(states) = &self.states {
+            let running = states
+                .all()?
+                .iter()
+                .filter(|(_, s)| s.status == SagaStatus::Running)
+                .count();
+            self.metrics.opened(running as i64);
+        }
         ctx.schedule(
             Duration::from_millis(self.config.check_interval_ms),
             PunctuationType::StreamTime,
@@ -288,18 +305,21 @@ impl Processor<String, PlatformEvent, String, SagaOutput> for SagaProcessor {
         let now = record.timestamp;
         let mut state = match states.get(&record.key)? {
             Some(s) => s,
-            None => SagaState {
-                document_id: record.key.clone(),
-                user_id: None,
-                status: SagaStatus::Running,
-                current_step: Some(SagaStep::Uploaded),
-                completed_steps: Vec::new(),
-                deadline_ms: None,
-                started_at_ms: now,
-                updated_at_ms: now,
-                failure_reason: None,
-                quiz_id: None,
-            },
+            None => {
+                self.metrics.started();
+                SagaState {
+                    document_id: record.key.clone(),
+                    user_id: None,
+                    status: SagaStatus::Running,
+                    current_step: Some(SagaStep::Uploaded),
+                    completed_steps: Vec::new(),
+                    deadline_ms: None,
+                    started_at_ms: now,
+                    updated_at_ms: now,
+                    failure_reason: None,
+                    quiz_id: None,
+                }
+            }
         };
         if state.status != SagaStatus::Running {
             return Ok(()); // finished sagas ignore late and duplicate events
@@ -337,6 +357,10 @@ impl Processor<String, PlatformEvent, String, SagaOutput> for SagaProcessor {
             },
         }
         states.put(&record.key, &state)
+    }
+
+    fn close(&mut self) {
+        self.metrics.closed();
     }
 
     fn punctuate(
@@ -423,6 +447,7 @@ pub fn document_quiz_saga(config: &SagaConfig) -> Result<Topology> {
     let by_document = documents.merge(&quizzes);
     let outputs = by_document.process_values(
         move || SagaProcessor {
+            metrics: Default::default(),
             config: saga_config.clone(),
             states: None,
             deadlines: None,

@@ -22,10 +22,15 @@ fn iso(ms: i64) -> String {
 
 struct Saga {
     d: TopologyTestDriver,
+    /// The saga metrics are the process's: one test at a time, so each can count its own.
+    _serial: std::sync::MutexGuard<'static, ()>,
 }
+
+static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
 impl Saga {
     fn new() -> Self {
+        let serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
         let config = SagaConfig {
             step_deadline_ms: [1_000, 2_000, 3_000, 4_000],
             check_interval_ms: 100,
@@ -36,7 +41,7 @@ impl Saga {
             StreamsConfig::new("saga"),
         )
         .unwrap();
-        Self { d }
+        Self { d, _serial: serial }
     }
 
     /// Sends `event_type` for `doc` at `t` ms (document events keyed by document, quiz events by quiz).
@@ -256,4 +261,90 @@ fn a_failure_before_any_step_completes_issues_no_command() {
     s.send("d", "document.error", BASE);
     assert!(s.commands("d").is_empty());
     assert_eq!(s.state("d").status, SagaStatus::Failed);
+}
+
+/// The process's saga metric `name` with `labels` (0 when it has no sample yet).
+fn saga_metric(name: &str, labels: &[(&str, &str)]) -> f64 {
+    let text = eddy_engine::render_metrics().unwrap();
+    eddy_testkit::metric_sum(&text, name, labels).unwrap_or(0.0)
+}
+
+#[test]
+fn the_saga_metrics_count_what_the_sagas_did() {
+    let s = Saga::new();
+    let outcomes = ["completed", "failed", "timed_out"];
+    let count = |name: &str, outcome: Option<&str>| match outcome {
+        Some(o) => saga_metric(name, &[("outcome", o)]),
+        None => saga_metric(name, &[]),
+    };
+    let before: Vec<f64> = outcomes
+        .iter()
+        .map(|o| count("platform_sagas_finished_total", Some(o)))
+        .collect();
+    let (started, in_flight, commands, durations) = (
+        count("platform_sagas_started_total", None),
+        count("platform_sagas_in_flight", None),
+        count("platform_saga_compensation_commands_total", None),
+        count("platform_saga_duration_seconds_count", None),
+    );
+    s.send("m1", "document.uploaded", BASE);
+    s.send("m1", "document.processed", BASE + 500);
+    s.send("m1", "notes.generated", BASE + 1_000);
+    s.send("m1", "quiz.generated", BASE + 1_500);
+    s.send("m2", "document.uploaded", BASE + 100);
+    s.send("m2", "document.processed", BASE + 200);
+    s.send("m2", "document.error", BASE + 300);
+    s.send("m3", "document.uploaded", BASE + 400);
+    s.send("m4", "document.uploaded", BASE + 2_000);
+    // m3 times out; m4, uploaded just before the clock moves, is still running.
+    s.tick(BASE + 2_500);
+    let docs = ["m1", "m2", "m3", "m4", "clock"];
+    let states: Vec<SagaState> = docs.iter().map(|d| s.state(d)).collect();
+    let outcome_of = |st: &SagaState| match st.status {
+        SagaStatus::Running => None,
+        SagaStatus::Completed => Some("completed"),
+        SagaStatus::Failed
+            if st
+                .failure_reason
+                .as_deref()
+                .is_some_and(|r| r.starts_with("timeout")) =>
+        {
+            Some("timed_out")
+        }
+        SagaStatus::Failed => Some("failed"),
+    };
+    assert_eq!(
+        states.iter().map(outcome_of).collect::<Vec<_>>(),
+        vec![
+            Some("completed"),
+            Some("failed"),
+            Some("timed_out"),
+            None,
+            None
+        ],
+        "the scenario: {states:?}"
+    );
+    assert_eq!(count("platform_sagas_started_total", None) - started, 5.0);
+    for (o, before) in outcomes.iter().zip(before) {
+        assert_eq!(
+            count("platform_sagas_finished_total", Some(o)) - before,
+            1.0,
+            "{o}"
+        );
+    }
+    assert_eq!(count("platform_sagas_in_flight", None) - in_flight, 2.0);
+    assert_eq!(
+        count("platform_saga_duration_seconds_count", None) - durations,
+        3.0
+    );
+    let issued: usize = docs.iter().map(|d| s.commands(d).len()).sum();
+    assert!(issued > 0);
+    assert_eq!(
+        count("platform_saga_compensation_commands_total", None) - commands,
+        issued as f64
+    );
+    // Closing the task takes its running sagas back out of the gauge.
+    let Saga { d, _serial } = s;
+    drop(d);
+    assert_eq!(count("platform_sagas_in_flight", None), in_flight);
 }

@@ -94,6 +94,20 @@ impl std::fmt::Debug for TopologyTestDriver {
     }
 }
 
+/// Dropping the driver closes its tasks' processors (as Kafka Streams' `close()` does).
+impl Drop for TopologyTestDriver {
+    fn drop(&mut self) {
+        // Only the last handle closes (output topics and stores share the state).
+        if Rc::strong_count(&self.state) == 1 {
+            if let Ok(mut state) = self.state.try_borrow_mut() {
+                for task in &mut state.tasks {
+                    task.close();
+                }
+            }
+        }
+    }
+}
+
 impl TopologyTestDriver {
     /// A driver whose persistent stores live in RocksDB in a temporary `state.dir`.
     pub fn new(topology: Topology, config: StreamsConfig) -> Result<Self> {
