@@ -284,7 +284,8 @@ impl Processor<String, PlatformEvent, String, SagaOutput> for SagaProcessor {
                 .iter()
                 .filter(|(_, s)| s.status == SagaStatus::Running)
                 .count();
-            self.metrics.opened(running as i64);
+            let commands: Vec<&str> = SagaStep::ALL.iter().map(|s| s.compensation()).collect();
+            self.metrics.opened(running as i64, &commands);
         }
         ctx.schedule(
             Duration::from_millis(self.config.check_interval_ms),

@@ -78,8 +78,12 @@ static COMPENSATIONS: LazyLock<IntCounterVec> = LazyLock::new(|| {
     )
 });
 
-/// Makes every family visible before the first saga ends.
-pub(crate) fn touch() {
+/// Makes every family visible before the first saga ends (`commands`: every compensation
+/// command the saga can issue).
+fn touch(commands: &[&str]) {
+    for command in commands {
+        COMPENSATIONS.with_label_values(&[command]);
+    }
     LazyLock::force(&STARTED);
     LazyLock::force(&IN_FLIGHT);
     for outcome in ["completed", "failed", "timed_out"] {
@@ -96,9 +100,10 @@ pub(crate) struct SagaMetrics {
 }
 
 impl SagaMetrics {
-    /// The task opened with `running` sagas in its committed state.
-    pub fn opened(&self, running: i64) {
-        touch();
+    /// The task opened with `running` sagas in its committed state; `commands` are the
+    /// compensations it may issue.
+    pub fn opened(&self, running: i64, commands: &[&str]) {
+        touch(commands);
         IN_FLIGHT.add(running - self.in_flight.swap(running, Ordering::Relaxed));
     }
 

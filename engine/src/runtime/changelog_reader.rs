@@ -125,6 +125,14 @@ impl StoreChangelogReader {
                 .then(|| checkpoint.changelog_offsets.get(&store).copied())
                 .flatten();
             let mut state = self.register(&store, &topic, partition, from)?;
+            if let ChangelogState::Registered { start, end } = state {
+                let task_id = task.id().to_string();
+                crate::metrics::RESTORE_REMAINING
+                    .with_label_values(&[app, task_id.as_str(), store.as_str()])
+                    .set((end - start).max(0));
+                // The restored-records series exists from the first restore, even of nothing.
+                task.count_restored(&store, 0);
+            }
             loop {
                 state = match state {
                     ChangelogState::Registered { start, end } if start >= end => {

@@ -336,6 +336,7 @@ fn serve_sql(
         .serve_pg(pg.pg, pg.pg_password.clone())
         .context("starting the Postgres endpoint")?;
     println!("  or: psql postgres://eddy@{}/eddy", pg_server.local_addr());
+    println!("metrics: http://{}/metrics", server.local_addr());
     println!("  tables: {}", tables.join(", "));
     Ok(SqlEndpoints {
         _http: server,
@@ -360,6 +361,8 @@ fn demo(
     platform::create_platform_topics(&bootstrap)?;
     let mut streams = StreamsConfig::new("eddy-demo");
     streams.set("processing.guarantee", guarantee)?;
+    // The demo shows every figure the dashboard has, store operations included.
+    streams.set("metrics.recording.level", "debug")?;
     streams.state_dir = temp_state_dir();
     let mut apps = Vec::new();
     for name in platform::PLATFORM_TOPOLOGIES {
