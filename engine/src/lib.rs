@@ -11,6 +11,7 @@
 //! ```
 
 mod config;
+mod console;
 mod dsl;
 mod error;
 mod metrics;

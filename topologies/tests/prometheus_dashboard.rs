@@ -105,7 +105,7 @@ fn dashboard_queries() -> (Vec<(String, String)>, Vec<(String, String, String)>)
 fn metric_names(expr: &str) -> BTreeSet<String> {
     let mut names = BTreeSet::new();
     let mut rest = expr;
-    while let Some(at) = rest.find(|c: char| c == 'e' || c == 'p') {
+    while let Some(at) = rest.find(['e', 'p']) {
         let word: String = rest[at..]
             .chars()
             .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')

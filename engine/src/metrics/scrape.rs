@@ -4,10 +4,13 @@
 //!
 //! 1. Each application registers a [`ScrapeSource`] at start (weakly held: a closed
 //!    application's series disappear).
-//! 2. Its stream threads' statistics parsers give each partition's lag in records; its
-//!    stream threads give the timestamp of the last record they processed from it.
-//! 3. At a scrape, lag in seconds is now minus that timestamp while records wait, 0 when none
-//!    do; the RocksDB figures come from the databases of the tasks open now.
+//! 2. Its stream threads' statistics parsers give each partition's lag in records, about once
+//!    a second; a partition seen with none is caught up at that moment.
+//! 3. At a scrape, lag in seconds is the wall-clock time since the partition was last caught
+//!    up while records wait, 0 when none do. (Not now minus a record's timestamp: timestamps
+//!    are event time, which may be far in the past, and a transaction marker that shows as one
+//!    record of lag for a report would then read as that far behind.) The RocksDB figures
+//!    come from the databases of the tasks open now.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, LazyLock, Weak};
@@ -26,8 +29,8 @@ pub(crate) struct ScrapeSource {
     pub stores: Weak<QueryableStores>,
     /// Thread → (topic, partition) → records not read yet.
     lag: Mutex<BTreeMap<usize, BTreeMap<(String, i32), i64>>>,
-    /// (topic, partition) → timestamp (ms) of the last record processed from it.
-    last_timestamp: Mutex<BTreeMap<(String, i32), i64>>,
+    /// (topic, partition) → when (wall clock, ms) it was last seen with no lag, or first seen.
+    caught_up_at: Mutex<BTreeMap<(String, i32), i64>>,
 }
 
 impl ScrapeSource {
@@ -37,7 +40,7 @@ impl ScrapeSource {
             application: application.to_string(),
             stores: Arc::downgrade(stores),
             lag: Mutex::new(BTreeMap::new()),
-            last_timestamp: Mutex::new(BTreeMap::new()),
+            caught_up_at: Mutex::new(BTreeMap::new()),
         });
         let collector = &*COLLECTOR;
         let mut sources = collector.sources.lock();
@@ -49,30 +52,31 @@ impl ScrapeSource {
     /// Thread `thread`'s partitions and their lag now (a partition it no longer fetches is
     /// left out, and disappears).
     pub fn set_lag(&self, thread: usize, lag: BTreeMap<(String, i32), i64>) {
-        self.lag.lock().insert(thread, lag);
+        self.set_lag_at(thread, lag, chrono::Utc::now().timestamp_millis());
     }
 
-    /// The timestamps of the last records a thread processed, by partition.
-    pub fn processed(&self, last: &BTreeMap<(String, i32), i64>) {
-        if last.is_empty() {
-            return;
+    fn set_lag_at(&self, thread: usize, lag: BTreeMap<(String, i32), i64>, now_ms: i64) {
+        let mut caught_up = self.caught_up_at.lock();
+        for (partition, records) in &lag {
+            if *records == 0 {
+                caught_up.insert(partition.clone(), now_ms);
+            } else {
+                caught_up.entry(partition.clone()).or_insert(now_ms);
+            }
         }
-        let mut known = self.last_timestamp.lock();
-        for (partition, ts) in last {
-            known.insert(partition.clone(), *ts);
-        }
+        self.lag.lock().insert(thread, lag);
     }
 
     /// (topic, partition) → (records behind, seconds behind) at `now_ms`.
     pub fn lag_at(&self, now_ms: i64) -> BTreeMap<(String, i32), (i64, f64)> {
-        let last = self.last_timestamp.lock();
+        let caught_up = self.caught_up_at.lock();
         self.lag
             .lock()
             .values()
             .flatten()
             .map(|(partition, records)| {
-                let seconds = match last.get(partition) {
-                    Some(ts) if *records > 0 => ((now_ms - ts).max(0) as f64) / 1e3,
+                let seconds = match caught_up.get(partition) {
+                    Some(at) if *records > 0 => ((now_ms - at).max(0) as f64) / 1e3,
                     _ => 0.0,
                 };
                 (partition.clone(), (*records, seconds))
@@ -92,7 +96,7 @@ const LAG_RECORDS: (&str, &str) = (
 );
 const LAG_SECONDS: (&str, &str) = (
     "eddy_consumer_lag_seconds",
-    "How far behind an input partition is: now minus the timestamp of the last record processed, while records wait; 0 when none do.",
+    "How long an input partition has had records waiting: wall-clock seconds since it was last caught up; 0 when none wait.",
 );
 const ROCKSDB: [(&str, &str); 4] = [
     (
@@ -261,20 +265,19 @@ mod tests {
     fn lag_in_seconds_counts_only_while_records_wait() {
         let stores = Arc::new(QueryableStores::default());
         let source = ScrapeSource::register("scrape-test", &stores);
-        source.set_lag(
-            0,
-            BTreeMap::from([(("in".to_string(), 0), 5), (("in".to_string(), 1), 0)]),
-        );
-        source.processed(&BTreeMap::from([
-            (("in".to_string(), 0), 10_000),
-            (("in".to_string(), 1), 10_000),
-        ]));
+        let p = |n: i32| ("in".to_string(), n);
+        source.set_lag_at(0, BTreeMap::from([(p(0), 0), (p(1), 0)]), 10_000);
+        source.set_lag_at(0, BTreeMap::from([(p(0), 5), (p(1), 0)]), 11_000);
+        source.set_lag_at(0, BTreeMap::from([(p(0), 3), (p(1), 0)]), 12_000);
         let lag = source.lag_at(13_500);
-        assert_eq!(lag[&("in".to_string(), 0)], (5, 3.5));
-        assert_eq!(lag[&("in".to_string(), 1)], (0, 0.0));
+        // Behind since it was last caught up (10 s), not since the first report with lag.
+        assert_eq!(lag[&p(0)], (3, 3.5));
+        assert_eq!(lag[&p(1)], (0, 0.0));
         // A partition the thread no longer fetches disappears.
-        source.set_lag(0, BTreeMap::from([(("in".to_string(), 1), 2)]));
-        assert_eq!(source.lag_at(13_500).len(), 1);
+        source.set_lag_at(0, BTreeMap::from([(p(1), 2)]), 14_000);
+        let lag = source.lag_at(14_500);
+        assert_eq!(lag.len(), 1);
+        assert_eq!(lag[&p(1)], (2, 2.5));
         let text = crate::metrics::render_metrics().unwrap();
         assert!(
             text.contains(

@@ -15,7 +15,8 @@
 //!    (`remote.rs`).
 //! 5. With a token ([`StateQueries::with_token`]) every request must carry `Authorization:
 //!    Bearer <token>`; one without it gets `401`.
-//! 6. `GET /metrics` answers every metric of the process in Prometheus' text format.
+//! 6. `GET /metrics` answers every metric of the process in Prometheus' text format; `GET /`
+//!    is the web console, which reads `GET /console/status` (`crate::console`).
 //! 7. Dropping the [`QueryServer`] (or [`QueryServer::close`]) stops it after the queries in
 //!    flight.
 
@@ -186,6 +187,15 @@ async fn metrics() -> Response {
     }
 }
 
+/// The web console (`crate::console`).
+async fn console_page() -> Response {
+    axum::response::Html(crate::console::PAGE).into_response()
+}
+
+async fn console_status(State(queries): State<StateQueries>) -> Response {
+    Json(queries.console_status()).into_response()
+}
+
 /// Another instance asks for a partition held here (see `remote.rs`).
 async fn partition(State(queries): State<StateQueries>, body: axum::body::Bytes) -> Response {
     let request: PartitionRequest = match serde_json::from_slice(&body) {
@@ -267,11 +277,14 @@ impl StateQueries {
         let router = Router::new()
             .route("/query", post(query))
             .route("/metrics", axum::routing::get(metrics))
+            .route("/console/status", axum::routing::get(console_status))
             .route(PARTITION_PATH, post(partition))
             .route_layer(axum::middleware::from_fn_with_state(
                 self.clone(),
                 require_token,
             ))
+            // The console's page holds no data (it asks `/console/status` with the token).
+            .route("/", axum::routing::get(console_page))
             .with_state(self.clone());
         let serving = ServerThread::spawn(
             "eddy-query-http",

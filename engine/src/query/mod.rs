@@ -90,6 +90,8 @@ struct AppQueries {
     stores: Arc<QueryableStores>,
     /// The other instances, when `application.server` is set.
     directory: Option<Arc<QueryDirectory>>,
+    /// What the web console shows of the running application.
+    pub(crate) live: Arc<crate::console::LiveApp>,
 }
 
 impl std::fmt::Debug for StateQueries {
@@ -104,6 +106,7 @@ impl StateQueries {
         application_id: String,
         stores: Arc<QueryableStores>,
         directory: Option<Arc<QueryDirectory>>,
+        live: Arc<crate::console::LiveApp>,
     ) -> Self {
         Self {
             apps: vec![AppQueries {
@@ -111,6 +114,7 @@ impl StateQueries {
                 application_id,
                 stores,
                 directory,
+                live,
             }],
             schemas: Arc::default(),
             token: None,
@@ -136,6 +140,11 @@ impl StateQueries {
             schemas: Arc::default(),
             token: None,
         })
+    }
+
+    /// The running applications these queries read, for the web console.
+    pub(crate) fn live_apps(&self) -> impl Iterator<Item = &Arc<crate::console::LiveApp>> {
+        self.apps.iter().map(|a| &a.live)
     }
 
     /// These queries with a bearer token: [`StateQueries::serve_http`] then answers only

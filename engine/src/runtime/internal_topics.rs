@@ -168,7 +168,7 @@ pub(crate) fn prepare(
                 }
             }
         }
-        tracing::info!(topics = ?missing.iter().map(|t| &t.name).collect::<Vec<_>>(), "created internal topics");
+        tracing::debug!(topics = ?missing.iter().map(|t| &t.name).collect::<Vec<_>>(), "created internal topics");
     }
     Ok(store_partitions)
 }

@@ -11,6 +11,7 @@ mod lag;
 mod rebalance_listener;
 mod state_directory;
 mod statistics;
+pub(crate) mod status;
 mod stream_thread;
 mod streams_producer;
 mod task_manager;
@@ -56,6 +57,8 @@ pub struct Progress {
     pub assigned_partitions: AtomicU64,
     /// Records in those partitions not read yet (updated every second; see `runtime/lag.rs`).
     pub lag: AtomicU64,
+    /// Tasks restoring their stores now.
+    pub restoring: AtomicU64,
 }
 
 impl Progress {
@@ -115,6 +118,7 @@ impl KafkaStreams {
         let app = config.streams.application_id.as_str();
         let client = crate::metrics::client::ClientMetrics::new(app);
         let scrape = crate::metrics::scrape::ScrapeSource::register(app, &queryable);
+        let status = Arc::new(status::RuntimeStatus::default());
         let directory = match &config.streams.application_server {
             Some(server) => {
                 let clients = clients::KafkaClients::new(&config);
@@ -141,7 +145,11 @@ impl KafkaStreams {
                 memory.clone(),
                 Arc::clone(&queryable),
             );
-            let (client, scrape) = (Arc::clone(&client), Arc::clone(&scrape));
+            let (client, scrape, status) = (
+                Arc::clone(&client),
+                Arc::clone(&scrape),
+                Arc::clone(&status),
+            );
             let handle = std::thread::Builder::new()
                 .name(format!("{}-stream-{index}", config.streams.application_id))
                 .spawn(move || {
@@ -156,6 +164,7 @@ impl KafkaStreams {
                         queryable,
                         client,
                         scrape,
+                        status,
                     })
                 })
                 .map_err(|e| EngineError::Config {
@@ -165,18 +174,27 @@ impl KafkaStreams {
             threads.push(handle);
         }
         client.started();
+        let queries = crate::query::StateQueries::new(
+            Arc::clone(&topology),
+            config.streams.application_id.clone(),
+            queryable,
+            directory.0.clone(),
+            Arc::new(crate::console::LiveApp {
+                topology,
+                progress: Arc::clone(&progress),
+                client: Arc::clone(&client),
+                scrape: Arc::clone(&scrape),
+                status,
+                server: config.streams.application_server.clone(),
+            }),
+        );
         Ok(Self {
             threads,
             shutdown,
             progress,
             client,
             _scrape: scrape,
-            queries: crate::query::StateQueries::new(
-                topology,
-                config.streams.application_id.clone(),
-                queryable,
-                directory.0.clone(),
-            ),
+            queries,
             directory: directory.0.take(),
         })
     }

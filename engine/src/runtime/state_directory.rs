@@ -55,7 +55,7 @@ impl StateDirectory {
         }
         let process_id = read_or_create_process_id(&path.join(PROCESS_FILE))
             .map_err(|e| config_error(format!("process id in {}: {e}", path.display())))?;
-        tracing::info!(dir = %path.display(), process_id, "state directory locked");
+        tracing::debug!(dir = %path.display(), process_id, "state directory locked");
         Ok(Self {
             process_id,
             _lock: lock,

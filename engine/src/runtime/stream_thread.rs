@@ -193,6 +193,8 @@ pub(crate) struct ThreadSpec {
     pub client: Arc<crate::metrics::client::ClientMetrics>,
     /// Where the gauges `/metrics` reads at a scrape come from.
     pub scrape: Arc<crate::metrics::scrape::ScrapeSource>,
+    /// The tasks and dead letters the console shows.
+    pub status: Arc<crate::runtime::status::RuntimeStatus>,
 }
 
 /// Runs a stream thread until `shutdown` or an error.

@@ -101,7 +101,8 @@ pub(crate) struct TaskManager {
     queryable: Arc<crate::query::QueryableStores>,
     /// This thread's metrics (`/metrics`).
     pub metrics: crate::metrics::thread::ThreadMetrics,
-    scrape: Arc<crate::metrics::scrape::ScrapeSource>,
+    /// The tasks and dead letters the console shows.
+    status: Arc<crate::runtime::status::RuntimeStatus>,
 }
 
 impl TaskManager {
@@ -115,7 +116,7 @@ impl TaskManager {
             progress,
             memory,
             queryable,
-            scrape,
+            status,
             ..
         } = spec;
         let app = config.streams.application_id.clone();
@@ -152,7 +153,7 @@ impl TaskManager {
             fetched_lag: FetchedLag::new(ends),
             queryable,
             metrics: crate::metrics::thread::ThreadMetrics::new(&app, &format!("stream-{index}")),
-            scrape,
+            status,
         }
     }
 
@@ -297,7 +298,8 @@ impl TaskManager {
             if self.tasks.contains_key(&id) {
                 continue;
             }
-            let task = match self.open_task(id) {
+            self.status.set_task(self.task_status(id, "RESTORING"));
+            let opened = match self.open_task(id) {
                 Err(e) if e.kind() == ErrorKind::StateCorrupted => {
                     tracing::warn!(task = %id, "wiping local state: {e}");
                     let dir = self
@@ -307,17 +309,35 @@ impl TaskManager {
                         .join(self.app())
                         .join(id.to_string());
                     let _ = std::fs::remove_dir_all(&dir);
-                    self.open_task(id)?
+                    self.open_task(id)
                 }
-                other => other?,
+                other => other,
+            };
+            let task = match opened {
+                Ok(task) => task,
+                Err(e) => {
+                    self.status.remove_task(&id.to_string());
+                    return Err(e);
+                }
             };
             if let Some(db) = task.rocksdb() {
                 let stores = self.persistent_stores(id);
                 self.queryable.register(&stores, id.partition, db);
             }
             self.tasks.insert(id, task);
+            self.status.set_task(self.task_status(id, "RUNNING"));
         }
         Ok(())
+    }
+
+    fn task_status(&self, id: TaskId, state: &'static str) -> crate::runtime::status::TaskStatus {
+        crate::runtime::status::TaskStatus {
+            task: id.to_string(),
+            thread: format!("stream-{}", self.index),
+            state,
+            partition: id.partition,
+            subtopology: id.subtopology,
+        }
     }
 
     /// Remembers what is committed for an input partition (`None`: nothing).
@@ -360,7 +380,11 @@ impl TaskManager {
                 Arc::clone(&self.shutdown),
             )?,
         };
+        Progress::add(&self.progress.restoring, 1);
         let n = reader.restore_task(&mut task, &self.topology, id.partition);
+        self.progress
+            .restoring
+            .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
         self.changelog_reader = Some(reader);
         let n = n?;
         Progress::add(&self.progress.restored, n);
@@ -514,40 +538,17 @@ impl TaskManager {
         let max_idle_ms = self.config.streams.max_task_idle_ms;
         let ids: Vec<TaskId> = self.tasks.keys().copied().collect();
         let mut round = LagRound::default();
-        let mut last_timestamps: BTreeMap<(String, i32), i64> = BTreeMap::new();
-        let result = self.process_ready_into(
-            consumer,
-            now,
-            max_idle_ms,
-            ids,
-            &mut round,
-            &mut last_timestamps,
-        );
-        self.scrape.processed(&last_timestamps);
-        result
-    }
-
-    fn process_ready_into<C: ConsumerContext>(
-        &mut self,
-        consumer: &BaseConsumer<C>,
-        now: Instant,
-        max_idle_ms: i64,
-        ids: Vec<TaskId>,
-        round: &mut LagRound,
-        last_timestamps: &mut BTreeMap<(String, i32), i64>,
-    ) -> Result<()> {
         for id in ids {
             while let Some(task) = self.tasks.get_mut(&id) {
                 let fetched_lag = &self.fetched_lag;
                 let mut lag = |topic: &str| round.lag(fetched_lag, consumer, topic, id.partition);
-                let Some((topic, partition, offset, timestamp)) =
+                let Some((topic, partition, offset)) =
                     task.process_next(now, max_idle_ms, &mut lag)?
                 else {
                     break;
                 };
                 Progress::add(&self.progress.records_in, 1);
                 self.metrics.processed.inc();
-                last_timestamps.insert((topic.clone(), partition), timestamp);
                 let stream_time = task.stream_time();
                 let position = InputPosition {
                     offset: offset + 1,
@@ -606,7 +607,16 @@ impl TaskManager {
         }
         Progress::add(&progress.records_out, produced.len() as u64);
         Progress::add(&progress.dead_letters, dead.len() as u64);
+        let now_ms = chrono::Utc::now().timestamp_millis();
         for d in &dead {
+            self.status
+                .dead_lettered(crate::runtime::status::DeadLetterNote {
+                    at_ms: now_ms,
+                    topic: d.topic.clone(),
+                    partition: d.partition,
+                    offset: d.offset,
+                    reason: d.error.clone(),
+                });
             crate::metrics::DEAD_LETTERS
                 .with_label_values(&[
                     self.config.streams.application_id.as_str(),
@@ -776,6 +786,7 @@ impl TaskManager {
                     .deregister(&self.persistent_stores(id), id.partition, db);
             }
             task.close();
+            self.status.remove_task(&id.to_string());
         }
     }
 

@@ -306,18 +306,17 @@ impl StreamTask {
 
     /// Processes the next buffered record (see `partition_group.rs`), if one is ready;
     /// `fetched_lag(topic)` is the records of the task's partition of `topic` at the broker and
-    /// not buffered yet, if known. Returns the topic, partition and offset it came from, and
-    /// its timestamp.
+    /// not buffered yet, if known. Returns the topic, partition and offset it came from.
     pub(crate) fn process_next(
         &mut self,
         now: std::time::Instant,
         max_idle_ms: i64,
         fetched_lag: &mut dyn FnMut(&str) -> Option<i64>,
-    ) -> Result<Option<(String, i32, i64, i64)>> {
+    ) -> Result<Option<(String, i32, i64)>> {
         let Some((ts, input)) = self.buffered.next(now, max_idle_ms, fetched_lag) else {
             return Ok(None);
         };
-        let from = (input.topic.clone(), input.partition, input.offset, ts);
+        let from = (input.topic.clone(), input.partition, input.offset);
         self.process_extracted(input, ts)?;
         Ok(Some(from))
     }

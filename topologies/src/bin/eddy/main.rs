@@ -1,6 +1,7 @@
 //! The `eddy` command line: list and describe the topologies Eddy ships, run them (on the
 //! embedded broker or Kafka) with SQL over their state, and query that state.
 
+mod progress;
 mod query;
 
 use std::io::Write;
@@ -66,6 +67,9 @@ enum Command {
         http: std::net::SocketAddr,
         #[command(flatten)]
         pg: PgArgs,
+        /// Prints progress as lines (for logs and CI) instead of a table refreshed in place.
+        #[arg(long)]
+        plain: bool,
     },
     /// Runs topologies against Kafka (the embedded broker when no brokers are given).
     Run {
@@ -86,6 +90,9 @@ enum Command {
         http: std::net::SocketAddr,
         #[command(flatten)]
         pg: PgArgs,
+        /// Prints progress as lines (for logs and CI) instead of a table refreshed in place.
+        #[arg(long)]
+        plain: bool,
     },
     /// Runs a SQL query on a running `eddy demo` or `eddy run` and prints the rows.
     Query {
@@ -100,6 +107,13 @@ enum Command {
         /// The endpoint's bearer token, if it has one.
         #[arg(long, env = "EDDY_HTTP_TOKEN")]
         token: Option<String>,
+    },
+    /// Creates the platform's topics (inputs and outputs) on Kafka, if missing: the
+    /// deployment's topic job.
+    CreateTopics {
+        /// `bootstrap.servers`.
+        #[arg(long, env = "KAFKA_BOOTSTRAP_SERVERS")]
+        brokers: String,
     },
     /// Writes a seeded mix of the platform's events as JSON lines.
     Generate {
@@ -200,7 +214,8 @@ fn main() -> Result<()> {
             guarantee,
             http,
             pg,
-        } => demo(rate, seconds, &guarantee, http, &pg)?,
+            plain,
+        } => demo(rate, seconds, &guarantee, http, &pg, plain)?,
         Command::Run {
             topologies,
             brokers,
@@ -208,13 +223,19 @@ fn main() -> Result<()> {
             seconds,
             http,
             pg,
-        } => run(&topologies, brokers, config, seconds, http, &pg)?,
+            plain,
+        } => run(&topologies, brokers, config, seconds, http, &pg, plain)?,
         Command::Query {
             sql,
             url,
             format,
             token,
         } => query::run(&url, &sql, &format, token.as_deref())?,
+        Command::CreateTopics { brokers } => {
+            platform::create_platform_topics(&brokers)
+                .with_context(|| format!("creating the platform's topics on {brokers}"))?;
+            println!("the platform's topics exist on {brokers}");
+        }
         Command::Generate {
             count,
             seed,
@@ -274,26 +295,6 @@ fn temp_state_dir() -> std::path::PathBuf {
     std::env::temp_dir().join(format!("eddy-{}", std::process::id()))
 }
 
-/// Prints one line per application: records in and out, input lag, dead letters, commits,
-/// aborts and restored records.
-fn print_progress(apps: &[(String, eddy_engine::KafkaStreams)], fed: u64) {
-    use std::sync::atomic::Ordering::Relaxed;
-    println!("-- {fed} records fed");
-    for (name, app) in apps {
-        let p = app.progress();
-        println!(
-            "{name:<22} in {:>8}  out {:>8}  lag {:>6}  dead-letters {:>5}  commits {:>6}  aborts {:>3}  restored {:>6}",
-            p.records_in.load(Relaxed),
-            p.records_out.load(Relaxed),
-            p.lag.load(Relaxed),
-            p.dead_letters.load(Relaxed),
-            p.commits.load(Relaxed),
-            p.aborts.load(Relaxed),
-            p.restored.load(Relaxed),
-        );
-    }
-}
-
 fn wait_until(stop: &std::sync::atomic::AtomicBool, seconds: Option<u64>, mut tick: impl FnMut()) {
     let started = std::time::Instant::now();
     while !stop.load(std::sync::atomic::Ordering::SeqCst)
@@ -308,6 +309,8 @@ fn wait_until(stop: &std::sync::atomic::AtomicBool, seconds: Option<u64>, mut ti
 struct SqlEndpoints {
     _http: eddy_engine::QueryServer,
     _pg: eddy_engine::PgServer,
+    /// How to reach them, for the top of the progress table.
+    header: Vec<String>,
 }
 
 /// Serves SQL over every running application's stores and says how to reach it.
@@ -336,11 +339,22 @@ fn serve_sql(
         .serve_pg(pg.pg, pg.pg_password.clone())
         .context("starting the Postgres endpoint")?;
     println!("  or: psql postgres://eddy@{}/eddy", pg_server.local_addr());
-    println!("metrics: http://{}/metrics", server.local_addr());
     println!("  tables: {}", tables.join(", "));
+    let header = vec![
+        format!("console: http://{}/", server.local_addr()),
+        format!(
+            "psql:    psql postgres://eddy@{}/eddy",
+            pg_server.local_addr()
+        ),
+        format!("metrics: http://{}/metrics", server.local_addr()),
+    ];
+    for line in &header {
+        println!("{line}");
+    }
     Ok(SqlEndpoints {
         _http: server,
         _pg: pg_server,
+        header,
     })
 }
 
@@ -350,6 +364,7 @@ fn demo(
     guarantee: &str,
     http: std::net::SocketAddr,
     pg: &PgArgs,
+    plain: bool,
 ) -> Result<()> {
     let broker = eddy_broker::EmbeddedBroker::start_with(eddy_broker::BrokerConfig {
         default_partitions: 3,
@@ -404,12 +419,13 @@ fn demo(
             }
         })
     };
+    let mut view = progress::ProgressView::new(plain, sql.header.clone());
     wait_until(&stop, seconds, || {
-        print_progress(&apps, fed.load(std::sync::atomic::Ordering::Relaxed))
+        view.show(&apps, fed.load(std::sync::atomic::Ordering::Relaxed))
     });
     stop.store(true, std::sync::atomic::Ordering::SeqCst);
     let _ = feeder.join();
-    print_progress(&apps, fed.load(std::sync::atomic::Ordering::Relaxed));
+    view.show(&apps, fed.load(std::sync::atomic::Ordering::Relaxed));
     drop(sql);
     for (name, app) in apps {
         app.close().with_context(|| format!("stopping {name}"))?;
@@ -425,6 +441,7 @@ fn run(
     seconds: Option<u64>,
     http: std::net::SocketAddr,
     pg: &PgArgs,
+    plain: bool,
 ) -> Result<()> {
     let mut streams = StreamsConfig::new("eddy");
     if let Some(path) = &config {
@@ -467,7 +484,8 @@ fn run(
     }
     let sql = serve_sql(&apps, http, pg)?;
     let stop = platform::stop_on_signal();
-    wait_until(&stop, seconds, || print_progress(&apps, 0));
+    let mut view = progress::ProgressView::new(plain, sql.header.clone());
+    wait_until(&stop, seconds, || view.show(&apps, 0));
     drop(sql);
     for (name, app) in apps {
         app.close().with_context(|| format!("stopping {name}"))?;
