@@ -273,6 +273,49 @@ fn every_panel_of_the_dashboard_has_data_from_a_running_demo() {
         std::thread::sleep(Duration::from_secs(2));
     };
     assert!(empty.is_empty(), "panels without data: {empty:#?}");
+    // Pictures of the dashboard's data: Prometheus' own graph of some panels' queries, in
+    // headless Chromium, saved as test artifacts.
+    for (file, title) in [
+        ("prometheus-throughput.png", "Records processed per second"),
+        ("prometheus-lag.png", "Consumer lag (records)"),
+        ("prometheus-sagas.png", "Sagas finished by outcome"),
+    ] {
+        let (_, expr) = panels.iter().find(|(t, _)| t == title).unwrap();
+        let url = format!(
+            "http://{prometheus_addr}/graph?g0.expr={}&g0.tab=0&g0.range_input=1m",
+            percent_encode(&expand(expr))
+        );
+        let artifact = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join(file);
+        let _ = std::fs::remove_file(&artifact);
+        let profile = tempfile::tempdir().unwrap();
+        let shot = Command::new(program("chromium"))
+            .args([
+                "--headless",
+                "--no-sandbox",
+                "--disable-gpu",
+                "--disable-quic",
+                "--no-first-run",
+                "--disable-background-networking",
+                "--disable-component-update",
+                "--disable-sync",
+                "--hide-scrollbars",
+                "--window-size=1400,900",
+                "--virtual-time-budget=10000",
+            ])
+            .arg(format!("--user-data-dir={}", profile.path().display()))
+            .arg(format!("--screenshot={}", artifact.display()))
+            .arg(&url)
+            .output()
+            .unwrap();
+        let png = std::fs::read(&artifact).unwrap_or_else(|e| {
+            panic!(
+                "no screenshot of {title} ({e}): {}",
+                String::from_utf8_lossy(&shot.stderr)
+            )
+        });
+        assert!(png.starts_with(b"\x89PNG"), "{title}");
+        println!("dashboard data screenshot: {}", artifact.display());
+    }
     for (name, selector, label) in &variables {
         let found = series(&prometheus_addr, &expand(selector));
         assert!(
