@@ -87,6 +87,13 @@ impl RocksDbEnv {
         opts.set_write_buffer_manager(&self.write_buffers);
         opts.set_compression_type(rocksdb::DBCompressionType::Lz4);
         opts.set_max_background_jobs(2);
+        // RocksDB preallocates each manifest (4 MiB by default) and each log file (1.1 times
+        // the write buffer, 64 MiB by default) on disk: with one database per task, a demo of
+        // fifty tasks held gigabytes of empty preallocated space. The write buffer manager
+        // bounds memtable memory for the instance; a smaller buffer per store keeps each
+        // log's preallocation and arena block small.
+        opts.set_manifest_preallocation_size(64 << 10);
+        opts.set_write_buffer_size(8 << 20);
         opts
     }
 

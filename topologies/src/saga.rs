@@ -215,7 +215,6 @@ impl SagaProcessor {
             }
             None => {
                 state.status = SagaStatus::Completed;
-                self.metrics.finished("completed", state.started_at_ms, now);
                 self.set_deadline(state, None)?;
                 let done = SagaCompleted {
                     event_type: "saga.completed".into(),
@@ -261,12 +260,6 @@ impl SagaProcessor {
                 now,
             ))?;
         }
-        let outcome = if reason.starts_with("timeout") {
-            "timed_out"
-        } else {
-            "failed"
-        };
-        self.metrics.finished(outcome, state.started_at_ms, now);
         state.status = SagaStatus::Failed;
         state.failure_reason = Some(reason);
         state.updated_at_ms = now;
@@ -279,11 +272,17 @@ impl Processor<String, PlatformEvent, String, SagaOutput> for SagaProcessor {
         self.states = Some(ctx.key_value_store("saga_state")?);
         self.deadlines = Some(ctx.key_value_store("saga_deadlines")?);
         if let Some(states) = &self.states {
-            let running = states
-                .all()?
-                .iter()
-                .filter(|(_, s)| s.status == SagaStatus::Running)
-                .count();
+            // A metric must not stop the task: a store it cannot read counts nothing.
+            let running = match states.all() {
+                Ok(rows) => rows
+                    .iter()
+                    .filter(|(_, s)| s.status == SagaStatus::Running)
+                    .count(),
+                Err(e) => {
+                    tracing::warn!("counting the sagas in flight: {e}");
+                    0
+                }
+            };
             let commands: Vec<&str> = SagaStep::ALL.iter().map(|s| s.compensation()).collect();
             self.metrics.opened(running as i64, &commands);
         }
@@ -304,10 +303,11 @@ impl Processor<String, PlatformEvent, String, SagaOutput> for SagaProcessor {
         };
         let event = record.value;
         let now = record.timestamp;
+        let mut started = false;
         let mut state = match states.get(&record.key)? {
             Some(s) => s,
             None => {
-                self.metrics.started();
+                started = true;
                 SagaState {
                     document_id: record.key.clone(),
                     user_id: None,
@@ -357,7 +357,13 @@ impl Processor<String, PlatformEvent, String, SagaOutput> for SagaProcessor {
                 }
             },
         }
-        states.put(&record.key, &state)
+        states.put(&record.key, &state)?;
+        // Counted once the saga's state is written (a failure before leaves the gauges alone).
+        if started {
+            self.metrics.started();
+        }
+        self.metrics.ended(&state, now);
+        Ok(())
     }
 
     fn close(&mut self) {
@@ -392,6 +398,7 @@ impl Processor<String, PlatformEvent, String, SagaOutput> for SagaProcessor {
             let reason = format!("timeout waiting for {step}");
             self.compensate(&mut state, reason, deadline, ctx)?;
             states.put(&document_id, &state)?;
+            self.metrics.ended(&state, deadline);
         }
         Ok(())
     }

@@ -113,8 +113,27 @@ impl SagaMetrics {
         self.in_flight.fetch_add(1, Ordering::Relaxed);
     }
 
+    /// `state`, running until now, was written at `now_ms`: counted if it ended.
+    pub fn ended(&self, state: &crate::saga::SagaState, now_ms: i64) {
+        use crate::saga::SagaStatus;
+        let outcome = match state.status {
+            SagaStatus::Running => return,
+            SagaStatus::Completed => "completed",
+            SagaStatus::Failed
+                if state
+                    .failure_reason
+                    .as_deref()
+                    .is_some_and(|r| r.starts_with("timeout")) =>
+            {
+                "timed_out"
+            }
+            SagaStatus::Failed => "failed",
+        };
+        self.finished(outcome, state.started_at_ms, now_ms);
+    }
+
     /// A saga that started at `started_ms` ended at `now_ms` with `outcome`.
-    pub fn finished(&self, outcome: &str, started_ms: i64, now_ms: i64) {
+    fn finished(&self, outcome: &str, started_ms: i64, now_ms: i64) {
         FINISHED.with_label_values(&[outcome]).inc();
         DURATION
             .with_label_values(&[outcome])

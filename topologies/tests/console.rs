@@ -5,21 +5,14 @@
 //! `console-sql.png` of the SQL box's answer).
 
 use std::io::{Read, Write};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use eddy_testkit::{free_port, http_get};
+
+mod common;
+use common::{chromium_args, demo_on, installed};
 use serde_json::{json, Value};
-
-/// A child process killed when the test ends, however it ends.
-struct Killed(Child);
-
-impl Drop for Killed {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 /// One WebDriver command (HTTP/1.1, read by its Content-Length), JSON both ways.
 fn webdriver(addr: &str, method: &str, path: &str, body: Option<Value>) -> Value {
@@ -93,43 +86,18 @@ fn wait_for<T>(what: &str, timeout: Duration, mut probe: impl FnMut() -> Option<
 
 #[test]
 fn the_console_shows_every_topology_moving_and_answers_sql() {
-    for program in ["chromium", "chromedriver"] {
-        let found = Command::new("sh")
-            .args(["-c", &format!("command -v {program}")])
-            .output()
-            .is_ok_and(|o| o.status.success());
-        assert!(
-            found,
-            "`{program}` is not installed: `bash .ci/setup` installs it"
-        );
-    }
+    let chromium = installed("chromium");
+    let chromedriver = installed("chromedriver");
     let http = format!("127.0.0.1:{}", free_port());
-    let _demo = Killed(
-        Command::new(env!("CARGO_BIN_EXE_eddy"))
-            .args([
-                "demo",
-                "--rate",
-                "300",
-                "--plain",
-                "--http",
-                &http,
-                "--pg",
-                "127.0.0.1:0",
-            ])
-            .env("RUST_LOG", "warn")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
+    let _demo = demo_on(&http);
     wait_for("the demo's console", Duration::from_secs(60), || {
         std::net::TcpStream::connect(&http).ok()?;
         let (status, page) = http_get(&http, "/");
         (status == 200 && page.contains("Eddy console")).then_some(())
     });
     let driver = format!("127.0.0.1:{}", free_port());
-    let _chromedriver = Killed(
-        Command::new("chromedriver")
+    let _chromedriver = common::Killed(
+        Command::new(&chromedriver)
             .arg(format!("--port={}", driver.rsplit(':').next().unwrap()))
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -147,12 +115,11 @@ fn the_console_shows_every_topology_moving_and_answers_sql() {
         Some(json!({"capabilities": {"alwaysMatch": {
             "browserName": "chrome",
             "goog:chromeOptions": {
-                "binary": "/usr/bin/chromium",
-                "args": ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
-                         "--no-first-run", "--disable-background-networking",
-                         "--disable-component-update", "--disable-sync",
-                         "--window-size=1400,1600",
-                         format!("--user-data-dir={}", profile.path().display())]
+                "binary": chromium,
+                "args": chromium_args(profile.path())
+                    .into_iter()
+                    .chain(["--window-size=1400,1600".to_string()])
+                    .collect::<Vec<_>>()
             }
         }}})),
     );

@@ -5,10 +5,8 @@
 
 use std::process::Command;
 
-fn repo_file(path: &str) -> String {
-    let full = format!("{}/../{path}", env!("CARGO_MANIFEST_DIR"));
-    std::fs::read_to_string(&full).unwrap_or_else(|e| panic!("{full}: {e}"))
-}
+mod common;
+use common::repo_file;
 
 /// The lines of service `name` in the compose file (its block, up to the next service).
 fn service(compose: &str, name: &str) -> String {

@@ -4,39 +4,14 @@
 //! the demo exports has a panel, and every metric a panel reads is exported.
 
 use std::collections::BTreeSet;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use eddy_testkit::{free_port, http_get};
+
+mod common;
+use common::{chromium_args, demo_on, installed, repo_file, Killed};
 use serde_json::Value;
-
-/// A child process killed when the test ends, however it ends.
-struct Killed(Child);
-
-impl Drop for Killed {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn program(name: &str) -> String {
-    let found = Command::new("sh")
-        .args(["-c", &format!("command -v {name}")])
-        .output()
-        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
-        .unwrap_or_default();
-    assert!(
-        !found.is_empty(),
-        "`{name}` is not installed: `bash .ci/setup` installs it (Debian's prometheus)"
-    );
-    found
-}
-
-fn repo_file(path: &str) -> String {
-    let full = format!("{}/../{path}", env!("CARGO_MANIFEST_DIR"));
-    std::fs::read_to_string(&full).unwrap_or_else(|e| panic!("{full}: {e}"))
-}
 
 fn percent_encode(text: &str) -> String {
     text.bytes()
@@ -125,30 +100,14 @@ fn metric_names(expr: &str) -> BTreeSet<String> {
 
 #[test]
 fn every_panel_of_the_dashboard_has_data_from_a_running_demo() {
-    let prometheus = program("prometheus");
-    let promtool = program("promtool");
+    let prometheus = installed("prometheus");
+    let promtool = installed("promtool");
     let (panels, variables) = dashboard_queries();
     assert!(panels.len() >= 30, "{} panels", panels.len());
 
     // The demo, its metrics on a known port.
     let http = format!("127.0.0.1:{}", free_port());
-    let _demo = Killed(
-        Command::new(env!("CARGO_BIN_EXE_eddy"))
-            .args([
-                "demo",
-                "--rate",
-                "300",
-                "--http",
-                &http,
-                "--pg",
-                "127.0.0.1:0",
-            ])
-            .env("RUST_LOG", "warn")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
+    let _demo = demo_on(&http);
     let deadline = Instant::now() + Duration::from_secs(60);
     let metrics = loop {
         let (status, text) = std::net::TcpStream::connect(&http)
@@ -288,21 +247,9 @@ fn every_panel_of_the_dashboard_has_data_from_a_running_demo() {
         let artifact = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join(file);
         let _ = std::fs::remove_file(&artifact);
         let profile = tempfile::tempdir().unwrap();
-        let shot = Command::new(program("chromium"))
-            .args([
-                "--headless",
-                "--no-sandbox",
-                "--disable-gpu",
-                "--disable-quic",
-                "--no-first-run",
-                "--disable-background-networking",
-                "--disable-component-update",
-                "--disable-sync",
-                "--hide-scrollbars",
-                "--window-size=1400,900",
-                "--virtual-time-budget=10000",
-            ])
-            .arg(format!("--user-data-dir={}", profile.path().display()))
+        let shot = Command::new(installed("chromium"))
+            .args(chromium_args(profile.path()))
+            .args(["--window-size=1400,900", "--virtual-time-budget=10000"])
             .arg(format!("--screenshot={}", artifact.display()))
             .arg(&url)
             .output()

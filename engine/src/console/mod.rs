@@ -98,8 +98,10 @@ impl LiveApp {
                         seconds = seconds.max(*s);
                     }
                 }
+                // Read only for a task restoring: reading a series makes it.
                 let remaining: i64 = subtopologies
                     .get(t.subtopology)
+                    .filter(|_| t.state == "RESTORING")
                     .map(|s| {
                         s.stores
                             .iter()
@@ -115,7 +117,7 @@ impl LiveApp {
                     "task": t.task,
                     "thread": t.thread,
                     "state": t.state,
-                    "restore_remaining": if t.state == "RESTORING" { remaining } else { 0 },
+                    "restore_remaining": remaining,
                     "lag_records": records,
                     "lag_seconds": seconds,
                 })

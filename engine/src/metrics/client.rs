@@ -56,6 +56,9 @@ pub(crate) struct ClientMetrics {
     /// 0 starting, 1 started, 2 closing, 3 closed.
     phase: AtomicU8,
     failed: AtomicI64,
+    /// Held from reading the counters to setting the gauges: two threads publishing at once
+    /// must not leave the older picture.
+    publishing: parking_lot::Mutex<()>,
 }
 
 impl ClientMetrics {
@@ -67,6 +70,7 @@ impl ClientMetrics {
             alive: AtomicI64::new(0),
             phase: AtomicU8::new(0),
             failed: AtomicI64::new(0),
+            publishing: parking_lot::Mutex::new(()),
         });
         metrics.publish();
         metrics
@@ -87,6 +91,7 @@ impl ClientMetrics {
     }
 
     fn publish(&self) {
+        let _one_at_a_time = self.publishing.lock();
         let now = self.state();
         for state in STATES {
             STATE

@@ -76,7 +76,7 @@ pub(crate) fn seconds(name: &str, help: &str, labels: &[&str]) -> HistogramVec {
     )
 }
 
-/// A histogram of record ages (lateness, end-to-end latency) from 1 ms to about a week.
+/// A histogram of record ages (lateness, end-to-end latency) from 1 ms to about three days.
 pub(crate) fn ages(name: &str, help: &str, labels: &[&str]) -> HistogramVec {
     let buckets = exponential_buckets(1e-3, 4.0, 15).expect("valid buckets");
     register(

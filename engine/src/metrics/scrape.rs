@@ -64,7 +64,10 @@ impl ScrapeSource {
                 caught_up.entry(partition.clone()).or_insert(now_ms);
             }
         }
-        self.lag.lock().insert(thread, lag);
+        let mut all = self.lag.lock();
+        all.insert(thread, lag);
+        // A partition no thread fetches any more starts afresh when it comes back.
+        caught_up.retain(|partition, _| all.values().any(|l| l.contains_key(partition)));
     }
 
     /// (topic, partition) → (records behind, seconds behind) at `now_ms`.

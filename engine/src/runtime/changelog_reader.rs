@@ -244,6 +244,15 @@ impl StoreChangelogReader {
             store,
         ]);
         remaining.set(end - position);
+        // However this ends (closing, a stall, an error), nothing is left restoring here.
+        struct Remaining(prometheus::IntGauge);
+        impl Drop for Remaining {
+            fn drop(&mut self) {
+                self.0.set(0);
+            }
+        }
+        let remaining = Remaining(remaining);
+        let remaining = &remaining.0;
         while position < end {
             if self.shutdown.load(Ordering::SeqCst) {
                 task.commit_state(&checkpoint(position))?;

@@ -44,8 +44,13 @@ impl RuntimeStatus {
         self.tasks.lock().insert(status.task.clone(), status);
     }
 
-    pub fn remove_task(&self, task: &str) {
-        self.tasks.lock().remove(task);
+    /// Forgets `task` if `thread` holds it (another thread of the application may have it by
+    /// now).
+    pub fn remove_task(&self, task: &str, thread: &str) {
+        let mut tasks = self.tasks.lock();
+        if tasks.get(task).is_some_and(|t| t.thread == thread) {
+            tasks.remove(task);
+        }
     }
 
     pub fn tasks(&self) -> Vec<TaskStatus> {

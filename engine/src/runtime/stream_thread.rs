@@ -121,7 +121,9 @@ impl StreamThread {
         let polling = Instant::now();
         let polled = self.poll_round();
         observe_since(&self.poll_seconds, polling);
-        polled?;
+        if !polled? {
+            return Ok(());
+        }
         let processing = Instant::now();
         let mut tasks = self.task_manager.lock();
         let processed = match tasks.process_buffered(&self.consumer) {
@@ -132,8 +134,9 @@ impl StreamThread {
         processed
     }
 
-    /// Polls up to a batch of records into their tasks' buffers.
-    fn poll_round(&mut self) -> Result<()> {
+    /// Polls up to a batch of records into their tasks' buffers. Returns whether to process
+    /// them (not after a failure the poll met, which has rewound or is closing the tasks).
+    fn poll_round(&mut self) -> Result<bool> {
         for n in 0..MAX_RECORDS_PER_ROUND {
             let message = self.consumer.poll(if n == 0 {
                 Duration::from_millis(20)
@@ -146,12 +149,12 @@ impl StreamThread {
                 if !self.shutdown.load(Ordering::SeqCst) {
                     tasks.retry_opening_tasks(&self.consumer, e)?;
                 }
-                return Ok(());
+                return Ok(false);
             }
             match message {
                 Some(Ok(m)) => {
                     if let Err(e) = tasks.add_record(&self.consumer, &m) {
-                        return self.handle_processing_error(&mut tasks, e);
+                        return self.handle_processing_error(&mut tasks, e).map(|()| false);
                     }
                 }
                 Some(Err(e)) => {
@@ -161,7 +164,7 @@ impl StreamThread {
                 None => break,
             }
         }
-        Ok(())
+        Ok(true)
     }
 
     /// A record that could not be processed: an error that rewinds (a lost producer, say) aborts
@@ -199,10 +202,17 @@ pub(crate) struct ThreadSpec {
 
 /// Runs a stream thread until `shutdown` or an error.
 pub(crate) fn run(spec: ThreadSpec) -> Result<()> {
-    let client = Arc::clone(&spec.client);
-    client.thread_started();
+    /// Counts the thread stopped however it stops (a panicking processor included).
+    struct Stopped(Arc<crate::metrics::client::ClientMetrics>, bool);
+    impl Drop for Stopped {
+        fn drop(&mut self) {
+            self.0.thread_stopped(self.1 || std::thread::panicking());
+        }
+    }
+    spec.client.thread_started();
+    let mut stopped = Stopped(Arc::clone(&spec.client), false);
     let outcome = run_thread(spec);
-    client.thread_stopped(outcome.is_err());
+    stopped.1 = outcome.is_err();
     outcome
 }
 

@@ -480,6 +480,11 @@ impl StreamsProducer {
     }
 
     /// Aborts the open transaction (a no-op under at-least-once).
+    /// Whether a transaction is open now (exactly-once only).
+    pub fn in_transaction(&self) -> bool {
+        self.guarantee == ProcessingGuarantee::ExactlyOnceV2 && self.in_transaction
+    }
+
     pub fn abort(&mut self) -> std::result::Result<(), CommitError> {
         if self.guarantee == ProcessingGuarantee::ExactlyOnceV2 && self.in_transaction {
             // librdkafka wants outstanding deliveries served before an abort.

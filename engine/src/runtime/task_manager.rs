@@ -316,7 +316,8 @@ impl TaskManager {
             let task = match opened {
                 Ok(task) => task,
                 Err(e) => {
-                    self.status.remove_task(&id.to_string());
+                    self.status
+                        .remove_task(&id.to_string(), &format!("stream-{}", self.index));
                     return Err(e);
                 }
             };
@@ -607,7 +608,11 @@ impl TaskManager {
         }
         Progress::add(&progress.records_out, produced.len() as u64);
         Progress::add(&progress.dead_letters, dead.len() as u64);
-        let now_ms = chrono::Utc::now().timestamp_millis();
+        let now_ms = if dead.is_empty() {
+            0
+        } else {
+            chrono::Utc::now().timestamp_millis()
+        };
         for d in &dead {
             self.status
                 .dead_lettered(crate::runtime::status::DeadLetterNote {
@@ -765,6 +770,9 @@ impl TaskManager {
     fn abort(&mut self) {
         self.offsets.clear();
         if let Some(p) = self.producer.as_mut() {
+            if p.in_transaction() {
+                self.metrics.transactions_aborted.inc();
+            }
             if let Err(e) = p.abort() {
                 tracing::warn!("abort failed, replacing the producer: {e}");
                 self.producer = None;
@@ -786,7 +794,8 @@ impl TaskManager {
                     .deregister(&self.persistent_stores(id), id.partition, db);
             }
             task.close();
-            self.status.remove_task(&id.to_string());
+            self.status
+                .remove_task(&id.to_string(), &format!("stream-{}", self.index));
         }
     }
 
@@ -822,7 +831,6 @@ impl TaskManager {
     ) -> Result<()> {
         tracing::warn!(thread = self.index, "commit failed, aborting: {error}");
         Progress::add(&self.progress.aborts, 1);
-        self.metrics.transactions_aborted.inc();
         if error.is_fatal() {
             self.producer = None;
         }

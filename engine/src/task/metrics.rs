@@ -103,7 +103,7 @@ impl TaskMetrics {
         for r in produced {
             // A record stamped in the future (a clock ahead of this one) counts as 0.
             self.end_to_end
-                .observe((now_ms - r.timestamp).max(0) as f64 / 1e3);
+                .observe(now_ms.saturating_sub(r.timestamp).max(0) as f64 / 1e3);
         }
     }
 }

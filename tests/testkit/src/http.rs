@@ -1,5 +1,5 @@
-//! Small helpers for tests of Eddy's HTTP endpoints: a free loopback port, and a raw
-//! `POST` that reports the status and body whatever they are.
+//! Small helpers for tests of Eddy's HTTP endpoints: a free loopback port, a raw `POST` and
+//! `GET` that report the status and body whatever they are, and a reader of `/metrics` text.
 
 use std::io::{Read, Write};
 
@@ -21,12 +21,7 @@ pub fn http_post(addr: &str, path: &str, headers: &str, body: &str) -> (u16, Str
         body.len()
     )
     .expect("the request is written");
-    let mut response = String::new();
-    s.read_to_string(&mut response)
-        .expect("the response is read");
-    let (head, body) = response.split_once("\r\n\r\n").unwrap_or_default();
-    let status = head.split_whitespace().nth(1).and_then(|c| c.parse().ok());
-    (status.unwrap_or(0), body.to_string())
+    read_response(s)
 }
 
 /// GETs `path` at `addr` (`host:port`) on a connection of its own: the status and the body.
@@ -38,6 +33,11 @@ pub fn http_get(addr: &str, path: &str) -> (u16, String) {
         "GET {path} HTTP/1.0\r\nHost: eddy\r\n\r\n"
     )
     .expect("the request is written");
+    read_response(s)
+}
+
+/// The status and body of the response on `s` (read to the end: one request per connection).
+fn read_response(mut s: std::net::TcpStream) -> (u16, String) {
     let mut response = String::new();
     s.read_to_string(&mut response)
         .expect("the response is read");

@@ -101,3 +101,86 @@ impl QuizGrading {
         }
     }
 }
+
+/// A child process stopped when the test ends, however it ends: SIGTERM first (an `eddy` run
+/// then commits and removes its temporary state), SIGKILL after 15 s.
+pub struct Killed(pub std::process::Child);
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("kill")
+            .args(["-TERM", &self.0.id().to_string()])
+            .status();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
+        while std::time::Instant::now() < deadline {
+            if let Ok(Some(_)) = self.0.try_wait() {
+                return;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// The path of `program`, which `.ci/setup` installs (the test fails saying so if it is not).
+pub fn installed(program: &str) -> String {
+    let found = std::process::Command::new("sh")
+        .args(["-c", &format!("command -v {program}")])
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+        .unwrap_or_default();
+    assert!(
+        !found.is_empty(),
+        "`{program}` is not installed: `bash .ci/setup` installs it from Debian's packages"
+    );
+    found
+}
+
+/// `eddy demo` at 300 records/s with its HTTP endpoint on `http`, quiet, killed when dropped.
+pub fn demo_on(http: &str) -> Killed {
+    Killed(
+        std::process::Command::new(env!("CARGO_BIN_EXE_eddy"))
+            .args([
+                "demo",
+                "--rate",
+                "300",
+                "--plain",
+                "--http",
+                http,
+                "--pg",
+                "127.0.0.1:0",
+            ])
+            .env("RUST_LOG", "warn")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap(),
+    )
+}
+
+/// Headless Chromium's flags on this closed network (no background connections, no sandbox
+/// as root), with a profile of its own in `profile`.
+pub fn chromium_args(profile: &std::path::Path) -> Vec<String> {
+    [
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-quic",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--hide-scrollbars",
+    ]
+    .iter()
+    .map(|a| a.to_string())
+    .chain([format!("--user-data-dir={}", profile.display())])
+    .collect()
+}
+
+/// A file of the repository, by its path from the root.
+pub fn repo_file(path: &str) -> String {
+    let full = format!("{}/../{path}", env!("CARGO_MANIFEST_DIR"));
+    std::fs::read_to_string(&full).unwrap_or_else(|e| panic!("{full}: {e}"))
+}
