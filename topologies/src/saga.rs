@@ -417,6 +417,9 @@ pub const DOCUMENT_EVENT_TYPES: &[&str] = &[
 
 /// Builds the topology.
 pub fn document_quiz_saga(config: &SagaConfig) -> Result<Topology> {
+    // The saga's metric families exist from the start, before its first task opens.
+    let commands: Vec<&str> = SagaStep::ALL.iter().map(|s| s.compensation()).collect();
+    crate::saga_metrics::touch(&commands);
     let b = StreamsBuilder::new();
     b.add_state_store(
         StoreSpec::key_value("saga_state"),

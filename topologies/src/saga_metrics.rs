@@ -80,7 +80,7 @@ static COMPENSATIONS: LazyLock<IntCounterVec> = LazyLock::new(|| {
 
 /// Makes every family visible before the first saga ends (`commands`: every compensation
 /// command the saga can issue).
-fn touch(commands: &[&str]) {
+pub(crate) fn touch(commands: &[&str]) {
     for command in commands {
         COMPENSATIONS.with_label_values(&[command]);
     }

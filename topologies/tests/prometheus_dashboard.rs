@@ -161,25 +161,34 @@ fn every_panel_of_the_dashboard_has_data_from_a_running_demo() {
         String::from_utf8_lossy(&checked.stderr)
     );
 
-    // Every exported family has a panel; every metric a panel reads is exported.
-    let families: BTreeSet<(String, String)> = metrics
-        .lines()
-        .filter_map(|l| l.strip_prefix("# TYPE "))
-        .filter_map(|l| l.split_once(' '))
-        .map(|(name, kind)| (name.to_string(), kind.to_string()))
-        .collect();
-    let exported: BTreeSet<String> = families.iter().map(|(n, _)| n.clone()).collect();
-    let read: BTreeSet<String> = panels
-        .iter()
-        .flat_map(|(_, expr)| metric_names(expr))
-        .map(|name| {
-            let base = ["_bucket", "_sum", "_count"]
-                .iter()
-                .find_map(|suffix| name.strip_suffix(suffix))
-                .filter(|base| families.contains(&(base.to_string(), "histogram".to_string())));
-            base.map_or(name.clone(), str::to_string)
-        })
-        .collect();
+    // Every exported family has a panel; every metric a panel reads is exported (once the
+    // demo has done what makes a labelled family appear: a dead letter, a drop, a restore).
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let (exported, read) = loop {
+        let (_, metrics) = http_get(&http, "/metrics");
+        let families: BTreeSet<(String, String)> = metrics
+            .lines()
+            .filter_map(|l| l.strip_prefix("# TYPE "))
+            .filter_map(|l| l.split_once(' '))
+            .map(|(name, kind)| (name.to_string(), kind.to_string()))
+            .collect();
+        let exported: BTreeSet<String> = families.iter().map(|(n, _)| n.clone()).collect();
+        let read: BTreeSet<String> = panels
+            .iter()
+            .flat_map(|(_, expr)| metric_names(expr))
+            .map(|name| {
+                let base = ["_bucket", "_sum", "_count"]
+                    .iter()
+                    .find_map(|suffix| name.strip_suffix(suffix))
+                    .filter(|base| families.contains(&(base.to_string(), "histogram".to_string())));
+                base.map_or(name.clone(), str::to_string)
+            })
+            .collect();
+        if read.is_subset(&exported) || Instant::now() > deadline {
+            break (exported, read);
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    };
     let unused: Vec<&String> = exported.difference(&read).collect();
     let unknown: Vec<&String> = read.difference(&exported).collect();
     assert!(unused.is_empty(), "metrics no panel shows: {unused:?}");
