@@ -132,7 +132,7 @@ impl LiveApp {
             "dead_letters": p.dead_letters.load(Relaxed),
             "commits": p.commits.load(Relaxed),
             "aborts": p.aborts.load(Relaxed),
-            "restoring": p.restoring.load(Relaxed),
+            "restoring": self.status.restoring(),
             "graph": graph(&self.topology),
             "tasks": tasks,
             "recent_dead_letters": self.status.dead_letters(),

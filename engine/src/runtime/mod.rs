@@ -57,8 +57,6 @@ pub struct Progress {
     pub assigned_partitions: AtomicU64,
     /// Records in those partitions not read yet (updated every second; see `runtime/lag.rs`).
     pub lag: AtomicU64,
-    /// Tasks restoring their stores now.
-    pub restoring: AtomicU64,
 }
 
 impl Progress {
@@ -86,6 +84,8 @@ pub struct KafkaStreams {
     client: Arc<crate::metrics::client::ClientMetrics>,
     /// Kept for as long as the application runs: `/metrics` reads it weakly.
     _scrape: Arc<crate::metrics::scrape::ScrapeSource>,
+    /// Its tasks, restoring or running (what the console lists).
+    status: Arc<status::RuntimeStatus>,
     queries: crate::query::StateQueries,
     directory: Option<Arc<crate::query::QueryDirectory>>,
 }
@@ -184,7 +184,7 @@ impl KafkaStreams {
                 progress: Arc::clone(&progress),
                 client: Arc::clone(&client),
                 scrape: Arc::clone(&scrape),
-                status,
+                status: Arc::clone(&status),
                 server: config.streams.application_server.clone(),
             }),
         );
@@ -194,6 +194,7 @@ impl KafkaStreams {
             progress,
             client,
             _scrape: scrape,
+            status,
             queries,
             directory: directory.0.take(),
         })
@@ -207,6 +208,11 @@ impl KafkaStreams {
     /// The application's counters.
     pub fn progress(&self) -> Arc<Progress> {
         Arc::clone(&self.progress)
+    }
+
+    /// Tasks restoring their stores now.
+    pub fn restoring_tasks(&self) -> usize {
+        self.status.restoring()
     }
 
     /// Whether every thread is still running.

@@ -53,6 +53,15 @@ impl RuntimeStatus {
         }
     }
 
+    /// Tasks restoring now.
+    pub fn restoring(&self) -> usize {
+        self.tasks
+            .lock()
+            .values()
+            .filter(|t| t.state == "RESTORING")
+            .count()
+    }
+
     pub fn tasks(&self) -> Vec<TaskStatus> {
         self.tasks.lock().values().cloned().collect()
     }

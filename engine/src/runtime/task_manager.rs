@@ -105,6 +105,11 @@ pub(crate) struct TaskManager {
     status: Arc<crate::runtime::status::RuntimeStatus>,
 }
 
+/// How a stream thread is named in metrics and in the console.
+pub(crate) fn thread_label(index: usize) -> String {
+    format!("stream-{index}")
+}
+
 impl TaskManager {
     pub fn new(spec: ThreadSpec, ends: Arc<PartitionEnds>) -> Self {
         let ThreadSpec {
@@ -152,7 +157,7 @@ impl TaskManager {
             memory,
             fetched_lag: FetchedLag::new(ends),
             queryable,
-            metrics: crate::metrics::thread::ThreadMetrics::new(&app, &format!("stream-{index}")),
+            metrics: crate::metrics::thread::ThreadMetrics::new(&app, &thread_label(index)),
             status,
         }
     }
@@ -317,7 +322,7 @@ impl TaskManager {
                 Ok(task) => task,
                 Err(e) => {
                     self.status
-                        .remove_task(&id.to_string(), &format!("stream-{}", self.index));
+                        .remove_task(&id.to_string(), &thread_label(self.index));
                     return Err(e);
                 }
             };
@@ -334,7 +339,7 @@ impl TaskManager {
     fn task_status(&self, id: TaskId, state: &'static str) -> crate::runtime::status::TaskStatus {
         crate::runtime::status::TaskStatus {
             task: id.to_string(),
-            thread: format!("stream-{}", self.index),
+            thread: thread_label(self.index),
             state,
             partition: id.partition,
             subtopology: id.subtopology,
@@ -381,11 +386,7 @@ impl TaskManager {
                 Arc::clone(&self.shutdown),
             )?,
         };
-        Progress::add(&self.progress.restoring, 1);
         let n = reader.restore_task(&mut task, &self.topology, id.partition);
-        self.progress
-            .restoring
-            .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
         self.changelog_reader = Some(reader);
         let n = n?;
         Progress::add(&self.progress.restored, n);
@@ -795,7 +796,7 @@ impl TaskManager {
             }
             task.close();
             self.status
-                .remove_task(&id.to_string(), &format!("stream-{}", self.index));
+                .remove_task(&id.to_string(), &thread_label(self.index));
         }
     }
 

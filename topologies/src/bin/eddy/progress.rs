@@ -32,7 +32,7 @@ impl Counts {
             dead_letters: p.dead_letters.load(Relaxed),
             commits: p.commits.load(Relaxed),
             aborts: p.aborts.load(Relaxed),
-            restoring: p.restoring.load(Relaxed),
+            restoring: app.restoring_tasks() as u64,
             restored: p.restored.load(Relaxed),
         }
     }
