@@ -265,6 +265,18 @@ mod tests {
     use super::*;
 
     #[test]
+    fn a_partition_that_comes_back_is_behind_from_its_return() {
+        let stores = Arc::new(QueryableStores::default());
+        let source = ScrapeSource::register("scrape-return-test", &stores);
+        let p = ("in".to_string(), 0);
+        source.set_lag_at(0, BTreeMap::from([(p.clone(), 0)]), 1_000);
+        // Moved to another instance, then back an hour later with a backlog.
+        source.set_lag_at(0, BTreeMap::new(), 2_000);
+        source.set_lag_at(0, BTreeMap::from([(p.clone(), 40)]), 3_601_000);
+        assert_eq!(source.lag_at(3_603_000)[&p], (40, 2.0));
+    }
+
+    #[test]
     fn lag_in_seconds_counts_only_while_records_wait() {
         let stores = Arc::new(QueryableStores::default());
         let source = ScrapeSource::register("scrape-test", &stores);

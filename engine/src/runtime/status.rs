@@ -85,6 +85,25 @@ mod tests {
     use super::*;
 
     #[test]
+    fn a_thread_forgets_only_the_tasks_it_holds() {
+        let status = RuntimeStatus::default();
+        let task = |thread: &str| TaskStatus {
+            task: "0_1".into(),
+            thread: thread.into(),
+            state: "RUNNING",
+            partition: 1,
+            subtopology: 0,
+        };
+        // Thread 0 lost its partitions; thread 1 has opened 0_1 since.
+        status.set_task(task("stream-0"));
+        status.set_task(task("stream-1"));
+        status.remove_task("0_1", "stream-0");
+        assert_eq!(status.tasks(), vec![task("stream-1")]);
+        status.remove_task("0_1", "stream-1");
+        assert!(status.tasks().is_empty());
+    }
+
+    #[test]
     fn only_the_last_dead_letters_are_kept_newest_first() {
         let status = RuntimeStatus::default();
         for offset in 0..30 {
