@@ -48,6 +48,10 @@ pub(crate) const SUPPORTED: &[(ApiKey, i16, i16)] = &[
     (ApiKey::EndTxn, 0, 3),
     (ApiKey::TxnOffsetCommit, 0, 3),
     (ApiKey::DescribeConfigs, 1, 4),
+    // v0 sends the SASL tokens unframed after the handshake; v1 frames them in
+    // SaslAuthenticate, which is all this broker speaks.
+    (ApiKey::SaslHandshake, 1, 1),
+    (ApiKey::SaslAuthenticate, 0, 2),
 ];
 
 pub(crate) fn supported(key: ApiKey, version: i16) -> bool {

@@ -1,6 +1,17 @@
 //! The classic consumer-group protocol: JoinGroup, SyncGroup, Heartbeat, LeaveGroup, with
 //! session and rebalance timeouts. The broker is agnostic of the assignor, so eager and
 //! cooperative clients both work.
+//!
+//! Static membership (KIP-345): a member that joins with a `group.instance.id` keeps its
+//! place while it is away for less than its session timeout.
+//! 1. A static member that joins again with no member id (a restarted process) takes over its
+//!    old member's place under a new member id: its assignment, and no rebalance when the
+//!    group is stable, its metadata is unchanged and it was not the leader (the leader
+//!    rebalances, as its assignor must see the members).
+//! 2. The old member id is fenced: its pending join or sync, and anything it sends with its
+//!    instance id, is answered `FENCED_INSTANCE_ID`.
+//! 3. A static member leaves on LeaveGroup naming its instance id, or when its session times
+//!    out; closing its client sends neither, so a restart within the timeout moves nothing.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -45,8 +56,26 @@ struct Group {
     protocol: Option<String>,
     protocol_type: String,
     members: BTreeMap<String, Member>,
+    /// Static members' current member ids, by instance id.
+    static_members: BTreeMap<String, String>,
     /// Bumped on every new rebalance, so that a stale timer does nothing.
     rebalance_round: u64,
+}
+
+impl Group {
+    /// Whether `instance_id` belongs to a member other than `member` (a fenced incarnation).
+    fn fenced(&self, instance_id: Option<&StrBytes>, member: &str) -> bool {
+        instance_id
+            .and_then(|i| self.static_members.get(i.as_str()))
+            .is_some_and(|current| current != member)
+    }
+
+    /// Drops members that `keep` refuses, and their static ids.
+    fn retain_members(&mut self, mut keep: impl FnMut(&Member) -> bool) {
+        self.members.retain(|_, m| keep(m));
+        let members = &self.members;
+        self.static_members.retain(|_, id| members.contains_key(id));
+    }
 }
 
 impl Default for Group {
@@ -58,6 +87,7 @@ impl Default for Group {
             protocol: None,
             protocol_type: String::new(),
             members: BTreeMap::new(),
+            static_members: BTreeMap::new(),
             rebalance_round: 0,
         }
     }
@@ -175,7 +205,7 @@ fn begin_rebalance(shared: &Arc<Shared>, group_id: &str, g: &mut Group) {
 /// Ends the join phase: members that did not rejoin leave, the generation moves on, and every
 /// waiting JoinGroup is answered (the leader with the members' metadata).
 fn complete_join(g: &mut Group) {
-    g.members.retain(|_, m| m.pending_join.is_some());
+    g.retain_members(|m| m.pending_join.is_some());
     if g.members.is_empty() {
         g.phase = Phase::Empty;
         g.leader = None;
@@ -245,6 +275,12 @@ pub(crate) async fn join_group(shared: &Arc<Shared>, r: JoinGroupRequest) -> Joi
             r.member_id.as_str().to_string()
         };
         let g = groups.groups.entry(group_id.clone()).or_default();
+        let instance_id = r.group_instance_id.as_ref().map(|i| i.as_str().to_string());
+        if !r.member_id.is_empty() && g.fenced(r.group_instance_id.as_ref(), &member_id) {
+            return JoinGroupResponse::default()
+                .with_error_code(ResponseError::FencedInstanceId.code())
+                .with_member_id(r.member_id);
+        }
         if !r.member_id.is_empty() && !g.members.contains_key(&member_id) {
             return JoinGroupResponse::default()
                 .with_error_code(ResponseError::UnknownMemberId.code())
@@ -258,13 +294,70 @@ pub(crate) async fn join_group(shared: &Arc<Shared>, r: JoinGroupRequest) -> Joi
                 .with_error_code(ResponseError::InconsistentGroupProtocol.code());
         }
         g.protocol_type = r.protocol_type.as_str().to_string();
+        let protocols: Vec<(String, Bytes)> = r
+            .protocols
+            .iter()
+            .map(|p| (p.name.as_str().to_string(), p.metadata.clone()))
+            .collect();
+        // Step 1: a known static member back under a new member id takes its old place.
+        let mut replaced = None;
+        if let Some(instance) = &instance_id {
+            if let Some(old_id) = g.static_members.get(instance).cloned() {
+                if old_id != member_id {
+                    if let Some(mut old) = g.members.remove(&old_id) {
+                        // Step 2: the old incarnation is fenced.
+                        if let Some(tx) = old.pending_join.take() {
+                            let _ = tx.send(
+                                JoinGroupResponse::default()
+                                    .with_error_code(ResponseError::FencedInstanceId.code()),
+                            );
+                        }
+                        if let Some(tx) = old.pending_sync.take() {
+                            let _ = tx.send(
+                                SyncGroupResponse::default()
+                                    .with_error_code(ResponseError::FencedInstanceId.code()),
+                            );
+                        }
+                        replaced = Some((old_id, old));
+                    }
+                }
+            }
+            g.static_members.insert(instance.clone(), member_id.clone());
+        }
+        if let Some((old_id, old)) = replaced {
+            let was_leader = g.leader.as_deref() == Some(old_id.as_str());
+            // As Kafka: no rebalance while the group's protocol would stay the one chosen (the
+            // metadata may differ: a cooperative member back from a restart owns nothing).
+            let keeps_protocol = protocols
+                .iter()
+                .any(|(name, _)| Some(name) == g.protocol.as_ref());
+            if g.phase == Phase::Stable && !was_leader && keeps_protocol {
+                g.members.insert(
+                    member_id.clone(),
+                    Member {
+                        protocols,
+                        session_timeout: millis(r.session_timeout_ms),
+                        rebalance_timeout: millis(r.rebalance_timeout_ms.max(r.session_timeout_ms)),
+                        last_heartbeat: Instant::now(),
+                        pending_join: None,
+                        pending_sync: None,
+                        assignment: old.assignment,
+                    },
+                );
+                return JoinGroupResponse::default()
+                    .with_generation_id(g.generation)
+                    .with_protocol_type(Some(s(&g.protocol_type)))
+                    .with_protocol_name(g.protocol.as_deref().map(s))
+                    .with_leader(s(g.leader.as_deref().unwrap_or_default()))
+                    .with_member_id(s(&member_id));
+            }
+            if was_leader {
+                g.leader = Some(member_id.clone());
+            }
+        }
         let (tx, rx) = oneshot::channel();
         let member = Member {
-            protocols: r
-                .protocols
-                .iter()
-                .map(|p| (p.name.as_str().to_string(), p.metadata.clone()))
-                .collect(),
+            protocols,
             session_timeout: millis(r.session_timeout_ms),
             rebalance_timeout: millis(r.rebalance_timeout_ms.max(r.session_timeout_ms)),
             last_heartbeat: Instant::now(),
@@ -292,6 +385,10 @@ pub(crate) async fn sync_group(shared: &Arc<Shared>, r: SyncGroupRequest) -> Syn
                 .with_error_code(ResponseError::UnknownMemberId.code());
         };
         let member_id = r.member_id.as_str().to_string();
+        if g.fenced(r.group_instance_id.as_ref(), &member_id) {
+            return SyncGroupResponse::default()
+                .with_error_code(ResponseError::FencedInstanceId.code());
+        }
         if !g.members.contains_key(&member_id) {
             return SyncGroupResponse::default()
                 .with_error_code(ResponseError::UnknownMemberId.code());
@@ -342,6 +439,9 @@ pub(crate) fn heartbeat(shared: &Arc<Shared>, r: HeartbeatRequest) -> HeartbeatR
     let mut groups = shared.groups.lock();
     let error = match groups.groups.get_mut(r.group_id.0.as_str()) {
         None => ResponseError::UnknownMemberId.code(),
+        Some(g) if g.fenced(r.group_instance_id.as_ref(), r.member_id.as_str()) => {
+            ResponseError::FencedInstanceId.code()
+        }
         Some(g) => match g.members.get_mut(r.member_id.as_str()) {
             None => ResponseError::UnknownMemberId.code(),
             Some(m) => {
@@ -362,33 +462,54 @@ pub(crate) fn heartbeat(shared: &Arc<Shared>, r: HeartbeatRequest) -> HeartbeatR
 pub(crate) fn leave_group(shared: &Arc<Shared>, r: LeaveGroupRequest) -> LeaveGroupResponse {
     let mut groups = shared.groups.lock();
     let group_id = r.group_id.0.as_str().to_string();
-    let mut leaving: Vec<String> = r
+    let mut leaving: Vec<(String, Option<StrBytes>)> = r
         .members
         .iter()
-        .map(|m| m.member_id.as_str().to_string())
+        .map(|m| {
+            (
+                m.member_id.as_str().to_string(),
+                m.group_instance_id.clone(),
+            )
+        })
         .collect();
     if !r.member_id.is_empty() {
-        leaving.push(r.member_id.as_str().to_string());
+        leaving.push((r.member_id.as_str().to_string(), None));
     }
     let Some(g) = groups.groups.get_mut(&group_id) else {
         return LeaveGroupResponse::default()
             .with_error_code(ResponseError::UnknownMemberId.code());
     };
     let mut responses = Vec::new();
-    for id in leaving {
-        let known = g.members.remove(&id).is_some();
-        let code = if known {
+    let mut departed = false;
+    for (id, instance) in leaving {
+        // Step 3: a static member may leave by its instance id alone.
+        let id = match (&instance, id.is_empty()) {
+            (Some(i), true) => g
+                .static_members
+                .get(i.as_str())
+                .cloned()
+                .unwrap_or_default(),
+            _ => id,
+        };
+        let code = if g.fenced(instance.as_ref(), &id) {
+            ResponseError::FencedInstanceId.code()
+        } else if g.members.remove(&id).is_some() {
+            departed = true;
             0
         } else {
             ResponseError::UnknownMemberId.code()
         };
+        g.retain_members(|_| true);
         responses.push(
             MemberResponse::default()
                 .with_member_id(s(&id))
+                .with_group_instance_id(instance)
                 .with_error_code(code),
         );
     }
-    after_departure(shared, &group_id, g);
+    if departed {
+        after_departure(shared, &group_id, g);
+    }
     LeaveGroupResponse::default().with_members(responses)
 }
 
@@ -417,7 +538,7 @@ pub(crate) async fn expire_sessions(shared: Arc<Shared>) {
                 continue;
             };
             let before = g.members.len();
-            g.members.retain(|_, m| {
+            g.retain_members(|m| {
                 m.pending_join.is_some()
                     || now.duration_since(m.last_heartbeat) <= m.session_timeout
             });

@@ -17,10 +17,12 @@ mod faults;
 mod groups;
 mod journal;
 mod log;
+mod security;
 mod server;
 mod state;
 mod txn;
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -30,6 +32,8 @@ use thiserror::Error;
 use tokio::sync::Notify;
 
 use crate::state::ClusterState;
+
+pub use security::TlsIdentity;
 
 /// What can go wrong starting or running the broker.
 #[derive(Debug, Error)]
@@ -42,6 +46,8 @@ pub enum BrokerError {
     },
     #[error("cannot start the broker runtime: {0}")]
     Runtime(#[source] std::io::Error),
+    #[error("invalid TLS identity: {0}")]
+    Tls(String),
     #[error("cannot open the data directory {path}: {source}")]
     DataDir {
         path: String,
@@ -65,6 +71,11 @@ pub struct BrokerConfig {
     pub compaction_interval: Option<Duration>,
     /// Where to keep data across restarts; `None`: in memory only.
     pub data_dir: Option<std::path::PathBuf>,
+    /// TLS on the listener (Kafka's `SSL`, or `SASL_SSL` with `sasl_plain_users`).
+    pub tls: Option<TlsIdentity>,
+    /// SASL/PLAIN users, name to password (Kafka's `SASL_PLAINTEXT`, or `SASL_SSL` with
+    /// `tls`); `None`: no authentication.
+    pub sasl_plain_users: Option<BTreeMap<String, String>>,
 }
 
 impl Default for BrokerConfig {
@@ -75,6 +86,8 @@ impl Default for BrokerConfig {
             default_partitions: 1,
             compaction_interval: None,
             data_dir: None,
+            tls: None,
+            sasl_plain_users: None,
         }
     }
 }
@@ -114,6 +127,11 @@ impl EmbeddedBroker {
 
     /// Starts a broker with `config`, on its own runtime threads.
     pub fn start_with(config: BrokerConfig) -> Result<Self, BrokerError> {
+        let tls = config
+            .tls
+            .as_ref()
+            .map(security::tls_acceptor)
+            .transpose()?;
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .thread_name("eddy-broker")
@@ -151,7 +169,7 @@ impl EmbeddedBroker {
             appended: Notify::new(),
             faults: faults::Faults::new(),
         });
-        runtime.spawn(server::accept_loop(listener, Arc::clone(&shared)));
+        runtime.spawn(server::accept_loop(listener, Arc::clone(&shared), tls));
         runtime.spawn(groups::expire_sessions(Arc::clone(&shared)));
         runtime.spawn(txn::expire_transactions(Arc::clone(&shared)));
         if let Some(interval) = shared.config.compaction_interval {

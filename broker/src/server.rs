@@ -1,26 +1,54 @@
 //! Connections: size-prefixed frames in, one response per request out. Garbage (bad sizes,
 //! unknown API keys, truncated frames) closes that connection with a log line, never the broker.
+//! A listener with TLS wraps each connection first; one with SASL authenticates it before any
+//! other request (`security.rs`).
 
 use std::sync::Arc;
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use kafka_protocol::messages::{ApiKey, RequestHeader, RequestKind, ResponseHeader, ResponseKind};
 use kafka_protocol::protocol::{decode_request_header_from_buffer, Encodable};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::TcpListener;
+use tokio_rustls::TlsAcceptor;
 
+use crate::security::{SaslState, SaslStep};
 use crate::{api_fetch, api_meta, api_offsets, api_produce, faults, groups, txn, Shared};
+
+/// How long a client has to finish the TLS handshake.
+const TLS_HANDSHAKE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// Frames larger than this are garbage, not requests.
 const MAX_FRAME: i32 = 100 * 1024 * 1024;
 
-pub(crate) async fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
+pub(crate) async fn accept_loop(
+    listener: TcpListener,
+    shared: Arc<Shared>,
+    tls: Option<TlsAcceptor>,
+) {
     loop {
         match listener.accept().await {
             Ok((stream, peer)) => {
                 let shared = Arc::clone(&shared);
+                let tls = tls.clone();
                 tokio::spawn(async move {
-                    if let Err(reason) = serve(stream, shared).await {
+                    let _ = stream.set_nodelay(true);
+                    let served = match tls {
+                        None => serve(stream, shared).await,
+                        Some(acceptor) => {
+                            match tokio::time::timeout(
+                                TLS_HANDSHAKE_TIMEOUT,
+                                acceptor.accept(stream),
+                            )
+                            .await
+                            {
+                                Ok(Ok(stream)) => serve(stream, shared).await,
+                                Ok(Err(e)) => Err(format!("TLS handshake failed: {e}")),
+                                Err(_) => Err("TLS handshake timed out".into()),
+                            }
+                        }
+                    };
+                    if let Err(reason) = served {
                         tracing::debug!(%peer, "connection closed: {reason}");
                     }
                 });
@@ -30,8 +58,11 @@ pub(crate) async fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
     }
 }
 
-async fn serve(mut stream: TcpStream, shared: Arc<Shared>) -> Result<(), String> {
-    let _ = stream.set_nodelay(true);
+async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
+    mut stream: S,
+    shared: Arc<Shared>,
+) -> Result<(), String> {
+    let mut sasl = SaslState::new(&shared.config.sasl_plain_users);
     let mut epoch = shared.faults.connection_epoch.subscribe();
     epoch.borrow_and_update();
     loop {
@@ -62,7 +93,32 @@ async fn serve(mut stream: TcpStream, shared: Arc<Shared>) -> Result<(), String>
         };
         let api_key =
             ApiKey::try_from(header.request_api_key).map_err(|_| "unknown api key".to_string())?;
-        let version = header.request_api_version;
+        let step = match &request {
+            RequestKind::SaslHandshake(r) => Some(match sasl.handshake(r) {
+                SaslStep::Answer(r) => (ResponseKind::SaslHandshake(r), false),
+                SaslStep::AnswerAndClose(r) => (ResponseKind::SaslHandshake(r), true),
+            }),
+            RequestKind::SaslAuthenticate(r) => Some(
+                match sasl.authenticate(r, &shared.config.sasl_plain_users) {
+                    SaslStep::Answer(r) => (ResponseKind::SaslAuthenticate(r), false),
+                    SaslStep::AnswerAndClose(r) => (ResponseKind::SaslAuthenticate(r), true),
+                },
+            ),
+            RequestKind::ApiVersions(_) => None,
+            _ if !sasl.allows_requests() => {
+                return Err(format!(
+                    "unexpected {api_key:?} request before SASL authentication"
+                ));
+            }
+            _ => None,
+        };
+        if let Some((response, close)) = step {
+            write_response(&mut stream, &header, api_key, &response).await?;
+            if close {
+                return Err("SASL authentication failed".into());
+            }
+            continue;
+        }
         shared.faults.wait_unpaused().await;
         let (delay, error) = shared.faults.take(api_key);
         if let Some(delay) = delay {
@@ -85,6 +141,18 @@ async fn serve(mut stream: TcpStream, shared: Arc<Shared>) -> Result<(), String>
         if epoch.has_changed().unwrap_or(true) {
             return Err("connections dropped by fault injection".into());
         }
+        write_response(&mut stream, &header, api_key, &response).await?;
+    }
+}
+
+async fn write_response<S: AsyncWrite + Unpin>(
+    stream: &mut S,
+    header: &RequestHeader,
+    api_key: ApiKey,
+    response: &ResponseKind,
+) -> Result<(), String> {
+    let version = header.request_api_version;
+    {
         let mut out = BytesMut::new();
         out.put_i32(0);
         let response_header = ResponseHeader::default().with_correlation_id(header.correlation_id);
@@ -97,7 +165,10 @@ async fn serve(mut stream: TcpStream, shared: Arc<Shared>) -> Result<(), String>
         let len = (out.len() - 4) as i32;
         out[0..4].copy_from_slice(&len.to_be_bytes());
         stream.write_all(&out).await.map_err(|e| e.to_string())?;
+        // A TLS stream holds what it was given until flushed.
+        stream.flush().await.map_err(|e| e.to_string())?;
     }
+    Ok(())
 }
 
 fn decode(body: &mut Bytes) -> Result<(RequestHeader, RequestKind), String> {

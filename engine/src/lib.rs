@@ -29,7 +29,10 @@ mod topology;
 #[cfg(feature = "testing")]
 pub mod testing;
 
-pub use config::{ExceptionHandler, ProcessingGuarantee, StreamsConfig};
+pub use config::{
+    ClientOverrides, ClientScope, ExceptionHandler, ProcessingGuarantee, StreamsConfig,
+    STREAMS_KEYS,
+};
 pub use dsl::grouped::KGroupedStream;
 pub use dsl::grouped_table::KGroupedTable;
 pub use dsl::kstream::{BranchedKStream, KStream};
@@ -53,7 +56,10 @@ pub use query::{
     StoreInfo, WindowQuery,
 };
 pub use record::{Change, Headers, Record, RecordMetadata, Windowed};
-pub use runtime::{KafkaStreams, Progress, RuntimeConfig, DLQ_TOPIC};
+pub use runtime::{
+    KafkaStreams, Lifecycle, Progress, RuntimeConfig, StateListener, StreamThreadExceptionResponse,
+    StreamsState, UncaughtExceptionHandler, DLQ_TOPIC,
+};
 pub use serdes::{Serde, SerdeKind, SerdeRef, Serdes};
 pub use task::collector::{ChangelogRecord, DeadLetter, ProducedRecord};
 pub use task::{InputRecord, StateMemory, StreamTask, TaskId};

@@ -98,21 +98,7 @@ impl LiveApp {
                         seconds = seconds.max(*s);
                     }
                 }
-                // Read only for a task restoring: reading a series makes it.
-                let remaining: i64 = subtopologies
-                    .get(t.subtopology)
-                    .filter(|_| t.state == "RESTORING")
-                    .map(|s| {
-                        s.stores
-                            .iter()
-                            .map(|store| {
-                                crate::metrics::RESTORE_REMAINING
-                                    .with_label_values(&[app, t.task.as_str(), store.as_str()])
-                                    .get()
-                            })
-                            .sum()
-                    })
-                    .unwrap_or(0);
+                let remaining = crate::metrics::restore_remaining(app, &self.topology, &t);
                 json!({
                     "task": t.task,
                     "thread": t.thread,
@@ -125,7 +111,7 @@ impl LiveApp {
             .collect();
         json!({
             "application": app,
-            "state": self.client.state(),
+            "state": self.client.state().name(),
             "records_in": p.records_in.load(Relaxed),
             "records_out": p.records_out.load(Relaxed),
             "lag": p.lag.load(Relaxed),

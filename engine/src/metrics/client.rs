@@ -1,12 +1,14 @@
 //! The client's metrics: its state (Kafka Streams' `KafkaStreams.State`, one series per state,
-//! 1 for the current one) and its stream threads, alive and failed.
+//! 1 for the current one) and its stream threads, alive and failed. The state itself is kept
+//! here too, and the state listener told of each change (`runtime/lifecycle.rs`).
 
-use std::sync::atomic::{AtomicI64, AtomicU8, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU8, Ordering};
 use std::sync::{Arc, LazyLock};
 
 use prometheus::{IntCounterVec, IntGaugeVec};
 
 use super::{counter, gauge};
+use crate::runtime::lifecycle::{StateListener, StreamsState};
 
 static STATE: LazyLock<IntGaugeVec> = LazyLock::new(|| {
     gauge(
@@ -32,71 +34,86 @@ static FAILED_THREADS: LazyLock<IntCounterVec> = LazyLock::new(|| {
     )
 });
 
-/// The states, as Kafka Streams names them.
-const STATES: [&str; 6] = [
-    "created",
-    "rebalancing",
-    "running",
-    "pending_shutdown",
-    "not_running",
-    "error",
-];
-
 pub(crate) fn touch(application: &str) {
     ALIVE_THREADS.with_label_values(&[application]);
     FAILED_THREADS.with_label_values(&[application]);
 }
 
 /// What the client's state is derived from; shared by its threads.
-#[derive(Debug)]
 pub(crate) struct ClientMetrics {
     application: String,
     rebalancing: AtomicI64,
     alive: AtomicI64,
     /// 0 starting, 1 started, 2 closing, 3 closed.
     phase: AtomicU8,
-    failed: AtomicI64,
-    /// Held from reading the counters to setting the gauges: two threads publishing at once
-    /// must not leave the older picture.
-    publishing: parking_lot::Mutex<()>,
+    /// Set when a thread's error shuts the instance down (`PendingError`, then `Error`).
+    failing: AtomicBool,
+    /// Held from reading the counters to setting the gauges and telling the listener: two
+    /// threads publishing at once must not leave the older picture. Holds the last state.
+    publishing: parking_lot::Mutex<StreamsState>,
+    listener: Option<StateListener>,
+}
+
+impl std::fmt::Debug for ClientMetrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClientMetrics")
+            .field("application", &self.application)
+            .field("state", &self.state())
+            .finish()
+    }
 }
 
 impl ClientMetrics {
-    pub fn new(application: &str) -> Arc<Self> {
+    pub fn new(application: &str, listener: Option<StateListener>) -> Arc<Self> {
         super::touch(application);
         let metrics = Arc::new(Self {
             application: application.to_string(),
             rebalancing: AtomicI64::new(0),
             alive: AtomicI64::new(0),
             phase: AtomicU8::new(0),
-            failed: AtomicI64::new(0),
-            publishing: parking_lot::Mutex::new(()),
+            failing: AtomicBool::new(false),
+            publishing: parking_lot::Mutex::new(StreamsState::Created),
+            listener,
         });
         metrics.publish();
         metrics
     }
 
-    /// The state its counters say, by Kafka Streams' rules: a failed thread makes the client
-    /// `error`; a thread inside a rebalance makes it `rebalancing`.
-    pub fn state(&self) -> &'static str {
-        match self.phase.load(Ordering::SeqCst) {
-            0 => "created",
-            2 => "pending_shutdown",
-            3 if self.failed.load(Ordering::SeqCst) > 0 => "error",
-            3 => "not_running",
-            _ if self.failed.load(Ordering::SeqCst) > 0 => "error",
-            _ if self.rebalancing.load(Ordering::SeqCst) > 0 => "rebalancing",
-            _ => "running",
+    /// The state its counters say, by Kafka Streams' rules: an error that shuts the instance
+    /// down makes it `pending_error` until its threads have stopped, then `error`; a thread
+    /// inside a rebalance makes it `rebalancing`.
+    pub fn state(&self) -> StreamsState {
+        let phase = self.phase.load(Ordering::SeqCst);
+        if self.failing.load(Ordering::SeqCst) {
+            return if self.alive.load(Ordering::SeqCst) > 0 && phase < 3 {
+                StreamsState::PendingError
+            } else {
+                StreamsState::Error
+            };
+        }
+        match phase {
+            0 => StreamsState::Created,
+            2 => StreamsState::PendingShutdown,
+            3 => StreamsState::NotRunning,
+            _ if self.rebalancing.load(Ordering::SeqCst) > 0 => StreamsState::Rebalancing,
+            _ => StreamsState::Running,
         }
     }
 
     fn publish(&self) {
-        let _one_at_a_time = self.publishing.lock();
+        let mut last = self.publishing.lock();
         let now = self.state();
-        for state in STATES {
+        for state in StreamsState::ALL {
             STATE
-                .with_label_values(&[self.application.as_str(), state])
+                .with_label_values(&[self.application.as_str(), state.name()])
                 .set(i64::from(state == now));
+        }
+        if *last != now {
+            tracing::debug!(application = %self.application, from = %*last, to = %now, "state");
+            if let Some(listener) = &self.listener {
+                listener(now, *last);
+            }
+            *last = now;
         }
         ALIVE_THREADS
             .with_label_values(&[self.application.as_str()])
@@ -123,16 +140,23 @@ impl ClientMetrics {
         self.publish();
     }
 
-    /// A thread stopped, `failed` when on an error.
-    pub fn thread_stopped(&self, failed: bool) {
-        self.alive.fetch_sub(1, Ordering::SeqCst);
-        if failed {
-            self.failed.fetch_add(1, Ordering::SeqCst);
-            FAILED_THREADS
-                .with_label_values(&[self.application.as_str()])
-                .inc();
-        }
+    /// A thread's error shuts the instance down.
+    pub fn failing(&self) {
+        self.failing.store(true, Ordering::SeqCst);
         self.publish();
+    }
+
+    /// A thread (with the successors that replaced it) stopped.
+    pub fn thread_stopped(&self) {
+        self.alive.fetch_sub(1, Ordering::SeqCst);
+        self.publish();
+    }
+
+    /// A thread stopped on an error (it may be replaced).
+    pub fn thread_failed(&self) {
+        FAILED_THREADS
+            .with_label_values(&[self.application.as_str()])
+            .inc();
     }
 
     /// A thread entered (`true`) or left a rebalance callback.
@@ -149,26 +173,51 @@ mod tests {
 
     #[test]
     fn the_state_follows_threads_and_rebalances() {
-        let m = ClientMetrics::new("client-metrics-test");
-        assert_eq!(m.state(), "created");
+        let seen = Arc::new(parking_lot::Mutex::new(Vec::new()));
+        let listener: StateListener = {
+            let seen = Arc::clone(&seen);
+            Arc::new(move |new, old| seen.lock().push((old, new)))
+        };
+        let m = ClientMetrics::new("client-metrics-test", Some(listener));
+        assert_eq!(m.state(), StreamsState::Created);
         m.started();
         m.thread_started();
         m.thread_started();
-        assert_eq!(m.state(), "running");
+        assert_eq!(m.state(), StreamsState::Running);
         m.rebalancing(true);
-        assert_eq!(m.state(), "rebalancing");
+        assert_eq!(m.state(), StreamsState::Rebalancing);
         m.rebalancing(false);
-        assert_eq!(m.state(), "running");
-        m.thread_stopped(true);
-        assert_eq!(m.state(), "error");
+        assert_eq!(m.state(), StreamsState::Running);
+        m.thread_failed();
+        assert_eq!(
+            m.state(),
+            StreamsState::Running,
+            "a failed thread alone (replaced) is no error"
+        );
+        m.thread_stopped();
+        m.failing();
+        assert_eq!(m.state(), StreamsState::PendingError);
+        m.thread_stopped();
+        assert_eq!(m.state(), StreamsState::Error);
         let text = crate::metrics::render_metrics().unwrap();
         assert!(text
             .contains("eddy_client_state{application=\"client-metrics-test\",state=\"error\"} 1"));
-        assert!(text.contains("eddy_alive_stream_threads{application=\"client-metrics-test\"} 1"));
+        assert!(text.contains("eddy_alive_stream_threads{application=\"client-metrics-test\"} 0"));
         assert!(text
             .contains("eddy_failed_stream_threads_total{application=\"client-metrics-test\"} 1"));
         m.closing();
         m.closed();
-        assert_eq!(m.state(), "error");
+        assert_eq!(m.state(), StreamsState::Error);
+        use StreamsState::*;
+        assert_eq!(
+            *seen.lock(),
+            vec![
+                (Created, Running),
+                (Running, Rebalancing),
+                (Rebalancing, Running),
+                (Running, PendingError),
+                (PendingError, Error),
+            ]
+        );
     }
 }

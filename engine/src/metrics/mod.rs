@@ -118,6 +118,30 @@ pub(crate) static RESTORING_TASKS: LazyLock<IntGaugeVec> = LazyLock::new(|| {
     )
 });
 
+/// Records task `t` of `app` has still to restore (0 unless it is restoring).
+pub(crate) fn restore_remaining(
+    app: &str,
+    topology: &crate::topology::Topology,
+    t: &crate::runtime::status::TaskStatus,
+) -> i64 {
+    // Read only for a task restoring: reading a series makes it.
+    topology
+        .subtopologies()
+        .get(t.subtopology)
+        .filter(|_| t.state == "RESTORING")
+        .map(|s| {
+            s.stores
+                .iter()
+                .map(|store| {
+                    RESTORE_REMAINING
+                        .with_label_values(&[app, t.task.as_str(), store.as_str()])
+                        .get()
+                })
+                .sum()
+        })
+        .unwrap_or(0)
+}
+
 pub(crate) static RESTORE_REMAINING: LazyLock<IntGaugeVec> = LazyLock::new(|| {
     gauge(
         "eddy_restore_remaining_records",

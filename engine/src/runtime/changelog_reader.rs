@@ -1,5 +1,8 @@
 //! Restoring a task's logged stores before it processes anything (Kafka Streams'
-//! `StoreChangelogReader`), one changelog partition at a time, each through explicit states:
+//! `StoreChangelogReader`), one changelog partition at a time, each through explicit states.
+//! A restore runs in slices ([`StoreChangelogReader::restore_for`]) from the stream thread's
+//! loop, so that the thread goes on polling its main consumer (and stays in the group) however
+//! long the restore is:
 //!
 //! 1. **Registered**: the changelog partition is asked for its log start and its end. The end is
 //!    the high watermark (read_uncommitted), not the last stable offset a read_committed client
@@ -20,6 +23,7 @@
 //!    decided), or is stopped by the application closing, is an error: the task stays closed and
 //!    is opened again later; what it restored so far is kept with its checkpoint.
 
+use std::cell::RefCell;
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -54,11 +58,58 @@ enum ChangelogState {
     Completed { restored: u64 },
 }
 
+/// One logged store of a task being restored.
+struct StoreRestore {
+    store: String,
+    topic: String,
+    state: ChangelogState,
+    /// Written since the last local commit.
+    uncommitted: u64,
+    /// When the position last moved.
+    moved_at: Instant,
+    waiting_logged: bool,
+    remaining: prometheus::IntGauge,
+}
+
+/// A task's restore in progress: its stores in order, each in its state.
+pub(crate) struct TaskRestore {
+    stores: Vec<StoreRestore>,
+    /// Records written so far, over every store.
+    restored: u64,
+    started: Instant,
+    _restoring: RestoringGauge,
+}
+
+/// Counts the task restoring from registration until the restore is dropped, however it ends.
+struct RestoringGauge(prometheus::IntGauge);
+
+impl Drop for RestoringGauge {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
+}
+
+impl Drop for StoreRestore {
+    fn drop(&mut self) {
+        // Completed, stopped or failed: nothing is left restoring here.
+        self.remaining.set(0);
+    }
+}
+
+impl TaskRestore {
+    /// Records written so far.
+    pub fn restored(&self) -> u64 {
+        self.restored
+    }
+}
+
 /// A stream thread's restore clients, made on its first restore and kept for the next ones.
 pub(crate) struct StoreChangelogReader {
     application_id: String,
     /// Reads the changelogs, read_committed.
     consumer: BaseConsumer,
+    /// The changelog partition the consumer is assigned now, and from where.
+    assigned: RefCell<Option<(String, i32)>>,
     /// Asks for the changelogs' bounds (read_uncommitted: the end is the high watermark).
     watermarks: BaseConsumer,
     /// The application is closing: a restore stops where it is (its progress is kept).
@@ -74,96 +125,122 @@ impl StoreChangelogReader {
         Ok(Self {
             application_id: application_id.to_string(),
             consumer: clients.restore_consumer("read_committed")?,
+            assigned: RefCell::new(None),
             watermarks: clients.restore_consumer("read_uncommitted")?,
             shutdown,
         })
     }
 
-    /// Brings every logged store of `task` up to the end of its changelog partition. Returns
-    /// the number of records read: only what the checkpoints did not already cover.
-    pub fn restore_task(
+    /// Steps 1 and 2 for every logged store of `task`.
+    pub fn register_task(
         &self,
         task: &mut StreamTask,
         topology: &Topology,
         partition: i32,
-    ) -> Result<u64> {
-        let restored = self.restore_stores(task, topology, partition);
-        // Stop fetching until the next restore.
-        let _ = self.consumer.unassign();
-        restored
-    }
-
-    fn restore_stores(
-        &self,
-        task: &mut StreamTask,
-        topology: &Topology,
-        partition: i32,
-    ) -> Result<u64> {
-        let stores = task.logged_stores(topology);
-        if stores.is_empty() {
-            return Ok(0);
-        }
-        let checkpoint = task.checkpoint()?;
-        let mut restored = 0u64;
-        let started = Instant::now();
+    ) -> Result<TaskRestore> {
         let app = self.application_id.as_str();
-        let restoring = crate::metrics::RESTORING_TASKS.with_label_values(&[app]);
-        restoring.inc();
-        // Whatever the outcome, the task is not restoring once this returns.
-        struct Restoring(prometheus::IntGauge);
-        impl Drop for Restoring {
-            fn drop(&mut self) {
-                self.0.dec();
-            }
-        }
-        let _restoring = Restoring(restoring);
-        for store in stores {
-            let topic = Topology::changelog_topic(&self.application_id, &store);
+        let checkpoint = task.checkpoint()?;
+        let gauge = crate::metrics::RESTORING_TASKS.with_label_values(&[app]);
+        gauge.inc();
+        let mut restore = TaskRestore {
+            stores: Vec::new(),
+            restored: 0,
+            started: Instant::now(),
+            _restoring: RestoringGauge(gauge),
+        };
+        let task_id = task.id().to_string();
+        for store in task.logged_stores(topology) {
+            let topic = Topology::changelog_topic(app, &store);
             // Only persistent stores keep their state across a restart.
             let from = topology
                 .store_is_persistent(&store)
                 .then(|| checkpoint.changelog_offsets.get(&store).copied())
                 .flatten();
-            let mut state = self.register(&store, &topic, partition, from)?;
+            let state = self.register(&store, &topic, partition, from)?;
+            let remaining = crate::metrics::RESTORE_REMAINING.with_label_values(&[
+                app,
+                task_id.as_str(),
+                store.as_str(),
+            ]);
             if let ChangelogState::Registered { start, end } = state {
-                let task_id = task.id().to_string();
-                crate::metrics::RESTORE_REMAINING
-                    .with_label_values(&[app, task_id.as_str(), store.as_str()])
-                    .set((end - start).max(0));
-                // The restored-records series exists from the first restore, even of nothing.
-                task.count_restored(&store, 0);
+                remaining.set((end - start).max(0));
             }
+            // The restored-records series exists from the first restore, even of nothing.
+            task.count_restored(&store, 0);
+            restore.stores.push(StoreRestore {
+                store,
+                topic,
+                state,
+                uncommitted: 0,
+                moved_at: Instant::now(),
+                waiting_logged: false,
+                remaining,
+            });
+        }
+        Ok(restore)
+    }
+
+    /// Steps 3 and 4 for at most `budget`: `Ok(true)` once every store of the task has reached
+    /// its changelog's end. What was written is committed locally with its checkpoint every
+    /// [`RESTORE_BATCH`] records and when the slice ends, so that a restore stopped anywhere
+    /// resumes where it was.
+    pub fn restore_for(
+        &self,
+        task: &mut StreamTask,
+        restore: &mut TaskRestore,
+        partition: i32,
+        budget: Duration,
+    ) -> Result<bool> {
+        let until = Instant::now() + budget;
+        for s in &mut restore.stores {
             loop {
-                state = match state {
+                s.state = match s.state {
                     ChangelogState::Registered { start, end } if start >= end => {
                         ChangelogState::Completed { restored: 0 }
                     }
                     ChangelogState::Registered { start, end } => {
-                        self.assign(&topic, partition, start)?;
+                        // The stall clock runs from the store's first read, not from its
+                        // registration (tasks wait their turn).
+                        s.moved_at = Instant::now();
                         ChangelogState::Restoring {
                             position: start,
                             end,
                         }
                     }
                     ChangelogState::Restoring { position, end } => {
-                        let n =
-                            self.read_to_end(task, &store, (&topic, partition), position, end)?;
-                        task.count_restored(&store, n);
-                        tracing::debug!(task = %task.id(), store, from = position, to = end, restored = n, "restored store");
-                        ChangelogState::Completed { restored: n }
+                        let (position, n) =
+                            self.read_until(task, s, partition, (position, end), until)?;
+                        restore.restored += n;
+                        if position < end {
+                            s.state = ChangelogState::Restoring { position, end };
+                            // The slice is over: what it wrote is kept with its checkpoint.
+                            task.commit_state(&BTreeMap::from([(s.store.clone(), position)]))?;
+                            s.uncommitted = 0;
+                            return Ok(false);
+                        }
+                        tracing::debug!(task = %task.id(), store = s.store, to = end, "restored store");
+                        ChangelogState::Completed {
+                            restored: restore.restored,
+                        }
                     }
-                    ChangelogState::Completed { restored: n } => {
-                        restored += n;
-                        break;
-                    }
+                    ChangelogState::Completed { .. } => break,
                 };
             }
         }
+        self.unassign();
         crate::metrics::RESTORE_SECONDS
-            .with_label_values(&[app])
-            .observe(started.elapsed().as_secs_f64());
-        tracing::debug!(task = %task.id(), restored, elapsed_ms = started.elapsed().as_millis() as u64, "restored state");
-        Ok(restored)
+            .with_label_values(&[self.application_id.as_str()])
+            .observe(restore.started.elapsed().as_secs_f64());
+        tracing::debug!(task = %task.id(), restored = restore.restored,
+            elapsed_ms = restore.started.elapsed().as_millis() as u64, "restored state");
+        Ok(true)
+    }
+
+    /// Stops fetching (a restore is done, or the task it was for closed).
+    pub fn unassign(&self) {
+        if self.assigned.borrow_mut().take().is_some() {
+            let _ = self.consumer.unassign();
+        }
     }
 
     /// Step 1 and 2: the changelog partition's bounds and where this store starts in it.
@@ -209,68 +286,63 @@ impl StoreChangelogReader {
         })
     }
 
-    fn assign(&self, topic: &str, partition: i32, start: i64) -> Result<()> {
+    /// Points the consumer at `topic`-`partition` from `position`, unless it reads there now.
+    fn assign(&self, topic: &str, partition: i32, position: i64) -> Result<()> {
+        let wanted = (topic.to_string(), partition);
+        if self.assigned.borrow().as_ref() == Some(&wanted) {
+            return Ok(());
+        }
         let mut tpl = TopicPartitionList::new();
         // Not `Offset::Beginning`: resolving it costs the client a round of offset queries per
         // partition (full restores ran at a third of the speed).
-        tpl.add_partition_offset(topic, partition, Offset::Offset(start))
+        tpl.add_partition_offset(topic, partition, Offset::Offset(position))
             .map_err(|e| EngineError::kafka(format!("restoring {topic}-{partition}"), e))?;
         self.consumer
             .assign(&tpl)
-            .map_err(|e| EngineError::kafka(format!("restoring {topic}-{partition}"), e))
+            .map_err(|e| EngineError::kafka(format!("restoring {topic}-{partition}"), e))?;
+        *self.assigned.borrow_mut() = Some(wanted);
+        Ok(())
     }
 
-    /// Step 3 and 4: reads `topic`-`partition` from `start` into `store` until the consumer's
-    /// position reaches `end`. Returns the records written.
-    fn read_to_end(
+    /// Step 3 and 4: reads store `s`'s changelog partition from `position` into its store
+    /// until the consumer's position reaches `end` or `until` passes. Returns the position
+    /// reached and the records written.
+    fn read_until(
         &self,
         task: &mut StreamTask,
-        store: &str,
-        (topic, partition): (&str, i32),
-        start: i64,
-        end: i64,
-    ) -> Result<u64> {
+        s: &mut StoreRestore,
+        partition: i32,
+        (mut position, end): (i64, i64),
+        until: Instant,
+    ) -> Result<(i64, u64)> {
+        let topic = s.topic.as_str();
+        self.assign(topic, partition, position)?;
         let consumer = &self.consumer;
         let mut restored = 0u64;
-        let mut position = start;
-        let mut uncommitted = 0u64;
-        let mut moved_at = Instant::now();
-        let mut waiting_logged = false;
-        let checkpoint = |position: i64| BTreeMap::from([(store.to_string(), position)]);
-        let task_id = task.id().to_string();
-        let remaining = crate::metrics::RESTORE_REMAINING.with_label_values(&[
-            self.application_id.as_str(),
-            task_id.as_str(),
-            store,
-        ]);
-        remaining.set(end - position);
-        // However this ends (closing, a stall, an error), nothing is left restoring here.
-        struct Remaining(prometheus::IntGauge);
-        impl Drop for Remaining {
-            fn drop(&mut self) {
-                self.0.set(0);
-            }
-        }
-        let remaining = Remaining(remaining);
-        let remaining = &remaining.0;
+        let checkpoint =
+            |store: &str, position: i64| BTreeMap::from([(store.to_string(), position)]);
+        s.remaining.set(end - position);
         while position < end {
             if self.shutdown.load(Ordering::SeqCst) {
-                task.commit_state(&checkpoint(position))?;
+                task.commit_state(&checkpoint(&s.store, position))?;
                 return Err(EngineError::TaskMigrated(format!(
                     "closing: restore of {topic}-{partition} stopped at offset {position} of {end}"
                 )));
             }
-            match consumer.poll(Duration::from_millis(50)) {
+            if Instant::now() >= until {
+                break;
+            }
+            match consumer.poll(Duration::from_millis(10)) {
                 Some(Ok(m)) => {
-                    task.restore_record(store, m.key().unwrap_or_default(), m.payload())?;
+                    task.restore_record(&s.store, m.key().unwrap_or_default(), m.payload())?;
                     restored += 1;
-                    uncommitted += 1;
+                    s.uncommitted += 1;
                     position = position.max(m.offset() + 1);
-                    moved_at = Instant::now();
-                    if uncommitted >= RESTORE_BATCH {
-                        task.commit_state(&checkpoint(position))?;
-                        uncommitted = 0;
-                        remaining.set(end - position);
+                    s.moved_at = Instant::now();
+                    if s.uncommitted >= RESTORE_BATCH {
+                        task.commit_state(&checkpoint(&s.store, position))?;
+                        s.uncommitted = 0;
+                        s.remaining.set(end - position);
                     }
                     continue;
                 }
@@ -291,13 +363,13 @@ impl StoreChangelogReader {
             if let Some(Offset::Offset(o)) = reported {
                 if o > position {
                     position = o;
-                    moved_at = Instant::now();
+                    s.moved_at = Instant::now();
                 }
             }
             if position >= end {
                 break;
             }
-            if !waiting_logged && moved_at.elapsed() >= Duration::from_secs(2) {
+            if !s.waiting_logged && s.moved_at.elapsed() >= Duration::from_secs(2) {
                 tracing::info!(
                     topic,
                     partition,
@@ -305,17 +377,23 @@ impl StoreChangelogReader {
                     end,
                     "restore waits (an open transaction on the changelog, or a slow broker)"
                 );
-                waiting_logged = true;
+                s.waiting_logged = true;
             }
-            if moved_at.elapsed() >= RESTORE_STALL_TIMEOUT {
-                task.commit_state(&checkpoint(position))?;
+            if s.moved_at.elapsed() >= RESTORE_STALL_TIMEOUT {
+                task.commit_state(&checkpoint(&s.store, position))?;
                 return Err(EngineError::TaskMigrated(format!(
                     "restoring {topic}-{partition}: stuck at offset {position} of {end} for {RESTORE_STALL_TIMEOUT:?}"
                 )));
             }
         }
-        task.commit_state(&checkpoint(position))?;
-        remaining.set(0);
-        Ok(restored)
+        task.count_restored(&s.store, restored);
+        if position >= end {
+            task.commit_state(&checkpoint(&s.store, position))?;
+            s.uncommitted = 0;
+            s.remaining.set(0);
+        } else {
+            s.remaining.set(end - position);
+        }
+        Ok((position, restored))
     }
 }

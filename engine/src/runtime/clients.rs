@@ -1,6 +1,7 @@
 //! The one place that builds Kafka clients: the stream thread's main consumer, its producer, the
-//! restore consumers, and the admin and metadata clients used at start, each with the settings
-//! Eddy must control.
+//! restore consumers, and the admin and metadata clients used at start. Each is built in three
+//! layers: Eddy's defaults, then the user's client settings for that client
+//! (`config/client.rs`), then what Eddy must control (which the user cannot set).
 
 use std::time::Duration;
 
@@ -10,7 +11,7 @@ use rdkafka::config::ClientConfig;
 use rdkafka::consumer::BaseConsumer;
 use rdkafka::producer::BaseProducer;
 
-use crate::config::ProcessingGuarantee;
+use crate::config::{ClientKind, ClientOverrides, ClientScope, ProcessingGuarantee};
 use crate::error::{EngineError, Result};
 use crate::runtime::RuntimeConfig;
 
@@ -30,128 +31,277 @@ fn create_error(client: &str) -> impl FnOnce(rdkafka::error::KafkaError) -> Engi
 #[derive(Debug, Clone)]
 pub(crate) struct KafkaClients {
     bootstrap: String,
+    /// `partition.assignment.strategy` of the main consumers (`assignment_strategy`).
+    assignor: &'static str,
+    /// The prefix of the main consumers' `group.instance.id`, under static membership.
+    group_instance: Option<String>,
+    overrides: ClientOverrides,
     application_id: String,
     guarantee: ProcessingGuarantee,
     transaction_timeout_ms: u64,
 }
 
 impl KafkaClients {
-    pub fn new(config: &RuntimeConfig) -> Self {
+    pub fn new(config: &RuntimeConfig, topology: &crate::topology::Topology) -> Self {
+        // The runtime's bootstrap (`--bootstrap`, the embedded broker) wins over the file's.
+        let overrides = &config.streams.clients;
+        let bootstrap = match config.bootstrap_servers.as_str() {
+            "" => overrides
+                .get(ClientScope::All, "bootstrap.servers")
+                .unwrap_or_default()
+                .to_string(),
+            given => given.to_string(),
+        };
         Self {
-            bootstrap: config.bootstrap_servers.clone(),
+            bootstrap,
+            assignor: assignment_strategy(topology),
+            group_instance: config.streams.group_instance_id.clone(),
+            overrides: overrides.clone(),
             application_id: config.streams.application_id.clone(),
             guarantee: config.streams.processing_guarantee,
             transaction_timeout_ms: config.streams.transaction_timeout_ms,
         }
     }
 
-    fn base(&self) -> ClientConfig {
+    /// `defaults`, then the user's settings for `kind`, then `controlled`.
+    fn layered(
+        &self,
+        kind: ClientKind,
+        defaults: impl FnOnce(&mut ClientConfig),
+        controlled: impl FnOnce(&mut ClientConfig),
+    ) -> ClientConfig {
         let mut c = ClientConfig::new();
+        defaults(&mut c);
+        self.overrides.apply(kind, &mut c);
         c.set("bootstrap.servers", &self.bootstrap);
+        controlled(&mut c);
         c
+    }
+
+    /// Builds every client of a stream thread once and drops it, so that a combination
+    /// librdkafka refuses (`max.poll.interval.ms` below `session.timeout.ms`, SASL without a
+    /// mechanism it was built with) fails the start rather than a thread.
+    pub fn check(&self) -> Result<()> {
+        let check = |client: &str, config: ClientConfig, consumer: bool| {
+            let created = if consumer {
+                config.create::<BaseConsumer>().map(drop)
+            } else {
+                config.create::<BaseProducer>().map(drop)
+            };
+            created.map_err(|e| EngineError::Config {
+                key: "client settings".into(),
+                reason: format!("librdkafka refuses the {client}'s settings: {e}"),
+            })
+        };
+        check("main consumer", self.main_consumer_config(0), true)?;
+        check(
+            "restore consumer",
+            self.restore_consumer_config("read_committed"),
+            true,
+        )?;
+        // The transactional id is left out: a producer created with one would fence nothing,
+        // but it need not be registered to check its settings.
+        let mut producer = self.producer_config("check", 0);
+        producer.remove("transactional.id");
+        check("producer", producer, false)?;
+        check("admin client", self.admin_config(), false)
     }
 
     /// The main consumer of stream thread `thread`: in the application's group, offsets
     /// committed only by the thread (with the transaction under exactly-once), eager `range`
     /// assignment so that co-partitioned topics stay together.
     pub fn main_consumer_config(&self, thread: usize) -> ClientConfig {
-        let mut c = self.base();
-        if let Ok(debug) = std::env::var("EDDY_RDKAFKA_CONSUMER_DEBUG") {
-            c.set("debug", debug);
-        }
-        c.set("group.id", &self.application_id)
-            .set("client.id", format!("{}-{thread}", self.application_id))
-            .set("enable.auto.commit", "false")
-            .set("enable.auto.offset.store", "false")
-            .set("auto.offset.reset", "earliest")
-            .set("partition.assignment.strategy", "range")
-            .set(
-                "isolation.level",
-                match self.guarantee {
-                    ProcessingGuarantee::ExactlyOnceV2 => "read_committed",
-                    ProcessingGuarantee::AtLeastOnce => "read_uncommitted",
-                },
-            )
-            .set("session.timeout.ms", "10000")
-            .set("heartbeat.interval.ms", "500")
-            .set("statistics.interval.ms", STATISTICS_INTERVAL_MS);
-        c
+        self.main_consumer_config_of(thread, None)
+    }
+
+    /// [`KafkaClients::main_consumer_config`] of an instance whose state directory names it
+    /// `process_id` (the static member id of `group.instance.id=auto`).
+    pub fn main_consumer_config_of(&self, thread: usize, process_id: Option<&str>) -> ClientConfig {
+        self.layered(
+            ClientKind::MainConsumer,
+            |c| {
+                if let Ok(debug) = std::env::var("EDDY_RDKAFKA_CONSUMER_DEBUG") {
+                    c.set("debug", debug);
+                }
+                c.set("auto.offset.reset", "earliest")
+                    .set("session.timeout.ms", "10000")
+                    .set("heartbeat.interval.ms", "500");
+            },
+            |c| {
+                c.set("group.id", &self.application_id)
+                    .set("client.id", format!("{}-{thread}", self.application_id))
+                    .set("enable.auto.commit", "false")
+                    .set("enable.auto.offset.store", "false")
+                    .set("partition.assignment.strategy", self.assignor)
+                    .set(
+                        "isolation.level",
+                        match self.guarantee {
+                            ProcessingGuarantee::ExactlyOnceV2 => "read_committed",
+                            ProcessingGuarantee::AtLeastOnce => "read_uncommitted",
+                        },
+                    )
+                    .set("statistics.interval.ms", STATISTICS_INTERVAL_MS);
+                let instance = match (self.group_instance.as_deref(), process_id) {
+                    (Some("auto"), Some(process)) => Some(process.to_string()),
+                    (Some("auto"), None) => None,
+                    (Some(id), _) => Some(id.to_string()),
+                    (None, _) => None,
+                };
+                if let Some(instance) = instance {
+                    c.set("group.instance.id", format!("{instance}-{thread}"));
+                }
+            },
+        )
     }
 
     /// The producer of stream thread `thread`; transactional under exactly-once with the id
     /// `<application.id>-<process id>-<thread>` (see `streams_producer.rs`).
     pub fn producer_config(&self, process_id: &str, thread: usize) -> ClientConfig {
-        let mut c = self.base();
-        c.set("linger.ms", "5")
-            .set("enable.idempotence", "true")
-            // Java clients' partitioner, so that keys land where Kafka Streams would put them.
-            .set("partitioner", "murmur2_random")
-            .set("queue.buffering.max.messages", "1000000");
-        if let Ok(debug) = std::env::var("EDDY_RDKAFKA_DEBUG") {
-            c.set("debug", debug);
-        }
-        if self.guarantee == ProcessingGuarantee::ExactlyOnceV2 {
-            c.set(
-                "transactional.id",
-                format!("{}-{process_id}-{thread}", self.application_id),
-            )
-            .set(
-                "transaction.timeout.ms",
-                self.transaction_timeout_ms.to_string(),
-            );
-        }
-        c
+        self.layered(
+            ClientKind::Producer,
+            |c| {
+                c.set("linger.ms", "5")
+                    .set("queue.buffering.max.messages", "1000000");
+                if let Ok(debug) = std::env::var("EDDY_RDKAFKA_DEBUG") {
+                    c.set("debug", debug);
+                }
+            },
+            |c| {
+                c.set("enable.idempotence", "true")
+                    // Java clients' partitioner, so that keys land where Kafka Streams would
+                    // put them.
+                    .set("partitioner", "murmur2_random")
+                    .set("client.id", format!("{}-{thread}", self.application_id));
+                if self.guarantee == ProcessingGuarantee::ExactlyOnceV2 {
+                    c.set(
+                        "transactional.id",
+                        format!("{}-{process_id}-{thread}", self.application_id),
+                    )
+                    .set(
+                        "transaction.timeout.ms",
+                        self.transaction_timeout_ms.to_string(),
+                    );
+                }
+            },
+        )
     }
 
     /// A restore consumer (assign-only) reading changelogs with `isolation`.
     pub fn restore_consumer(&self, isolation: &str) -> Result<BaseConsumer> {
-        self.base()
-            .set("group.id", format!("{}-restore", self.application_id))
-            .set("enable.auto.commit", "false")
-            .set("isolation.level", isolation)
-            // The client moves from partition to partition: a fetch parked at the end of the
-            // last one (500 ms by default) would hold up the next.
-            .set("fetch.wait.max.ms", "10")
-            // Should the log's start pass the offset a restore asks for (retention, deleted
-            // records), the broker says out of range and the client goes to the new start.
-            .set("auto.offset.reset", "earliest")
+        self.restore_consumer_config(isolation)
             .create()
             .map_err(create_error("restore consumer"))
     }
 
-    /// The producer that publishes this instance's query endpoint (`query/directory.rs`):
-    /// plain (not transactional), as the endpoint is not part of any task's output.
-    pub fn directory_producer(&self) -> Result<BaseProducer> {
-        self.base()
-            .set("linger.ms", "0")
-            .create()
-            .map_err(create_error("query directory producer"))
+    fn restore_consumer_config(&self, isolation: &str) -> ClientConfig {
+        self.layered(
+            ClientKind::RestoreConsumer,
+            |c| {
+                // The client moves from partition to partition: a fetch parked at the end of
+                // the last one (500 ms by default) would hold up the next.
+                c.set("fetch.wait.max.ms", "10");
+            },
+            |c| {
+                c.set("group.id", format!("{}-restore", self.application_id))
+                    .set("enable.auto.commit", "false")
+                    .set("isolation.level", isolation)
+                    // Should the log's start pass the offset a restore asks for (retention,
+                    // deleted records), the broker says out of range and the client goes to
+                    // the new start.
+                    .set("auto.offset.reset", "earliest");
+            },
+        )
+    }
+
+    /// A plain (not transactional) producer, for what is no task's output: this instance's
+    /// query endpoint (`query/directory.rs`) and its request to shut the application down.
+    pub fn plain_producer(&self) -> Result<BaseProducer> {
+        self.layered(
+            ClientKind::Producer,
+            |c| {
+                c.set("linger.ms", "0");
+            },
+            |_| {},
+        )
+        .create()
+        .map_err(create_error("plain producer"))
     }
 
     /// The consumer that reads every instance's query endpoint (assign-only, from the start).
     pub fn directory_consumer(&self) -> Result<BaseConsumer> {
-        self.base()
-            .set(
-                "group.id",
-                format!("{}-query-directory", self.application_id),
-            )
-            .set("enable.auto.commit", "false")
-            .set("auto.offset.reset", "earliest")
-            .set("fetch.wait.max.ms", "100")
-            .create()
-            .map_err(create_error("query directory consumer"))
+        self.layered(
+            ClientKind::OtherConsumer,
+            |c| {
+                c.set("fetch.wait.max.ms", "100");
+            },
+            |c| {
+                c.set(
+                    "group.id",
+                    format!("{}-query-directory", self.application_id),
+                )
+                .set("enable.auto.commit", "false")
+                .set("auto.offset.reset", "earliest");
+            },
+        )
+        .create()
+        .map_err(create_error("query directory consumer"))
+    }
+
+    /// The consumer that watches for requests to shut the application down (assign-only).
+    pub fn shutdown_requests_consumer(&self) -> Result<BaseConsumer> {
+        self.layered(
+            ClientKind::OtherConsumer,
+            |c| {
+                c.set("fetch.wait.max.ms", "200");
+            },
+            |c| {
+                c.set(
+                    "group.id",
+                    format!("{}-shutdown-requests", self.application_id),
+                )
+                .set("enable.auto.commit", "false")
+                // Offset 0 may be gone (retention): then the log's start.
+                .set("auto.offset.reset", "earliest");
+            },
+        )
+        .create()
+        .map_err(create_error("shutdown requests consumer"))
     }
 
     /// A client for cluster metadata.
     pub fn metadata_consumer(&self) -> Result<BaseConsumer> {
-        self.base()
+        self.admin_config()
             .create()
             .map_err(create_error("metadata client"))
     }
 
     /// An admin client (internal topics, purging repartition topics).
     pub fn admin(&self) -> Result<AdminClient<DefaultClientContext>> {
-        self.base().create().map_err(create_error("admin client"))
+        self.admin_config()
+            .create()
+            .map_err(create_error("admin client"))
+    }
+
+    fn admin_config(&self) -> ClientConfig {
+        self.layered(ClientKind::Admin, |_| {}, |_| {})
+    }
+}
+
+/// The main consumers' assignor. `cooperative-sticky` moves only the partitions that must
+/// move in a rebalance, but assigns each topic's partitions on their own; a sub-topology that
+/// reads several topics needs the same partition of each in one task (co-partitioning), which
+/// only `range` keeps (it assigns every topic's partition `p` to the same member when their
+/// partition counts are equal, which start checks). So: cooperative when every sub-topology
+/// reads one topic, range (eager) otherwise.
+pub(crate) fn assignment_strategy(topology: &crate::topology::Topology) -> &'static str {
+    if topology
+        .subtopologies()
+        .iter()
+        .all(|s| s.source_topics.len() <= 1)
+    {
+        "cooperative-sticky"
+    } else {
+        "range"
     }
 }
 
@@ -173,5 +323,36 @@ pub(crate) fn block_on<F: std::future::Future>(future: F) -> F::Output {
             Poll::Ready(out) => return out,
             Poll::Pending => std::thread::park_timeout(Duration::from_millis(50)),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{Consumed, Produced, Serdes, StreamsBuilder};
+
+    #[test]
+    fn co_partitioned_topologies_keep_the_range_assignor() {
+        let b = StreamsBuilder::new();
+        b.stream(&["a"], Consumed::with(Serdes::string(), Serdes::string()))
+            .to("out", Produced::with(Serdes::string(), Serdes::string()));
+        assert_eq!(
+            assignment_strategy(&b.build().unwrap()),
+            "cooperative-sticky"
+        );
+        let b = StreamsBuilder::new();
+        let table = b.table(
+            "t",
+            Consumed::with(Serdes::string(), Serdes::string()),
+            crate::Materialized::named("t-store"),
+        );
+        b.stream(&["s"], Consumed::with(Serdes::string(), Serdes::string()))
+            .join_table(&table, |l: &String, r: &String| format!("{l}{r}"))
+            .to("out", Produced::with(Serdes::string(), Serdes::string()));
+        assert_eq!(
+            assignment_strategy(&b.build().unwrap()),
+            "range",
+            "a stream-table join needs partition p of both topics in one task"
+        );
     }
 }

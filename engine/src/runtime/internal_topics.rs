@@ -45,7 +45,7 @@ pub(crate) fn prepare(
     config: &RuntimeConfig,
 ) -> Result<BTreeMap<String, i32>> {
     let app = &config.streams.application_id;
-    let clients = KafkaClients::new(config);
+    let clients = KafkaClients::new(config, topology);
     let existing = broker_topics(&clients)?;
     let mut partitions: BTreeMap<String, i32> = BTreeMap::new();
     for topic in topology.source_topics() {
@@ -125,6 +125,16 @@ pub(crate) fn prepare(
         configs: Vec::new(),
         kind: InternalKind::DeadLetters,
     });
+    wanted.push(InternalTopic {
+        name: Topology::shutdown_requests_topic(app),
+        partitions: 1,
+        // A request matters only to the instances running when it is made.
+        configs: vec![
+            ("cleanup.policy", "delete".into()),
+            ("retention.ms", "3600000".into()),
+        ],
+        kind: InternalKind::ShutdownRequests,
+    });
     if config.streams.application_server.is_some() {
         wanted.push(InternalTopic {
             name: Topology::query_endpoints_topic(app),
@@ -193,6 +203,7 @@ enum InternalKind {
     Repartition,
     DeadLetters,
     QueryEndpoints,
+    ShutdownRequests,
 }
 
 /// An internal topic as the topology needs it.
@@ -249,7 +260,9 @@ fn validate(
         let have = existing.get(&t.name).copied().unwrap_or(0);
         let any_count = matches!(
             t.kind,
-            InternalKind::DeadLetters | InternalKind::QueryEndpoints
+            InternalKind::DeadLetters
+                | InternalKind::QueryEndpoints
+                | InternalKind::ShutdownRequests
         );
         if !any_count && have != t.partitions {
             return Err(EngineError::Topology(format!(

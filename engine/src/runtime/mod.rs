@@ -8,7 +8,9 @@ mod clients;
 mod fetched_lag;
 mod internal_topics;
 mod lag;
+pub(crate) mod lifecycle;
 mod rebalance_listener;
+mod shutdown_requests;
 mod state_directory;
 mod statistics;
 pub(crate) mod status;
@@ -25,6 +27,9 @@ use crate::error::{EngineError, Result};
 use crate::topology::Topology;
 
 pub use internal_topics::DLQ_TOPIC;
+pub use lifecycle::{
+    Lifecycle, StateListener, StreamThreadExceptionResponse, StreamsState, UncaughtExceptionHandler,
+};
 
 /// Settings of a runtime: the streams config plus how to reach Kafka.
 #[derive(Debug, Clone)]
@@ -32,6 +37,8 @@ pub struct RuntimeConfig {
     pub streams: StreamsConfig,
     /// `bootstrap.servers`.
     pub bootstrap_servers: String,
+    /// The state listener and the uncaught-error handler.
+    pub lifecycle: Lifecycle,
 }
 
 impl RuntimeConfig {
@@ -40,7 +47,27 @@ impl RuntimeConfig {
         Self {
             streams,
             bootstrap_servers: bootstrap_servers.into(),
+            lifecycle: Lifecycle::default(),
         }
+    }
+
+    /// Tells `listener` `(new, old)` on every change of the application's state.
+    pub fn with_state_listener(
+        mut self,
+        listener: impl Fn(StreamsState, StreamsState) + Send + Sync + 'static,
+    ) -> Self {
+        self.lifecycle.state_listener = Some(std::sync::Arc::new(listener));
+        self
+    }
+
+    /// Asks `handler` what to do when a stream thread stops on an error (without one: shut
+    /// down this instance, Kafka Streams' default).
+    pub fn with_uncaught_exception_handler(
+        mut self,
+        handler: impl Fn(&EngineError) -> StreamThreadExceptionResponse + Send + Sync + 'static,
+    ) -> Self {
+        self.lifecycle.uncaught_exception_handler = Some(std::sync::Arc::new(handler));
+        self
     }
 }
 
@@ -57,6 +84,9 @@ pub struct Progress {
     pub assigned_partitions: AtomicU64,
     /// Records in those partitions not read yet (updated every second; see `runtime/lag.rs`).
     pub lag: AtomicU64,
+    /// Running tasks closed (by rebalances, rewinds and shutdown): with cooperative
+    /// rebalancing, only the tasks whose partitions moved close.
+    pub tasks_closed: AtomicU64,
 }
 
 impl Progress {
@@ -88,6 +118,11 @@ pub struct KafkaStreams {
     status: Arc<status::RuntimeStatus>,
     queries: crate::query::StateQueries,
     directory: Option<Arc<crate::query::QueryDirectory>>,
+    requests: Arc<shutdown_requests::ShutdownRequests>,
+    /// The error that stopped the instance on its own, if one did.
+    failure: Arc<parking_lot::Mutex<Option<String>>>,
+    topology: Arc<Topology>,
+    application_id: String,
 }
 
 impl std::fmt::Debug for KafkaStreams {
@@ -103,6 +138,7 @@ impl KafkaStreams {
     /// threads. A missing input topic or partition counts that differ among co-partitioned
     /// sources are clear errors here, not hangs.
     pub fn start(topology: Topology, config: RuntimeConfig) -> Result<Self> {
+        clients::KafkaClients::new(&config, &topology).check()?;
         let state_directory = Arc::new(state_directory::StateDirectory::open(
             &config.streams.state_dir,
             &config.streams.application_id,
@@ -116,17 +152,48 @@ impl KafkaStreams {
         let queryable = Arc::new(crate::query::QueryableStores::default());
         queryable.set_partition_counts(store_partitions);
         let app = config.streams.application_id.as_str();
-        let client = crate::metrics::client::ClientMetrics::new(app);
+        let client = crate::metrics::client::ClientMetrics::new(
+            app,
+            config.lifecycle.state_listener.clone(),
+        );
+        let failure = Arc::new(parking_lot::Mutex::new(None));
+        let requests = {
+            let clients = clients::KafkaClients::new(&config, &topology);
+            let (client, shutdown, failure) = (
+                Arc::clone(&client),
+                Arc::clone(&shutdown),
+                Arc::clone(&failure),
+            );
+            shutdown_requests::ShutdownRequests::start(
+                Topology::shutdown_requests_topic(app),
+                state_directory.process_id().to_string(),
+                clients.plain_producer()?,
+                clients.shutdown_requests_consumer()?,
+                move |reason| {
+                    tracing::error!("shutting down: {reason}");
+                    failure.lock().get_or_insert(reason);
+                    client.failing();
+                    shutdown.store(true, Ordering::SeqCst);
+                },
+            )?
+        };
+        let supervisor = Arc::new(lifecycle::Supervisor {
+            lifecycle: config.lifecycle.clone(),
+            shutdown: Arc::clone(&shutdown),
+            client: Arc::clone(&client),
+            failure: Arc::clone(&failure),
+            requests: Some(Arc::clone(&requests)),
+        });
         let scrape = crate::metrics::scrape::ScrapeSource::register(app, &queryable);
         let status = Arc::new(status::RuntimeStatus::default());
         let directory = match &config.streams.application_server {
             Some(server) => {
-                let clients = clients::KafkaClients::new(&config);
+                let clients = clients::KafkaClients::new(&config, &topology);
                 Some(crate::query::QueryDirectory::start(
                     server.clone(),
                     Topology::query_endpoints_topic(&config.streams.application_id),
                     Arc::clone(&queryable),
-                    clients.directory_producer()?,
+                    clients.plain_producer()?,
                     clients.directory_consumer()?,
                 )?)
             }
@@ -145,15 +212,16 @@ impl KafkaStreams {
                 memory.clone(),
                 Arc::clone(&queryable),
             );
-            let (client, scrape, status) = (
+            let (client, scrape, status, supervisor) = (
                 Arc::clone(&client),
                 Arc::clone(&scrape),
                 Arc::clone(&status),
+                Arc::clone(&supervisor),
             );
             let handle = std::thread::Builder::new()
                 .name(format!("{}-stream-{index}", config.streams.application_id))
                 .spawn(move || {
-                    stream_thread::run(stream_thread::ThreadSpec {
+                    supervisor.run(stream_thread::ThreadSpec {
                         index,
                         topology,
                         config,
@@ -180,7 +248,7 @@ impl KafkaStreams {
             queryable,
             directory.0.clone(),
             Arc::new(crate::console::LiveApp {
-                topology,
+                topology: Arc::clone(&topology),
                 progress: Arc::clone(&progress),
                 client: Arc::clone(&client),
                 scrape: Arc::clone(&scrape),
@@ -197,7 +265,22 @@ impl KafkaStreams {
             status,
             queries,
             directory: directory.0.take(),
+            requests,
+            failure,
+            topology,
+            application_id: config.streams.application_id.clone(),
         })
+    }
+
+    /// The application's state now.
+    pub fn state(&self) -> StreamsState {
+        self.client.state()
+    }
+
+    /// The error that stopped this instance on its own (a thread's, or another instance's
+    /// request to shut the application down), if one did.
+    pub fn failure(&self) -> Option<String> {
+        self.failure.lock().clone()
     }
 
     /// Queries of the application's state held by this instance (see `query/mod.rs`).
@@ -213,6 +296,16 @@ impl KafkaStreams {
     /// Tasks restoring their stores now.
     pub fn restoring_tasks(&self) -> usize {
         self.status.restoring()
+    }
+
+    /// Records the restoring tasks have still to restore.
+    pub fn restore_remaining(&self) -> u64 {
+        let app = self.application_id.as_str();
+        self.status
+            .tasks()
+            .iter()
+            .map(|t| crate::metrics::restore_remaining(app, &self.topology, t).max(0) as u64)
+            .sum()
     }
 
     /// Whether every thread is still running.
@@ -238,6 +331,7 @@ impl KafkaStreams {
             // After the threads: their tasks are closed, so the tombstone is the truth.
             directory.close();
         }
+        self.requests.close();
         self.client.closed();
         first
     }

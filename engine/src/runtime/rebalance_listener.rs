@@ -54,7 +54,7 @@ impl ConsumerContext for RebalanceListener {
             self.enter_rebalance();
             let mut tasks = self.task_manager.lock();
             if consumer.assignment_lost() {
-                tasks.handle_lost(partitions);
+                tasks.handle_lost(consumer, partitions);
             } else {
                 tasks.handle_revocation(consumer, partitions);
             }

@@ -9,8 +9,9 @@
 //!    runs what is ready (in timestamp order across a task's partitions) through the tasks.
 //!    A poll may run the rebalance listener first: **partitions revoked** (the task manager
 //!    commits and closes their tasks, or aborts them when the partitions were lost), then
-//!    **partitions assigned** (it opens, restores and initializes their tasks) — the loop goes
-//!    on in Running once the callback returns.
+//!    **partitions assigned** (it opens their tasks and pauses their partitions) — the loop
+//!    goes on in Running once the callback returns, and restores those tasks a slice per round
+//!    before they process.
 //! 3. After the batch: wall-clock punctuation, then a commit when `commit.interval.ms` passed or
 //!    a cache is full. A failed commit is rewound (abort, reopen from checkpoints, seek back to
 //!    the committed offsets); a failure to open tasks is retried the same way.
@@ -91,6 +92,7 @@ impl StreamThread {
             if self.shutdown.load(Ordering::SeqCst) {
                 return Ok(());
             }
+            self.restore_round()?;
             self.process_round()?;
             let mut tasks = self.task_manager.lock();
             tasks.poll_producer();
@@ -115,6 +117,19 @@ impl StreamThread {
         }
     }
 
+    /// A slice of restoring (`task_manager/restoring.rs`); a restore that failed rewinds and
+    /// registers the tasks again, as a failure to open them does.
+    fn restore_round(&mut self) -> Result<()> {
+        let mut tasks = self.task_manager.lock();
+        if let Err(e) = tasks.restore_step(&self.consumer) {
+            // A restore cut short by closing is no failure: the loop closes next.
+            if !self.shutdown.load(Ordering::SeqCst) {
+                tasks.retry_opening_tasks(&self.consumer, e)?;
+            }
+        }
+        Ok(())
+    }
+
     /// Polls and processes up to a batch of records. The task manager's lock is released
     /// around each poll, since a rebalance callback inside the poll takes it.
     fn process_round(&mut self) -> Result<()> {
@@ -137,12 +152,16 @@ impl StreamThread {
     /// Polls up to a batch of records into their tasks' buffers. Returns whether to process
     /// them (not after a failure the poll met, which has rewound or is closing the tasks).
     fn poll_round(&mut self) -> Result<bool> {
+        // While a task restores, the loop comes back to it at once.
+        let first_wait = if self.task_manager.lock().is_restoring() {
+            Duration::ZERO
+        } else {
+            Duration::from_millis(20)
+        };
         for n in 0..MAX_RECORDS_PER_ROUND {
-            let message = self.consumer.poll(if n == 0 {
-                Duration::from_millis(20)
-            } else {
-                Duration::ZERO
-            });
+            let message = self
+                .consumer
+                .poll(if n == 0 { first_wait } else { Duration::ZERO });
             let mut tasks = self.task_manager.lock();
             if let Some(e) = tasks.take_failure() {
                 // A restore cut short by closing is no failure: the loop closes next.
@@ -202,14 +221,16 @@ pub(crate) struct ThreadSpec {
 
 /// Runs a stream thread until `shutdown` or an error.
 pub(crate) fn run(spec: ThreadSpec) -> Result<()> {
-    /// Counts the thread stopped however it stops (a panicking processor included).
+    /// Counts the thread failed however it fails (a panicking processor included); the
+    /// supervisor counts it alive (`lifecycle.rs`).
     struct Stopped(Arc<crate::metrics::client::ClientMetrics>, bool);
     impl Drop for Stopped {
         fn drop(&mut self) {
-            self.0.thread_stopped(self.1 || std::thread::panicking());
+            if self.1 || std::thread::panicking() {
+                self.0.thread_failed();
+            }
         }
     }
-    spec.client.thread_started();
     let mut stopped = Stopped(Arc::clone(&spec.client), false);
     let outcome = run_thread(spec);
     stopped.1 = outcome.is_err();
@@ -227,6 +248,7 @@ fn run_thread(spec: ThreadSpec) -> Result<()> {
         scrape,
         ..
     } = spec.clone();
+    let process_id = spec.process_id.clone();
     let app = config.streams.application_id.clone();
     let commit_every = Duration::from_millis(config.streams.commit_interval_ms);
     let eos = config.streams.processing_guarantee == crate::ProcessingGuarantee::ExactlyOnceV2;
@@ -235,7 +257,9 @@ fn run_thread(spec: ThreadSpec) -> Result<()> {
     let consumer_config = {
         let mut tasks = task_manager.lock();
         tasks.producer()?;
-        tasks.clients().main_consumer_config(index)
+        tasks
+            .clients()
+            .main_consumer_config_of(index, Some(&process_id))
     };
     let consumer: BaseConsumer<RebalanceListener> = consumer_config
         .create_with_context(RebalanceListener {
@@ -281,10 +305,30 @@ fn run_thread(spec: ThreadSpec) -> Result<()> {
         poll_seconds,
     };
     thread.set_state(ThreadState::Running);
-    let outcome = thread.run_loop();
+    // A panic in user code must close dirty like any other error: unwinding past the consumer
+    // would drop it, and its revocation would commit the failing round's partial work.
+    let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| thread.run_loop()))
+        .unwrap_or_else(|panic| {
+            Err(EngineError::processing(
+                format!("stream thread {index}"),
+                format!(
+                    "panicked: {}",
+                    crate::runtime::lifecycle::panic_message(panic.as_ref())
+                ),
+            ))
+        });
     thread.set_state(ThreadState::PendingShutdown);
     match &outcome {
-        Ok(()) => thread.task_manager.lock().close_clean(&thread.consumer),
+        Ok(()) => {
+            // A panic in the final flush must not unwind past the consumer either.
+            let closed = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                thread.task_manager.lock().close_clean(&thread.consumer)
+            }));
+            if closed.is_err() {
+                tracing::error!(thread = index, "closing panicked: closing dirty");
+                thread.task_manager.lock().close_dirty();
+            }
+        }
         Err(e) => {
             tracing::error!(thread = index, "stream thread stopped: {e}");
             thread.task_manager.lock().close_dirty();

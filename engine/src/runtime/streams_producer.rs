@@ -219,6 +219,31 @@ fn classify(what: &str, e: KafkaError) -> CommitError {
     }
 }
 
+/// The code of a send that the producer refused for good, if `e` is one.
+pub(crate) fn refused(e: &CommitError) -> Option<RDKafkaErrorCode> {
+    match e {
+        CommitError::Fatal {
+            source: Some(KafkaError::MessageProduction(code)),
+            ..
+        } if refused_for_good(*code) => Some(*code),
+        _ => None,
+    }
+}
+
+/// Errors of `send` that refuse one record for what it is, whatever is retried: the
+/// production exception handler's to decide.
+fn refused_for_good(code: RDKafkaErrorCode) -> bool {
+    matches!(
+        code,
+        RDKafkaErrorCode::MessageSizeTooLarge
+            | RDKafkaErrorCode::InvalidMessageSize
+            | RDKafkaErrorCode::InvalidMessage
+            | RDKafkaErrorCode::InvalidRecord
+            | RDKafkaErrorCode::InvalidTimestamp
+            | RDKafkaErrorCode::UnknownPartition
+    )
+}
+
 /// How long a transactional call is repeated while librdkafka calls its error retriable.
 const RETRY_FOR: Duration = Duration::from_secs(60);
 
@@ -334,8 +359,13 @@ impl StreamsProducer {
         }
     }
 
-    /// Sends a record of a sink or repartition topic.
-    pub fn send(&mut self, r: &ProducedRecord) -> std::result::Result<(), CommitError> {
+    /// Sends a record of a sink or repartition topic; `Ok(Some(code))` if the producer refuses
+    /// this record for good (too large, say) and sent nothing, so that the transaction is
+    /// intact and the production exception handler decides.
+    pub fn send(
+        &mut self,
+        r: &ProducedRecord,
+    ) -> std::result::Result<Option<RDKafkaErrorCode>, CommitError> {
         let headers = (!r.headers.is_empty()).then(|| {
             r.headers.0.iter().fold(OwnedHeaders::new(), |h, (k, v)| {
                 h.insert(Header {
@@ -344,14 +374,21 @@ impl StreamsProducer {
                 })
             })
         });
-        self.send_raw(
+        match self.send_raw(
             &r.topic,
             r.partition,
             r.key.as_deref(),
             r.value.as_deref(),
             r.timestamp,
             headers,
-        )
+        ) {
+            Ok(()) => Ok(None),
+            Err(CommitError::Fatal {
+                source: Some(KafkaError::MessageProduction(code)),
+                ..
+            }) if refused_for_good(code) => Ok(Some(code)),
+            Err(e) => Err(e),
+        }
     }
 
     /// Sends a store change to `topic`, its store's changelog, at the task's partition, with

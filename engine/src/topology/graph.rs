@@ -140,6 +140,12 @@ impl Topology {
         super::internal_topics::query_endpoints(application_id)
     }
 
+    /// The topic where an instance whose uncaught-error handler answered "shutdown
+    /// application" asks every instance of `application_id` to shut down.
+    pub fn shutdown_requests_topic(application_id: &str) -> String {
+        super::internal_topics::shutdown_requests(application_id)
+    }
+
     /// Every topic the topology reads, writes or creates, by kind (logical names).
     pub fn topics(&self) -> BTreeMap<String, TopicKind> {
         let mut out = BTreeMap::new();

@@ -1,6 +1,7 @@
 //! The one owner of internal topic names, as Kafka Streams names them: a repartition topic is
 //! `<application.id>-<name>-repartition`, a store's changelog `<application.id>-<store>-changelog`;
-//! the instances' query endpoints are published to `<application.id>-query-endpoints`.
+//! the instances' query endpoints are published to `<application.id>-query-endpoints`, and an
+//! instance asks the others to shut down in `<application.id>-shutdown-requests`.
 //!
 //! ```
 //! use eddy_engine::Topology;
@@ -10,6 +11,12 @@
 const CHANGELOG_SUFFIX: &str = "-changelog";
 const REPARTITION_SUFFIX: &str = "-repartition";
 const QUERY_ENDPOINTS: &str = "query-endpoints";
+const SHUTDOWN_REQUESTS: &str = "shutdown-requests";
+
+/// The broker's name of the topic where an instance asks every instance to shut down.
+pub(crate) fn shutdown_requests(application_id: &str) -> String {
+    prefixed(application_id, SHUTDOWN_REQUESTS)
+}
 
 /// The broker's name of the topic where instances publish their query endpoints.
 pub(crate) fn query_endpoints(application_id: &str) -> String {

@@ -8,7 +8,7 @@ use std::io::Write;
 
 use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand};
-use eddy_engine::StreamsConfig;
+use eddy_engine::{StreamsConfig, StreamsState};
 use eddy_topologies::generator::{Generator, GeneratorConfig};
 use eddy_topologies::platform;
 
@@ -295,13 +295,47 @@ fn temp_state_dir() -> std::path::PathBuf {
     std::env::temp_dir().join(format!("eddy-{}", std::process::id()))
 }
 
-fn wait_until(stop: &std::sync::atomic::AtomicBool, seconds: Option<u64>, mut tick: impl FnMut()) {
+/// Ticks every 2 s until `stop`, `seconds` pass, or an application stops on its own.
+fn wait_until(
+    stop: &std::sync::atomic::AtomicBool,
+    seconds: Option<u64>,
+    apps: &[(String, eddy_engine::KafkaStreams)],
+    mut tick: impl FnMut(),
+) {
     let started = std::time::Instant::now();
+    let stopped_on_its_own = || {
+        apps.iter().any(|(_, app)| {
+            matches!(
+                app.state(),
+                StreamsState::PendingError | StreamsState::Error | StreamsState::NotRunning
+            )
+        })
+    };
     while !stop.load(std::sync::atomic::Ordering::SeqCst)
         && seconds.is_none_or(|s| started.elapsed().as_secs() < s)
+        && !stopped_on_its_own()
     {
         std::thread::sleep(std::time::Duration::from_secs(2));
         tick();
+    }
+}
+
+/// Closes every application; an error if one of them stopped on its own (so that `eddy`
+/// exits non-zero with it), after closing the rest.
+fn close_all(apps: Vec<(String, eddy_engine::KafkaStreams)>) -> Result<()> {
+    let mut failures = Vec::new();
+    for (name, app) in apps {
+        let failure = app.failure();
+        let closed = app.close();
+        match (failure, closed) {
+            (Some(failure), _) => failures.push(format!("{name} stopped: {failure}")),
+            (None, Err(e)) => failures.push(format!("stopping {name}: {e}")),
+            (None, Ok(())) => {}
+        }
+    }
+    match failures.is_empty() {
+        true => Ok(()),
+        false => Err(anyhow::anyhow!(failures.join("; "))),
     }
 }
 
@@ -420,18 +454,16 @@ fn demo(
         })
     };
     let mut view = progress::ProgressView::new(plain, sql.header.clone());
-    wait_until(&stop, seconds, || {
+    wait_until(&stop, seconds, &apps, || {
         view.show(&apps, fed.load(std::sync::atomic::Ordering::Relaxed))
     });
     stop.store(true, std::sync::atomic::Ordering::SeqCst);
     let _ = feeder.join();
     view.show(&apps, fed.load(std::sync::atomic::Ordering::Relaxed));
     drop(sql);
-    for (name, app) in apps {
-        app.close().with_context(|| format!("stopping {name}"))?;
-    }
+    let closed = close_all(apps);
     let _ = std::fs::remove_dir_all(temp_state_dir());
-    Ok(())
+    closed
 }
 
 fn run(
@@ -485,10 +517,7 @@ fn run(
     let sql = serve_sql(&apps, http, pg)?;
     let stop = platform::stop_on_signal();
     let mut view = progress::ProgressView::new(plain, sql.header.clone());
-    wait_until(&stop, seconds, || view.show(&apps, 0));
+    wait_until(&stop, seconds, &apps, || view.show(&apps, 0));
     drop(sql);
-    for (name, app) in apps {
-        app.close().with_context(|| format!("stopping {name}"))?;
-    }
-    Ok(())
+    close_all(apps)
 }

@@ -19,6 +19,8 @@ pub struct Counts {
     pub commits: u64,
     pub aborts: u64,
     pub restoring: u64,
+    /// Records the restoring tasks have still to read.
+    pub restore_left: u64,
     pub restored: u64,
 }
 
@@ -33,6 +35,7 @@ impl Counts {
             commits: p.commits.load(Relaxed),
             aborts: p.aborts.load(Relaxed),
             restoring: app.restoring_tasks() as u64,
+            restore_left: app.restore_remaining(),
             restored: p.restored.load(Relaxed),
         }
     }
@@ -86,8 +89,8 @@ pub fn lines(names: &[&str], counts: &[Counts], fed: u64) -> String {
     let mut text = format!("-- {fed} records fed\n");
     for (name, c) in names.iter().zip(counts) {
         text.push_str(&format!(
-            "{name:<22} in {:>8}  out {:>8}  lag {:>6}  dead-letters {:>5}  commits {:>6}  aborts {:>3}  restoring {:>2}  restored {:>6}\n",
-            c.records_in, c.records_out, c.lag, c.dead_letters, c.commits, c.aborts, c.restoring, c.restored,
+            "{name:<22} in {:>8}  out {:>8}  lag {:>6}  dead-letters {:>5}  commits {:>6}  aborts {:>3}  restoring {:>2}  left {:>7}  restored {:>6}\n",
+            c.records_in, c.records_out, c.lag, c.dead_letters, c.commits, c.aborts, c.restoring, c.restore_left, c.restored,
         ));
     }
     text
@@ -126,7 +129,10 @@ pub fn table(
             c.dead_letters,
             c.commits,
             c.aborts,
-            c.restoring,
+            match c.restoring {
+                0 => "0".to_string(),
+                n => format!("{n} ({} left)", c.restore_left),
+            },
         ));
     }
     text.push_str(&format!("\n{fed} records fed; Ctrl-C stops\n"));
@@ -152,6 +158,7 @@ mod tests {
             commits: 40,
             aborts: 1,
             restoring: 3,
+            restore_left: 120,
             restored: 0,
         };
         let header = vec!["console: http://127.0.0.1:8080/".to_string()];
@@ -174,7 +181,18 @@ mod tests {
         let cells: Vec<&str> = row.split_whitespace().collect();
         assert_eq!(
             cells,
-            ["quiz-results", "200", "100", "7", "2", "40", "1", "3"]
+            [
+                "quiz-results",
+                "200",
+                "100",
+                "7",
+                "2",
+                "40",
+                "1",
+                "3",
+                "(120",
+                "left)"
+            ]
         );
         let first = table(&header, &["quiz-results"], &[now], None, None, 900);
         let row = first

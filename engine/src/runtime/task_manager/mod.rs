@@ -2,8 +2,10 @@
 //! tasks and its producer, and is the only code that opens, restores, commits, checkpoints,
 //! closes (clean or dirty) and rewinds them.
 //!
-//! - *Open*: a task is created for every sub-topology and assigned partition, restored from its
-//!   checkpoint to the end of its changelogs, and only then initialized.
+//! - *Open*: a task is created for every sub-topology and assigned partition in the rebalance
+//!   callback; the stream thread's loop restores it from its checkpoint to the end of its
+//!   changelogs in slices, its input partitions paused, and only then initializes it and lets
+//!   it process (`restoring.rs`).
 //! - *Commit*: every task flushes, the producer commits outputs, changelogs and consumed offsets
 //!   together; then each task writes its buffered state changes and its checkpoint to RocksDB.
 //! - *Close clean* (revocation, shutdown): commit first, then close.
@@ -25,7 +27,7 @@ use rdkafka::{Offset, TopicPartitionList};
 
 use crate::error::{EngineError, ErrorKind, Result};
 use crate::record::Headers as RecordHeaders;
-use crate::runtime::changelog_reader::StoreChangelogReader;
+use crate::runtime::changelog_reader::{StoreChangelogReader, TaskRestore};
 use crate::runtime::clients::{block_on, KafkaClients};
 use crate::runtime::fetched_lag::{FetchedLag, LagRound, PartitionEnds, Start};
 use crate::runtime::stream_thread::ThreadSpec;
@@ -36,6 +38,8 @@ use crate::runtime::{Progress, RuntimeConfig};
 use crate::task::{InputRecord, StreamTask, TaskId};
 use crate::time::WallClock;
 use crate::topology::Topology;
+
+mod restoring;
 
 /// Whether an error rewinds the thread to its committed offsets (and reopens its tasks) rather
 /// than stopping it.
@@ -66,6 +70,13 @@ pub(crate) struct TaskManager {
     config: RuntimeConfig,
     clients: KafkaClients,
     tasks: BTreeMap<TaskId, StreamTask>,
+    /// Tasks opened but still restoring (`restoring.rs`): they process nothing yet.
+    restoring: BTreeMap<TaskId, (StreamTask, TaskRestore)>,
+    /// Input partitions paused while their task restores.
+    paused_restoring: BTreeSet<(String, i32)>,
+    /// The first offset of each input partition that arrived while its task restored (and so
+    /// was not processed): the partition is sought back there before it resumes.
+    skipped_restoring: BTreeMap<(String, i32), i64>,
     producer: Option<StreamsProducer>,
     /// Reads changelogs into tasks being opened; made on the first restore.
     changelog_reader: Option<StoreChangelogReader>,
@@ -86,6 +97,10 @@ pub(crate) struct TaskManager {
     committed_offsets: BTreeMap<(String, i32), i64>,
     /// The thread is dying on an error: nothing may commit any more, revocations only forget.
     failed: bool,
+    /// An output the producer refused for good under `production.exception.handler =
+    /// log_and_fail`: the error stops the thread rather than rewinding it (processing the
+    /// record again would be refused again).
+    refused_output: Option<String>,
     /// Committed offsets of repartition partitions not purged yet, and when the last purge ran.
     purgeable: BTreeMap<(String, i32), i64>,
     last_purge: Instant,
@@ -135,10 +150,13 @@ impl TaskManager {
             subtopology_by_topic: topology.subtopologies_by_topic(&app),
             store_by_changelog,
             changelog_by_store: Arc::new(changelog_by_store),
-            clients: KafkaClients::new(&config),
+            clients: KafkaClients::new(&config, &topology),
             topology,
             config,
             tasks: BTreeMap::new(),
+            restoring: BTreeMap::new(),
+            paused_restoring: BTreeSet::new(),
+            skipped_restoring: BTreeMap::new(),
             producer: None,
             changelog_reader: None,
             offsets: BTreeMap::new(),
@@ -150,6 +168,7 @@ impl TaskManager {
             committed_stream_times: BTreeMap::new(),
             committed_offsets: BTreeMap::new(),
             failed: false,
+            refused_output: None,
             purgeable: BTreeMap::new(),
             last_purge: Instant::now(),
             admin: None,
@@ -241,7 +260,7 @@ impl TaskManager {
             self.failure = Some(e);
             return;
         }
-        if let Err(e) = self.create_tasks() {
+        if let Err(e) = self.create_tasks(consumer) {
             tracing::error!("cannot create tasks: {e}");
             self.failure = Some(e);
         }
@@ -254,22 +273,71 @@ impl TaskManager {
         consumer: &BaseConsumer<C>,
         partitions: &TopicPartitionList,
     ) {
+        let mut dirty = false;
         if !self.failed {
             if let Err(e) = self.commit(consumer) {
                 tracing::warn!("commit before revocation failed: {e}");
                 self.abort();
+                dirty = true;
+                if let Some(reason) = self.refused_output.take() {
+                    // log_and_fail: the thread stops after the callback (see take_failure).
+                    self.failure = Some(EngineError::processing("production", reason));
+                    self.failed = true;
+                }
             }
         }
+        let revoked = self.tasks_of(partitions);
         self.forget(partitions);
-        self.close_all(false);
+        if dirty || self.failed {
+            // The abort dropped every task's uncommitted work, not only the revoked ones'.
+            self.close_all(true);
+            self.reopen_remaining(consumer);
+        } else {
+            // Eager assignment revokes everything; cooperative only what moves.
+            self.close_tasks(&revoked, false);
+        }
+    }
+
+    /// The tasks that read any of `partitions`.
+    fn tasks_of(&self, partitions: &TopicPartitionList) -> BTreeSet<TaskId> {
+        partitions
+            .elements()
+            .iter()
+            .filter_map(|e| self.task_of(e.topic(), e.partition()))
+            .collect()
+    }
+
+    /// After every task closed dirty while some partitions stay assigned (cooperative
+    /// rebalancing): back to their committed offsets, and their tasks open again.
+    fn reopen_remaining<C: ConsumerContext>(&mut self, consumer: &BaseConsumer<C>) {
+        if self.assigned.is_empty() || self.failed {
+            return;
+        }
+        // A producer dropped by a failed abort is replaced first: its successor aborts the
+        // transaction the restores would otherwise wait for.
+        let reopened = self
+            .producer()
+            .map(drop)
+            .and_then(|()| self.rewind(consumer))
+            .and_then(|()| self.create_tasks(consumer));
+        if let Err(e) = reopened {
+            tracing::warn!("reopening the remaining tasks: {e}");
+            self.failure = Some(e);
+        }
     }
 
     /// Partitions the group gave to others without us (a lost session): our work must not
     /// commit.
-    pub fn handle_lost(&mut self, partitions: &TopicPartitionList) {
+    pub fn handle_lost<C: ConsumerContext>(
+        &mut self,
+        consumer: &BaseConsumer<C>,
+        partitions: &TopicPartitionList,
+    ) {
         self.abort();
         self.forget(partitions);
+        // The abort dropped the uncommitted work of the tasks that stay too.
         self.close_all(true);
+        self.reopen_remaining(consumer);
     }
 
     fn forget(&mut self, partitions: &TopicPartitionList) {
@@ -277,6 +345,8 @@ impl TaskManager {
             let key = (e.topic().to_string(), e.partition());
             self.fetched_lag.forget(e.topic(), e.partition());
             self.committed_offsets.remove(&key);
+            self.paused_restoring.remove(&key);
+            self.skipped_restoring.remove(&key);
             self.assigned.remove(&key);
         }
         let revoked = partitions.count() as u64;
@@ -289,51 +359,53 @@ impl TaskManager {
 
     // ---- opening tasks ----
 
-    /// Opens the tasks of the assigned partitions that have none yet and restores each from its
-    /// checkpoint to the end of its changelogs. Local state that does not fit its changelog
-    /// (checkpoint past the end or before the start: the topic was recreated or truncated) is
-    /// wiped and restored from the beginning.
-    fn create_tasks(&mut self) -> Result<()> {
+    /// Opens the tasks of the assigned partitions that have none yet and registers their
+    /// restores (`restoring.rs`): the loop restores them, their input partitions paused.
+    /// Local state that does not fit its changelog (checkpoint past the end or before the
+    /// start: the topic was recreated or truncated) is wiped and restored from the beginning.
+    fn create_tasks<C: ConsumerContext>(&mut self, consumer: &BaseConsumer<C>) -> Result<()> {
         let wanted: BTreeSet<TaskId> = self
             .assigned
             .iter()
             .filter_map(|(t, p)| self.task_of(t, *p))
             .collect();
         for id in wanted {
-            if self.tasks.contains_key(&id) {
+            if self.tasks.contains_key(&id) || self.restoring.contains_key(&id) {
                 continue;
             }
             self.status.set_task(self.task_status(id, "RESTORING"));
             let opened = match self.open_task(id) {
                 Err(e) if e.kind() == ErrorKind::StateCorrupted => {
                     tracing::warn!(task = %id, "wiping local state: {e}");
-                    let dir = self
-                        .config
-                        .streams
-                        .state_dir
-                        .join(self.app())
-                        .join(id.to_string());
-                    let _ = std::fs::remove_dir_all(&dir);
+                    self.wipe_local_state(id);
                     self.open_task(id)
                 }
                 other => other,
             };
-            let task = match opened {
-                Ok(task) => task,
+            match opened {
+                Ok(opened) => {
+                    self.restoring.insert(id, opened);
+                }
                 Err(e) => {
                     self.status
                         .remove_task(&id.to_string(), &thread_label(self.index));
+                    self.pause_restoring(consumer);
                     return Err(e);
                 }
-            };
-            if let Some(db) = task.rocksdb() {
-                let stores = self.persistent_stores(id);
-                self.queryable.register(&stores, id.partition, db);
             }
-            self.tasks.insert(id, task);
-            self.status.set_task(self.task_status(id, "RUNNING"));
         }
+        self.pause_restoring(consumer);
         Ok(())
+    }
+
+    fn wipe_local_state(&self, id: TaskId) {
+        let dir = self
+            .config
+            .streams
+            .state_dir
+            .join(self.app())
+            .join(id.to_string());
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     fn task_status(&self, id: TaskId, state: &'static str) -> crate::runtime::status::TaskStatus {
@@ -369,7 +441,8 @@ impl TaskManager {
             .unwrap_or_default()
     }
 
-    fn open_task(&mut self, id: TaskId) -> Result<StreamTask> {
+    /// Opens task `id` and registers the restore of its stores.
+    fn open_task(&mut self, id: TaskId) -> Result<(StreamTask, TaskRestore)> {
         let mut task = StreamTask::open(
             &self.topology,
             id,
@@ -378,18 +451,29 @@ impl TaskManager {
             true,
             &self.memory,
         )?;
-        let reader = match self.changelog_reader.take() {
-            Some(r) => r,
-            None => StoreChangelogReader::new(
+        let topology = Arc::clone(&self.topology);
+        let restore = self
+            .changelog_reader()?
+            .register_task(&mut task, &topology, id.partition)?;
+        Ok((task, restore))
+    }
+
+    fn changelog_reader(&mut self) -> Result<&StoreChangelogReader> {
+        if self.changelog_reader.is_none() {
+            self.changelog_reader = Some(StoreChangelogReader::new(
                 &self.clients,
                 &self.config.streams.application_id,
                 Arc::clone(&self.shutdown),
-            )?,
-        };
-        let n = reader.restore_task(&mut task, &self.topology, id.partition);
-        self.changelog_reader = Some(reader);
-        let n = n?;
-        Progress::add(&self.progress.restored, n);
+            )?);
+        }
+        self.changelog_reader
+            .as_ref()
+            .ok_or_else(|| EngineError::TaskMigrated("no changelog reader".into()))
+    }
+
+    /// A restored task's last steps before it processes: the stream time committed with its
+    /// offsets, the position its state reflects, and its processors' `init`.
+    fn finish_opening(&mut self, id: TaskId, task: &mut StreamTask) -> Result<()> {
         let committed_stream_time = task
             .input_topics()
             .into_iter()
@@ -411,8 +495,7 @@ impl TaskManager {
         if !position.is_empty() {
             task.commit_state_at(&BTreeMap::new(), &position)?;
         }
-        task.initialize()?;
-        Ok(task)
+        task.initialize()
     }
 
     /// After tasks failed to open (a restore that lost the broker, say): a task-migrated or
@@ -441,6 +524,10 @@ impl TaskManager {
         consumer: &BaseConsumer<C>,
         error: CommitError,
     ) -> Result<()> {
+        if let Some(reason) = self.refused_output.take() {
+            // A commit's flush met the refusal: stop, as processing would have.
+            return Err(EngineError::processing("production", reason));
+        }
         match self.recover(consumer, error) {
             Err(e) if rewinds(&e) => {
                 self.failure = Some(e);
@@ -465,6 +552,12 @@ impl TaskManager {
             return Ok(());
         };
         let Some(task) = self.tasks.get_mut(&id) else {
+            if self.restoring.contains_key(&id) {
+                // Fetched before its pause took hold: processed once the task runs.
+                self.skipped_restoring
+                    .entry((topic.to_string(), partition))
+                    .or_insert(m.offset());
+            }
             return Ok(());
         };
         let mut headers = RecordHeaders::new();
@@ -514,6 +607,11 @@ impl TaskManager {
             .cloned()
             .collect();
         for (topic, partition) in drained {
+            if self.paused_restoring.contains(&(topic.clone(), partition)) {
+                // Its task restores: it stays paused until the task runs.
+                self.paused.remove(&(topic, partition));
+                continue;
+            }
             let mut tpl = TopicPartitionList::new();
             tpl.add_partition(&topic, partition);
             if let Err(e) = consumer.resume(&tpl) {
@@ -557,7 +655,7 @@ impl TaskManager {
                     stream_time: (stream_time != i64::MIN).then_some(stream_time),
                 };
                 self.offsets.insert((topic, partition), position);
-                self.drain(id)?;
+                self.drain(id).map_err(|e| self.stop_on_refusal(e))?;
             }
         }
         Ok(())
@@ -570,9 +668,17 @@ impl TaskManager {
             if let Some(task) = self.tasks.get_mut(&id) {
                 task.punctuate_wall_clock()?;
             }
-            self.drain(id)?;
+            self.drain(id).map_err(|e| self.stop_on_refusal(e))?;
         }
         Ok(())
+    }
+
+    /// A failed drain's error: the refusal that stops the thread, if that is what failed.
+    fn stop_on_refusal(&mut self, error: CommitError) -> EngineError {
+        match self.refused_output.take() {
+            Some(reason) => EngineError::processing("production", reason),
+            None => error.into(),
+        }
     }
 
     /// Serves the producer's delivery reports.
@@ -589,25 +695,92 @@ impl TaskManager {
         };
         let produced = task.take_produced();
         let changelog = task.take_changelog();
-        let dead = task.take_dead_letters();
+        let mut dead = task.take_dead_letters();
         let progress = Arc::clone(&self.progress);
         let changelog_by_store = Arc::clone(&self.changelog_by_store);
+        let handler = self.config.streams.production_exception_handler;
         let producer = self
             .producer()
             .map_err(|e| CommitError::fatal(e.to_string()))?;
+        let (mut refused, mut refusal) = (0, None);
         for r in &produced {
-            producer.send(r)?;
+            let Some(code) = producer.send(r)? else {
+                continue;
+            };
+            let error = format!(
+                "the producer refuses the output to `{}` ({} bytes): {code}",
+                r.topic,
+                r.key.as_ref().map_or(0, Vec::len) + r.value.as_ref().map_or(0, Vec::len)
+            );
+            match handler {
+                crate::ExceptionHandler::LogAndFail => {
+                    let error = format!("{error} (production.exception.handler=log_and_fail)");
+                    refusal = Some(error);
+                    break;
+                }
+                crate::ExceptionHandler::LogAndContinue => {
+                    tracing::warn!(
+                        "{error}: dead-lettered (production.exception.handler=log_and_continue)"
+                    );
+                    refused += 1;
+                    // The key and the reason; the value is what the producer refused.
+                    dead.push(crate::task::collector::DeadLetter {
+                        topic: r.topic.clone(),
+                        partition: r.partition.unwrap_or(-1),
+                        offset: -1,
+                        key: r.key.clone(),
+                        value: None,
+                        timestamp: r.timestamp,
+                        error,
+                    });
+                }
+            }
         }
+        if let Some(error) = refusal {
+            self.refused_output = Some(error.clone());
+            return Err(CommitError::fatal(error));
+        }
+        let producer = self
+            .producer()
+            .map_err(|e| CommitError::fatal(e.to_string()))?;
+        // A changelog record or a dead letter the producer refuses cannot be skipped (the
+        // state would not be its changelog; the record would vanish): the thread stops.
+        let refusal = |what: String, e: &CommitError| {
+            streams_producer::refused(e).map(|code| format!("the producer refuses {what}: {code}"))
+        };
+        let mut stop = None;
         for r in &changelog {
             let topic = changelog_by_store.get(&r.store).ok_or_else(|| {
                 CommitError::fatal(format!("store `{}` has no changelog", r.store))
             })?;
-            producer.send_changelog(topic, r, id.partition)?;
+            if let Err(e) = producer.send_changelog(topic, r, id.partition) {
+                match refusal(format!("a change of store `{}`", r.store), &e) {
+                    None => return Err(e),
+                    Some(reason) => {
+                        stop = Some((reason, e));
+                        break;
+                    }
+                }
+            }
         }
-        for d in &dead {
-            producer.send_dead_letter(d)?;
+        if stop.is_none() {
+            for d in &dead {
+                if let Err(e) = producer.send_dead_letter(d) {
+                    match refusal(format!("a dead letter of {}", d.topic), &e) {
+                        None => return Err(e),
+                        Some(reason) => {
+                            stop = Some((reason, e));
+                            break;
+                        }
+                    }
+                }
+            }
         }
-        Progress::add(&progress.records_out, produced.len() as u64);
+        if let Some((reason, e)) = stop {
+            self.refused_output = Some(reason);
+            return Err(e);
+        }
+        Progress::add(&progress.records_out, (produced.len() - refused) as u64);
         Progress::add(&progress.dead_letters, dead.len() as u64);
         let now_ms = if dead.is_empty() {
             0
@@ -786,7 +959,31 @@ impl TaskManager {
     /// Closes every task. Clean (after a commit) or dirty (their uncommitted writes are dropped
     /// with them: local state stays at the last checkpoint).
     fn close_all(&mut self, dirty: bool) {
-        for (id, mut task) in std::mem::take(&mut self.tasks) {
+        self.close_restoring();
+        let all: BTreeSet<TaskId> = self.tasks.keys().copied().collect();
+        self.close_tasks(&all, dirty);
+    }
+
+    /// Closes the tasks `ids` (running or restoring).
+    fn close_tasks(&mut self, ids: &BTreeSet<TaskId>, dirty: bool) {
+        for id in ids {
+            if let Some((mut task, _restore)) = self.restoring.remove(id) {
+                task.close();
+                self.status
+                    .remove_task(&id.to_string(), &thread_label(self.index));
+            }
+        }
+        if self.restoring.is_empty() {
+            if let Some(reader) = &self.changelog_reader {
+                reader.unassign();
+            }
+        }
+        let closing: Vec<(TaskId, StreamTask)> = ids
+            .iter()
+            .filter_map(|id| self.tasks.remove(id).map(|t| (*id, t)))
+            .collect();
+        Progress::add(&self.progress.tasks_closed, closing.len() as u64);
+        for (id, mut task) in closing {
             if dirty {
                 tracing::debug!(task = %id, "closing dirty");
             }
@@ -841,7 +1038,7 @@ impl TaskManager {
         // would otherwise hold every restore of its changelogs until transaction.timeout.ms.
         self.producer()?;
         self.rewind(consumer)?;
-        self.create_tasks()
+        self.create_tasks(consumer)
     }
 
     /// Seeks every assigned partition to its committed offset (its beginning when none is

@@ -1,9 +1,37 @@
-//! Streams configuration, with Kafka Streams' key names and documented defaults.
+//! Streams configuration, with Kafka Streams' key names and documented defaults; the Kafka
+//! clients' own keys are in `client.rs`.
+
+mod client;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
+pub(crate) use client::ClientKind;
+pub use client::{ClientOverrides, ClientScope};
+
 use crate::error::{EngineError, Result};
+
+/// Every key of the Streams configuration itself (the rest are the clients' keys).
+pub const STREAMS_KEYS: &[&str] = &[
+    "application.id",
+    "processing.guarantee",
+    "commit.interval.ms",
+    "state.dir",
+    "num.stream.threads",
+    "statestore.cache.max.bytes",
+    "statestore.uncommitted.max.bytes",
+    "deserialization.exception.handler",
+    "processing.exception.handler",
+    "production.exception.handler",
+    "transaction.timeout.ms",
+    "max.task.idle.ms",
+    "repartition.purge.interval.ms",
+    "replication.factor",
+    "application.server",
+    "metrics.recording.level",
+    "num.standby.replicas",
+    "group.instance.id",
+];
 
 /// `processing.guarantee`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -36,12 +64,21 @@ pub enum ExceptionHandler {
 /// | `statestore.uncommitted.max.bytes` | 67108864: writes every store of the instance holds until their transaction commits (KIP-892) |
 /// | `deserialization.exception.handler` | `log_and_fail` |
 /// | `processing.exception.handler` | `log_and_fail` |
+/// | `production.exception.handler` (or `default.production.exception.handler`) | `log_and_fail`: an output the producer refuses for good (larger than `message.max.bytes`, say) stops the task; `log_and_continue`: dead-letters the output's key and reason, and goes on |
 /// | `transaction.timeout.ms` | 10000 (the producer's, under exactly-once) |
 /// | `max.task.idle.ms` | 0: a task with several input partitions waits for an empty one only while it has records at the broker; -1: never |
 /// | `repartition.purge.interval.ms` | 30000: how often consumed records of repartition topics are deleted |
 /// | `replication.factor` | -1: internal topics get the broker's default |
 /// | `application.server` | none: `host:port` of this instance's query endpoint, published to the other instances so that a query on any of them reads every partition |
 /// | `metrics.recording.level` | `info`; `debug` adds store operation durations and record lateness (one clock read per operation) |
+/// | `num.standby.replicas` | 0 (the only value this version supports) |
+/// | `group.instance.id` | none: each stream thread joins the group dynamically; `<id>`: static membership (KIP-345) as `<id>-<thread>`, so that a restart within `session.timeout.ms` moves no partition; `auto`: the same with the instance's id from its state directory |
+///
+/// Any other key is a Kafka client's (librdkafka's), for every client or, with a prefix, for
+/// some: `consumer.`, `main.consumer.`, `restore.consumer.`, `producer.`, `admin.` (see
+/// [`ClientOverrides`]). librdkafka checks each when it is set; a key that is neither is an
+/// error naming the nearest Streams key, and a key Eddy must control is refused with the
+/// reason.
 ///
 /// ```
 /// use eddy_engine::{StreamsConfig, ProcessingGuarantee};
@@ -50,6 +87,10 @@ pub enum ExceptionHandler {
 /// assert_eq!(c.processing_guarantee, ProcessingGuarantee::AtLeastOnce);
 /// assert_eq!(c.commit_interval_ms, 30_000);
 /// assert!(c.set("num.stream.threads", "zero").is_err());
+/// let typo = c.set("comit.interval.ms", "50").unwrap_err().to_string();
+/// assert!(typo.contains("did you mean `commit.interval.ms`"), "{typo}");
+/// c.set("consumer.fetch.min.bytes", "1024").unwrap();
+/// assert!(c.set("enable.auto.commit", "true").is_err());
 /// ```
 #[derive(Debug, Clone, PartialEq)]
 pub struct StreamsConfig {
@@ -63,6 +104,7 @@ pub struct StreamsConfig {
     pub uncommitted_max_bytes: usize,
     pub deserialization_exception_handler: ExceptionHandler,
     pub processing_exception_handler: ExceptionHandler,
+    pub production_exception_handler: ExceptionHandler,
     pub transaction_timeout_ms: u64,
     pub max_task_idle_ms: i64,
     pub repartition_purge_interval_ms: u64,
@@ -71,8 +113,10 @@ pub struct StreamsConfig {
     pub application_server: Option<String>,
     /// `metrics.recording.level`.
     pub metrics_recording_level: crate::metrics::RecordingLevel,
-    /// Keys this struct does not know, kept for the Kafka clients (`bootstrap.servers`, ...).
-    pub extra: BTreeMap<String, String>,
+    /// `group.instance.id`: static membership of the stream threads' consumers.
+    pub group_instance_id: Option<String>,
+    /// The Kafka clients' settings (`bootstrap.servers`, `security.protocol`, `consumer.…`).
+    pub clients: ClientOverrides,
 }
 
 impl StreamsConfig {
@@ -89,13 +133,15 @@ impl StreamsConfig {
             uncommitted_max_bytes: 64 * 1024 * 1024,
             deserialization_exception_handler: ExceptionHandler::LogAndFail,
             processing_exception_handler: ExceptionHandler::LogAndFail,
+            production_exception_handler: ExceptionHandler::LogAndFail,
             transaction_timeout_ms: 10_000,
             max_task_idle_ms: 0,
             repartition_purge_interval_ms: 30_000,
             replication_factor: -1,
             application_server: None,
             metrics_recording_level: crate::metrics::RecordingLevel::Info,
-            extra: BTreeMap::new(),
+            group_instance_id: None,
+            clients: ClientOverrides::default(),
         }
     }
 
@@ -169,6 +215,10 @@ impl StreamsConfig {
                 self.processing_exception_handler = parse_handler(value)
                     .ok_or_else(|| bad("must be log_and_fail or log_and_continue"))?;
             }
+            "production.exception.handler" | "default.production.exception.handler" => {
+                self.production_exception_handler = parse_handler(value)
+                    .ok_or_else(|| bad("must be log_and_fail or log_and_continue"))?;
+            }
             "transaction.timeout.ms" => {
                 let ms: u64 = value
                     .parse()
@@ -215,8 +265,32 @@ impl StreamsConfig {
                     _ => return Err(bad("must be info or debug")),
                 };
             }
+            "group.instance.id"
+            | "consumer.group.instance.id"
+            | "main.consumer.group.instance.id" => {
+                if value.is_empty()
+                    || !value
+                        .chars()
+                        .all(|c| c.is_ascii_alphanumeric() || "._-".contains(c))
+                {
+                    return Err(bad(
+                        "must be `auto` or non-empty ASCII letters, digits, '.', '_' or '-'",
+                    ));
+                }
+                self.group_instance_id = Some(value.to_string());
+            }
+            "num.standby.replicas" => {
+                let n: u32 = value.parse().map_err(|_| bad("must be a whole number"))?;
+                if n > 0 {
+                    return Err(bad(
+                        "standby replicas are not supported by this version: only 0",
+                    ));
+                }
+            }
             _ => {
-                self.extra.insert(key.to_string(), value.to_string());
+                if !self.clients.set(key, value)? {
+                    return Err(unknown_key(key));
+                }
             }
         }
         Ok(self)
@@ -248,25 +322,8 @@ impl StreamsConfig {
         &mut self,
         vars: impl IntoIterator<Item = (String, String)>,
     ) -> Result<&mut Self> {
-        const KEYS: &[&str] = &[
-            "application.id",
-            "processing.guarantee",
-            "commit.interval.ms",
-            "state.dir",
-            "num.stream.threads",
-            "statestore.cache.max.bytes",
-            "statestore.uncommitted.max.bytes",
-            "deserialization.exception.handler",
-            "processing.exception.handler",
-            "transaction.timeout.ms",
-            "max.task.idle.ms",
-            "repartition.purge.interval.ms",
-            "replication.factor",
-            "application.server",
-            "metrics.recording.level",
-        ];
         let vars: BTreeMap<String, String> = vars.into_iter().collect();
-        for key in KEYS {
+        for key in STREAMS_KEYS {
             let name = format!("EDDY_{}", key.to_uppercase().replace('.', "_"));
             if let Some(value) = vars.get(&name) {
                 self.set(key, value)?;
@@ -278,6 +335,26 @@ impl StreamsConfig {
     /// [`StreamsConfig::apply_env_from`] with this process's environment.
     pub fn apply_env(&mut self) -> Result<&mut Self> {
         self.apply_env_from(std::env::vars())
+    }
+}
+
+/// A key that is neither a Streams key nor a client's, with the nearest Streams key if one is
+/// near (a typo), as Kafka Streams users would look for it.
+fn unknown_key(key: &str) -> EngineError {
+    let nearest = STREAMS_KEYS
+        .iter()
+        .chain(["bootstrap.servers"].iter())
+        .map(|k| (strsim::levenshtein(key, k), *k))
+        .min();
+    let reason = match nearest {
+        Some((distance, near)) if distance <= 3 || strsim::jaro_winkler(key, near) > 0.9 => {
+            format!("unknown key: did you mean `{near}`?")
+        }
+        _ => "unknown key: neither a Streams key nor a librdkafka client property".to_string(),
+    };
+    EngineError::Config {
+        key: key.to_string(),
+        reason,
     }
 }
 
@@ -318,6 +395,30 @@ mod tests {
     }
 
     #[test]
+    fn every_streams_key_is_known_and_unknown_keys_name_the_nearest() {
+        let mut c = StreamsConfig::new("a");
+        for key in STREAMS_KEYS {
+            if let Err(e) = c.set(key, "\u{1}") {
+                assert!(!e.to_string().contains("unknown key"), "{key}: {e}");
+            }
+        }
+        for (typo, near) in [
+            ("comit.interval.ms", "commit.interval.ms"),
+            ("num.stream.thread", "num.stream.threads"),
+            ("processing.guarantees", "processing.guarantee"),
+            ("bootstrap.server", "bootstrap.servers"),
+        ] {
+            let err = c.set(typo, "1").unwrap_err().to_string();
+            assert!(err.contains(&format!("did you mean `{near}`")), "{err}");
+        }
+        let err = c.set("totally.different", "1").unwrap_err().to_string();
+        assert!(err.contains("neither a Streams key"), "{err}");
+        assert!(c.set("num.standby.replicas", "0").is_ok());
+        let err = c.set("num.standby.replicas", "1").unwrap_err().to_string();
+        assert!(err.contains("not supported"), "{err}");
+    }
+
+    #[test]
     fn layers_apply_defaults_then_file_then_environment() {
         let mut c = StreamsConfig::new("a");
         c.apply_properties("processing.guarantee=at_least_once\nnum.stream.threads=2")
@@ -347,7 +448,10 @@ mod tests {
             c.commit_interval_ms, 250,
             "an explicit interval wins over the guarantee's default"
         );
-        assert_eq!(c.extra["bootstrap.servers"], "localhost:9092");
+        assert_eq!(
+            c.clients.get(ClientScope::All, "bootstrap.servers"),
+            Some("localhost:9092")
+        );
         let err = c
             .set("deserialization.exception.handler", "ignore")
             .unwrap_err();
