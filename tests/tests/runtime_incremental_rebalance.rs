@@ -160,14 +160,18 @@ fn a_static_member_restarted_within_its_session_timeout_moves_nothing() {
     wait_until("a running", || {
         assigned(&a) == 2 && a.restoring_tasks() == 0
     });
-    let b = start(
-        passthrough("static-in", "static-out"),
-        &broker,
-        "static",
-        dir_b.path(),
-        &settings,
-        None,
-    );
+    // The second instance, on the same state directory each time.
+    let start_b = || {
+        start(
+            passthrough("static-in", "static-out"),
+            &broker,
+            "static",
+            dir_b.path(),
+            &settings,
+            None,
+        )
+    };
+    let b = start_b();
     wait_until("the partitions shared", || {
         assigned(&a) == 1 && assigned(&b) == 1
     });
@@ -185,14 +189,7 @@ fn a_static_member_restarted_within_its_session_timeout_moves_nothing() {
     let a_before = a.progress().records_in.load(Ordering::SeqCst);
     // The second instance stops and comes back on its state directory, well within 10 s.
     b.close().unwrap();
-    let b = start(
-        passthrough("static-in", "static-out"),
-        &broker,
-        "static",
-        dir_b.path(),
-        &settings,
-        None,
-    );
+    let b = start_b();
     wait_until("b back with its partition", || {
         assigned(&b) == 1 && b.restoring_tasks() == 0
     });
