@@ -219,3 +219,43 @@ fn a_static_member_restarted_within_its_session_timeout_moves_nothing() {
         "every record once"
     );
 }
+
+#[test]
+fn a_static_member_fenced_by_a_newer_one_with_its_id_stops() {
+    let broker = EmbeddedBroker::start().unwrap();
+    broker.create_topic("fence-in", 1);
+    broker.create_topic("fence-out", 1);
+    let (dir_a, dir_b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    // Two processes given the same id by mistake: the newer one takes the member over.
+    let settings = [("group.instance.id", "same-id")];
+    let a = start(
+        passthrough("fence-in", "fence-out"),
+        &broker,
+        "fence",
+        dir_a.path(),
+        &settings,
+        None,
+    );
+    wait_until("a running", || {
+        assigned(&a) == 1 && a.restoring_tasks() == 0
+    });
+    let b = start(
+        passthrough("fence-in", "fence-out"),
+        &broker,
+        "fence",
+        dir_b.path(),
+        &settings,
+        None,
+    );
+    wait_until("the older instance stopped on the fencing", || {
+        a.state() == StreamsState::Error
+    });
+    assert!(
+        a.failure().unwrap().contains("main consumer"),
+        "{:?}",
+        a.failure()
+    );
+    wait_until("the newer one holding the partition", || assigned(&b) == 1);
+    let _ = a.close();
+    b.close().unwrap();
+}

@@ -176,6 +176,11 @@ impl StreamThread {
                         return self.handle_processing_error(&mut tasks, e).map(|()| false);
                     }
                 }
+                // librdkafka's fatal errors (a static member fenced by a newer one with its
+                // `group.instance.id`) end the consumer: the thread stops.
+                Some(Err(e @ rdkafka::error::KafkaError::MessageConsumptionFatal(_))) => {
+                    return Err(EngineError::kafka_fatal("the main consumer", e));
+                }
                 Some(Err(e)) => {
                     tracing::debug!("poll: {e}");
                     break;
