@@ -229,43 +229,34 @@ impl KafkaClients {
 
     /// The consumer that reads every instance's query endpoint (assign-only, from the start).
     pub fn directory_consumer(&self) -> Result<BaseConsumer> {
-        self.layered(
-            ClientKind::OtherConsumer,
-            |c| {
-                c.set("fetch.wait.max.ms", "100");
-            },
-            |c| {
-                c.set(
-                    "group.id",
-                    format!("{}-query-directory", self.application_id),
-                )
-                .set("enable.auto.commit", "false")
-                .set("auto.offset.reset", "earliest");
-            },
-        )
-        .create()
-        .map_err(create_error("query directory consumer"))
+        self.assign_only_consumer("query-directory", "100")
     }
 
-    /// The consumer that watches for requests to shut the application down (assign-only).
+    /// The consumer that watches for requests to shut the application down (assign-only; an
+    /// offset that retention removed reads from the log's start).
     pub fn shutdown_requests_consumer(&self) -> Result<BaseConsumer> {
+        self.assign_only_consumer("shutdown-requests", "200")
+    }
+
+    /// An assign-only consumer of an internal topic, in group `<application.id>-<purpose>`,
+    /// committing nothing, from the earliest offset when its own is gone.
+    fn assign_only_consumer(&self, purpose: &str, fetch_wait_ms: &str) -> Result<BaseConsumer> {
         self.layered(
             ClientKind::OtherConsumer,
             |c| {
-                c.set("fetch.wait.max.ms", "200");
+                c.set("fetch.wait.max.ms", fetch_wait_ms);
             },
             |c| {
-                c.set(
-                    "group.id",
-                    format!("{}-shutdown-requests", self.application_id),
-                )
-                .set("enable.auto.commit", "false")
-                // Offset 0 may be gone (retention): then the log's start.
-                .set("auto.offset.reset", "earliest");
+                c.set("group.id", format!("{}-{purpose}", self.application_id))
+                    .set("enable.auto.commit", "false")
+                    .set("auto.offset.reset", "earliest");
             },
         )
         .create()
-        .map_err(create_error("shutdown requests consumer"))
+        .map_err(|e| EngineError::Config {
+            key: "bootstrap.servers".into(),
+            reason: format!("creating the {purpose} consumer: {e}"),
+        })
     }
 
     /// A client for cluster metadata.

@@ -138,7 +138,9 @@ impl KafkaStreams {
     /// threads. A missing input topic or partition counts that differ among co-partitioned
     /// sources are clear errors here, not hangs.
     pub fn start(topology: Topology, config: RuntimeConfig) -> Result<Self> {
-        clients::KafkaClients::new(&config, &topology).check()?;
+        // One builder for the clients of the start (the threads' task managers make their own).
+        let clients = clients::KafkaClients::new(&config, &topology);
+        clients.check()?;
         let state_directory = Arc::new(state_directory::StateDirectory::open(
             &config.streams.state_dir,
             &config.streams.application_id,
@@ -158,7 +160,6 @@ impl KafkaStreams {
         );
         let failure = Arc::new(parking_lot::Mutex::new(None));
         let requests = {
-            let clients = clients::KafkaClients::new(&config, &topology);
             let (client, shutdown, failure) = (
                 Arc::clone(&client),
                 Arc::clone(&shutdown),
@@ -187,16 +188,13 @@ impl KafkaStreams {
         let scrape = crate::metrics::scrape::ScrapeSource::register(app, &queryable);
         let status = Arc::new(status::RuntimeStatus::default());
         let directory = match &config.streams.application_server {
-            Some(server) => {
-                let clients = clients::KafkaClients::new(&config, &topology);
-                Some(crate::query::QueryDirectory::start(
-                    server.clone(),
-                    Topology::query_endpoints_topic(&config.streams.application_id),
-                    Arc::clone(&queryable),
-                    clients.plain_producer()?,
-                    clients.directory_consumer()?,
-                )?)
-            }
+            Some(server) => Some(crate::query::QueryDirectory::start(
+                server.clone(),
+                Topology::query_endpoints_topic(&config.streams.application_id),
+                Arc::clone(&queryable),
+                clients.plain_producer()?,
+                clients.directory_consumer()?,
+            )?),
             None => None,
         };
         // Should a thread not start, the directory stops too (publishing its tombstone).
