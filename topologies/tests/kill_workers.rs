@@ -218,7 +218,11 @@ fn kill_workers(spec: Counting) {
         eprintln!("worker {n}: {local:?}");
         checkpointed += local.checkpointed;
     }
-    assert!(checkpointed > 0, "the workers checkpointed their stores");
+    // Not asserted: after a late kill the tasks may sit, at the final SIGKILL, on a worker that has
+    // not committed them locally yet (seen once in CI: 4 stores, none checkpointed, every
+    // exactly-once check above passing). Checkpoints are asserted under control in
+    // `a_killed_worker_restores_only_the_tail_after_its_checkpoint`.
+    eprintln!("stores checkpointed at the end: {checkpointed}");
 }
 
 /// One worker counts words; it is SIGKILLed at a random point while input flows and started
