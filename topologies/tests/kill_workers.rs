@@ -206,7 +206,6 @@ fn kill_workers(spec: Counting) {
         "the committed changelog of the count store replays to the oracle's totals"
     );
     // A worker that never owned a counting task has no state directory.
-    let mut checkpointed = 0;
     for n in 0..workers.len() {
         let app_dir = dir.path().join(format!("state-{n}")).join(spec.topology);
         if !app_dir.exists() {
@@ -216,13 +215,11 @@ fn kill_workers(spec: Counting) {
             eddy_testkit::local_state_matches_changelogs(&bootstrap, spec.topology, &app_dir)
                 .unwrap_or_else(|e| panic!("worker {n}: {e}"));
         eprintln!("worker {n}: {local:?}");
-        checkpointed += local.checkpointed;
     }
-    // Not asserted: after a late kill the tasks may sit, at the final SIGKILL, on a worker that has
-    // not committed them locally yet (seen once in CI: 4 stores, none checkpointed, every
-    // exactly-once check above passing). Checkpoints are asserted under control in
-    // `a_killed_worker_restores_only_the_tail_after_its_checkpoint`.
-    eprintln!("stores checkpointed at the end: {checkpointed}");
+    // Checkpoints are not asserted here: after a late kill the tasks may sit, at the final SIGKILL,
+    // on a worker that has not committed them locally yet (seen once in CI: 4 stores, none
+    // checkpointed, every exactly-once check above passing). The line per worker above shows
+    // them; `a_killed_worker_restores_only_the_tail_after_its_checkpoint` asserts them.
 }
 
 /// One worker counts words; it is SIGKILLed at a random point while input flows and started
