@@ -101,8 +101,23 @@ fn queries_section(rows: &mut Vec<Row>) -> Result<(), String> {
     Ok(())
 }
 
+fn failover_section(rows: &mut Vec<Row>) -> Result<(), String> {
+    rows.extend(eddy_benches::failover::run(scaled(1_000_000))?);
+    Ok(())
+}
+
 fn main() {
     let args: Vec<String> = std::env::args().collect();
+    if let Some(at) = args
+        .iter()
+        .position(|a| a == eddy_benches::failover::CHILD_ARG)
+    {
+        if let Err(e) = eddy_benches::failover::child(&args[at + 1..]) {
+            eprintln!("{e}");
+            std::process::exit(1);
+        }
+        return;
+    }
     if let Some(at) = args
         .iter()
         .position(|a| a == eddy_benches::memory::CHILD_ARG)
@@ -123,7 +138,7 @@ fn main() {
         .collect();
     let wanted = |name: &str| filter.is_empty() || filter.iter().any(|f| name.contains(f.as_str()));
     type Section = fn(&mut Vec<Row>) -> Result<(), String>;
-    let sections: [(&str, Section); 8] = [
+    let sections: [(&str, Section); 9] = [
         ("broker", broker_section),
         ("hot-path", hot_path_section),
         ("driver", driver_section),
@@ -132,6 +147,7 @@ fn main() {
         ("memory", memory_section),
         ("nexmark", nexmark_section),
         ("queries", queries_section),
+        ("failover", failover_section),
     ];
     let mut rows = Vec::new();
     let mut failed = Vec::new();

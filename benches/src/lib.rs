@@ -4,6 +4,7 @@
 
 pub mod active_users;
 pub mod broker;
+pub mod failover;
 pub mod hot_path;
 pub mod memory;
 pub mod nexmark;

@@ -1,4 +1,5 @@
-//! The classic consumer-group protocol: JoinGroup, SyncGroup, Heartbeat, LeaveGroup, with
+//! The classic consumer-group protocol: JoinGroup, SyncGroup, Heartbeat, LeaveGroup (and what
+//! DescribeGroups and ListGroups tell of it, `describe.rs`), with
 //! session and rebalance timeouts. The broker is agnostic of the assignor, so eager and
 //! cooperative clients both work.
 //!
@@ -31,6 +32,9 @@ use tokio::time::Instant;
 
 use crate::Shared;
 
+mod describe;
+pub(crate) use describe::{describe_groups, list_groups};
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Phase {
     Empty,
@@ -47,6 +51,16 @@ struct Member {
     pending_join: Option<oneshot::Sender<JoinGroupResponse>>,
     pending_sync: Option<oneshot::Sender<SyncGroupResponse>>,
     assignment: Bytes,
+    /// Who joined (the request header's client id and the connection's address), as
+    /// DescribeGroups reports them.
+    client: Client,
+}
+
+/// A member's client, as its JoinGroup came.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Client {
+    pub id: String,
+    pub host: String,
 }
 
 struct Group {
@@ -264,7 +278,11 @@ fn complete_join(g: &mut Group) {
     }
 }
 
-pub(crate) async fn join_group(shared: &Arc<Shared>, r: JoinGroupRequest) -> JoinGroupResponse {
+pub(crate) async fn join_group(
+    shared: &Arc<Shared>,
+    r: JoinGroupRequest,
+    client: Client,
+) -> JoinGroupResponse {
     let rx = {
         let mut groups = shared.groups.lock();
         let group_id = r.group_id.0.as_str().to_string();
@@ -342,6 +360,7 @@ pub(crate) async fn join_group(shared: &Arc<Shared>, r: JoinGroupRequest) -> Joi
                         pending_join: None,
                         pending_sync: None,
                         assignment: old.assignment,
+                        client,
                     },
                 );
                 return JoinGroupResponse::default()
@@ -364,6 +383,7 @@ pub(crate) async fn join_group(shared: &Arc<Shared>, r: JoinGroupRequest) -> Joi
             pending_join: Some(tx),
             pending_sync: None,
             assignment: Bytes::new(),
+            client,
         };
         g.members.insert(member_id, member);
         begin_rebalance(shared, &group_id, g);

@@ -34,7 +34,7 @@ pub(crate) async fn accept_loop(
                 tokio::spawn(async move {
                     let _ = stream.set_nodelay(true);
                     let served = match tls {
-                        None => serve(stream, shared).await,
+                        None => serve(stream, shared, peer).await,
                         Some(acceptor) => {
                             match tokio::time::timeout(
                                 TLS_HANDSHAKE_TIMEOUT,
@@ -42,7 +42,7 @@ pub(crate) async fn accept_loop(
                             )
                             .await
                             {
-                                Ok(Ok(stream)) => serve(stream, shared).await,
+                                Ok(Ok(stream)) => serve(stream, shared, peer).await,
                                 Ok(Err(e)) => Err(format!("TLS handshake failed: {e}")),
                                 Err(_) => Err("TLS handshake timed out".into()),
                             }
@@ -61,6 +61,7 @@ pub(crate) async fn accept_loop(
 async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
     mut stream: S,
     shared: Arc<Shared>,
+    peer: std::net::SocketAddr,
 ) -> Result<(), String> {
     let mut sasl = SaslState::new(&shared.config.sasl_plain_users);
     let mut epoch = shared.faults.connection_epoch.subscribe();
@@ -129,7 +130,7 @@ async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
             RequestKind::Produce(r) => shared.faults.reject_produce(r),
             _ => Vec::new(),
         };
-        let Some(mut response) = handle(&shared, &header, request).await else {
+        let Some(mut response) = handle(&shared, &header, request, peer).await else {
             continue; // acks=0 produce: no response
         };
         if let ResponseKind::Produce(r) = &mut response {
@@ -202,6 +203,7 @@ async fn handle(
     shared: &Arc<Shared>,
     header: &RequestHeader,
     request: RequestKind,
+    peer: std::net::SocketAddr,
 ) -> Option<ResponseKind> {
     let version = header.request_api_version;
     Some(match request {
@@ -249,7 +251,22 @@ async fn handle(
         RequestKind::DeleteRecords(r) => {
             ResponseKind::DeleteRecords(api_fetch::delete_records(shared, r))
         }
-        RequestKind::JoinGroup(r) => ResponseKind::JoinGroup(groups::join_group(shared, r).await),
+        RequestKind::JoinGroup(r) => {
+            let client = groups::Client {
+                id: header
+                    .client_id
+                    .as_ref()
+                    .map(|c| c.as_str().to_string())
+                    .unwrap_or_default(),
+                // Kafka reports the address as Java prints it.
+                host: format!("/{}", peer.ip()),
+            };
+            ResponseKind::JoinGroup(groups::join_group(shared, r, client).await)
+        }
+        RequestKind::DescribeGroups(r) => {
+            ResponseKind::DescribeGroups(groups::describe_groups(shared, r))
+        }
+        RequestKind::ListGroups(r) => ResponseKind::ListGroups(groups::list_groups(shared, r)),
         RequestKind::SyncGroup(r) => ResponseKind::SyncGroup(groups::sync_group(shared, r).await),
         RequestKind::Heartbeat(r) => ResponseKind::Heartbeat(groups::heartbeat(shared, r)),
         RequestKind::LeaveGroup(r) => ResponseKind::LeaveGroup(groups::leave_group(shared, r)),

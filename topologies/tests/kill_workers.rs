@@ -7,75 +7,21 @@
 //! un-checkpointed tail of its changelogs.
 
 use std::collections::BTreeMap;
-use std::io::Write;
-use std::process::{Child, Command, Stdio};
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use eddy_testkit::{consumer_from_beginning, EmbeddedBroker};
-use rand::{Rng, SeedableRng};
+use rand::Rng;
 use rdkafka::config::ClientConfig;
-use rdkafka::consumer::Consumer;
 use rdkafka::message::Message;
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
 
-/// Which topology a kill test runs.
-#[derive(Clone, Copy)]
-struct Counting {
-    topology: &'static str,
-    output: &'static str,
-    /// Counts per 1-second window of the record timestamp, keyed `<word>@<window start>`.
-    windowed: bool,
-}
+mod common;
+use common::workers::{
+    kill_rng, last_progress, line, replay_changelog, worker, worker_with_output, Counting,
+};
 
 const BASE_MS: i64 = 1_767_225_600_000;
-
-fn worker(topology: &str, bootstrap: &str, dir: &std::path::Path, n: usize) -> Child {
-    worker_with_output(topology, bootstrap, dir, n, Stdio::null())
-}
-
-/// A worker whose progress lines (records in and out, commits, aborts, restored) go to `stdout`.
-fn worker_with_output(
-    topology: &str,
-    bootstrap: &str,
-    dir: &std::path::Path,
-    n: usize,
-    stdout: Stdio,
-) -> Child {
-    let config = dir.join(format!("worker-{n}.properties"));
-    let state = dir.join(format!("state-{n}"));
-    let mut f = std::fs::File::create(&config).unwrap();
-    writeln!(f, "processing.guarantee=exactly_once_v2\ncommit.interval.ms=100\ntransaction.timeout.ms=3000\nstate.dir={}", state.display()).unwrap();
-    Command::new(env!("CARGO_BIN_EXE_eddy"))
-        .args(["run", topology, "--brokers", bootstrap, "--config"])
-        .arg(&config)
-        .env("RUST_LOG", "warn")
-        .stdout(stdout)
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap()
-}
-
-/// Where the kills fall: drawn from `EDDY_KILL_SEED` (printed, to replay a run) or the clock.
-fn kill_rng() -> rand::rngs::StdRng {
-    let seed = std::env::var("EDDY_KILL_SEED")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| {
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .unwrap()
-                .as_nanos() as u64
-        });
-    eprintln!("kill points from EDDY_KILL_SEED={seed}");
-    rand::rngs::StdRng::seed_from_u64(seed)
-}
-
-/// Line `n` of the input: two of `words`.
-fn line<'a>(words: &[&'a str], n: usize) -> Vec<&'a str> {
-    (0..2)
-        .map(|j| words[(n * 3 + j * 5) % words.len()])
-        .collect()
-}
 
 #[test]
 fn killed_workers_leave_no_duplicate_and_no_gap() {
@@ -242,7 +188,14 @@ fn a_killed_worker_restores_only_the_tail_after_its_checkpoint() {
     let out = |incarnation: usize| dir.path().join(format!("progress-{incarnation}.txt"));
     let start = |incarnation: usize| {
         let file = std::fs::File::create(out(incarnation)).unwrap();
-        worker_with_output(spec.topology, &bootstrap, dir.path(), 0, Stdio::from(file))
+        worker_with_output(
+            spec.topology,
+            &bootstrap,
+            dir.path(),
+            0,
+            Stdio::from(file),
+            "",
+        )
     };
     let mut worker = start(0);
     let words = [
@@ -298,11 +251,7 @@ fn a_killed_worker_restores_only_the_tail_after_its_checkpoint() {
     worker.kill().unwrap();
     worker.wait().unwrap();
     let progress = std::fs::read_to_string(out(1)).unwrap();
-    let restored: u64 = progress
-        .lines()
-        .filter(|l| l.starts_with(spec.topology))
-        .filter_map(|l| l.split("restored").nth(1)?.trim().parse().ok())
-        .next_back()
+    let (_, restored) = last_progress(&progress, spec.topology)
         .unwrap_or_else(|| panic!("no progress line from the restarted worker:\n{progress}"));
     let suffix = format!("-{}-changelog", spec.output);
     let in_changelog =
@@ -323,49 +272,4 @@ fn a_killed_worker_restores_only_the_tail_after_its_checkpoint() {
     )
     .unwrap();
     assert!(local.checkpointed > 0, "{local:?}");
-}
-
-/// The count store's changelog (`*-<output>-changelog`), read_committed from the beginning,
-/// replayed: the newest count per key (window keys decoded to `<word>@<start>`).
-fn replay_changelog(bootstrap: &str, spec: Counting) -> BTreeMap<String, i64> {
-    let suffix = format!("-{}-changelog", spec.output);
-    let c = consumer_from_beginning(bootstrap, "changelog-verifier", "read_committed", |t| {
-        t.ends_with(&suffix)
-    });
-    assert!(
-        !c.assignment().unwrap().elements().is_empty(),
-        "the count store has a changelog"
-    );
-    let mut replayed = BTreeMap::new();
-    let mut idle = Instant::now();
-    while idle.elapsed() < Duration::from_secs(3) {
-        if let Some(Ok(m)) = c.poll(Duration::from_millis(50)) {
-            idle = Instant::now();
-            let raw = m.key().unwrap_or_default();
-            let word = if spec.windowed {
-                window_key(raw)
-            } else {
-                String::from_utf8_lossy(raw).to_string()
-            };
-            match m.payload() {
-                Some(b) => {
-                    let count = i64::from_be_bytes(b.try_into().expect("an 8-byte count"));
-                    replayed.insert(word, count);
-                }
-                None => {
-                    replayed.remove(&word);
-                }
-            }
-        }
-    }
-    replayed
-}
-
-/// `<word>@<start>` of a window store's changelog key: `[segment:8][key length:4][key][start:8]
-/// [sequence:8]`, timestamps big-endian with the sign bit flipped.
-fn window_key(raw: &[u8]) -> String {
-    let len = u32::from_be_bytes(raw[8..12].try_into().unwrap()) as usize;
-    let word = String::from_utf8_lossy(&raw[12..12 + len]);
-    let start = u64::from_be_bytes(raw[12 + len..20 + len].try_into().unwrap()) ^ (1 << 63);
-    format!("{word}@{}", start as i64)
 }

@@ -71,7 +71,7 @@ pub enum ExceptionHandler {
 /// | `replication.factor` | -1: internal topics get the broker's default |
 /// | `application.server` | none: `host:port` of this instance's query endpoint, published to the other instances so that a query on any of them reads every partition |
 /// | `metrics.recording.level` | `info`; `debug` adds store operation durations and record lateness (one clock read per operation) |
-/// | `num.standby.replicas` | 0 (the only value this version supports) |
+/// | `num.standby.replicas` | 0: how many other instances keep a warm copy of each stateful task's persistent stores, tailing its changelogs, so that a task moved to one of them restores only what the copy had not read yet |
 /// | `group.instance.id` | none: each stream thread joins the group dynamically; `<id>`: static membership (KIP-345) as `<id>-<thread>`, so that a restart within `session.timeout.ms` moves no partition; `auto`: the same with the instance's id from its state directory |
 ///
 /// Any other key is a Kafka client's (librdkafka's), for every client or, with a prefix, for
@@ -115,6 +115,8 @@ pub struct StreamsConfig {
     pub metrics_recording_level: crate::metrics::RecordingLevel,
     /// `group.instance.id`: static membership of the stream threads' consumers.
     pub group_instance_id: Option<String>,
+    /// `num.standby.replicas`: warm copies of each stateful task on other instances.
+    pub num_standby_replicas: usize,
     /// The Kafka clients' settings (`bootstrap.servers`, `security.protocol`, `consumer.…`).
     pub clients: ClientOverrides,
 }
@@ -141,6 +143,7 @@ impl StreamsConfig {
             application_server: None,
             metrics_recording_level: crate::metrics::RecordingLevel::Info,
             group_instance_id: None,
+            num_standby_replicas: 0,
             clients: ClientOverrides::default(),
         }
     }
@@ -280,12 +283,10 @@ impl StreamsConfig {
                 self.group_instance_id = Some(value.to_string());
             }
             "num.standby.replicas" => {
-                let n: u32 = value.parse().map_err(|_| bad("must be a whole number"))?;
-                if n > 0 {
-                    return Err(bad(
-                        "standby replicas are not supported by this version: only 0",
-                    ));
-                }
+                let n: u16 = value
+                    .parse()
+                    .map_err(|_| bad("must be a whole number, 0 or more"))?;
+                self.num_standby_replicas = usize::from(n);
             }
             _ => {
                 if !self.clients.set(key, value)? {
@@ -413,9 +414,10 @@ mod tests {
         }
         let err = c.set("totally.different", "1").unwrap_err().to_string();
         assert!(err.contains("neither a Streams key"), "{err}");
-        assert!(c.set("num.standby.replicas", "0").is_ok());
-        let err = c.set("num.standby.replicas", "1").unwrap_err().to_string();
-        assert!(err.contains("not supported"), "{err}");
+        c.set("num.standby.replicas", "2").unwrap();
+        assert_eq!(c.num_standby_replicas, 2);
+        let err = c.set("num.standby.replicas", "-1").unwrap_err().to_string();
+        assert!(err.contains("whole number"), "{err}");
     }
 
     #[test]

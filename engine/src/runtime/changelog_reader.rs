@@ -251,41 +251,54 @@ impl StoreChangelogReader {
         partition: i32,
         checkpoint: Option<i64>,
     ) -> Result<ChangelogState> {
-        let query = || {
-            self.watermarks
-                .fetch_watermarks(topic, partition, Duration::from_secs(10))
-                .map_err(|e| EngineError::kafka(format!("changelog {topic}-{partition}"), e))
-        };
-        let (mut low, mut high) = query()?;
-        // A query that librdkafka retried after an error has come back with the end in place of
-        // the start (seen with a refused ListOffsets): an empty-looking changelog that a restore
-        // without a checkpoint would skip is asked about once more.
-        if checkpoint.is_none() && low == high && high > 0 {
-            (low, high) = query()?;
-        }
-        let (mut low, mut high) = (low.min(high), low.max(high));
-        if let Some(c) = checkpoint {
-            if c > high || c < low {
-                // The same doubtful answer as above would wipe good local state: ask again
-                // before calling the checkpoint foreign.
-                let (l, h) = query()?;
-                (low, high) = (l.min(h), l.max(h));
-            }
-            if c > high || c < low {
-                return Err(EngineError::State(StateError::Corrupted {
-                    store: store.to_string(),
-                    reason: format!(
-                        "checkpoint {c} is outside changelog {topic}-{partition} [{low}, {high}]"
-                    ),
-                }));
-            }
-        }
-        Ok(ChangelogState::Registered {
-            start: checkpoint.unwrap_or(low),
-            end: high,
-        })
+        let (start, end) = changelog_bounds(&self.watermarks, store, topic, partition, checkpoint)?;
+        Ok(ChangelogState::Registered { start, end })
     }
+}
 
+/// Steps 1 and 2 for one store: where it starts in its changelog partition (its checkpoint, or
+/// the log start without one) and the partition's end, asked of `watermarks` (a
+/// read_uncommitted client). A checkpoint outside the log is [`StateError::Corrupted`].
+pub(crate) fn changelog_bounds(
+    watermarks: &BaseConsumer,
+    store: &str,
+    topic: &str,
+    partition: i32,
+    checkpoint: Option<i64>,
+) -> Result<(i64, i64)> {
+    let query = || {
+        watermarks
+            .fetch_watermarks(topic, partition, Duration::from_secs(10))
+            .map_err(|e| EngineError::kafka(format!("changelog {topic}-{partition}"), e))
+    };
+    let (mut low, mut high) = query()?;
+    // A query that librdkafka retried after an error has come back with the end in place of
+    // the start (seen with a refused ListOffsets): an empty-looking changelog that a restore
+    // without a checkpoint would skip is asked about once more.
+    if checkpoint.is_none() && low == high && high > 0 {
+        (low, high) = query()?;
+    }
+    let (mut low, mut high) = (low.min(high), low.max(high));
+    if let Some(c) = checkpoint {
+        if c > high || c < low {
+            // The same doubtful answer as above would wipe good local state: ask again
+            // before calling the checkpoint foreign.
+            let (l, h) = query()?;
+            (low, high) = (l.min(h), l.max(h));
+        }
+        if c > high || c < low {
+            return Err(EngineError::State(StateError::Corrupted {
+                store: store.to_string(),
+                reason: format!(
+                    "checkpoint {c} is outside changelog {topic}-{partition} [{low}, {high}]"
+                ),
+            }));
+        }
+    }
+    Ok((checkpoint.unwrap_or(low), high))
+}
+
+impl StoreChangelogReader {
     /// Points the consumer at `topic`-`partition` from `position`, unless it reads there now.
     fn assign(&self, topic: &str, partition: i32, position: i64) -> Result<()> {
         let wanted = (topic.to_string(), partition);

@@ -96,7 +96,7 @@ impl KafkaClients {
         check("main consumer", self.main_consumer_config(0), true)?;
         check(
             "restore consumer",
-            self.restore_consumer_config("read_committed"),
+            self.restore_consumer_config("read_committed", "10"),
             true,
         )?;
         // The transactional id is left out: a producer created with one would fence nothing,
@@ -107,7 +107,7 @@ impl KafkaClients {
         check("admin client", self.admin_config(), false)
     }
 
-    /// The main consumer of stream thread `thread`: in the application's group, offsets
+    /// The main consumer of stream thread `thread`: named by [`main_consumer_client_id`], in the application's group, offsets
     /// committed only by the thread (with the transaction under exactly-once), eager `range`
     /// assignment so that co-partitioned topics stay together.
     pub fn main_consumer_config(&self, thread: usize) -> ClientConfig {
@@ -129,7 +129,10 @@ impl KafkaClients {
             },
             |c| {
                 c.set("group.id", &self.application_id)
-                    .set("client.id", format!("{}-{thread}", self.application_id))
+                    .set(
+                        "client.id",
+                        main_consumer_client_id(&self.application_id, process_id, thread),
+                    )
                     .set("enable.auto.commit", "false")
                     .set("enable.auto.offset.store", "false")
                     .set("partition.assignment.strategy", self.assignor)
@@ -188,18 +191,29 @@ impl KafkaClients {
 
     /// A restore consumer (assign-only) reading changelogs with `isolation`.
     pub fn restore_consumer(&self, isolation: &str) -> Result<BaseConsumer> {
-        self.restore_consumer_config(isolation)
+        // The client moves from partition to partition: a fetch parked at the end of the last
+        // one (500 ms by default) would hold up the next.
+        self.restore_consumer_config(isolation, "10")
             .create()
             .map_err(create_error("restore consumer"))
     }
 
-    fn restore_consumer_config(&self, isolation: &str) -> ClientConfig {
+    /// The consumer standby tasks tail their changelogs with (read_committed, assign-only, the
+    /// `restore.consumer.` settings): it stays on its partitions, so a fetch may wait at their
+    /// ends longer than a restore's.
+    pub fn standby_consumer(&self) -> Result<BaseConsumer> {
+        let mut config = self.restore_consumer_config("read_committed", "100");
+        // A standby whose offset left the log must notice (and start over from its checkpoint,
+        // checked against the log's bounds), not go on from the log's start over its state.
+        config.set("auto.offset.reset", "error");
+        config.create().map_err(create_error("standby consumer"))
+    }
+
+    fn restore_consumer_config(&self, isolation: &str, fetch_wait_max_ms: &str) -> ClientConfig {
         self.layered(
             ClientKind::RestoreConsumer,
             |c| {
-                // The client moves from partition to partition: a fetch parked at the end of
-                // the last one (500 ms by default) would hold up the next.
-                c.set("fetch.wait.max.ms", "10");
+                c.set("fetch.wait.max.ms", fetch_wait_max_ms);
             },
             |c| {
                 c.set("group.id", format!("{}-restore", self.application_id))
@@ -317,6 +331,27 @@ pub(crate) fn block_on<F: std::future::Future>(future: F) -> F::Output {
     }
 }
 
+/// The client id of an instance's main consumer: `<application.id>-<process id>-<thread>`, so
+/// that the group's membership tells which instance runs which tasks (standby placement reads
+/// it back with [`process_of_client_id`]).
+pub(crate) fn main_consumer_client_id(
+    app: &str,
+    process_id: Option<&str>,
+    thread: usize,
+) -> String {
+    match process_id {
+        Some(process) => format!("{app}-{process}-{thread}"),
+        None => format!("{app}-{thread}"),
+    }
+}
+
+/// The process id in a main consumer's client id of application `app`, if it is one.
+pub(crate) fn process_of_client_id<'a>(app: &str, client_id: &'a str) -> Option<&'a str> {
+    let rest = client_id.strip_prefix(app)?.strip_prefix('-')?;
+    let (process, thread) = rest.rsplit_once('-')?;
+    (!process.is_empty() && thread.parse::<usize>().is_ok()).then_some(process)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -345,5 +380,14 @@ mod tests {
             "range",
             "a stream-table join needs partition p of both topics in one task"
         );
+    }
+
+    #[test]
+    fn a_main_consumer_client_id_names_its_process() {
+        let id = main_consumer_client_id("quiz-results", Some("7d3f-a1"), 2);
+        assert_eq!(process_of_client_id("quiz-results", &id), Some("7d3f-a1"));
+        assert_eq!(process_of_client_id("billing", &id), None);
+        assert_eq!(process_of_client_id("quiz-results", "quiz-results-2"), None);
+        assert_eq!(process_of_client_id("quiz-results", "rdkafka"), None);
     }
 }

@@ -11,6 +11,7 @@ mod lag;
 pub(crate) mod lifecycle;
 mod rebalance_listener;
 mod shutdown_requests;
+mod standby;
 mod state_directory;
 mod statistics;
 pub(crate) mod status;
@@ -87,6 +88,8 @@ pub struct Progress {
     /// Running tasks closed (by rebalances, rewinds and shutdown): with cooperative
     /// rebalancing, only the tasks whose partitions moved close.
     pub tasks_closed: AtomicU64,
+    /// Changelog records the standby tasks have written (`num.standby.replicas`).
+    pub standby_records: AtomicU64,
 }
 
 impl Progress {
@@ -109,6 +112,9 @@ impl Drop for CloseOnDrop {
 /// A running application.
 pub struct KafkaStreams {
     threads: Vec<JoinHandle<Result<()>>>,
+    /// Keeps the standby tasks (`num.standby.replicas` > 0).
+    standby_updater: Option<JoinHandle<()>>,
+    standbys: Arc<standby::StandbyRegistry>,
     shutdown: Arc<AtomicBool>,
     progress: Arc<Progress>,
     client: Arc<crate::metrics::client::ClientMetrics>,
@@ -187,6 +193,7 @@ impl KafkaStreams {
         });
         let scrape = crate::metrics::scrape::ScrapeSource::register(app, &queryable);
         let status = Arc::new(status::RuntimeStatus::default());
+        let standbys = Arc::new(standby::StandbyRegistry::new(Arc::clone(&status)));
         let directory = match &config.streams.application_server {
             Some(server) => Some(crate::query::QueryDirectory::start(
                 server.clone(),
@@ -199,7 +206,23 @@ impl KafkaStreams {
         };
         // Should a thread not start, the directory stops too (publishing its tombstone).
         let mut directory = CloseOnDrop(directory);
+        // Before the threads: should it not start, nothing has processed yet.
+        let standby_updater = if config.streams.num_standby_replicas > 0 {
+            Some(standby::start(standby::StandbySpec {
+                topology: Arc::clone(&topology),
+                config: config.clone(),
+                process_id: state_directory.process_id().to_string(),
+                shutdown: Arc::clone(&shutdown),
+                progress: Arc::clone(&progress),
+                memory: memory.clone(),
+                status: Arc::clone(&status),
+                registry: Arc::clone(&standbys),
+            })?)
+        } else {
+            None
+        };
         let mut threads = Vec::new();
+        let stop_all = Arc::clone(&shutdown);
         for index in 0..config.streams.num_stream_threads {
             let (topology, config, shutdown, progress, state_directory, memory, queryable) = (
                 Arc::clone(&topology),
@@ -210,11 +233,12 @@ impl KafkaStreams {
                 memory.clone(),
                 Arc::clone(&queryable),
             );
-            let (client, scrape, status, supervisor) = (
+            let (client, scrape, status, supervisor, standbys) = (
                 Arc::clone(&client),
                 Arc::clone(&scrape),
                 Arc::clone(&status),
                 Arc::clone(&supervisor),
+                Arc::clone(&standbys),
             );
             let handle = std::thread::Builder::new()
                 .name(format!("{}-stream-{index}", config.streams.application_id))
@@ -231,11 +255,16 @@ impl KafkaStreams {
                         client,
                         scrape,
                         status,
+                        standbys,
                     })
                 })
-                .map_err(|e| EngineError::Config {
-                    key: "num.stream.threads".into(),
-                    reason: e.to_string(),
+                .map_err(|e| {
+                    // The threads (and the standby updater) started so far stop.
+                    stop_all.store(true, Ordering::SeqCst);
+                    EngineError::Config {
+                        key: "num.stream.threads".into(),
+                        reason: e.to_string(),
+                    }
                 })?;
             threads.push(handle);
         }
@@ -256,6 +285,8 @@ impl KafkaStreams {
         );
         Ok(Self {
             threads,
+            standby_updater,
+            standbys,
             shutdown,
             progress,
             client,
@@ -291,6 +322,16 @@ impl KafkaStreams {
         Arc::clone(&self.progress)
     }
 
+    /// The tasks this instance keeps standby copies of now (`num.standby.replicas`), as
+    /// `<sub-topology>_<partition>`.
+    pub fn standby_tasks(&self) -> Vec<String> {
+        self.standbys
+            .standby_tasks()
+            .iter()
+            .map(ToString::to_string)
+            .collect()
+    }
+
     /// Tasks restoring their stores now.
     pub fn restoring_tasks(&self) -> usize {
         self.status.restoring()
@@ -324,6 +365,10 @@ impl KafkaStreams {
             if first.is_ok() {
                 first = result;
             }
+        }
+        // The updater closes its standbys as soon as it sees `shutdown`; a claim meanwhile waits.
+        if let Some(updater) = self.standby_updater {
+            let _ = updater.join();
         }
         if let Some(directory) = &self.directory {
             // After the threads: their tasks are closed, so the tombstone is the truth.

@@ -222,6 +222,8 @@ pub(crate) struct ThreadSpec {
     pub scrape: Arc<crate::metrics::scrape::ScrapeSource>,
     /// The tasks and dead letters the console shows.
     pub status: Arc<crate::runtime::status::RuntimeStatus>,
+    /// Which tasks the instance runs and keeps standbys of.
+    pub standbys: Arc<crate::runtime::standby::StandbyRegistry>,
 }
 
 /// Runs a stream thread until `shutdown` or an error.

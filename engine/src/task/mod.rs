@@ -60,6 +60,14 @@ pub struct TaskId {
     pub partition: i32,
 }
 
+/// Where task `id` keeps its persistent stores: `<state.dir>/<application.id>/<task id>`.
+pub(crate) fn task_dir(config: &StreamsConfig, id: TaskId) -> std::path::PathBuf {
+    config
+        .state_dir
+        .join(&config.application_id)
+        .join(id.to_string())
+}
+
 impl std::fmt::Display for TaskId {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "{}_{}", self.subtopology, self.partition)
@@ -77,6 +85,9 @@ pub struct StreamTask {
     /// The stream time of the last batch this task committed to RocksDB (`None`: none yet), so
     /// that an idle task's commit writes nothing.
     committed_stream_time: Option<Option<i64>>,
+    /// Whether the processors' `init` ran (a task closed while restoring, or a standby, never
+    /// initializes them, and must not close them either).
+    initialized: bool,
     deserialization_handler: ExceptionHandler,
     processing_handler: ExceptionHandler,
     /// Input fetched but not processed yet (the runtime's path; the test driver processes
@@ -147,8 +158,7 @@ impl StreamTask {
                 .iter()
                 .any(|s| topology.stores[s].spec.persistent)
         {
-            let dir = config.state_dir.join(&config.application_id).join(&task_id);
-            Some(RocksDbInstance::open(rocksdb_env(), dir)?)
+            Some(RocksDbInstance::open(rocksdb_env(), task_dir(config, id))?)
         } else {
             None
         };
@@ -242,6 +252,7 @@ impl StreamTask {
             changelog,
             rocksdb,
             committed_stream_time: None,
+            initialized: false,
             deserialization_handler: config.deserialization_exception_handler,
             processing_handler: config.processing_exception_handler,
         };
@@ -257,6 +268,7 @@ impl StreamTask {
         // Writes made in `init` carry the task's stream time (not 0, which a changelog with
         // time retention would delete at once).
         self.core.record_time.set(self.core.stream_time.max(0));
+        self.initialized = true;
         for &i in &self.order {
             let mut node = self.core.take_node(i)?;
             let result = node.init(&mut self.core, i);
@@ -589,8 +601,11 @@ impl StreamTask {
         self.rocksdb.as_ref()
     }
 
-    /// Closes the processors.
+    /// Closes the processors (those of a task that was initialized).
     pub fn close(&mut self) {
+        if !self.initialized {
+            return;
+        }
         for &i in &self.order {
             if let Some(node) = self.core.nodes[i].as_mut() {
                 node.close();

@@ -163,3 +163,87 @@ fn a_cooperative_group_moves_partitions_incrementally() {
     drop(b);
     converge(&[&a], &[6]);
 }
+
+/// DescribeGroups (librdkafka's group list, as `kafka-consumer-groups --describe` reads it): a
+/// stable group names each member's client id and host, and its assignment covers every
+/// partition once; an unknown group is `Dead`.
+#[test]
+fn a_stable_group_describes_its_members_and_their_assignments() {
+    let broker = EmbeddedBroker::start().unwrap();
+    broker.create_topic("orders", 4);
+    let bootstrap = broker.bootstrap();
+    let named = |client_id: &str| -> BaseConsumer {
+        let c: BaseConsumer = ClientConfig::new()
+            .set("bootstrap.servers", &bootstrap)
+            .set("group.id", "described")
+            .set("client.id", client_id)
+            .set("session.timeout.ms", "1500")
+            .set("heartbeat.interval.ms", "100")
+            .set("enable.auto.commit", "false")
+            .create()
+            .unwrap();
+        c.subscribe(&["orders"]).unwrap();
+        c
+    };
+    let (a, b) = (named("member-a"), named("member-b"));
+    converge(&[&a, &b], &[2, 2]);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let group = loop {
+        let _ = (
+            a.poll(Duration::from_millis(10)),
+            b.poll(Duration::from_millis(10)),
+        );
+        let list = a
+            .fetch_group_list(Some("described"), Duration::from_secs(5))
+            .unwrap();
+        let group = list.groups().first().map(|g| {
+            let members: Vec<(String, String, Vec<u8>)> = g
+                .members()
+                .iter()
+                .map(|m| {
+                    (
+                        m.client_id().to_string(),
+                        m.client_host().to_string(),
+                        m.assignment().unwrap_or_default().to_vec(),
+                    )
+                })
+                .collect();
+            (g.state().to_string(), g.protocol().to_string(), members)
+        });
+        match group {
+            Some(g) if g.0 == "Stable" => break g,
+            other => assert!(Instant::now() < deadline, "group described as {other:?}"),
+        }
+    };
+    assert_eq!(group.1, "range");
+    let mut clients: Vec<&str> = group.2.iter().map(|m| m.0.as_str()).collect();
+    clients.sort();
+    assert_eq!(clients, ["member-a", "member-b"]);
+    assert!(
+        group.2.iter().all(|m| m.1.contains("127.0.0.1")),
+        "{group:?}"
+    );
+    let mut partitions: Vec<i32> = group
+        .2
+        .iter()
+        .flat_map(|m| {
+            let raw = bytes::Bytes::from(m.2.clone());
+            let mut body = raw.slice(2..);
+            let version = i16::from_be_bytes([raw[0], raw[1]]);
+            use kafka_protocol::protocol::Decodable;
+            kafka_protocol::messages::ConsumerProtocolAssignment::decode(&mut body, version)
+                .unwrap()
+                .assigned_partitions
+                .into_iter()
+                .flat_map(|t| t.partitions)
+        })
+        .collect();
+    partitions.sort();
+    assert_eq!(partitions, [0, 1, 2, 3], "each partition assigned once");
+
+    let unknown = a
+        .fetch_group_list(Some("nobody-here"), Duration::from_secs(5))
+        .unwrap();
+    let states: Vec<&str> = unknown.groups().iter().map(|g| g.state()).collect();
+    assert_eq!(states, ["Dead"]);
+}

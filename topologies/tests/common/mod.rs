@@ -184,3 +184,6 @@ pub fn repo_file(path: &str) -> String {
     let full = format!("{}/../{path}", env!("CARGO_MANIFEST_DIR"));
     std::fs::read_to_string(&full).unwrap_or_else(|e| panic!("{full}: {e}"))
 }
+
+/// Worker processes and the word count's checks (`kill_workers`, `scale_storm`).
+pub mod workers;

@@ -118,6 +118,8 @@ pub(crate) struct TaskManager {
     pub metrics: crate::metrics::thread::ThreadMetrics,
     /// The tasks and dead letters the console shows.
     status: Arc<crate::runtime::status::RuntimeStatus>,
+    /// A task is claimed from the standbys before it opens, and released when it closes.
+    standbys: Arc<crate::runtime::standby::StandbyRegistry>,
 }
 
 /// How a stream thread is named in metrics and in the console.
@@ -137,6 +139,7 @@ impl TaskManager {
             memory,
             queryable,
             status,
+            standbys,
             ..
         } = spec;
         let app = config.streams.application_id.clone();
@@ -178,6 +181,7 @@ impl TaskManager {
             queryable,
             metrics: crate::metrics::thread::ThreadMetrics::new(&app, &thread_label(index)),
             status,
+            standbys,
         }
     }
 
@@ -374,6 +378,9 @@ impl TaskManager {
                 continue;
             }
             self.status.set_task(self.task_status(id, "RESTORING"));
+            // A standby of the task closes first: its checkpoint is where the restore starts.
+            // The claim holds until the task is closed (and any wipe of its directory done).
+            self.standbys.claim(id);
             let opened = match self.open_task(id) {
                 Err(e) if e.kind() == ErrorKind::StateCorrupted => {
                     tracing::warn!(task = %id, "wiping local state: {e}");
@@ -387,6 +394,7 @@ impl TaskManager {
                     self.restoring.insert(id, opened);
                 }
                 Err(e) => {
+                    self.standbys.release(id);
                     self.status
                         .remove_task(&id.to_string(), &thread_label(self.index));
                     self.pause_restoring(consumer);
@@ -399,13 +407,7 @@ impl TaskManager {
     }
 
     fn wipe_local_state(&self, id: TaskId) {
-        let dir = self
-            .config
-            .streams
-            .state_dir
-            .join(self.app())
-            .join(id.to_string());
-        let _ = std::fs::remove_dir_all(&dir);
+        let _ = std::fs::remove_dir_all(crate::task::task_dir(&self.config.streams, id));
     }
 
     fn task_status(&self, id: TaskId, state: &'static str) -> crate::runtime::status::TaskStatus {
@@ -441,7 +443,7 @@ impl TaskManager {
             .unwrap_or_default()
     }
 
-    /// Opens task `id` and registers the restore of its stores.
+    /// Opens task `id` (claimed from the standbys) and registers the restore of its stores.
     fn open_task(&mut self, id: TaskId) -> Result<(StreamTask, TaskRestore)> {
         let mut task = StreamTask::open(
             &self.topology,
@@ -452,10 +454,17 @@ impl TaskManager {
             &self.memory,
         )?;
         let topology = Arc::clone(&self.topology);
-        let restore = self
-            .changelog_reader()?
-            .register_task(&mut task, &topology, id.partition)?;
-        Ok((task, restore))
+        let restore = match self.changelog_reader() {
+            Ok(reader) => reader.register_task(&mut task, &topology, id.partition),
+            Err(e) => Err(e),
+        };
+        match restore {
+            Ok(restore) => Ok((task, restore)),
+            Err(e) => {
+                task.close();
+                Err(e)
+            }
+        }
     }
 
     fn changelog_reader(&mut self) -> Result<&StoreChangelogReader> {
@@ -969,6 +978,9 @@ impl TaskManager {
         for id in ids {
             if let Some((mut task, _restore)) = self.restoring.remove(id) {
                 task.close();
+                // Its RocksDB closes before a standby may open it.
+                drop(task);
+                self.standbys.release(*id);
                 self.status
                     .remove_task(&id.to_string(), &thread_label(self.index));
             }
@@ -992,6 +1004,8 @@ impl TaskManager {
                     .deregister(&self.persistent_stores(id), id.partition, db);
             }
             task.close();
+            drop(task);
+            self.standbys.release(id);
             self.status
                 .remove_task(&id.to_string(), &thread_label(self.index));
         }

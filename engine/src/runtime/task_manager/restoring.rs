@@ -79,11 +79,17 @@ impl TaskManager {
             }
             Err(e) => {
                 task.close();
+                drop(task);
                 self.status
                     .remove_task(&id.to_string(), &thread_label(self.index));
-                if e.kind() == ErrorKind::StateCorrupted {
+                let wiped = e.kind() == ErrorKind::StateCorrupted;
+                if wiped {
                     tracing::warn!(task = %id, "wiping local state: {e}");
                     self.wipe_local_state(id);
+                }
+                // Released after the wipe: a standby may open the directory from now on.
+                self.standbys.release(id);
+                if wiped {
                     // Wiped: the retry restores it from the changelog's start.
                     return Err(crate::error::EngineError::TaskMigrated(format!(
                         "restoring {id}: {e}; local state wiped"
@@ -98,6 +104,9 @@ impl TaskManager {
         Progress::add(&self.progress.restored, restore.restored());
         drop(restore);
         if let Err(e) = self.finish_opening(id, &mut task) {
+            task.close();
+            drop(task);
+            self.standbys.release(id);
             self.status
                 .remove_task(&id.to_string(), &thread_label(self.index));
             return Err(e);
@@ -157,6 +166,8 @@ impl TaskManager {
     pub(super) fn close_restoring(&mut self) {
         for (id, (mut task, _restore)) in std::mem::take(&mut self.restoring) {
             task.close();
+            drop(task);
+            self.standbys.release(id);
             self.status
                 .remove_task(&id.to_string(), &thread_label(self.index));
         }

@@ -22,6 +22,8 @@ pub struct Counts {
     /// Records the restoring tasks have still to read.
     pub restore_left: u64,
     pub restored: u64,
+    /// Changelog records written by this instance's standby tasks.
+    pub standby: u64,
 }
 
 impl Counts {
@@ -37,6 +39,7 @@ impl Counts {
             restoring: app.restoring_tasks() as u64,
             restore_left: app.restore_remaining(),
             restored: p.restored.load(Relaxed),
+            standby: p.standby_records.load(Relaxed),
         }
     }
 }
@@ -89,8 +92,8 @@ pub fn lines(names: &[&str], counts: &[Counts], fed: u64) -> String {
     let mut text = format!("-- {fed} records fed\n");
     for (name, c) in names.iter().zip(counts) {
         text.push_str(&format!(
-            "{name:<22} in {:>8}  out {:>8}  lag {:>6}  dead-letters {:>5}  commits {:>6}  aborts {:>3}  restoring {:>2}  left {:>7}  restored {:>6}\n",
-            c.records_in, c.records_out, c.lag, c.dead_letters, c.commits, c.aborts, c.restoring, c.restore_left, c.restored,
+            "{name:<22} in {:>8}  out {:>8}  lag {:>6}  dead-letters {:>5}  commits {:>6}  aborts {:>3}  restoring {:>2}  left {:>7}  standby {:>7}  restored {:>6}\n",
+            c.records_in, c.records_out, c.lag, c.dead_letters, c.commits, c.aborts, c.restoring, c.restore_left, c.standby, c.restored,
         ));
     }
     text
@@ -160,6 +163,7 @@ mod tests {
             restoring: 3,
             restore_left: 120,
             restored: 0,
+            standby: 0,
         };
         let header = vec!["console: http://127.0.0.1:8080/".to_string()];
         let text = table(
