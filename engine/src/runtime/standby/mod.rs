@@ -484,17 +484,7 @@ impl StandbyUpdater {
                 }
             }
         }
-        // A broken standby is dropped without its uncommitted writes (its state stays at its
-        // checkpoint) and opened again at the next refresh.
-        for id in broken {
-            if let Some(mut standby) = standbys.tasks.remove(&id) {
-                standby.task.close();
-                self.spec
-                    .status
-                    .remove_task(&id.to_string(), STANDBY_THREAD);
-                standbys.changed = true;
-            }
-        }
+        self.drop_broken(&mut standbys, broken);
         self.spec
             .progress
             .standby_records
@@ -510,7 +500,13 @@ impl StandbyUpdater {
                 failed.push(*id);
             }
         }
-        for id in failed {
+        self.drop_broken(&mut standbys, failed);
+    }
+
+    /// A broken standby is dropped without its uncommitted writes (its state stays at its
+    /// checkpoint) and opened again at the next refresh.
+    fn drop_broken(&self, standbys: &mut Standbys, broken: impl IntoIterator<Item = TaskId>) {
+        for id in broken {
             if let Some(mut standby) = standbys.tasks.remove(&id) {
                 standby.task.close();
                 self.spec
