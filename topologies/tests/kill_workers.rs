@@ -18,7 +18,8 @@ use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
 
 mod common;
 use common::workers::{
-    kill_rng, last_progress, line, replay_changelog, worker, worker_with_output, Counting,
+    kill_rng, last_progress, line, replay_changelog, send_lines, worker, worker_with_output,
+    Counting,
 };
 
 const BASE_MS: i64 = 1_767_225_600_000;
@@ -210,21 +211,8 @@ fn a_killed_worker_restores_only_the_tail_after_its_checkpoint() {
     let mut oracle: BTreeMap<String, i64> = BTreeMap::new();
     // Batch `batch`: 50 lines of two words each, counted in the oracle.
     let send_batch = |batch: usize, oracle: &mut BTreeMap<String, i64>| {
-        for i in 0..50 {
-            let n = batch * 50 + i;
-            let line = line(&words, n);
-            for w in &line {
-                *oracle.entry(w.to_string()).or_default() += 1;
-            }
-            producer
-                .send(
-                    BaseRecord::to("text-lines")
-                        .key(&format!("l{n}"))
-                        .payload(&line.join(" ")),
-                )
-                .unwrap();
-        }
-        producer.flush(Duration::from_secs(10)).unwrap();
+        let words_of = |n| line(&words, n).iter().map(|w| w.to_string()).collect();
+        send_lines(&producer, batch * 50..(batch + 1) * 50, words_of, oracle);
     };
     for batch in 0..12 {
         send_batch(batch, &mut oracle);

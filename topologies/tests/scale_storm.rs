@@ -18,10 +18,12 @@ use rand::Rng;
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::BaseConsumer;
 use rdkafka::message::Message;
-use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+use rdkafka::producer::BaseProducer;
 
 mod common;
-use common::workers::{kill_rng, last_progress, replay_changelog, worker_with_output, Counting};
+use common::workers::{
+    kill_rng, last_progress, replay_changelog, send_lines, worker_with_output, Counting,
+};
 
 const SPEC: Counting = Counting {
     topology: "word-count",
@@ -49,23 +51,17 @@ fn feed(
     vocabulary: usize,
     oracle: &mut BTreeMap<String, i64>,
 ) {
-    for n in range {
-        let words = [
-            format!("w{}", n % vocabulary),
-            format!("w{}", (n * 7 + 3) % vocabulary),
-        ];
-        for w in &words {
-            *oracle.entry(w.clone()).or_default() += 1;
-        }
-        producer
-            .send(
-                BaseRecord::to("text-lines")
-                    .key(&format!("l{n}"))
-                    .payload(&words.join(" ")),
-            )
-            .unwrap();
-    }
-    producer.flush(Duration::from_secs(10)).unwrap();
+    send_lines(
+        producer,
+        range,
+        |n| {
+            vec![
+                format!("w{}", n % vocabulary),
+                format!("w{}", (n * 7 + 3) % vocabulary),
+            ]
+        },
+        oracle,
+    );
 }
 
 /// Reads the counts into `seen` (every count of every word, in order) until the last of each is

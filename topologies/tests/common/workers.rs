@@ -121,6 +121,31 @@ fn window_key(raw: &[u8]) -> String {
     format!("{word}@{}", start as i64)
 }
 
+/// Sends line `n` (its words from `words_of`) for every `n` of `lines` to `text-lines`, keyed
+/// `l<n>`, counting its words in `oracle`.
+pub fn send_lines(
+    producer: &rdkafka::producer::BaseProducer,
+    lines: std::ops::Range<usize>,
+    words_of: impl Fn(usize) -> Vec<String>,
+    oracle: &mut BTreeMap<String, i64>,
+) {
+    use rdkafka::producer::Producer;
+    for n in lines {
+        let words = words_of(n);
+        for w in &words {
+            *oracle.entry(w.clone()).or_default() += 1;
+        }
+        producer
+            .send(
+                rdkafka::producer::BaseRecord::to("text-lines")
+                    .key(&format!("l{n}"))
+                    .payload(&words.join(" ")),
+            )
+            .unwrap();
+    }
+    producer.flush(Duration::from_secs(10)).unwrap();
+}
+
 /// The last (standby, restored) figures of `topology` in a worker's progress lines.
 pub fn last_progress(progress: &str, topology: &str) -> Option<(u64, u64)> {
     progress

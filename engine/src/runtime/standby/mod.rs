@@ -99,12 +99,11 @@ struct Standbys {
 
 /// Which tasks this instance runs and which it keeps standbys of, shared by its stream threads
 /// and its standby updater (steps 4 and 5).
-#[derive(Default)]
 pub(crate) struct StandbyRegistry {
     inner: Mutex<Standbys>,
     /// Signalled when a standby being opened is in place.
     opened: Condvar,
-    status: Option<Arc<RuntimeStatus>>,
+    status: Arc<RuntimeStatus>,
 }
 
 impl StandbyRegistry {
@@ -112,7 +111,7 @@ impl StandbyRegistry {
         Self {
             inner: Mutex::default(),
             opened: Condvar::new(),
-            status: Some(status),
+            status,
         }
     }
 
@@ -127,9 +126,7 @@ impl StandbyRegistry {
             tracing::info!(task = %id, "the standby task becomes active");
             standby.close();
             standbys.changed = true;
-            if let Some(status) = &self.status {
-                status.remove_task(&id.to_string(), STANDBY_THREAD);
-            }
+            self.status.remove_task(&id.to_string(), STANDBY_THREAD);
         }
     }
 
@@ -253,14 +250,7 @@ impl StandbyUpdater {
                 self.commit_all();
             }
         }
-        // Closed under the lock: a claim meanwhile waits, then finds nothing to close.
-        let mut standbys = self.spec.registry.inner.lock();
-        for (id, standby) in std::mem::take(&mut standbys.tasks) {
-            standby.close();
-            self.spec
-                .status
-                .remove_task(&id.to_string(), STANDBY_THREAD);
-        }
+        self.close_all();
     }
 
     /// Steps 1 and 2: the standbys this instance should keep now, opened or closed to match.
@@ -517,6 +507,8 @@ impl StandbyUpdater {
         }
     }
 
+    /// Closes every standby with what it applied, under the lock: a claim meanwhile waits, then
+    /// finds nothing to close.
     fn close_all(&self) {
         let mut standbys = self.spec.registry.inner.lock();
         for (id, standby) in std::mem::take(&mut standbys.tasks) {
