@@ -18,8 +18,8 @@ use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
 
 mod common;
 use common::workers::{
-    kill_rng, last_progress, line, replay_changelog, send_lines, worker, worker_with_output,
-    Counting,
+    assert_exactly_once, kill_rng, last_progress, line, replay_changelog, send_lines, worker,
+    worker_with_output, Counting,
 };
 
 const BASE_MS: i64 = 1_767_225_600_000;
@@ -138,16 +138,7 @@ fn kill_workers(spec: Counting) {
         let _ = w.wait();
     }
     let replayed = replay_changelog(&bootstrap, spec);
-    for (word, total) in &oracle {
-        let counts = seen
-            .get(word)
-            .unwrap_or_else(|| panic!("no counts for {word}"));
-        assert_eq!(counts.last(), Some(total), "{word}: {counts:?}");
-        assert!(
-            counts.windows(2).all(|w| w[0] < w[1]),
-            "{word} counted twice somewhere: {counts:?}"
-        );
-    }
+    assert_exactly_once(&seen, &oracle);
     assert_eq!(
         replayed, oracle,
         "the committed changelog of the count store replays to the oracle's totals"

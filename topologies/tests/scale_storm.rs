@@ -22,7 +22,8 @@ use rdkafka::producer::BaseProducer;
 
 mod common;
 use common::workers::{
-    kill_rng, last_progress, replay_changelog, send_lines, worker_with_output, Counting,
+    assert_exactly_once, kill_rng, last_progress, replay_changelog, send_lines, worker_with_output,
+    Counting,
 };
 
 const SPEC: Counting = Counting {
@@ -83,20 +84,6 @@ fn read_counts(
             let count = i64::from_be_bytes(m.payload().unwrap().try_into().unwrap());
             seen.entry(word).or_default().push(count);
         }
-    }
-}
-
-/// No duplicate, no gap: every word's counts strictly grow and end at the oracle's total.
-fn assert_exactly_once(seen: &BTreeMap<String, Vec<i64>>, oracle: &BTreeMap<String, i64>) {
-    for (word, total) in oracle {
-        let counts = seen
-            .get(word)
-            .unwrap_or_else(|| panic!("no counts for {word}"));
-        assert_eq!(counts.last(), Some(total), "{word}: {counts:?}");
-        assert!(
-            counts.windows(2).all(|w| w[0] < w[1]),
-            "{word} counted twice somewhere: {counts:?}"
-        );
     }
 }
 

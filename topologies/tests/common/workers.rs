@@ -158,3 +158,17 @@ pub fn last_progress(progress: &str, topology: &str) -> Option<(u64, u64)> {
         })
         .next_back()
 }
+
+/// No duplicate, no gap: every word's counts strictly grow and end at the oracle's total.
+pub fn assert_exactly_once(seen: &BTreeMap<String, Vec<i64>>, oracle: &BTreeMap<String, i64>) {
+    for (word, total) in oracle {
+        let counts = seen
+            .get(word)
+            .unwrap_or_else(|| panic!("no counts for {word}"));
+        assert_eq!(counts.last(), Some(total), "{word}: {counts:?}");
+        assert!(
+            counts.windows(2).all(|w| w[0] < w[1]),
+            "{word} counted twice somewhere: {counts:?}"
+        );
+    }
+}
