@@ -181,6 +181,9 @@ fn fail_over(keys: u64, standbys: usize) -> Result<(Duration, u64, u64), String>
     settled(&victim, 0)?;
     settled(&survivor, 0)?;
     settled(&survivor, 2)?;
+    if victim.figures()[0] == 0 {
+        return Err("the worker to be killed owned no task".into());
+    }
     if standbys > 0 && survivor.figures()[2] == 0 {
         return Err("the survivor kept no standby".into());
     }

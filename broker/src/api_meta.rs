@@ -210,6 +210,23 @@ const TOPIC_DEFAULTS: &[(&str, &str)] = &[
     ("min.insync.replicas", "1"),
 ];
 
+/// The value of topic config `key`: the one the topic was created with, else the broker's
+/// default.
+pub(crate) fn topic_config<'a>(
+    configs: Option<&'a BTreeMap<String, String>>,
+    key: &str,
+) -> Option<&'a str> {
+    configs
+        .and_then(|c| c.get(key))
+        .map(String::as_str)
+        .or_else(|| {
+            TOPIC_DEFAULTS
+                .iter()
+                .find(|(k, _)| *k == key)
+                .map(|(_, v)| *v)
+        })
+}
+
 pub(crate) fn describe_configs(
     shared: &Shared,
     r: DescribeConfigsRequest,

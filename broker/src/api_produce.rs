@@ -69,6 +69,14 @@ fn remember_batch(
     }
 }
 
+/// The largest record batch `topic` takes: its `max.message.bytes`, or the broker's default.
+fn max_message_bytes(state: &ClusterState, topic: &str) -> usize {
+    let configs = state.topics.get(topic).map(|t| &t.configs);
+    crate::api_meta::topic_config(configs, "max.message.bytes")
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(usize::MAX)
+}
+
 fn append_partition(
     state: &mut ClusterState,
     topic: &str,
@@ -79,6 +87,12 @@ fn append_partition(
         return Err(ResponseError::UnknownTopicOrPartition);
     }
     let batches = split_batches(records)?;
+    // As Kafka validates a request before appending any of it: a batch larger than the topic's
+    // `max.message.bytes` refuses the partition's whole data.
+    let max_bytes = max_message_bytes(state, topic);
+    if batches.iter().any(|b| b.bytes.len() > max_bytes) {
+        return Err(ResponseError::MessageTooLarge);
+    }
     let mut first_offset = None;
     for b in batches {
         if b.transactional && !partition_in_open_txn(state, b.producer_id, topic, partition) {

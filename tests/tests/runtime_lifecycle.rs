@@ -332,3 +332,104 @@ fn an_output_the_producer_refuses_is_dead_lettered_or_stops_the_task() {
         "the failing application committed nothing (the first one's two)"
     );
 }
+
+/// `big` becomes a 10 kB value: within librdkafka's `message.max.bytes`, so the producer sends
+/// it, but beyond the output topic's `max.message.bytes` (4 000), so the broker refuses its
+/// batch — with every other record that shares the batch.
+fn amplifying_beyond_the_topic() -> Topology {
+    mapping("refused-in", "refused-out", |v| {
+        if v == "big" {
+            "x".repeat(10_000)
+        } else {
+            v
+        }
+    })
+}
+
+/// An output the broker refuses after the send (its delivery report says so) goes to the
+/// production exception handler as a refusal by the producer does: dead-lettered under
+/// `log_and_continue`, where every other output of its transaction comes out once; a stopped
+/// thread under `log_and_fail`. Neither aborts and redoes the transaction for ever.
+#[test]
+fn an_output_the_broker_refuses_is_dead_lettered_or_stops_the_task() {
+    let broker = EmbeddedBroker::start().unwrap();
+    broker.create_topic("refused-in", 1);
+    broker.create_topic_with_configs("refused-out", 1, &[("max.message.bytes", "4000")]);
+    let lines: Vec<(String, String)> = (0..40)
+        .map(|i| {
+            let value = if i == 17 {
+                "big".into()
+            } else {
+                format!("v{i}")
+            };
+            (format!("k{i:02}"), value)
+        })
+        .collect();
+    let records: Vec<(&str, &str)> = lines
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .collect();
+    send(&broker, "refused-in", &records);
+    let expected: Vec<String> = (0..40)
+        .filter(|i| *i != 17)
+        .map(|i| format!("k{i:02}"))
+        .collect();
+
+    let dir = tempfile::tempdir().unwrap();
+    let mut continuing = config("life-refused-continue", dir.path());
+    continuing
+        .set("production.exception.handler", "log_and_continue")
+        .unwrap();
+    let app = KafkaStreams::start(
+        amplifying_beyond_the_topic(),
+        RuntimeConfig::new(continuing, broker.bootstrap()),
+    )
+    .unwrap();
+    let dead = committed(&broker, DLQ_TOPIC, 1);
+    assert_eq!(dead.len(), 1, "{dead:?}");
+    let (key, value_len, error) = &dead[0];
+    assert_eq!((key.as_str(), *value_len), ("k17", 0));
+    let error = error.as_deref().unwrap_or_default();
+    assert!(
+        error.contains("broker refuses the output to `refused-out`")
+            && error.to_lowercase().contains("too large"),
+        "{error}"
+    );
+    send(&broker, "refused-in", &[("k40", "after")]);
+    let mut expected_after = expected.clone();
+    expected_after.push("k40".into());
+    let out = committed(&broker, "refused-out", expected_after.len());
+    let keys: Vec<&str> = out.iter().map(|(k, _, _)| k.as_str()).collect();
+    assert_eq!(keys, expected_after, "every other output once, in order");
+    assert!(
+        app.state().is_running_or_rebalancing(),
+        "{:?}",
+        app.failure()
+    );
+    app.close().unwrap();
+    assert_eq!(
+        all_of(&broker, "refused-out").len(),
+        expected_after.len(),
+        "no duplicate"
+    );
+    assert_eq!(all_of(&broker, DLQ_TOPIC).len(), 1, "one dead letter");
+
+    let dir = tempfile::tempdir().unwrap();
+    let app = KafkaStreams::start(
+        amplifying_beyond_the_topic(),
+        RuntimeConfig::new(config("life-refused-fail", dir.path()), broker.bootstrap()),
+    )
+    .unwrap();
+    wait_for(&app, StreamsState::Error, Duration::from_secs(60));
+    let failure = app.failure().unwrap();
+    assert!(
+        failure.contains("log_and_fail") && failure.contains("refused-out"),
+        "{failure}"
+    );
+    let _ = app.close();
+    assert_eq!(
+        all_of(&broker, "refused-out").len(),
+        expected_after.len(),
+        "the failing application committed nothing"
+    );
+}

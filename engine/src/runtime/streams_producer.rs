@@ -144,14 +144,43 @@ pub(crate) struct CommittedInput {
 /// one past the newest record delivered. Tasks checkpoint their state with it.
 pub(crate) type ChangelogOffsets = BTreeMap<(String, i32), i64>;
 
-/// Counts delivery failures, any of which stops the commit, and remembers the newest offset
-/// delivered to each changelog partition since the last commit or abort.
+/// A record the broker refused for good in a delivery report (its batch was too large, say):
+/// every record of the refused batch gets one.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct RefusedDelivery {
+    pub topic: String,
+    /// [`fingerprint`] of the record.
+    pub fingerprint: u64,
+    /// Key and value bytes.
+    pub bytes: usize,
+    pub code: RDKafkaErrorCode,
+}
+
+/// At most this many refused deliveries are kept between two aborts (the rest are counted as
+/// undelivered only): enough to tell every record of many refused batches.
+const MAX_REFUSED_KEPT: usize = 100_000;
+
+/// What identifies an output when its transaction is redone: its topic, key and value (a
+/// topology redoes the same outputs from the same inputs). The partition is left out — a record
+/// sent without one learns it only from the partitioner.
+pub(crate) fn fingerprint(topic: &str, key: Option<&[u8]>, value: Option<&[u8]>) -> u64 {
+    use std::hash::{Hash, Hasher};
+    // SipHash with fixed keys: the same record hashes the same in every round.
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    (topic, key, value).hash(&mut h);
+    h.finish()
+}
+
+/// Counts delivery failures, any of which stops the commit, remembers the records refused for
+/// good, and remembers the newest offset delivered to each changelog partition since the last
+/// commit or abort.
 pub(crate) struct DeliveryTracker {
     /// The application's changelog topics, whose delivered offsets become checkpoints.
     changelogs: Arc<BTreeSet<String>>,
     /// Records not delivered since the last abort (a failure always ends in one). An abort
     /// purges every record still queued, so they are counted and logged once, not a line each.
     undelivered: Arc<AtomicU64>,
+    refused: Arc<parking_lot::Mutex<Vec<RefusedDelivery>>>,
     changelog_offsets: Arc<parking_lot::Mutex<ChangelogOffsets>>,
 }
 
@@ -178,6 +207,22 @@ impl ProducerContext for DeliveryTracker {
                         RDKafkaErrorCode::PurgeQueue | RDKafkaErrorCode::PurgeInflight
                     )
                 );
+                if let KafkaError::MessageProduction(code) = e {
+                    let mut refused = self.refused.lock();
+                    if refused_for_good(*code) && refused.len() < MAX_REFUSED_KEPT {
+                        refused.push(RefusedDelivery {
+                            topic: record.topic().to_string(),
+                            fingerprint: fingerprint(
+                                record.topic(),
+                                record.key(),
+                                record.payload(),
+                            ),
+                            bytes: record.key().map_or(0, <[u8]>::len)
+                                + record.payload().map_or(0, <[u8]>::len),
+                            code: *code,
+                        });
+                    }
+                }
                 // The first real failure says why; purges follow an abort, which is logged.
                 if before == 0 && !purged {
                     tracing::warn!(topic = record.topic(), "delivery failed: {e}");
@@ -191,6 +236,7 @@ impl ProducerContext for DeliveryTracker {
 pub(crate) struct StreamsProducer {
     producer: BaseProducer<DeliveryTracker>,
     undelivered: Arc<AtomicU64>,
+    refused: Arc<parking_lot::Mutex<Vec<RefusedDelivery>>>,
     changelog_offsets: Arc<parking_lot::Mutex<ChangelogOffsets>>,
     guarantee: ProcessingGuarantee,
     in_transaction: bool,
@@ -289,9 +335,11 @@ impl StreamsProducer {
         let tracker = DeliveryTracker {
             changelogs,
             undelivered: Arc::default(),
+            refused: Arc::default(),
             changelog_offsets: Arc::default(),
         };
         let undelivered = Arc::clone(&tracker.undelivered);
+        let refused = Arc::clone(&tracker.refused);
         let changelog_offsets = Arc::clone(&tracker.changelog_offsets);
         let producer: BaseProducer<DeliveryTracker> = clients
             .producer_config(process_id, thread)
@@ -306,6 +354,7 @@ impl StreamsProducer {
         Ok(Self {
             producer,
             undelivered,
+            refused,
             changelog_offsets,
             guarantee,
             in_transaction: false,
@@ -383,12 +432,40 @@ impl StreamsProducer {
             headers,
         ) {
             Ok(()) => Ok(None),
+            // Only while nothing failed before it: a producer whose transaction a refused
+            // delivery doomed may answer every later send with an error too.
             Err(CommitError::Fatal {
                 source: Some(KafkaError::MessageProduction(code)),
                 ..
-            }) if refused_for_good(code) => Ok(Some(code)),
+            }) if refused_for_good(code) && self.undelivered.load(Ordering::SeqCst) == 0 => {
+                Ok(Some(code))
+            }
             Err(e) => Err(e),
         }
+    }
+
+    /// [`StreamsProducer::send`] of a record suspected of a refusal, alone: the records sent
+    /// before it are acknowledged first, and then it is, so that a delivery report that refuses
+    /// it names it and no other. A refusal at delivery is an abortable error, and the refused
+    /// record is among [`StreamsProducer::take_refused`].
+    pub fn send_alone(
+        &mut self,
+        r: &ProducedRecord,
+    ) -> std::result::Result<Option<RDKafkaErrorCode>, CommitError> {
+        self.await_deliveries(TIMEOUT)
+            .map_err(|e| CommitError::aborted(format!("flush before an output sent alone: {e}")))?;
+        if let Some(code) = self.send(r)? {
+            return Ok(Some(code));
+        }
+        self.await_deliveries(TIMEOUT).map_err(|e| {
+            CommitError::aborted(format!("an output to `{}` sent alone: {e}", r.topic))
+        })?;
+        Ok(None)
+    }
+
+    /// The records refused for good at delivery since the last call.
+    pub fn take_refused(&self) -> Vec<RefusedDelivery> {
+        std::mem::take(&mut *self.refused.lock())
     }
 
     /// Sends a store change to `topic`, its store's changelog, at the task's partition, with

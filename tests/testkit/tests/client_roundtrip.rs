@@ -50,6 +50,15 @@ fn unique(name: &str) -> String {
 }
 
 fn create_topic(bootstrap: &str, topic: &str, partitions: i32) {
+    create_topic_with_configs(bootstrap, topic, partitions, &[]);
+}
+
+fn create_topic_with_configs(
+    bootstrap: &str,
+    topic: &str,
+    partitions: i32,
+    configs: &[(&str, &str)],
+) {
     let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
         .set("bootstrap.servers", bootstrap)
         .create()
@@ -60,7 +69,10 @@ fn create_topic(bootstrap: &str, topic: &str, partitions: i32) {
         .unwrap();
     let results = rt
         .block_on(admin.create_topics(
-            &[NewTopic::new(topic, partitions, TopicReplication::Fixed(1))],
+            &[configs.iter().fold(
+                NewTopic::new(topic, partitions, TopicReplication::Fixed(1)),
+                |t, (k, v)| t.set(k, v),
+            )],
             &AdminOptions::new(),
         ))
         .unwrap();
@@ -151,6 +163,58 @@ fn produce_and_consume_across_partitions() {
     );
     for offsets in per_partition.values() {
         assert_eq!(*offsets, (0..offsets.len() as i64).collect::<Vec<_>>());
+    }
+}
+
+/// A batch larger than the topic's `max.message.bytes` (but within the client's own limit) is
+/// refused with MESSAGE_TOO_LARGE and nothing of it is appended; batches sent alone before and
+/// after it are delivered.
+#[test]
+fn a_batch_over_the_topics_max_message_bytes_is_refused() {
+    let t = target();
+    let topic = unique("too-large");
+    create_topic_with_configs(&t.bootstrap, &topic, 1, &[("max.message.bytes", "2000")]);
+    let delivered = |value: &str| {
+        let (tx, rx) = std::sync::mpsc::channel();
+        let producer: BaseProducer<Reporter> = ClientConfig::new()
+            .set("bootstrap.servers", &t.bootstrap)
+            .set("message.send.max.retries", "0")
+            .create_with_context(Reporter(std::sync::Mutex::new(tx)))
+            .unwrap();
+        producer
+            .send(BaseRecord::to(&topic).key("k").payload(value))
+            .unwrap();
+        producer.flush(Duration::from_secs(10)).unwrap();
+        rx.recv_timeout(Duration::from_secs(10)).unwrap()
+    };
+    assert_eq!(delivered("small"), None);
+    assert_eq!(
+        delivered(&"x".repeat(5_000)),
+        Some(rdkafka::types::RDKafkaErrorCode::MessageSizeTooLarge)
+    );
+    assert_eq!(delivered("small again"), None);
+    let got = read_all(&t.bootstrap, &topic, 1, 3);
+    let values: Vec<&str> = got.iter().map(|r| r.3.as_str()).collect();
+    assert_eq!(values, ["small", "small again"]);
+    assert_eq!(got[1].1, 1, "the refused batch took no offset");
+}
+
+/// Hands each delivery's error (`None`: delivered) to a channel.
+struct Reporter(
+    std::sync::Mutex<std::sync::mpsc::Sender<Option<rdkafka::types::RDKafkaErrorCode>>>,
+);
+
+impl rdkafka::ClientContext for Reporter {}
+
+impl rdkafka::producer::ProducerContext for Reporter {
+    type DeliveryOpaque = ();
+    fn delivery(&self, result: &rdkafka::message::DeliveryResult<'_>, _: ()) {
+        let code = match result {
+            Ok(_) => None,
+            Err((rdkafka::error::KafkaError::MessageProduction(code), _)) => Some(*code),
+            Err((e, _)) => panic!("unexpected delivery error: {e}"),
+        };
+        let _ = self.0.lock().unwrap().send(code);
     }
 }
 

@@ -39,7 +39,10 @@ use crate::task::{InputRecord, StreamTask, TaskId};
 use crate::time::WallClock;
 use crate::topology::Topology;
 
+mod refused_outputs;
 mod restoring;
+
+use refused_outputs::{RefusedOutputs, Verdict};
 
 /// Whether an error rewinds the thread to its committed offsets (and reopens its tasks) rather
 /// than stopping it.
@@ -101,6 +104,8 @@ pub(crate) struct TaskManager {
     /// log_and_fail`: the error stops the thread rather than rewinding it (processing the
     /// record again would be refused again).
     refused_output: Option<String>,
+    /// Outputs the broker refused at delivery, for their redone transactions.
+    refused_outputs: RefusedOutputs,
     /// Committed offsets of repartition partitions not purged yet, and when the last purge ran.
     purgeable: BTreeMap<(String, i32), i64>,
     last_purge: Instant,
@@ -172,6 +177,7 @@ impl TaskManager {
             committed_offsets: BTreeMap::new(),
             failed: false,
             refused_output: None,
+            refused_outputs: RefusedOutputs::default(),
             purgeable: BTreeMap::new(),
             last_purge: Instant::now(),
             admin: None,
@@ -533,6 +539,7 @@ impl TaskManager {
         consumer: &BaseConsumer<C>,
         error: CommitError,
     ) -> Result<()> {
+        self.note_refusals();
         if let Some(reason) = self.refused_output.take() {
             // A commit's flush met the refusal: stop, as processing would have.
             return Err(EngineError::processing("production", reason));
@@ -708,16 +715,33 @@ impl TaskManager {
         let progress = Arc::clone(&self.progress);
         let changelog_by_store = Arc::clone(&self.changelog_by_store);
         let handler = self.config.streams.production_exception_handler;
-        let producer = self
-            .producer()
+        self.producer()
             .map_err(|e| CommitError::fatal(e.to_string()))?;
+        let Some(producer) = self.producer.as_mut() else {
+            return Err(CommitError::fatal("no producer"));
+        };
+        let ledger = &mut self.refused_outputs;
         let (mut refused, mut refusal) = (0, None);
         for r in &produced {
-            let Some(code) = producer.send(r)? else {
+            let fingerprint =
+                streams_producer::fingerprint(&r.topic, r.key.as_deref(), r.value.as_deref());
+            let (code, by) = match ledger.verdict(fingerprint) {
+                Verdict::Send => (producer.send(r)?, "producer"),
+                Verdict::SendAlone => {
+                    ledger.sending_alone(fingerprint);
+                    let code = producer.send_alone(r)?;
+                    if code.is_none() {
+                        ledger.delivered_alone(fingerprint);
+                    }
+                    (code, "producer")
+                }
+                Verdict::Refused(code) => (Some(code), "broker"),
+            };
+            let Some(code) = code else {
                 continue;
             };
             let error = format!(
-                "the producer refuses the output to `{}` ({} bytes): {code}",
+                "the {by} refuses the output to `{}` ({} bytes): {code}",
                 r.topic,
                 r.key.as_ref().map_or(0, Vec::len) + r.value.as_ref().map_or(0, Vec::len)
             );
@@ -845,6 +869,7 @@ impl TaskManager {
         match producer.commit(consumer, &offsets) {
             Ok(changelog) => {
                 Progress::add(&self.progress.commits, 1);
+                self.refused_outputs.committed();
                 if self.config.streams.processing_guarantee
                     == crate::ProcessingGuarantee::ExactlyOnceV2
                 {
@@ -952,14 +977,39 @@ impl TaskManager {
     /// and fences it, before the next restore or send).
     fn abort(&mut self) {
         self.offsets.clear();
+        let mut broken = false;
         if let Some(p) = self.producer.as_mut() {
             if p.in_transaction() {
                 self.metrics.transactions_aborted.inc();
             }
             if let Err(e) = p.abort() {
                 tracing::warn!("abort failed, replacing the producer: {e}");
-                self.producer = None;
+                broken = true;
             }
+        }
+        // The abort served the last delivery reports.
+        self.note_refusals();
+        if broken {
+            self.producer = None;
+        }
+    }
+
+    /// Hands the deliveries the broker refused for good to the ledger of refused outputs; a
+    /// refusal that must stop the thread becomes its refused output (see `refused_outputs.rs`).
+    fn note_refusals(&mut self) {
+        let Some(p) = self.producer.as_ref() else {
+            return;
+        };
+        let refused = p.take_refused();
+        let handler = self.config.streams.production_exception_handler;
+        let changelogs = &self.store_by_changelog;
+        let is_output = |topic: &str| !changelogs.contains_key(topic) && topic != crate::DLQ_TOPIC;
+        if let Err(reason) = self
+            .refused_outputs
+            .note_aborted(refused, handler, is_output)
+        {
+            tracing::error!("{reason}");
+            self.refused_output.get_or_insert(reason);
         }
     }
 
@@ -1044,6 +1094,8 @@ impl TaskManager {
         tracing::warn!(thread = self.index, "commit failed, aborting: {error}");
         Progress::add(&self.progress.aborts, 1);
         if error.is_fatal() {
+            // What its deliveries refused is kept; the producer is not.
+            self.note_refusals();
             self.producer = None;
         }
         self.abort();
