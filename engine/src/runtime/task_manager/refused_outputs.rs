@@ -15,10 +15,10 @@
 //!    the producer refuses at `send` does ([`Verdict::Refused`]): `log_and_continue`
 //!    dead-letters it and the rest commits.
 //!
-//! The thread stops instead when the refused record is a change of a store or a dead letter
-//! (neither can be skipped), under `log_and_fail` (at step 1: something was refused), and after
-//! [`MAX_ROUNDS`] refused transactions without a commit between (outputs that differ each time
-//! they are redone never match).
+//! The thread stops instead under `log_and_fail` (at step 1: something was refused), and after
+//! [`MAX_ROUNDS`] refused transactions without a commit between: outputs that differ each time
+//! they are redone never match, and a change of a store or a dead letter cannot be skipped, only
+//! redone (a refusal that passes, as a one-off broker fault, then commits).
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -104,9 +104,15 @@ impl RefusedOutputs {
                 r.topic, r.bytes, r.code
             );
             if !is_output(&r.topic) {
-                return Err(format!(
-                    "{what}; a change of a store or a dead letter cannot be skipped"
-                ));
+                // It cannot be skipped, only redone: a refusal that lasts stops the thread.
+                if self.rounds > MAX_ROUNDS {
+                    return Err(format!(
+                        "{what} in {} transactions in a row; a change of a store or a dead \
+                         letter cannot be skipped",
+                        self.rounds
+                    ));
+                }
+                continue;
             }
             if handler == ExceptionHandler::LogAndFail {
                 return Err(format!(
@@ -191,16 +197,23 @@ mod tests {
     }
 
     #[test]
-    fn a_refused_change_or_log_and_fail_stops_the_thread() {
+    fn a_lasting_refused_change_or_log_and_fail_stops_the_thread() {
         let mut ledger = RefusedOutputs::default();
+        let change = || vec![refused("app-store-changelog", 1)];
+        let continuing = ExceptionHandler::LogAndContinue;
+        for _ in 0..MAX_ROUNDS {
+            assert_eq!(ledger.note_aborted(change(), continuing, outputs), Ok(()));
+        }
+        assert_eq!(
+            ledger.verdict(1),
+            Verdict::Send,
+            "a change is redone, not suspected"
+        );
         let stop = ledger
-            .note_aborted(
-                vec![refused("app-store-changelog", 1)],
-                ExceptionHandler::LogAndContinue,
-                outputs,
-            )
+            .note_aborted(change(), continuing, outputs)
             .unwrap_err();
         assert!(stop.contains("cannot be skipped"), "{stop}");
+        ledger.committed();
         let stop = ledger
             .note_aborted(
                 vec![refused("out", 1)],
