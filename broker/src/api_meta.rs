@@ -149,6 +149,15 @@ pub(crate) fn create_topics(shared: &Shared, r: CreateTopicsRequest) -> CreateTo
             if partitions < 1 {
                 return result.with_error_code(ResponseError::InvalidPartitions.code());
             }
+            let invalid = t.configs.iter().find_map(|c| {
+                let value = c.value.as_ref().map_or("", |v| v.as_str());
+                validate_topic_config(c.name.as_str(), value).err()
+            });
+            if let Some(message) = invalid {
+                return result
+                    .with_error_code(ResponseError::InvalidConfig.code())
+                    .with_error_message(Some(str(&message)));
+            }
             if r.validate_only {
                 return result
                     .with_num_partitions(partitions)
@@ -209,6 +218,89 @@ const TOPIC_DEFAULTS: &[(&str, &str)] = &[
     ("max.message.bytes", "1048588"),
     ("min.insync.replicas", "1"),
 ];
+
+/// Kafka's topic config names: any other is refused at creation, as Kafka does.
+const TOPIC_CONFIG_NAMES: &[&str] = &[
+    "cleanup.policy",
+    "compression.type",
+    "delete.retention.ms",
+    "file.delete.delay.ms",
+    "flush.messages",
+    "flush.ms",
+    "follower.replication.throttled.replicas",
+    "index.interval.bytes",
+    "leader.replication.throttled.replicas",
+    "local.retention.bytes",
+    "local.retention.ms",
+    "max.compaction.lag.ms",
+    "max.message.bytes",
+    "message.downconversion.enable",
+    "message.format.version",
+    "message.timestamp.after.max.ms",
+    "message.timestamp.before.max.ms",
+    "message.timestamp.difference.max.ms",
+    "message.timestamp.type",
+    "min.cleanable.dirty.ratio",
+    "min.compaction.lag.ms",
+    "min.insync.replicas",
+    "preallocate",
+    "remote.storage.enable",
+    "retention.bytes",
+    "retention.ms",
+    "segment.bytes",
+    "segment.index.bytes",
+    "segment.jitter.ms",
+    "segment.ms",
+    "unclean.leader.election.enable",
+];
+
+/// Checks a topic config given at creation as Kafka's `LogConfig` does for the configs this
+/// broker acts on (their type and range); `Err` is the INVALID_CONFIG message.
+pub(crate) fn validate_topic_config(name: &str, value: &str) -> Result<(), String> {
+    let invalid = |why: &str| {
+        Err(format!(
+            "Invalid value {value} for configuration {name}: {why}"
+        ))
+    };
+    if !TOPIC_CONFIG_NAMES.contains(&name) {
+        return Err(format!("Unknown topic config name: {name}"));
+    }
+    match name {
+        "max.message.bytes" | "segment.bytes" | "min.insync.replicas" => {
+            let least = match name {
+                "segment.bytes" => 14,
+                "min.insync.replicas" => 1,
+                _ => 0,
+            };
+            match value.trim().parse::<i32>() {
+                Ok(v) if v >= least => Ok(()),
+                Ok(_) => invalid(&format!("Value must be at least {least}")),
+                Err(_) => invalid("Not a number of type INT"),
+            }
+        }
+        "retention.ms"
+        | "retention.bytes"
+        | "segment.ms"
+        | "delete.retention.ms"
+        | "min.compaction.lag.ms"
+        | "max.compaction.lag.ms" => match value.trim().parse::<i64>() {
+            Ok(_) => Ok(()),
+            Err(_) => invalid("Not a number of type LONG"),
+        },
+        "cleanup.policy" => {
+            let known = value
+                .split(',')
+                .map(str::trim)
+                .all(|p| p == "compact" || p == "delete");
+            if known && !value.trim().is_empty() {
+                Ok(())
+            } else {
+                invalid("String must be one of: compact, delete")
+            }
+        }
+        _ => Ok(()),
+    }
+}
 
 /// The value of topic config `key`: the one the topic was created with, else the broker's
 /// default.

@@ -160,15 +160,40 @@ pub(crate) struct RefusedDelivery {
 /// undelivered only): enough to tell every record of many refused batches.
 const MAX_REFUSED_KEPT: usize = 100_000;
 
-/// What identifies an output when its transaction is redone: its topic, key and value (a
-/// topology redoes the same outputs from the same inputs). The partition is left out — a record
-/// sent without one learns it only from the partitioner.
-pub(crate) fn fingerprint(topic: &str, key: Option<&[u8]>, value: Option<&[u8]>) -> u64 {
+/// What identifies an output when its transaction is redone (a topology redoes the same
+/// outputs from the same inputs): all of it as the task produced it — topic, the partition it
+/// asked for (not the partitioner's), key, value, timestamp and headers. It travels with the
+/// record as its delivery opaque, so a delivery report names the record exactly as it was sent.
+pub(crate) fn fingerprint(r: &ProducedRecord) -> u64 {
     use std::hash::{Hash, Hasher};
     // SipHash with fixed keys: the same record hashes the same in every round.
     let mut h = std::collections::hash_map::DefaultHasher::new();
-    (topic, key, value).hash(&mut h);
-    h.finish()
+    (
+        &r.topic,
+        r.partition,
+        &r.key,
+        &r.value,
+        r.timestamp,
+        &r.headers.0,
+    )
+        .hash(&mut h);
+    // What fits the delivery opaque (a `usize`), so both sides agree on every target.
+    h.finish() as usize as u64
+}
+
+/// The delivery opaque of records the ledger of refused outputs never asks about (changelog
+/// records, dead letters).
+const NO_FINGERPRINT: usize = 0;
+
+/// One record for [`StreamsProducer::send_raw`].
+struct Outgoing<'a> {
+    topic: &'a str,
+    partition: Option<i32>,
+    key: Option<&'a [u8]>,
+    value: Option<&'a [u8]>,
+    timestamp: i64,
+    headers: Option<OwnedHeaders>,
+    fingerprint: usize,
 }
 
 /// Counts delivery failures, any of which stops the commit, remembers the records refused for
@@ -187,8 +212,9 @@ pub(crate) struct DeliveryTracker {
 impl ClientContext for DeliveryTracker {}
 
 impl ProducerContext for DeliveryTracker {
-    type DeliveryOpaque = ();
-    fn delivery(&self, result: &DeliveryResult<'_>, _: ()) {
+    /// The record's [`fingerprint`].
+    type DeliveryOpaque = usize;
+    fn delivery(&self, result: &DeliveryResult<'_>, fingerprint: usize) {
         match result {
             Ok(m) if self.changelogs.contains(m.topic()) => {
                 let next = m.offset() + 1;
@@ -212,11 +238,7 @@ impl ProducerContext for DeliveryTracker {
                     if refused_for_good(*code) && refused.len() < MAX_REFUSED_KEPT {
                         refused.push(RefusedDelivery {
                             topic: record.topic().to_string(),
-                            fingerprint: fingerprint(
-                                record.topic(),
-                                record.key(),
-                                record.payload(),
-                            ),
+                            fingerprint: fingerprint as u64,
                             bytes: record.key().map_or(0, <[u8]>::len)
                                 + record.payload().map_or(0, <[u8]>::len),
                             code: *code,
@@ -371,31 +393,24 @@ impl StreamsProducer {
         Ok(())
     }
 
-    fn send_raw(
-        &mut self,
-        topic: &str,
-        partition: Option<i32>,
-        key: Option<&[u8]>,
-        value: Option<&[u8]>,
-        timestamp: i64,
-        headers: Option<OwnedHeaders>,
-    ) -> std::result::Result<(), CommitError> {
+    fn send_raw(&mut self, out: Outgoing<'_>) -> std::result::Result<(), CommitError> {
         self.begin_if_needed()?;
         loop {
-            let mut record: BaseRecord<'_, [u8], [u8]> = BaseRecord::to(topic);
-            if let Some(k) = key {
+            let mut record: BaseRecord<'_, [u8], [u8], usize> =
+                BaseRecord::with_opaque_to(out.topic, out.fingerprint);
+            if let Some(k) = out.key {
                 record = record.key(k);
             }
-            if let Some(v) = value {
+            if let Some(v) = out.value {
                 record = record.payload(v);
             }
-            if let Some(p) = partition {
+            if let Some(p) = out.partition {
                 record = record.partition(p);
             }
-            if timestamp >= 0 {
-                record = record.timestamp(timestamp);
+            if out.timestamp >= 0 {
+                record = record.timestamp(out.timestamp);
             }
-            if let Some(h) = &headers {
+            if let Some(h) = &out.headers {
                 record = record.headers(h.clone());
             }
             match self.producer.send(record) {
@@ -423,14 +438,15 @@ impl StreamsProducer {
                 })
             })
         });
-        match self.send_raw(
-            &r.topic,
-            r.partition,
-            r.key.as_deref(),
-            r.value.as_deref(),
-            r.timestamp,
+        match self.send_raw(Outgoing {
+            topic: &r.topic,
+            partition: r.partition,
+            key: r.key.as_deref(),
+            value: r.value.as_deref(),
+            timestamp: r.timestamp,
             headers,
-        ) {
+            fingerprint: fingerprint(r) as usize,
+        }) {
             Ok(()) => Ok(None),
             // Only while nothing failed before it: a producer whose transaction a refused
             // delivery doomed may answer every later send with an error too.
@@ -444,16 +460,22 @@ impl StreamsProducer {
         }
     }
 
-    /// [`StreamsProducer::send`] of a record suspected of a refusal, alone: the records sent
-    /// before it are acknowledged first, and then it is, so that a delivery report that refuses
-    /// it names it and no other. A refusal at delivery is an abortable error, and the refused
-    /// record is among [`StreamsProducer::take_refused`].
+    /// Acknowledges every record sent so far, before an output is sent alone
+    /// ([`StreamsProducer::send_alone`]).
+    pub fn flush_before_alone(&mut self) -> std::result::Result<(), CommitError> {
+        self.await_deliveries(TIMEOUT)
+            .map_err(|e| CommitError::aborted(format!("flush before an output sent alone: {e}")))
+    }
+
+    /// [`StreamsProducer::send`] of a record suspected of a refusal, alone: after
+    /// [`StreamsProducer::flush_before_alone`] acknowledged the records sent before it, it is
+    /// sent and acknowledged, so that a delivery report that refuses it names it and no other.
+    /// A refusal at delivery is an abortable error, and the refused record is among
+    /// [`StreamsProducer::take_refused`].
     pub fn send_alone(
         &mut self,
         r: &ProducedRecord,
     ) -> std::result::Result<Option<RDKafkaErrorCode>, CommitError> {
-        self.await_deliveries(TIMEOUT)
-            .map_err(|e| CommitError::aborted(format!("flush before an output sent alone: {e}")))?;
         if let Some(code) = self.send(r)? {
             return Ok(Some(code));
         }
@@ -476,14 +498,15 @@ impl StreamsProducer {
         r: &ChangelogRecord,
         partition: i32,
     ) -> std::result::Result<(), CommitError> {
-        self.send_raw(
+        self.send_raw(Outgoing {
             topic,
-            Some(partition),
-            Some(&r.key),
-            r.value.as_deref(),
-            r.timestamp,
-            None,
-        )
+            partition: Some(partition),
+            key: Some(&r.key),
+            value: r.value.as_deref(),
+            timestamp: r.timestamp,
+            headers: None,
+            fingerprint: NO_FINGERPRINT,
+        })
     }
 
     /// Sends a bad record to the dead-letter topic with its provenance in headers.
@@ -522,14 +545,15 @@ impl StreamsProducer {
                 key: "failed.at",
                 value: Some(failed_at.as_bytes()),
             });
-        self.send_raw(
-            super::DLQ_TOPIC,
-            None,
-            d.key.as_deref(),
-            d.value.as_deref(),
-            d.timestamp,
-            Some(headers),
-        )
+        self.send_raw(Outgoing {
+            topic: super::DLQ_TOPIC,
+            partition: None,
+            key: d.key.as_deref(),
+            value: d.value.as_deref(),
+            timestamp: d.timestamp,
+            headers: Some(headers),
+            fingerprint: NO_FINGERPRINT,
+        })
     }
 
     /// Commits what was sent together with `positions` (the next offset to read per input
@@ -658,5 +682,46 @@ impl StreamsProducer {
     /// Serves delivery reports.
     pub fn poll(&self) {
         self.producer.poll(Duration::ZERO);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Two outputs that differ only in timestamp, headers or asked-for partition are two
+    /// outputs to the ledger of refused outputs: dead-lettering one must not skip the other.
+    #[test]
+    fn a_fingerprint_tells_apart_every_part_of_an_output() {
+        let base = ProducedRecord {
+            topic: "out".into(),
+            partition: None,
+            key: Some(b"k".to_vec()),
+            value: Some(b"v".to_vec()),
+            timestamp: 1,
+            headers: crate::Headers::new(),
+        };
+        let mut variants = vec![base.clone()];
+        variants.push(ProducedRecord {
+            timestamp: 2,
+            ..base.clone()
+        });
+        variants.push(ProducedRecord {
+            partition: Some(0),
+            ..base.clone()
+        });
+        let mut headers = crate::Headers::new();
+        headers.add("h", "1");
+        variants.push(ProducedRecord {
+            headers,
+            ..base.clone()
+        });
+        variants.push(ProducedRecord {
+            value: Some(b"w".to_vec()),
+            ..base.clone()
+        });
+        let prints: BTreeSet<u64> = variants.iter().map(fingerprint).collect();
+        assert_eq!(prints.len(), variants.len());
+        assert_eq!(fingerprint(&base), fingerprint(&base.clone()), "stable");
     }
 }

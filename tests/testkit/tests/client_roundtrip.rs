@@ -59,6 +59,16 @@ fn create_topic_with_configs(
     partitions: i32,
     configs: &[(&str, &str)],
 ) {
+    try_create_topic_with_configs(bootstrap, topic, partitions, configs).unwrap();
+}
+
+/// Creates `topic`, answering the broker's error for it.
+fn try_create_topic_with_configs(
+    bootstrap: &str,
+    topic: &str,
+    partitions: i32,
+    configs: &[(&str, &str)],
+) -> Result<(), rdkafka::types::RDKafkaErrorCode> {
     let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
         .set("bootstrap.servers", bootstrap)
         .create()
@@ -76,9 +86,9 @@ fn create_topic_with_configs(
             &AdminOptions::new(),
         ))
         .unwrap();
-    for r in results {
-        r.unwrap();
-    }
+    results
+        .into_iter()
+        .try_for_each(|r| r.map(drop).map_err(|(_, code)| code))
 }
 
 fn producer(bootstrap: &str, idempotent: bool) -> BaseProducer {
@@ -197,6 +207,30 @@ fn a_batch_over_the_topics_max_message_bytes_is_refused() {
     let values: Vec<&str> = got.iter().map(|r| r.3.as_str()).collect();
     assert_eq!(values, ["small", "small again"]);
     assert_eq!(got[1].1, 1, "the refused batch took no offset");
+}
+
+/// A topic config that is not a value of its type is refused at creation (INVALID_CONFIG), as
+/// Kafka does, and the topic is not created — rather than taken as "no limit".
+#[test]
+fn a_topic_config_of_the_wrong_type_is_refused_at_creation() {
+    let t = target();
+    for (key, value) in [
+        ("max.message.bytes", "lots"),
+        ("retention.ms", "1.5"),
+        ("cleanup.policy", "sometimes"),
+    ] {
+        let topic = unique("bad-config");
+        assert_eq!(
+            try_create_topic_with_configs(&t.bootstrap, &topic, 1, &[(key, value)]),
+            Err(rdkafka::types::RDKafkaErrorCode::InvalidConfig),
+            "{key}={value}"
+        );
+        assert_eq!(
+            try_create_topic_with_configs(&t.bootstrap, &topic, 1, &[]),
+            Ok(()),
+            "the refused topic was not created"
+        );
+    }
 }
 
 /// Hands each delivery's error (`None`: delivered) to a channel.

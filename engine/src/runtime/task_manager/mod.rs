@@ -721,13 +721,18 @@ impl TaskManager {
             return Err(CommitError::fatal("no producer"));
         };
         let ledger = &mut self.refused_outputs;
+        if !(produced.is_empty() && changelog.is_empty() && dead.is_empty()) {
+            ledger.transaction_started();
+        }
         let (mut refused, mut refusal) = (0, None);
         for r in &produced {
-            let fingerprint =
-                streams_producer::fingerprint(&r.topic, r.key.as_deref(), r.value.as_deref());
+            let fingerprint = streams_producer::fingerprint(r);
             let (code, by) = match ledger.verdict(fingerprint) {
                 Verdict::Send => (producer.send(r)?, "producer"),
                 Verdict::SendAlone => {
+                    // Only once the records before it are acknowledged: a refusal of one of
+                    // them must not confirm this one.
+                    producer.flush_before_alone()?;
                     ledger.sending_alone(fingerprint);
                     let code = producer.send_alone(r)?;
                     if code.is_none() {
@@ -735,7 +740,10 @@ impl TaskManager {
                     }
                     (code, "producer")
                 }
-                Verdict::Refused(code) => (Some(code), "broker"),
+                Verdict::Refused(code) => {
+                    ledger.handled(fingerprint);
+                    (Some(code), "broker")
+                }
             };
             let Some(code) = code else {
                 continue;
@@ -853,6 +861,10 @@ impl TaskManager {
     ) -> std::result::Result<(), CommitError> {
         if self.failed {
             return Err(CommitError::aborted("the thread is failing"));
+        }
+        if self.refused_output.is_some() {
+            // Noted in an abort that went on (a lost partition's): nothing commits after it.
+            return Err(CommitError::aborted("an output was refused for good"));
         }
         let ids: Vec<TaskId> = self.tasks.keys().copied().collect();
         for id in ids {
@@ -1100,6 +1112,10 @@ impl TaskManager {
         }
         self.abort();
         self.close_all(true);
+        if let Some(reason) = self.refused_output.take() {
+            // The abort's last delivery reports held a refusal that stops the thread.
+            return Err(EngineError::processing("production", reason));
+        }
         // The new producer's init_transactions aborts the broken one's open transaction, which
         // would otherwise hold every restore of its changelogs until transaction.timeout.ms.
         self.producer()?;
