@@ -22,6 +22,7 @@ use kafka_protocol::protocol::StrBytes;
 use kafka_protocol::ResponseError;
 use uuid::Uuid;
 
+use crate::topic_config::{validate_topic_config, TOPIC_DEFAULTS};
 use crate::Shared;
 
 /// The APIs this broker implements, each at the versions it implements (and only those are
@@ -146,43 +147,44 @@ pub(crate) fn create_topics(shared: &Shared, r: CreateTopicsRequest) -> CreateTo
                 t.num_partitions
             };
             let result = CreatableTopicResult::default().with_name(t.name.clone());
+            // As Kafka: a topic that exists is that error, whatever else is asked of it (and
+            // with validate_only too).
+            if state.topics.contains_key(&name) {
+                return result
+                    .with_error_code(ResponseError::TopicAlreadyExists.code())
+                    .with_error_message(Some(str(&format!("Topic '{name}' already exists."))));
+            }
             if partitions < 1 {
                 return result.with_error_code(ResponseError::InvalidPartitions.code());
             }
-            let invalid = t.configs.iter().find_map(|c| {
-                let value = c.value.as_ref().map_or("", |v| v.as_str());
-                validate_topic_config(c.name.as_str(), value).err()
-            });
-            if let Some(message) = invalid {
-                return result
-                    .with_error_code(ResponseError::InvalidConfig.code())
-                    .with_error_message(Some(str(&message)));
-            }
+            let configs: Result<BTreeMap<String, String>, String> = t
+                .configs
+                .iter()
+                .map(|c| {
+                    let value = c.value.as_ref().map(|v| v.as_str());
+                    validate_topic_config(c.name.as_str(), value)
+                        .map(|kept| (c.name.as_str().to_string(), kept))
+                })
+                .collect();
+            let configs = match configs {
+                Ok(configs) => configs,
+                Err(message) => {
+                    return result
+                        .with_error_code(ResponseError::InvalidConfig.code())
+                        .with_error_message(Some(str(&message)))
+                }
+            };
             if r.validate_only {
                 return result
                     .with_num_partitions(partitions)
                     .with_replication_factor(1);
             }
-            let configs = t
-                .configs
-                .iter()
-                .filter_map(|c| {
-                    c.value
-                        .as_ref()
-                        .map(|v| (c.name.as_str().to_string(), v.as_str().to_string()))
-                })
-                .collect();
-            if state.create_topic(&name, partitions, configs) {
-                let id = state.topics.get(&name).map(|t| t.id).unwrap_or_default();
-                result
-                    .with_num_partitions(partitions)
-                    .with_replication_factor(1)
-                    .with_topic_id(Uuid::from_bytes(id))
-            } else {
-                result
-                    .with_error_code(ResponseError::TopicAlreadyExists.code())
-                    .with_error_message(Some(str(&format!("Topic '{name}' already exists."))))
-            }
+            state.create_topic(&name, partitions, configs);
+            let id = state.topics.get(&name).map(|t| t.id).unwrap_or_default();
+            result
+                .with_num_partitions(partitions)
+                .with_replication_factor(1)
+                .with_topic_id(Uuid::from_bytes(id))
         })
         .collect();
     CreateTopicsResponse::default().with_topics(topics)
@@ -208,115 +210,6 @@ pub(crate) fn delete_topics(shared: &Shared, r: DeleteTopicsRequest) -> DeleteTo
         })
         .collect();
     DeleteTopicsResponse::default().with_responses(responses)
-}
-
-/// Topic configs a client may ask about, with the broker's defaults.
-const TOPIC_DEFAULTS: &[(&str, &str)] = &[
-    ("cleanup.policy", "delete"),
-    ("retention.ms", "604800000"),
-    ("segment.bytes", "1073741824"),
-    ("max.message.bytes", "1048588"),
-    ("min.insync.replicas", "1"),
-];
-
-/// Kafka's topic config names: any other is refused at creation, as Kafka does.
-const TOPIC_CONFIG_NAMES: &[&str] = &[
-    "cleanup.policy",
-    "compression.type",
-    "delete.retention.ms",
-    "file.delete.delay.ms",
-    "flush.messages",
-    "flush.ms",
-    "follower.replication.throttled.replicas",
-    "index.interval.bytes",
-    "leader.replication.throttled.replicas",
-    "local.retention.bytes",
-    "local.retention.ms",
-    "max.compaction.lag.ms",
-    "max.message.bytes",
-    "message.downconversion.enable",
-    "message.format.version",
-    "message.timestamp.after.max.ms",
-    "message.timestamp.before.max.ms",
-    "message.timestamp.difference.max.ms",
-    "message.timestamp.type",
-    "min.cleanable.dirty.ratio",
-    "min.compaction.lag.ms",
-    "min.insync.replicas",
-    "preallocate",
-    "remote.storage.enable",
-    "retention.bytes",
-    "retention.ms",
-    "segment.bytes",
-    "segment.index.bytes",
-    "segment.jitter.ms",
-    "segment.ms",
-    "unclean.leader.election.enable",
-];
-
-/// Checks a topic config given at creation as Kafka's `LogConfig` does for the configs this
-/// broker acts on (their type and range); `Err` is the INVALID_CONFIG message.
-pub(crate) fn validate_topic_config(name: &str, value: &str) -> Result<(), String> {
-    let invalid = |why: &str| {
-        Err(format!(
-            "Invalid value {value} for configuration {name}: {why}"
-        ))
-    };
-    if !TOPIC_CONFIG_NAMES.contains(&name) {
-        return Err(format!("Unknown topic config name: {name}"));
-    }
-    match name {
-        "max.message.bytes" | "segment.bytes" | "min.insync.replicas" => {
-            let least = match name {
-                "segment.bytes" => 14,
-                "min.insync.replicas" => 1,
-                _ => 0,
-            };
-            match value.trim().parse::<i32>() {
-                Ok(v) if v >= least => Ok(()),
-                Ok(_) => invalid(&format!("Value must be at least {least}")),
-                Err(_) => invalid("Not a number of type INT"),
-            }
-        }
-        "retention.ms"
-        | "retention.bytes"
-        | "segment.ms"
-        | "delete.retention.ms"
-        | "min.compaction.lag.ms"
-        | "max.compaction.lag.ms" => match value.trim().parse::<i64>() {
-            Ok(_) => Ok(()),
-            Err(_) => invalid("Not a number of type LONG"),
-        },
-        "cleanup.policy" => {
-            let known = value
-                .split(',')
-                .map(str::trim)
-                .all(|p| p == "compact" || p == "delete");
-            if known && !value.trim().is_empty() {
-                Ok(())
-            } else {
-                invalid("String must be one of: compact, delete")
-            }
-        }
-        _ => Ok(()),
-    }
-}
-
-/// The value of topic config `key`: the one the topic was created with, else the broker's
-/// default.
-pub(crate) fn topic_config<'a>(
-    configs: Option<&'a BTreeMap<String, String>>,
-    key: &str,
-) -> Option<&'a str> {
-    configs
-        .and_then(|c| c.get(key))
-        .map(String::as_str)
-        .or_else(|| {
-            TOPIC_DEFAULTS
-                .iter()
-                .find(|(k, _)| *k == key)
-                .map(|(_, v)| *v)
-        })
 }
 
 pub(crate) fn describe_configs(

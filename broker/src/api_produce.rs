@@ -72,9 +72,7 @@ fn remember_batch(
 /// The largest record batch `topic` takes: its `max.message.bytes`, or the broker's default.
 fn max_message_bytes(state: &ClusterState, topic: &str) -> usize {
     let configs = state.topics.get(topic).map(|t| &t.configs);
-    crate::api_meta::topic_config(configs, "max.message.bytes")
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(usize::MAX)
+    crate::topic_config::max_message_bytes(configs)
 }
 
 fn append_partition(

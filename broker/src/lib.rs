@@ -20,6 +20,7 @@ mod log;
 mod security;
 mod server;
 mod state;
+mod topic_config;
 mod txn;
 
 use std::collections::BTreeMap;

@@ -433,3 +433,43 @@ fn an_output_the_broker_refuses_is_dead_lettered_or_stops_the_task() {
         "the failing application committed nothing"
     );
 }
+
+/// A sink the broker refuses every write to for lack of authorization (an ACL removed): no
+/// production exception handler may skip it and redoing it never passes, so the thread stops
+/// with an error naming the topic — as Kafka Streams treats an authorization error as fatal —
+/// rather than aborting and redoing its transaction for ever. Nothing is committed.
+#[test]
+fn a_sink_the_broker_refuses_to_authorize_stops_the_thread() {
+    const TOPIC_AUTHORIZATION_FAILED: i16 = 29;
+    let broker = EmbeddedBroker::start().unwrap();
+    broker.create_topic("unauthorized-in", 1);
+    broker.create_topic("unauthorized-out", 1);
+    send(&broker, "unauthorized-in", &[("k1", "a"), ("k2", "b")]);
+    broker.reject_produce_to("unauthorized-out", TOPIC_AUTHORIZATION_FAILED, u32::MAX);
+    let dir = tempfile::tempdir().unwrap();
+    let mut c = config("life-unauthorized", dir.path());
+    // Not even log_and_continue skips it: the record is not at fault, the topic is.
+    c.set("production.exception.handler", "log_and_continue")
+        .unwrap();
+    let app = KafkaStreams::start(
+        mapping("unauthorized-in", "unauthorized-out", |v| v),
+        RuntimeConfig::new(c, broker.bootstrap()),
+    )
+    .unwrap();
+    wait_for(&app, StreamsState::Error, Duration::from_secs(60));
+    let failure = app.failure().unwrap();
+    assert!(
+        failure.contains("unauthorized-out") && failure.to_lowercase().contains("authoriz"),
+        "{failure}"
+    );
+    let _ = app.close();
+    broker.clear_faults();
+    assert!(
+        all_of(&broker, "unauthorized-out").is_empty(),
+        "nothing committed"
+    );
+    assert!(
+        all_of(&broker, DLQ_TOPIC).is_empty(),
+        "nothing dead-lettered"
+    );
+}

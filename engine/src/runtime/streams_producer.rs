@@ -235,7 +235,9 @@ impl ProducerContext for DeliveryTracker {
                 );
                 if let KafkaError::MessageProduction(code) = e {
                     let mut refused = self.refused.lock();
-                    if refused_for_good(*code) && refused.len() < MAX_REFUSED_KEPT {
+                    if (refused_for_good(*code) || unauthorized(*code))
+                        && refused.len() < MAX_REFUSED_KEPT
+                    {
                         refused.push(RefusedDelivery {
                             topic: record.topic().to_string(),
                             fingerprint: fingerprint as u64,
@@ -309,6 +311,19 @@ fn refused_for_good(code: RDKafkaErrorCode) -> bool {
             | RDKafkaErrorCode::InvalidRecord
             | RDKafkaErrorCode::InvalidTimestamp
             | RDKafkaErrorCode::UnknownPartition
+    )
+}
+
+/// Delivery errors that refuse every record of a topic, not one record for what it is: the
+/// application's principal may not write there. Redoing never passes and no handler may skip
+/// them (the record is not at fault), so they stop the thread, as Kafka Streams treats an
+/// authorization error as fatal.
+pub(crate) fn unauthorized(code: RDKafkaErrorCode) -> bool {
+    matches!(
+        code,
+        RDKafkaErrorCode::TopicAuthorizationFailed
+            | RDKafkaErrorCode::ClusterAuthorizationFailed
+            | RDKafkaErrorCode::TransactionalIdAuthorizationFailed
     )
 }
 

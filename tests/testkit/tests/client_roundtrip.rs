@@ -217,7 +217,12 @@ fn a_topic_config_of_the_wrong_type_is_refused_at_creation() {
     for (key, value) in [
         ("max.message.bytes", "lots"),
         ("retention.ms", "1.5"),
+        ("retention.ms", "-2"),
         ("cleanup.policy", "sometimes"),
+        ("compression.type", "bogus"),
+        ("unclean.leader.election.enable", "maybe"),
+        ("min.cleanable.dirty.ratio", "2"),
+        ("segment.ms", "0"),
     ] {
         let topic = unique("bad-config");
         assert_eq!(
@@ -231,6 +236,35 @@ fn a_topic_config_of_the_wrong_type_is_refused_at_creation() {
             "the refused topic was not created"
         );
     }
+    // A topic that exists is that error first, whatever configs are asked of it.
+    let existing = unique("bad-config-existing");
+    create_topic(&t.bootstrap, &existing, 1);
+    assert_eq!(
+        try_create_topic_with_configs(&t.bootstrap, &existing, 1, &[("retention.ms", "x")]),
+        Err(rdkafka::types::RDKafkaErrorCode::TopicAlreadyExists)
+    );
+}
+
+/// A limit given with spaces around it is the limit, as Kafka trims it — not "no limit".
+#[test]
+fn a_max_message_bytes_with_spaces_around_it_is_the_limit() {
+    let t = target();
+    let topic = unique("padded-limit");
+    create_topic_with_configs(&t.bootstrap, &topic, 1, &[("max.message.bytes", " 2000 ")]);
+    let (tx, rx) = std::sync::mpsc::channel();
+    let producer: BaseProducer<Reporter> = ClientConfig::new()
+        .set("bootstrap.servers", &t.bootstrap)
+        .set("message.send.max.retries", "0")
+        .create_with_context(Reporter(std::sync::Mutex::new(tx)))
+        .unwrap();
+    producer
+        .send(BaseRecord::to(&topic).key("k").payload(&"x".repeat(5_000)))
+        .unwrap();
+    producer.flush(Duration::from_secs(10)).unwrap();
+    assert_eq!(
+        rx.recv_timeout(Duration::from_secs(10)).unwrap(),
+        Some(rdkafka::types::RDKafkaErrorCode::MessageSizeTooLarge)
+    );
 }
 
 /// Hands each delivery's error (`None`: delivered) to a channel.

@@ -289,11 +289,7 @@ impl TaskManager {
                 tracing::warn!("commit before revocation failed: {e}");
                 self.abort();
                 dirty = true;
-                if let Some(reason) = self.refused_output.take() {
-                    // log_and_fail: the thread stops after the callback (see take_failure).
-                    self.failure = Some(EngineError::processing("production", reason));
-                    self.failed = true;
-                }
+                self.fail_on_refusal();
             }
         }
         let revoked = self.tasks_of(partitions);
@@ -344,10 +340,21 @@ impl TaskManager {
         partitions: &TopicPartitionList,
     ) {
         self.abort();
+        self.fail_on_refusal();
         self.forget(partitions);
         // The abort dropped the uncommitted work of the tasks that stay too.
         self.close_all(true);
         self.reopen_remaining(consumer);
+    }
+
+    /// After an abort in a rebalance callback: a refusal its last delivery reports held that
+    /// stops the thread (log_and_fail, an unauthorized topic) fails the thread, which stops after
+    /// the callback (see take_failure) instead of reopening its tasks and going on.
+    fn fail_on_refusal(&mut self) {
+        if let Some(reason) = self.refused_output.take() {
+            self.failure = Some(EngineError::processing("production", reason));
+            self.failed = true;
+        }
     }
 
     fn forget(&mut self, partitions: &TopicPartitionList) {

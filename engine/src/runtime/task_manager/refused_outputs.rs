@@ -20,7 +20,8 @@
 //!    forgotten ([`RefusedOutputs::committed`]), so the same record produced later (after the
 //!    topic's limit was raised, say) is sent again rather than dead-lettered unsent.
 //!
-//! The thread stops instead under `log_and_fail` (at step 1: something was refused), and after
+//! The thread stops instead under `log_and_fail` (at step 1: something was refused), at once
+//! when the broker does not authorize the write (every record of the topic is refused), and after
 //! [`MAX_ROUNDS`] refused transactions in a row that confirmed nothing: outputs that differ each time they are redone never match, and a change of a
 //! store or a dead letter cannot be skipped, only redone (a refusal that passes, as a one-off
 //! broker fault, then commits). A round that finds a refused output is progress, so a
@@ -31,7 +32,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use rdkafka::types::RDKafkaErrorCode;
 
-use crate::runtime::streams_producer::RefusedDelivery;
+use crate::runtime::streams_producer::{unauthorized, RefusedDelivery};
 use crate::ExceptionHandler;
 
 /// Transactions in a row that may fail on refused outputs before the thread stops.
@@ -153,6 +154,13 @@ impl RefusedOutputs {
         self.handled.clear();
         if refused.is_empty() {
             return Ok(());
+        }
+        if let Some(r) = refused.iter().find(|r| unauthorized(r.code)) {
+            return Err(format!(
+                "the broker refuses every write to `{}`: {:?} (the application is not \
+                 authorized to write there; no production exception handler skips that)",
+                r.topic, r.code
+            ));
         }
         if !self.counted {
             self.rounds += 1;
@@ -335,6 +343,25 @@ mod tests {
 
     /// Once the transaction that dead-lettered an output commits, the same output produced
     /// later is sent again (the topic's limit may have been raised), not dead-lettered unsent.
+    #[test]
+    fn a_write_the_broker_does_not_authorize_stops_the_thread_at_once() {
+        let mut ledger = RefusedOutputs::default();
+        ledger.transaction_started();
+        let mut denied = refused("out", 1);
+        denied.code = RDKafkaErrorCode::TopicAuthorizationFailed;
+        let stop = ledger
+            .note_aborted(
+                vec![refused("out", 2), denied],
+                ExceptionHandler::LogAndContinue,
+                outputs,
+            )
+            .unwrap_err();
+        assert!(
+            stop.contains("`out`") && stop.contains("not authorized"),
+            "{stop}"
+        );
+    }
+
     #[test]
     fn a_handled_refusal_is_forgotten_once_its_transaction_commits() {
         let mut ledger = RefusedOutputs::default();
