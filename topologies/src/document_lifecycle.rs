@@ -36,6 +36,38 @@ pub struct HistoryEntry {
     pub event: PlatformEvent,
 }
 
+/// The columns SQL shows for `document_history` (a [`PlatformEvent`] keeps its JSON as it came,
+/// so its own format cannot be traced): the platform's event envelope, as plain types. Fields
+/// an event has beyond these stay in `value_json`.
+#[derive(Deserialize)]
+#[allow(dead_code)]
+struct HistoryColumns {
+    time_ms: i64,
+    event: EventColumns,
+}
+
+#[derive(Deserialize)]
+#[allow(dead_code)]
+struct EventColumns {
+    event_id: Option<String>,
+    event_type: String,
+    event_timestamp: Option<String>,
+    event_version: Option<String>,
+    payload: Option<DocumentPayloadColumns>,
+}
+
+#[derive(Deserialize)]
+#[allow(dead_code)]
+struct DocumentPayloadColumns {
+    document_id: Option<String>,
+    user_id: Option<String>,
+    file_name: Option<String>,
+    word_count: Option<i64>,
+    notes_id: Option<String>,
+    quiz_id: Option<String>,
+    error: Option<String>,
+}
+
 /// Applies one event to a state.
 pub fn apply(state: &mut DocumentState, entry: &HistoryEntry) {
     let e = &entry.event;
@@ -176,6 +208,7 @@ pub fn document_lifecycle(config: &DocumentLifecycleConfig) -> Result<Topology> 
         Serdes::string(),
         Serdes::json::<Vec<HistoryEntry>>(),
     );
+    b.declare_value_columns::<Vec<HistoryColumns>>("document_history");
     let documents: KStream<String, PlatformEvent> = platform_events(
         &b,
         config.document_topic.as_str(),

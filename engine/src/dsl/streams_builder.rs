@@ -297,6 +297,35 @@ impl StreamsBuilder {
         st.topo.store_as_json(&name, &key, &value, false);
     }
 
+    /// Gives SQL the columns of store `name`'s values as `T` declares them, for a value type
+    /// whose own format cannot be traced (a hand-written `Deserialize`, a field of
+    /// `serde_json::Value`): `T` is a plain mirror of the JSON the store's values write, so the
+    /// table has its columns before the store has a row. A row that does not fit them sends the
+    /// table back to inferring its columns from rows.
+    ///
+    /// ```
+    /// use eddy_engine::{Serdes, StoreSpec, StreamsBuilder};
+    ///
+    /// #[derive(serde::Deserialize)]
+    /// struct EventColumns {
+    ///     event_type: String,
+    ///     time_ms: i64,
+    /// }
+    ///
+    /// let b = StreamsBuilder::new();
+    /// b.add_state_store(
+    ///     StoreSpec::key_value("history"),
+    ///     Serdes::string(),
+    ///     Serdes::json::<Vec<serde_json::Value>>(),
+    /// );
+    /// b.declare_value_columns::<Vec<EventColumns>>("history");
+    /// ```
+    pub fn declare_value_columns<T: serde::de::DeserializeOwned>(&self, name: &str) {
+        let mut st = self.state.borrow_mut();
+        let r = st.topo.store_value_columns::<T>(name);
+        st.record(r);
+    }
+
     /// Checks the topology and builds it; the first error of any DSL call is returned here.
     pub fn build(&self) -> Result<Topology> {
         let mut state = self.state.borrow_mut();
@@ -304,5 +333,29 @@ impl StreamsBuilder {
             return Err(e);
         }
         state.topo.clone().build()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::Serdes;
+
+    #[test]
+    fn declared_value_columns_need_the_store_and_a_type_that_traces() {
+        let b = StreamsBuilder::new();
+        b.declare_value_columns::<i64>("missing");
+        let error = b.build().unwrap_err().to_string();
+        assert!(error.contains("no store `missing`"), "{error}");
+
+        let b = StreamsBuilder::new();
+        b.add_state_store(
+            StoreSpec::key_value("history"),
+            Serdes::string(),
+            Serdes::json::<serde_json::Value>(),
+        );
+        b.declare_value_columns::<std::collections::HashMap<String, i64>>("history");
+        let error = b.build().unwrap_err().to_string();
+        assert!(error.contains("cannot be traced"), "{error}");
     }
 }

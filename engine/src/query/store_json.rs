@@ -23,9 +23,9 @@ pub(crate) struct StoreJson {
     /// What the key and value serdes encode: the columns' types while no row tells.
     pub key_kind: SerdeKind,
     pub value_kind: SerdeKind,
-    /// The key's and the value's columns as their types declare them (when both can be
-    /// traced).
-    pub declared: Option<(Columns, Columns)>,
+    /// The key's and the value's columns as their types declare them (`None`: not traced).
+    pub key_columns: Option<Columns>,
+    pub value_columns: Option<Columns>,
 }
 
 fn invalid(e: serde_json::Error) -> SerdeError {
@@ -55,8 +55,21 @@ impl StoreJson {
             value_to_json: to_json(Arc::clone(value)),
             key_kind: key.kind(),
             value_kind: value.kind(),
-            declared: declared::columns_of::<K>().zip(declared::columns_of::<V>()),
+            key_columns: declared::columns_of::<K>(),
+            value_columns: declared::columns_of::<V>(),
         }
+    }
+
+    /// Takes the values' columns from `T` (a traceable mirror of their JSON); `false` if `T`
+    /// cannot be traced either.
+    pub fn declare_value_columns<T: DeserializeOwned>(&mut self) -> bool {
+        self.value_columns = declared::columns_of::<T>();
+        self.value_columns.is_some()
+    }
+
+    /// The key's and the value's declared columns, when both are declared.
+    pub fn declared(&self) -> Option<(&Columns, &Columns)> {
+        self.key_columns.as_ref().zip(self.value_columns.as_ref())
     }
 }
 

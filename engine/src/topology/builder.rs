@@ -293,6 +293,27 @@ impl TopologyBuilder {
         }
     }
 
+    /// SQL shows store `name`'s values with `columns` (see
+    /// [`crate::StreamsBuilder::declare_value_columns`]).
+    pub(crate) fn store_value_columns<T: serde::de::DeserializeOwned>(
+        &mut self,
+        name: &str,
+    ) -> Result<()> {
+        let Some(json) = self.stores.get_mut(name).and_then(|d| d.json.as_mut()) else {
+            return Err(EngineError::Topology(format!(
+                "declare_value_columns: no store `{name}` (add it first)"
+            )));
+        };
+        if json.declare_value_columns::<T>() {
+            Ok(())
+        } else {
+            Err(EngineError::Topology(format!(
+                "declare_value_columns for `{name}`: the type's format cannot be traced either \
+                 (a map at its top, an untagged enum, a hand-written Deserialize)"
+            )))
+        }
+    }
+
     /// Store `name` holds windows of `size_ms` (so SQL shows where each ends).
     pub(crate) fn store_window_size(&mut self, name: &str, size_ms: i64) {
         if let Some(def) = self.stores.get_mut(name) {

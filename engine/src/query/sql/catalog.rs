@@ -77,17 +77,16 @@ impl StoreCatalog {
         }
         let declared = source
             .json
-            .declared
-            .as_ref()
+            .declared()
             .map(|(key, value)| rows::declared_schema(key, value, windowed, window_end));
         if declared.is_some() && sample.is_empty() {
             // Nothing here to check the declared columns against: the other owners' rows.
             sample = source.remote_sample(SAMPLE_ROWS).await;
         }
-        let schema = match declared {
+        let (schema, sampled) = match declared {
             // The types' own columns, as long as the rows fit them (a type may write other
             // JSON than it reads, or hold an enum variant the trace did not see).
-            Some(schema) if rows::fits(&schema, &sample) => schema,
+            Some(schema) if rows::fits(&schema, &sample) => (schema, true),
             Some(_) => {
                 tracing::warn!(store = %name,
                     "the store's rows do not fit the columns its types declare; inferring them");
@@ -95,6 +94,10 @@ impl StoreCatalog {
             }
             None => self.infer(source, sample, windowed, window_end).await?,
         };
+        if !sampled {
+            // Columns guessed with no row to go by: the first row must decide them at once.
+            return Ok(schema);
+        }
         self.queries.schemas.0.lock().insert(
             name.clone(),
             Cached {
@@ -106,14 +109,14 @@ impl StoreCatalog {
     }
 
     /// The columns of rows like `sample` (from the owners of other partitions when it is
-    /// empty).
+    /// empty), and whether any row was there to infer them from.
     async fn infer(
         &self,
         source: &StoreSource,
         mut sample: Vec<serde_json::Value>,
         windowed: bool,
         window_end: bool,
-    ) -> Result<SchemaRef> {
+    ) -> Result<(SchemaRef, bool)> {
         if sample.is_empty() {
             // Nothing here: the owners of the other partitions give the sample.
             sample = source.remote_sample(SAMPLE_ROWS).await;
@@ -121,7 +124,8 @@ impl StoreCatalog {
         let scalar_key = sample
             .first()
             .is_none_or(|row| row.get(pushdown::KEY).is_some());
-        rows::infer_schema(&sample, windowed, window_end, scalar_key, &source.json)
+        let schema = rows::infer_schema(&sample, windowed, window_end, scalar_key, &source.json)?;
+        Ok((schema, !sample.is_empty()))
     }
 }
 

@@ -231,6 +231,9 @@ pub(crate) fn infer_schema(
                 names.push(WINDOW_END.into());
             }
         }
+        // A JSON value of a type that was not traced may be an object (a column per field):
+        // with no row to tell, it has only `value_json` (a topology can declare the columns:
+        // `StreamsBuilder::declare_value_columns`).
         if json.value_kind != SerdeKind::Other {
             names.push("value".into());
         }
