@@ -32,13 +32,15 @@ use serde::Deserialize;
 use crate::error::{EngineError, Result};
 use crate::query::remote::{self, PartitionRequest, PARTITION_PATH, POSITION_HEADER};
 use crate::query::serving::ServerThread;
-use crate::query::sql::{to_batch, wants_value_json};
+use crate::query::sql::{to_batch, wants_value_json, KeyPredicate};
 use crate::query::{QueryOptions, SqlAnswer, StateQueries};
 
 const NDJSON: &str = "application/x-ndjson";
 /// The longest `wait_ms` or `time_limit_ms` a query may ask for.
 const MAX_WAIT_MS: u64 = 60_000;
 const ARROW_STREAM: &str = "application/vnd.apache.arrow.stream";
+/// Up to this many point lookups of one partition are read on the endpoint's own thread.
+const INLINE_POINTS: usize = 16;
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -217,8 +219,19 @@ async fn partition(State(queries): State<StateQueries>, body: axum::body::Bytes)
     let value_json = planned
         .as_ref()
         .is_none_or(|s| wants_value_json(s, request.projection.as_ref()));
-    // RocksDB reads block: off the endpoint's few runtime threads.
-    let read = {
+    // A few point lookups read in place: a hand-off to the blocking pool and back costs two
+    // thread wake-ups, more than the reads, and on a busy machine each wake-up can wait.
+    // Scans and ranges block for longer: off the endpoint's few runtime threads.
+    let few_points = matches!(&request.keys, KeyPredicate::Points(p) if p.len() <= INLINE_POINTS);
+    let read = if few_points {
+        source.read_capped(
+            request.partition,
+            &request.keys,
+            request.window,
+            request.limit,
+            value_json,
+        )
+    } else {
         let (source, request) = (source.clone(), request.clone());
         tokio::task::spawn_blocking(move || {
             source.read_capped(
