@@ -223,17 +223,9 @@ async fn partition(State(queries): State<StateQueries>, body: axum::body::Bytes)
     // thread wake-ups, more than the reads, and on a busy machine each wake-up can wait.
     // Scans and ranges block for longer: off the endpoint's few runtime threads.
     let few_points = matches!(&request.keys, KeyPredicate::Points(p) if p.len() <= INLINE_POINTS);
-    let read = if few_points {
-        source.read_capped(
-            request.partition,
-            &request.keys,
-            request.window,
-            request.limit,
-            value_json,
-        )
-    } else {
+    let read_partition = {
         let (source, request) = (source.clone(), request.clone());
-        tokio::task::spawn_blocking(move || {
+        move || {
             source.read_capped(
                 request.partition,
                 &request.keys,
@@ -241,9 +233,14 @@ async fn partition(State(queries): State<StateQueries>, body: axum::body::Bytes)
                 request.limit,
                 value_json,
             )
-        })
-        .await
-        .unwrap_or_else(|e| Err(EngineError::Query(format!("reading the partition: {e}"))))
+        }
+    };
+    let read = if few_points {
+        read_partition()
+    } else {
+        tokio::task::spawn_blocking(read_partition)
+            .await
+            .unwrap_or_else(|e| Err(EngineError::Query(format!("reading the partition: {e}"))))
     };
     let read = match read {
         Ok(Some(read)) => read,

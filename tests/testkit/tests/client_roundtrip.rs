@@ -185,12 +185,7 @@ fn a_batch_over_the_topics_max_message_bytes_is_refused() {
     let topic = unique("too-large");
     create_topic_with_configs(&t.bootstrap, &topic, 1, &[("max.message.bytes", "2000")]);
     let delivered = |value: &str| {
-        let (tx, rx) = std::sync::mpsc::channel();
-        let producer: BaseProducer<Reporter> = ClientConfig::new()
-            .set("bootstrap.servers", &t.bootstrap)
-            .set("message.send.max.retries", "0")
-            .create_with_context(Reporter(std::sync::Mutex::new(tx)))
-            .unwrap();
+        let (producer, rx) = reporting_producer(&t.bootstrap);
         producer
             .send(BaseRecord::to(&topic).key("k").payload(value))
             .unwrap();
@@ -251,12 +246,7 @@ fn a_max_message_bytes_with_spaces_around_it_is_the_limit() {
     let t = target();
     let topic = unique("padded-limit");
     create_topic_with_configs(&t.bootstrap, &topic, 1, &[("max.message.bytes", " 2000 ")]);
-    let (tx, rx) = std::sync::mpsc::channel();
-    let producer: BaseProducer<Reporter> = ClientConfig::new()
-        .set("bootstrap.servers", &t.bootstrap)
-        .set("message.send.max.retries", "0")
-        .create_with_context(Reporter(std::sync::Mutex::new(tx)))
-        .unwrap();
+    let (producer, rx) = reporting_producer(&t.bootstrap);
     producer
         .send(BaseRecord::to(&topic).key("k").payload(&"x".repeat(5_000)))
         .unwrap();
@@ -273,6 +263,22 @@ struct Reporter(
 );
 
 impl rdkafka::ClientContext for Reporter {}
+
+/// A producer that does not retry, and the channel its delivery reports arrive on.
+fn reporting_producer(
+    bootstrap: &str,
+) -> (
+    BaseProducer<Reporter>,
+    std::sync::mpsc::Receiver<Option<rdkafka::types::RDKafkaErrorCode>>,
+) {
+    let (tx, rx) = std::sync::mpsc::channel();
+    let producer = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .set("message.send.max.retries", "0")
+        .create_with_context(Reporter(std::sync::Mutex::new(tx)))
+        .unwrap();
+    (producer, rx)
+}
 
 impl rdkafka::producer::ProducerContext for Reporter {
     type DeliveryOpaque = ();
