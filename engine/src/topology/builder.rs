@@ -293,7 +293,7 @@ impl TopologyBuilder {
         }
     }
 
-    /// SQL shows store `name`'s values with `columns` (see
+    /// SQL shows store `name`'s values with the columns `T` declares (see
     /// [`crate::StreamsBuilder::declare_value_columns`]).
     pub(crate) fn store_value_columns<T: serde::de::DeserializeOwned>(
         &mut self,

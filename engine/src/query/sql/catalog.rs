@@ -83,7 +83,7 @@ impl StoreCatalog {
             // Nothing here to check the declared columns against: the other owners' rows.
             sample = source.remote_sample(SAMPLE_ROWS).await;
         }
-        let (schema, sampled) = match declared {
+        let (schema, cacheable) = match declared {
             // The types' own columns, as long as the rows fit them (a type may write other
             // JSON than it reads, or hold an enum variant the trace did not see).
             Some(schema) if rows::fits(&schema, &sample) => (schema, true),
@@ -94,7 +94,7 @@ impl StoreCatalog {
             }
             None => self.infer(source, sample, windowed, window_end).await?,
         };
-        if !sampled {
+        if !cacheable {
             // Columns guessed with no row to go by: the first row must decide them at once.
             return Ok(schema);
         }
@@ -109,7 +109,7 @@ impl StoreCatalog {
     }
 
     /// The columns of rows like `sample` (from the owners of other partitions when it is
-    /// empty), and whether any row was there to infer them from.
+    /// empty), and whether they may be cached (some row was there to infer them from).
     async fn infer(
         &self,
         source: &StoreSource,

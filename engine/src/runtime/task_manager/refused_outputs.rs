@@ -341,8 +341,6 @@ mod tests {
         assert!(stop.contains("in a row"), "{stop}");
     }
 
-    /// Once the transaction that dead-lettered an output commits, the same output produced
-    /// later is sent again (the topic's limit may have been raised), not dead-lettered unsent.
     #[test]
     fn a_write_the_broker_does_not_authorize_stops_the_thread_at_once() {
         let mut ledger = RefusedOutputs::default();
@@ -362,6 +360,8 @@ mod tests {
         );
     }
 
+    /// Once the transaction that dead-lettered an output commits, the same output produced
+    /// later is sent again (the topic's limit may have been raised), not dead-lettered unsent.
     #[test]
     fn a_handled_refusal_is_forgotten_once_its_transaction_commits() {
         let mut ledger = RefusedOutputs::default();
