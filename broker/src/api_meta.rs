@@ -154,9 +154,6 @@ pub(crate) fn create_topics(shared: &Shared, r: CreateTopicsRequest) -> CreateTo
                     .with_error_code(ResponseError::TopicAlreadyExists.code())
                     .with_error_message(Some(str(&format!("Topic '{name}' already exists."))));
             }
-            if partitions < 1 {
-                return result.with_error_code(ResponseError::InvalidPartitions.code());
-            }
             let configs: Result<BTreeMap<String, String>, String> = t
                 .configs
                 .iter()
@@ -174,6 +171,10 @@ pub(crate) fn create_topics(shared: &Shared, r: CreateTopicsRequest) -> CreateTo
                         .with_error_message(Some(str(&message)))
                 }
             };
+            // As Kafka: configs are checked before the partition count.
+            if partitions < 1 {
+                return result.with_error_code(ResponseError::InvalidPartitions.code());
+            }
             if r.validate_only {
                 return result
                     .with_num_partitions(partitions)

@@ -19,6 +19,8 @@ pub(crate) const TOPIC_DEFAULTS: &[(&str, &str)] = &[
 enum Kind {
     /// A 32-bit integer within the bounds.
     Int(i64, i64),
+    /// A 32-bit integer within the bounds, or -1 (the codec's default).
+    IntOrDefault(i64, i64),
     /// A 64-bit integer within the bounds.
     Long(i64, i64),
     /// A ratio within `[0, 1]`.
@@ -41,7 +43,7 @@ const CONFIGS: &[(&str, Kind)] = &[
         "compression.type",
         Kind::OneOf(&["uncompressed", "zstd", "lz4", "snappy", "gzip", "producer"]),
     ),
-    ("compression.gzip.level", Kind::Int(-1, 9)),
+    ("compression.gzip.level", Kind::IntOrDefault(1, 9)),
     ("compression.lz4.level", Kind::Int(1, 17)),
     ("compression.zstd.level", Kind::Int(-131_072, 22)),
     ("delete.retention.ms", Kind::Long(0, i64::MAX)),
@@ -114,6 +116,10 @@ pub(crate) fn validate_topic_config(name: &str, value: Option<&str>) -> Result<S
             let parsed = value.parse::<i32>().ok().map(i64::from);
             bounded("INT", parsed, least, most)
         }
+        Kind::IntOrDefault(least, most) => match value.parse::<i32>() {
+            Ok(-1) => Ok("-1".into()),
+            parsed => bounded("INT", parsed.ok().map(i64::from), least, most),
+        },
         Kind::Long(least, most) => bounded("LONG", value.parse::<i64>().ok(), least, most),
         Kind::Ratio => match value.parse::<f64>() {
             Ok(v) if (0.0..=1.0).contains(&v) => Ok(value.to_string()),
@@ -124,10 +130,9 @@ pub(crate) fn validate_topic_config(name: &str, value: Option<&str>) -> Result<S
             v @ ("true" | "false") => Ok(v.to_string()),
             _ => invalid("Expected value to be either true or false".into()),
         },
-        Kind::OneOf(allowed) => match allowed.iter().find(|a| a.eq_ignore_ascii_case(value)) {
-            Some(a) => Ok(a.to_string()),
-            None => invalid(format!("String must be one of: {}", allowed.join(", "))),
-        },
+        // Case-sensitive, as Kafka's `ValidString`.
+        Kind::OneOf(allowed) if allowed.contains(&value) => Ok(value.to_string()),
+        Kind::OneOf(allowed) => invalid(format!("String must be one of: {}", allowed.join(", "))),
         Kind::ListOf(allowed) => {
             let items: Vec<&str> = value.split(',').map(str::trim).collect();
             if !value.is_empty() && items.iter().all(|i| allowed.contains(i)) {
@@ -183,7 +188,7 @@ mod tests {
             ok("cleanup.policy", "compact, delete"),
             Ok("compact,delete".into())
         );
-        assert_eq!(ok("compression.type", "ZSTD"), Ok("zstd".into()));
+        assert_eq!(ok("compression.type", "zstd"), Ok("zstd".into()));
         assert_eq!(ok("compression.zstd.level", "3"), Ok("3".into()));
         assert_eq!(ok("preallocate", "TRUE"), Ok("true".into()));
         assert_eq!(ok("retention.ms", "-1"), Ok("-1".into()));
@@ -202,6 +207,10 @@ mod tests {
             ("flush.ms", "-1"),
             ("cleanup.policy", ""),
             ("compression.gzip.level", "10"),
+            // Kafka's lists are case-sensitive, and gzip's level is 1 to 9 or -1.
+            ("compression.type", "ZSTD"),
+            ("message.timestamp.type", "createtime"),
+            ("compression.gzip.level", "0"),
         ] {
             let refused = ok(name, value).unwrap_err();
             assert!(

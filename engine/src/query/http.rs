@@ -39,7 +39,8 @@ const NDJSON: &str = "application/x-ndjson";
 /// The longest `wait_ms` or `time_limit_ms` a query may ask for.
 const MAX_WAIT_MS: u64 = 60_000;
 const ARROW_STREAM: &str = "application/vnd.apache.arrow.stream";
-/// Up to this many point lookups of one partition are read on the endpoint's own thread.
+/// Up to this many point lookups of one key-value partition are read on the endpoint's own
+/// thread.
 const INLINE_POINTS: usize = 16;
 
 #[derive(Deserialize)]
@@ -222,7 +223,9 @@ async fn partition(State(queries): State<StateQueries>, body: axum::body::Bytes)
     // A few point lookups read in place: a hand-off to the blocking pool and back costs two
     // thread wake-ups, more than the reads, and on a busy machine each wake-up can wait.
     // Scans and ranges block for longer: off the endpoint's few runtime threads.
-    let few_points = matches!(&request.keys, KeyPredicate::Points(p) if p.len() <= INLINE_POINTS);
+    // (In a key-value store only: a key of a window or session store may hold many rows.)
+    let few_points = matches!(source.spec.kind, eddy_state::StoreKind::KeyValue)
+        && matches!(&request.keys, KeyPredicate::Points(p) if p.len() <= INLINE_POINTS);
     let read_partition = {
         let (source, request) = (source.clone(), request.clone());
         move || {
