@@ -62,6 +62,12 @@ pub enum EngineError {
     /// a store of another kind).
     #[error("invalid query: {0}")]
     Query(String),
+    /// A SQL query that failed, with the SQLSTATE of why (both query endpoints send it).
+    #[error("invalid query: {message}")]
+    Sql {
+        sqlstate: crate::query::SqlState,
+        message: String,
+    },
 }
 
 /// How a caller should react to an [`EngineError`].
@@ -96,7 +102,7 @@ impl EngineError {
             },
             EngineError::TaskMigrated(_) => ErrorKind::TaskMigrated,
             EngineError::Kafka { kind, .. } => *kind,
-            EngineError::Query(_) => ErrorKind::InvalidRequest,
+            EngineError::Query(_) | EngineError::Sql { .. } => ErrorKind::InvalidRequest,
         }
     }
 

@@ -52,8 +52,8 @@ pub use processor::{
     WindowStoreHandle,
 };
 pub use query::{
-    KeyValueQuery, PgServer, Positioned, QueryOptions, QueryServer, SqlAnswer, StateQueries,
-    StoreInfo, WindowQuery,
+    KeyValueQuery, PgServer, Positioned, QueryOptions, QueryServer, SqlAnswer, SqlState,
+    StateQueries, StoreInfo, WindowQuery, DEFAULT_MAX_SCAN_ROWS,
 };
 pub use record::{Change, Headers, Record, RecordMetadata, Windowed};
 pub use runtime::{

@@ -145,19 +145,31 @@ impl SessionStore {
     /// Every live session of every key.
     pub fn all(&self) -> Result<Vec<SessionEntry>> {
         let mut out = Vec::new();
+        self.visit(&mut |session| {
+            out.push(session);
+            true
+        })?;
+        Ok(out)
+    }
+
+    /// Hands each session [`SessionStore::all`] would return to `visit`, in the same order,
+    /// until `visit` answers `false`: a reader that stops early holds no more than it keeps.
+    pub fn visit(&self, visit: &mut dyn FnMut(SessionEntry) -> bool) -> Result<()> {
         for item in self.inner.all()? {
             let (raw, value) = item?;
             let parsed = decode_segmented(self.inner.name(), &raw)?;
-            if parsed.a >= self.segments.earliest_live() {
-                out.push(SessionEntry {
+            if parsed.a >= self.segments.earliest_live()
+                && !visit(SessionEntry {
                     key: parsed.key,
                     start: parsed.b,
                     end: parsed.a,
                     value,
-                });
+                })
+            {
+                return Ok(());
             }
         }
-        Ok(out)
+        Ok(())
     }
 
     /// Writes a raw changelog record back, as a restore does: a session that is out of retention

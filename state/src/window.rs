@@ -180,8 +180,23 @@ impl WindowStore {
     /// Every entry of every key with a window starting in `[from, to]`: by segment, then by key
     /// (key order) or by window start (time order).
     pub fn fetch_all(&self, from: i64, to: i64) -> Result<Vec<WindowEntry>> {
-        let from = from.max(self.segments.earliest_live());
         let mut out = Vec::new();
+        self.visit(from, to, &mut |entry| {
+            out.push(entry);
+            true
+        })?;
+        Ok(out)
+    }
+
+    /// Hands each entry [`WindowStore::fetch_all`] would return to `visit`, in the same order,
+    /// until `visit` answers `false`: a reader that stops early holds no more than it keeps.
+    pub fn visit(
+        &self,
+        from: i64,
+        to: i64,
+        visit: &mut dyn FnMut(WindowEntry) -> bool,
+    ) -> Result<()> {
+        let from = from.max(self.segments.earliest_live());
         let (lo_seg, hi_seg) = (self.segments.segment_id(from), self.segments.segment_id(to));
         let mut next = Segments::next_existing(self.inner.as_ref(), lo_seg, hi_seg)?;
         while let Some(segment) = next {
@@ -203,13 +218,16 @@ impl WindowStore {
             for item in self.inner.range(Bound::Included(&lower), upper)? {
                 let (raw, value) = item?;
                 let parsed = decode_ordered(self.order, self.inner.name(), &raw)?;
-                if parsed.a >= from && parsed.a <= to {
-                    out.push(WindowEntry {
+                if parsed.a >= from
+                    && parsed.a <= to
+                    && !visit(WindowEntry {
                         key: parsed.key,
                         start: parsed.a,
                         seq: parsed.b,
                         value,
-                    });
+                    })
+                {
+                    return Ok(());
                 }
             }
             next = match segment.checked_add(1) {
@@ -217,7 +235,7 @@ impl WindowStore {
                 None => None,
             };
         }
-        Ok(out)
+        Ok(())
     }
 
     /// Every live entry.

@@ -6,8 +6,9 @@ use std::ops::Bound;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
+use datafusion::arrow::array::{Int64Array, StringArray};
 use eddy_engine::{
-    Consumed, ErrorKind, Grouped, KafkaStreams, Materialized, RuntimeConfig, Serdes,
+    Consumed, ErrorKind, Grouped, KafkaStreams, Materialized, RuntimeConfig, Serdes, SqlState,
     StreamsBuilder, StreamsConfig, TimeWindows, Topology,
 };
 use eddy_testkit::EmbeddedBroker;
@@ -201,6 +202,12 @@ fn state_of_an_open_transaction_is_not_visible() {
 }
 
 fn http_post(addr: std::net::SocketAddr, body: &str, accept: &str) -> (u16, String, String) {
+    let (status, head, body) = http_post_bytes(addr, body, accept);
+    (status, head, String::from_utf8_lossy(&body).into_owned())
+}
+
+/// `POST /query` with `body`, asking for `accept`: the status, the head and the body's bytes.
+fn http_post_bytes(addr: std::net::SocketAddr, body: &str, accept: &str) -> (u16, String, Vec<u8>) {
     use std::io::{Read, Write};
     let mut stream = std::net::TcpStream::connect(addr).unwrap();
     write!(
@@ -209,15 +216,20 @@ fn http_post(addr: std::net::SocketAddr, body: &str, accept: &str) -> (u16, Stri
         body.len()
     )
     .unwrap();
-    let mut response = String::new();
-    stream.read_to_string(&mut response).unwrap();
-    let (head, body) = response.split_once("\r\n\r\n").unwrap_or((&response, ""));
+    let mut response = Vec::new();
+    stream.read_to_end(&mut response).unwrap();
+    let split = response
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .unwrap_or(response.len());
+    let head = String::from_utf8_lossy(&response[..split]).into_owned();
+    let body = response.get(split + 4..).unwrap_or_default().to_vec();
     let status = head
         .split_whitespace()
         .nth(1)
         .and_then(|s| s.parse().ok())
         .unwrap_or(0);
-    (status, head.to_string(), body.to_string())
+    (status, head, body)
 }
 
 #[test]
@@ -268,6 +280,18 @@ fn sql_reads_stores_as_tables_over_the_api_and_http() {
         plan("SELECT * FROM counts WHERE key = 'apple'")
     );
     assert!(plan("SELECT * FROM counts WHERE value > 3").contains("read=scan"));
+    // A LIMIT with nothing to filter is pushed into the scans (each reads at most that many).
+    let limited = "SELECT key FROM counts LIMIT 2";
+    assert!(plan(limited).contains("limit=2"), "{}", plan(limited));
+    assert_eq!(queries.sql(limited).unwrap().rows(), 2);
+    // A scan past the cap on rows fails (54000) rather than answer part of the store; a LIMIT
+    // within it reads that many.
+    let capped = queries.clone().with_max_scan_rows(2);
+    let e = capped.sql("SELECT key FROM counts").unwrap_err();
+    assert_eq!(e.sqlstate(), Some(SqlState::ProgramLimitExceeded), "{e}");
+    let e = capped.sql("SELECT key FROM windowed").unwrap_err();
+    assert_eq!(e.sqlstate(), Some(SqlState::ProgramLimitExceeded), "{e}");
+    assert_eq!(capped.sql(limited).unwrap().rows(), 2);
     // Windows, and a join of two stores.
     let cherry = rows(
         "SELECT CAST(window_start AS BIGINT) AS start, value FROM windowed \
@@ -341,11 +365,67 @@ fn sql_reads_stores_as_tables_over_the_api_and_http() {
         "application/x-ndjson",
     );
     assert_eq!((status, body.trim()), (200, r#"{"key":"apple"}"#));
-    let (status, _, body) = http_post(server.local_addr(), r#"{"sql": "SELEC"}"#, "*/*");
-    assert_eq!(status, 400);
-    assert!(body.contains("error"), "{body}");
-    let (status, _, _) = http_post(server.local_addr(), "not json", "*/*");
-    assert_eq!(status, 400);
+    // Arrow IPC on request: the same rows, typed.
+    let (status, head, body) = http_post_bytes(
+        server.local_addr(),
+        r#"{"sql": "SELECT key, value FROM counts ORDER BY key"}"#,
+        "application/vnd.apache.arrow.stream",
+    );
+    assert_eq!(status, 200, "{head}");
+    assert!(
+        head.to_lowercase()
+            .contains("content-type: application/vnd.apache.arrow.stream"),
+        "{head}"
+    );
+    let reader =
+        datafusion::arrow::ipc::reader::StreamReader::try_new(std::io::Cursor::new(body), None)
+            .unwrap();
+    let mut got = BTreeMap::new();
+    for batch in reader {
+        let batch = batch.unwrap();
+        let keys = batch
+            .column(0)
+            .as_any()
+            .downcast_ref::<StringArray>()
+            .unwrap();
+        let values = batch
+            .column(1)
+            .as_any()
+            .downcast_ref::<Int64Array>()
+            .unwrap();
+        for (k, v) in keys.iter().zip(values.iter()) {
+            got.insert(k.unwrap().to_string(), v.unwrap());
+        }
+    }
+    assert_eq!(got, expected);
+    // Each mistake gets its SQLSTATE, as over Postgres.
+    for (bad, state) in [
+        (r#"{"sql": "SELEC"}"#, "42601"),
+        (r#"{"sql": "SELECT * FROM nowhere"}"#, "42P01"),
+        (r#"{"sql": "SELECT nope FROM counts"}"#, "42703"),
+        (r#"{"sql": "SELECT key + 1 FROM counts"}"#, "42804"),
+        (r#"{"sql": "SELECT CAST(key AS INT) FROM counts"}"#, "22P02"),
+        (
+            r#"{"sql": "SELECT no_such_function(key) FROM counts"}"#,
+            "42883",
+        ),
+        (r#"{"sql": "SELECT * FROM '/etc/passwd'"}"#, "42P01"),
+        (r#"{"sql": "DROP TABLE counts"}"#, "25006"),
+        (
+            r#"{"sql": "INSERT INTO counts VALUES ('a', 1, '1', 0)"}"#,
+            "25006",
+        ),
+        ("not json", "22023"),
+    ] {
+        let (status, _, body) = http_post(server.local_addr(), bad, "*/*");
+        assert_eq!(status, 400, "{bad}: {body}");
+        let body: serde_json::Value = serde_json::from_str(&body).unwrap();
+        assert_eq!(body["sqlstate"], state, "{bad}: {body}");
+        assert!(
+            body["error"].as_str().is_some_and(|e| !e.is_empty()),
+            "{body}"
+        );
+    }
     server.close();
     assert!(app.is_running());
     app.close().unwrap();

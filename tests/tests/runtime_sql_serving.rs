@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use eddy_engine::{
     Consumed, Grouped, KafkaStreams, Materialized, QueryOptions, RuntimeConfig, Serdes,
-    SessionWindows, StateQueries, StreamsBuilder, StreamsConfig, TimeWindows, Topology,
+    SessionWindows, SqlState, StateQueries, StreamsBuilder, StreamsConfig, TimeWindows, Topology,
 };
 use eddy_testkit::{free_port, http_post, EmbeddedBroker};
 use rdkafka::config::ClientConfig;
@@ -27,14 +27,7 @@ fn feed(bootstrap: &str, n: usize, partitions: i32) -> BTreeMap<String, i64> {
         .unwrap();
     let mut counts = BTreeMap::new();
     for i in 0..n {
-        let k = (i * 7) % KEYS;
-        let key = format!("user-{k:02}");
-        let home = eddy_engine::default_partition(key.as_bytes(), partitions);
-        let partition = if k.is_multiple_of(2) {
-            home
-        } else {
-            (home + 1) % partitions
-        };
+        let (key, partition) = record(i, partitions);
         p.send(
             BaseRecord::to("events")
                 .key(&key)
@@ -47,6 +40,19 @@ fn feed(bootstrap: &str, n: usize, partitions: i32) -> BTreeMap<String, i64> {
     }
     p.flush(Duration::from_secs(30)).unwrap();
     counts
+}
+
+/// The key of the feed's record `i` and the partition it goes to (`feed`).
+fn record(i: usize, partitions: i32) -> (String, i32) {
+    let k = (i * 7) % KEYS;
+    let key = format!("user-{k:02}");
+    let home = eddy_engine::default_partition(key.as_bytes(), partitions);
+    let partition = if k.is_multiple_of(2) {
+        home
+    } else {
+        (home + 1) % partitions
+    };
+    (key, partition)
 }
 
 /// Counts per key (`counts`), per key and 10-second window (`windowed`) and per key and
@@ -191,6 +197,38 @@ fn the_postgres_endpoint_answers_drivers_and_psql() {
                 "every record in a window"
             );
         }
+        // A key range, prepared, against the feed's counts.
+        let rows = client
+            .query(
+                "SELECT key, value FROM counts WHERE key >= $1 AND key < $2 ORDER BY key",
+                &[&"user-10", &"user-20"],
+            )
+            .await
+            .unwrap();
+        let got: Vec<(String, i64)> = rows.iter().map(|r| (r.get(0), r.get(1))).collect();
+        let want: Vec<(String, i64)> = expected
+            .range("user-10".to_string().."user-20".to_string())
+            .map(|(k, v)| (k.clone(), *v))
+            .collect();
+        assert_eq!(got, want);
+        // One key's windows, against the windows its records fall in.
+        let key = "user-07";
+        let rows = client
+            .query(
+                "SELECT CAST(window_start AS BIGINT) AS start, value FROM windowed \
+                 WHERE key = $1 ORDER BY start",
+                &[&key],
+            )
+            .await
+            .unwrap();
+        let got: Vec<(i64, i64)> = rows.iter().map(|r| (r.get(0), r.get(1))).collect();
+        let mut want: BTreeMap<i64, i64> = BTreeMap::new();
+        for i in (0..N).filter(|i| format!("user-{:02}", (i * 7) % KEYS) == key) {
+            *want
+                .entry((1_000_000 + i as i64 * 100) / 10_000 * 10_000)
+                .or_insert(0) += 1;
+        }
+        assert_eq!(got, want.into_iter().collect::<Vec<_>>());
         // Errors carry their SQLSTATE, and the connection goes on.
         for (bad, state) in [
             ("SELECT nope FROM counts", "42703"),
@@ -200,6 +238,17 @@ fn the_postgres_endpoint_answers_drivers_and_psql() {
             ("INSERT INTO counts VALUES ('a', 1)", "25006"),
             ("COPY counts TO '/tmp/eddy-copy'", "25006"),
             ("SET datafusion.execution.batch_size = 1", "55P02"),
+            // Type errors, unknown functions, and the ways of reading a file there would be (a
+            // file-backed table does not even parse in Postgres' dialect).
+            ("SELECT key + 1 FROM counts", "42804"),
+            ("SELECT CAST(key AS INT) FROM counts", "22P02"),
+            ("SELECT no_such_function(key) FROM counts", "42883"),
+            ("SELECT * FROM '/etc/passwd'", "42P01"),
+            ("SELECT pg_read_file('/etc/passwd')", "42883"),
+            (
+                "CREATE EXTERNAL TABLE f STORED AS CSV LOCATION '/etc/passwd'",
+                "42601",
+            ),
         ] {
             let e = client.simple_query(bad).await.unwrap_err();
             assert!(sqlstate(&e).starts_with(state), "{bad}: {}", sqlstate(&e));
@@ -284,6 +333,13 @@ fn the_postgres_endpoint_answers_drivers_and_psql() {
                 .await
                 .is_err()
         );
+        let none = format!("host=127.0.0.1 port={port} user=eddy dbname=eddy");
+        assert!(
+            tokio_postgres::connect(&none, tokio_postgres::NoTls)
+                .await
+                .is_err(),
+            "a client without the password is let in"
+        );
         let (client, connection) = tokio_postgres::connect(&url("s3cret"), tokio_postgres::NoTls)
             .await
             .unwrap();
@@ -295,6 +351,43 @@ fn the_postgres_endpoint_answers_drivers_and_psql() {
         assert_eq!(rows[0].get::<_, i64>(0), expected.len() as i64);
     });
     server.close();
+
+    // With a cap of 10 rows per partition scan (each partition holds 20 keys): a scan past it
+    // fails with 54000, a LIMIT within it and a lookup answer.
+    let capped = queries
+        .clone()
+        .with_max_scan_rows(10)
+        .serve_pg("127.0.0.1:0".parse().unwrap(), None)
+        .unwrap();
+    let port = capped.local_addr().port();
+    runtime.block_on(async {
+        let (client, connection) = tokio_postgres::connect(
+            &format!("host=127.0.0.1 port={port} user=eddy dbname=eddy"),
+            tokio_postgres::NoTls,
+        )
+        .await
+        .unwrap();
+        tokio::spawn(connection);
+        for past in ["SELECT key FROM counts", "SELECT key FROM windowed"] {
+            let e = client.query(past, &[]).await.unwrap_err();
+            assert!(
+                sqlstate(&e).starts_with("54000"),
+                "{past}: {}",
+                sqlstate(&e)
+            );
+        }
+        let rows = client
+            .query("SELECT key FROM counts LIMIT 5", &[])
+            .await
+            .unwrap();
+        assert_eq!(rows.len(), 5);
+        let rows = client
+            .query("SELECT value FROM counts WHERE key = 'user-00'", &[])
+            .await
+            .unwrap();
+        assert_eq!(rows[0].get::<_, i64>(0), expected["user-00"]);
+    });
+    capped.close();
     assert!(app.is_running());
     app.close().unwrap();
 }
@@ -305,7 +398,7 @@ fn either_of_two_workers_answers_for_every_partition() {
     let bootstrap = broker.bootstrap();
     broker.create_topic("events", 4);
     const N: usize = 4_000;
-    let expected = feed(&bootstrap, N, 4);
+    let mut expected = feed(&bootstrap, N, 4);
     let (dir_a, dir_b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
     let (port_a, port_b) = (free_port(), free_port());
     let server_a = format!("127.0.0.1:{port_a}");
@@ -492,7 +585,37 @@ fn either_of_two_workers_answers_for_every_partition() {
     let e = qa
         .sql_with("SELECT count(*) FROM counts", &beyond)
         .unwrap_err();
+    assert_eq!(e.sqlstate(), Some(SqlState::NotAvailable), "{e}");
     assert!(e.to_string().contains("partition 0"), "{e}");
+    // Read-your-writes over HTTP: records written now, then a query through B's endpoint for
+    // the position they end at. It waits until every partition (some of them A's) has
+    // counted them, rather than answer the counts from before.
+    const MORE: usize = 400;
+    let more = feed(&bootstrap, MORE, 4);
+    let mut ends = answer.position.clone();
+    for i in 0..MORE {
+        *ends
+            .get_mut(&("events".to_string(), record(i, 4).1))
+            .unwrap() += 1;
+    }
+    let min_position: Vec<(String, i32, i64)> =
+        ends.iter().map(|((t, p), o)| (t.clone(), *p, *o)).collect();
+    let body = serde_json::json!({
+        "sql": "SELECT sum(value) AS n FROM counts",
+        "min_position": min_position,
+        "wait_ms": 30_000,
+    });
+    let (status, text) = http_post(
+        &server_b,
+        "/query",
+        "Authorization: Bearer s3cret-token\r\n",
+        &body.to_string(),
+    );
+    assert_eq!(status, 200, "{text}");
+    assert_eq!(text, format!("[{{\"n\":{}}}]", N + MORE), "read its writes");
+    for (k, n) in more {
+        *expected.entry(k).or_insert(0) += n;
+    }
 
     // B leaves: while its partitions move to A, A answers in full or fails clearly.
     http_b.close();

@@ -9,7 +9,8 @@
 //!    application/x-ndjson`) or an Arrow IPC stream (`Accept:
 //!    application/vnd.apache.arrow.stream`); the header `eddy-position` holds the position the
 //!    rows reflect, as a JSON array of `[topic, partition, offset]`.
-//! 3. A query that cannot be answered gets `400` with `{"error": "…"}`; the server and the
+//! 3. A query that cannot be answered gets `400` with `{"error": "…", "sqlstate": "…"}` (the
+//!    code Postgres would give, as the Postgres endpoint sends it); the server and the
 //!    application go on.
 //! 4. `POST /internal/partition` answers the other instances for the partitions held here
 //!    (`remote.rs`).
@@ -33,7 +34,7 @@ use crate::error::{EngineError, Result};
 use crate::query::remote::{self, PartitionRequest, PARTITION_PATH, POSITION_HEADER};
 use crate::query::serving::ServerThread;
 use crate::query::sql::{to_batch, wants_value_json, KeyPredicate};
-use crate::query::{QueryOptions, SqlAnswer, StateQueries};
+use crate::query::{of_engine, QueryOptions, SqlAnswer, SqlState, StateQueries};
 
 const NDJSON: &str = "application/x-ndjson";
 /// The longest `wait_ms` or `time_limit_ms` a query may ask for.
@@ -67,8 +68,14 @@ impl QueryServer {
     pub fn close(self) {}
 }
 
-fn error_response(status: StatusCode, message: String) -> Response {
-    (status, Json(serde_json::json!({ "error": message }))).into_response()
+fn error_response(status: StatusCode, sqlstate: SqlState, message: String) -> Response {
+    let body = serde_json::json!({ "error": message, "sqlstate": sqlstate.code() });
+    (status, Json(body)).into_response()
+}
+
+/// `400` (or `status`) for a query that failed, with the SQLSTATE of why.
+fn failed(status: StatusCode, error: &EngineError) -> Response {
+    error_response(status, of_engine(error), error.to_string())
 }
 
 fn encode(answer: &SqlAnswer, accept: &str) -> Result<(Vec<u8>, &'static str)> {
@@ -105,6 +112,7 @@ fn unauthorized(queries: &StateQueries, headers: &HeaderMap) -> Option<Response>
     (!matches).then(|| {
         let mut response = error_response(
             StatusCode::UNAUTHORIZED,
+            SqlState::InvalidAuthorization,
             "this endpoint needs `Authorization: Bearer <token>`".to_string(),
         );
         response
@@ -135,7 +143,11 @@ async fn query(
         Ok(r) => r,
         Err(e) => {
             let message = format!("the body must be {{\"sql\": \"…\"}}: {e}");
-            return error_response(StatusCode::BAD_REQUEST, message);
+            return error_response(
+                StatusCode::BAD_REQUEST,
+                SqlState::InvalidParameterValue,
+                message,
+            );
         }
     };
     let mut options = QueryOptions::default();
@@ -151,7 +163,7 @@ async fn query(
     }
     let answer = match queries.sql_async_with(&request.sql, &options).await {
         Ok(a) => a,
-        Err(e) => return error_response(StatusCode::BAD_REQUEST, e.to_string()),
+        Err(e) => return failed(StatusCode::BAD_REQUEST, &e),
     };
     let accept = headers
         .get(header::ACCEPT)
@@ -159,7 +171,7 @@ async fn query(
         .unwrap_or("application/json");
     let (body, content_type) = match encode(&answer, accept) {
         Ok(encoded) => encoded,
-        Err(e) => return error_response(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+        Err(e) => return failed(StatusCode::INTERNAL_SERVER_ERROR, &e),
     };
     let position: Vec<(String, i32, i64)> = answer
         .position
@@ -186,7 +198,7 @@ async fn metrics() -> Response {
             );
             response
         }
-        Err(e) => error_response(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+        Err(e) => failed(StatusCode::INTERNAL_SERVER_ERROR, &e),
     }
 }
 
@@ -203,18 +215,25 @@ async fn console_status(State(queries): State<StateQueries>) -> Response {
 async fn partition(State(queries): State<StateQueries>, body: axum::body::Bytes) -> Response {
     let request: PartitionRequest = match serde_json::from_slice(&body) {
         Ok(r) => r,
-        Err(e) => return error_response(StatusCode::BAD_REQUEST, e.to_string()),
+        Err(e) => {
+            let message = e.to_string();
+            return error_response(
+                StatusCode::BAD_REQUEST,
+                SqlState::InvalidParameterValue,
+                message,
+            );
+        }
     };
     let Some(source) = queries.source(&request.store) else {
         let message = format!("no store `{}` here", request.store);
-        return error_response(StatusCode::BAD_REQUEST, message);
+        return error_response(StatusCode::BAD_REQUEST, SqlState::UndefinedTable, message);
     };
     // The asker's columns: rows are written for them only.
     let planned = match &request.schema {
         None => None,
         Some(ipc) => match remote::decode_batches(ipc) {
             Ok((schema, _)) => Some(schema),
-            Err(e) => return error_response(StatusCode::BAD_REQUEST, e.to_string()),
+            Err(e) => return failed(StatusCode::BAD_REQUEST, &e),
         },
     };
     let value_json = planned
@@ -249,16 +268,16 @@ async fn partition(State(queries): State<StateQueries>, body: axum::body::Bytes)
         Ok(Some(read)) => read,
         Ok(None) => {
             let message = format!("partition {} is not held here", request.partition);
-            return error_response(StatusCode::CONFLICT, message);
+            return error_response(StatusCode::CONFLICT, SqlState::NotAvailable, message);
         }
-        Err(e) => return error_response(StatusCode::BAD_REQUEST, e.to_string()),
+        Err(e) => return failed(StatusCode::BAD_REQUEST, &e),
     };
     if !source.reached(&read.position, &request.min_position) {
         let message = format!(
             "partition {} is at {:?}, below the position asked for",
             request.partition, read.position
         );
-        return error_response(StatusCode::CONFLICT, message);
+        return error_response(StatusCode::CONFLICT, SqlState::NotAvailable, message);
     }
     let encoded = match &planned {
         None => serde_json::to_vec(&read.rows).map_err(|e| EngineError::Query(e.to_string())),
@@ -274,7 +293,7 @@ async fn partition(State(queries): State<StateQueries>, body: axum::body::Bytes)
     };
     let body = match encoded {
         Ok(body) => body,
-        Err(e) => return error_response(StatusCode::BAD_REQUEST, e.to_string()),
+        Err(e) => return failed(StatusCode::BAD_REQUEST, &e),
     };
     let mut response = (StatusCode::OK, body).into_response();
     let position = serde_json::to_string(&read.position).unwrap_or_default();

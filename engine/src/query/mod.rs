@@ -30,6 +30,7 @@ mod registry;
 mod remote;
 mod serving;
 mod sql;
+mod sqlstate;
 mod store_json;
 
 use std::collections::BTreeMap;
@@ -47,7 +48,9 @@ pub(crate) use directory::QueryDirectory;
 pub use http::QueryServer;
 pub use pg::PgServer;
 pub(crate) use registry::QueryableStores;
-pub use sql::{QueryOptions, SqlAnswer};
+pub use sql::{QueryOptions, SqlAnswer, DEFAULT_MAX_SCAN_ROWS};
+pub use sqlstate::SqlState;
+pub(crate) use sqlstate::{of_datafusion, of_engine};
 pub(crate) use store_json::StoreJson;
 
 /// An answer and the state it was read from.
@@ -80,6 +83,8 @@ pub struct StateQueries {
     /// The bearer token the HTTP endpoint asks of every request, and this instance gives the
     /// others when it reads their partitions.
     pub(crate) token: Option<Arc<str>>,
+    /// The most rows a scan of one partition held here reads before its query fails.
+    pub(crate) max_scan_rows: usize,
 }
 
 /// One application's part of [`StateQueries`].
@@ -118,6 +123,7 @@ impl StateQueries {
             }],
             schemas: Arc::default(),
             token: None,
+            max_scan_rows: sql::DEFAULT_MAX_SCAN_ROWS,
         }
     }
 
@@ -139,6 +145,7 @@ impl StateQueries {
             apps,
             schemas: Arc::default(),
             token: None,
+            max_scan_rows: sql::DEFAULT_MAX_SCAN_ROWS,
         })
     }
 
@@ -166,6 +173,15 @@ impl StateQueries {
         }
         self.token = token.map(Arc::from);
         Ok(self)
+    }
+
+    /// These queries with another cap on the rows one scan of one partition held here may
+    /// read ([`DEFAULT_MAX_SCAN_ROWS`](crate::DEFAULT_MAX_SCAN_ROWS) by default): a query that
+    /// would read more fails with SQLSTATE `54000`, never a silently cut answer (a `LIMIT`
+    /// within the cap reads only that many). At least 1.
+    pub fn with_max_scan_rows(mut self, rows: usize) -> Self {
+        self.max_scan_rows = rows.max(1);
+        self
     }
 
     /// Every store definition with the registry that holds its partitions.
@@ -205,6 +221,7 @@ impl StateQueries {
             window_size_ms: def.window_size_ms,
             keyed_by_record_key: def.keyed_by_record_key,
             token: self.token.clone(),
+            max_scan_rows: self.max_scan_rows,
         })
     }
 

@@ -8,9 +8,10 @@
 //!    their Arrow types.
 //! 3. Only reads run: a statement other than a query, `EXPLAIN`, `SHOW`, a transaction or
 //!    cursor statement, or a `SET` of a connection's own setting is refused with SQLSTATE
-//!    `25006` (read only), and DataFusion's errors get the SQLSTATE of their kind (`42601`
-//!    syntax, `42P01` unknown table, `42703` unknown column, `22000` data). The connection
-//!    stays usable after an error.
+//!    `25006` (read only), and DataFusion's errors get the SQLSTATE of their kind
+//!    (`sqlstate.rs`: `42601` syntax, `42P01` unknown table, `42703` unknown column, `42883`
+//!    unknown function, `22P02` a value that does not convert, …). The connection stays
+//!    usable after an error.
 //! 4. Every statement has a time limit: the connection's `statement_timeout`, 30 s by
 //!    default (`pg_time_limit.rs`); past it the statement fails with `57014`.
 //! 5. Dropping the [`PgServer`] (or [`PgServer::close`]) stops accepting and closes the
@@ -22,9 +23,11 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use datafusion::common::ParamValues;
+use datafusion::error::DataFusionError;
 use datafusion::logical_expr::LogicalPlan;
 use datafusion::prelude::SessionContext;
 use datafusion::sql::sqlparser::ast::{Set, Statement};
+use datafusion::sql::sqlparser::parser::ParserError;
 use datafusion_postgres::datafusion_pg_catalog::pg_catalog::setup_pg_catalog;
 use datafusion_postgres::hooks::cursor::CursorStatementHook;
 use datafusion_postgres::hooks::set_show::SetShowHook;
@@ -47,7 +50,7 @@ use pgwire::messages::{PgWireBackendMessage, PgWireFrontendMessage};
 use crate::error::{EngineError, Result};
 use crate::query::pg_time_limit::TimeLimited;
 use crate::query::serving::ServerThread;
-use crate::query::StateQueries;
+use crate::query::{of_datafusion, of_engine, SqlState, StateQueries};
 
 /// The settings a connection may change for itself (the others would change the server).
 const SESSION_SETTINGS: &[&str] = &[
@@ -61,10 +64,10 @@ const SESSION_SETTINGS: &[&str] = &[
     "client_encoding",
 ];
 
-fn refused(sqlstate: &str, message: String) -> PgWireError {
+fn refused(sqlstate: SqlState, message: String) -> PgWireError {
     PgWireError::UserError(Box::new(ErrorInfo::new(
         "ERROR".to_string(),
-        sqlstate.to_string(),
+        sqlstate.code().to_string(),
         message,
     )))
 }
@@ -73,7 +76,7 @@ fn refused(sqlstate: &str, message: String) -> PgWireError {
 fn read_only_violation(statement: &Statement) -> Option<PgWireError> {
     match statement {
         Statement::Query(query) if selects_into(query) => Some(refused(
-            "25006",
+            SqlState::ReadOnly,
             format!("Eddy's SQL is read-only: `{statement}` would create a table"),
         )),
         Statement::Query(_)
@@ -95,11 +98,11 @@ fn read_only_violation(statement: &Statement) -> Option<PgWireError> {
         }) if SESSION_SETTINGS.contains(&variable.to_string().to_lowercase().as_str()) => None,
         Statement::Set(Set::SetTimeZone { local: false, .. }) => None,
         Statement::Set(_) => Some(refused(
-            "55P02",
+            SqlState::CantChangeRuntimeParam,
             format!("`{statement}` would change the server: only a connection's own settings can be SET ({})", SESSION_SETTINGS.join(", ")),
         )),
         other => Some(refused(
-            "25006",
+            SqlState::ReadOnly,
             format!("Eddy's SQL is read-only: `{other}` is not a query"),
         )),
     }
@@ -154,34 +157,23 @@ impl QueryHook for ReadOnlyHook {
     }
 }
 
-/// The SQLSTATE of a DataFusion error, by what it says.
-fn sqlstate(message: &str) -> &'static str {
-    let m = message.to_lowercase();
-    if m.contains("parsererror") || m.contains("parser error") || m.contains("sql error") {
-        "42601"
-    } else if m.contains("table") && m.contains("not found") {
-        "42P01"
-    } else if m.contains("no field named") || m.contains("schema error") {
-        "42703"
-    } else if m.contains("not available") {
-        "55000"
-    } else if m.contains("passed") && m.contains("rows") {
-        "54000"
-    } else if m.contains("cast") || m.contains("arrow error") || m.contains("type") {
-        "22000"
-    } else {
-        "XX000"
-    }
-}
-
 /// Gives DataFusion's errors (which pgwire would send as internal errors) their SQLSTATE.
 struct SqlStateErrors;
 
 impl ErrorHandler for SqlStateErrors {
     fn on_error<C: ClientInfo>(&self, _client: &C, error: &mut PgWireError) {
         if let PgWireError::ApiError(inner) = error {
-            let message = inner.to_string();
-            *error = refused(sqlstate(&message), message);
+            let sqlstate = if let Some(datafusion) = inner.downcast_ref::<DataFusionError>() {
+                of_datafusion(datafusion)
+            } else if let Some(engine) = inner.downcast_ref::<EngineError>() {
+                of_engine(engine)
+            } else if inner.is::<ParserError>() {
+                // datafusion-postgres parses statements itself, before DataFusion plans them.
+                SqlState::SyntaxError
+            } else {
+                SqlState::Internal
+            };
+            *error = refused(sqlstate, inner.to_string());
         }
     }
 }
@@ -354,36 +346,22 @@ mod tests {
             assert!(read_only_violation(&parse(ok)).is_none(), "{ok}");
         }
         for (bad, state) in [
-            ("DROP TABLE x", "25006"),
-            ("CREATE TABLE x (a INT)", "25006"),
-            ("INSERT INTO x VALUES (1)", "25006"),
-            ("DELETE FROM x", "25006"),
-            ("COPY x TO '/tmp/x'", "25006"),
-            ("EXPLAIN DELETE FROM x", "25006"),
-            ("SELECT 1 INTO t", "25006"),
-            ("SET datafusion.execution.batch_size = 1", "55P02"),
+            ("DROP TABLE x", SqlState::ReadOnly),
+            ("CREATE TABLE x (a INT)", SqlState::ReadOnly),
+            ("INSERT INTO x VALUES (1)", SqlState::ReadOnly),
+            ("DELETE FROM x", SqlState::ReadOnly),
+            ("COPY x TO '/tmp/x'", SqlState::ReadOnly),
+            ("EXPLAIN DELETE FROM x", SqlState::ReadOnly),
+            ("SELECT 1 INTO t", SqlState::ReadOnly),
+            (
+                "SET datafusion.execution.batch_size = 1",
+                SqlState::CantChangeRuntimeParam,
+            ),
         ] {
             match read_only_violation(&parse(bad)) {
-                Some(PgWireError::UserError(info)) => assert_eq!(info.code, state, "{bad}"),
+                Some(PgWireError::UserError(info)) => assert_eq!(info.code, state.code(), "{bad}"),
                 other => panic!("{bad}: {other:?}"),
             }
         }
-    }
-
-    #[test]
-    fn datafusion_errors_get_the_sqlstate_of_their_kind() {
-        assert_eq!(
-            sqlstate("SQL error: ParserError(\"Expected ...\")"),
-            "42601"
-        );
-        assert_eq!(
-            sqlstate("sql parser error: Expected: an SQL statement, found: SELEC"),
-            "42601"
-        );
-        assert_eq!(
-            sqlstate("Error during planning: table 'datafusion.public.nope' not found"),
-            "42P01"
-        );
-        assert_eq!(sqlstate("Schema error: No field named nope."), "42703");
     }
 }

@@ -22,6 +22,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::error::{EngineError, Result};
+use crate::query::SqlState;
 
 /// The path owners answer on.
 pub(crate) const PARTITION_PATH: &str = "/internal/partition";
@@ -132,9 +133,10 @@ pub(crate) async fn fetch(
         .bytes()
         .await
         .map_err(|e| RemoteError::Retry(format!("{server} stopped answering: {e}")))?;
+    let error: Option<Value> = serde_json::from_slice(&body).ok();
     let message = || {
-        serde_json::from_slice::<Value>(&body)
-            .ok()
+        error
+            .as_ref()
             .and_then(|v| v.get("error").and_then(Value::as_str).map(str::to_string))
             .unwrap_or_else(|| String::from_utf8_lossy(&body).into_owned())
     };
@@ -142,12 +144,21 @@ pub(crate) async fn fetch(
         200 => {}
         409 => return Err(RemoteError::Retry(format!("{server}: {}", message()))),
         _ => {
-            return Err(RemoteError::Fail(EngineError::Query(format!(
-                "{server} could not read partition {} of `{}`: {}",
-                request.partition,
-                request.store,
-                message()
-            ))))
+            // The owner's SQLSTATE (a scan past its cap there is one here too).
+            let sqlstate = error
+                .as_ref()
+                .and_then(|v| v.get("sqlstate").and_then(Value::as_str))
+                .and_then(SqlState::from_code)
+                .unwrap_or(SqlState::Internal);
+            return Err(RemoteError::Fail(EngineError::Sql {
+                sqlstate,
+                message: format!(
+                    "{server} could not read partition {} of `{}`: {}",
+                    request.partition,
+                    request.store,
+                    message()
+                ),
+            }));
         }
     }
     let answer = if request.schema.is_some() {

@@ -40,6 +40,7 @@ use crate::error::{EngineError, Result};
 use crate::query::StateQueries;
 
 pub(crate) use catalog::SchemaCache;
+pub use read::DEFAULT_MAX_SCAN_ROWS;
 pub(crate) use read::{KeyPredicate, StoreSource};
 pub(crate) use rows::{to_batch, wants_value_json};
 
@@ -152,14 +153,17 @@ impl SqlAnswer {
 }
 
 pub(crate) fn query_error(e: datafusion::error::DataFusionError) -> EngineError {
+    let sqlstate = crate::query::of_datafusion(&e);
+    let sql = |message: String| EngineError::Sql { sqlstate, message };
     match e {
+        // An engine error (a partition not available, a scan past its cap) as it was raised.
         datafusion::error::DataFusionError::External(inner) => {
             match inner.downcast::<EngineError>() {
                 Ok(engine) => *engine,
-                Err(other) => EngineError::Query(other.to_string()),
+                Err(other) => sql(other.to_string()),
             }
         }
-        other => EngineError::Query(other.to_string()),
+        other => sql(other.to_string()),
     }
 }
 
@@ -193,10 +197,13 @@ impl StateQueries {
         tokio::time::timeout(options.time_limit, self.run_sql(sql, options))
             .await
             .unwrap_or_else(|_| {
-                Err(EngineError::Query(format!(
-                    "the query ran past its time limit of {} ms; narrow it (a key, a LIMIT)",
-                    options.time_limit.as_millis()
-                )))
+                Err(EngineError::Sql {
+                    sqlstate: crate::query::SqlState::QueryCanceled,
+                    message: format!(
+                        "the query ran past its time limit of {} ms; narrow it (a key, a LIMIT)",
+                        options.time_limit.as_millis()
+                    ),
+                })
             })
     }
 

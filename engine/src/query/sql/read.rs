@@ -19,8 +19,9 @@ use crate::query::remote::{self, PartitionAnswer, PartitionRequest, RemoteError}
 use crate::query::sql::rows::{to_batch, wants_value_json, Entry, Row};
 use crate::query::{read_partition, QueryableStores, StoreJson};
 
-/// The most rows one scan of one partition reads before the query fails (not a silent cut).
-pub(crate) const MAX_SCAN_ROWS: usize = 1_000_000;
+/// The most rows one scan of one partition reads, by default, before the query fails (not a
+/// silent cut): [`crate::StateQueries::with_max_scan_rows`] sets another.
+pub const DEFAULT_MAX_SCAN_ROWS: usize = 1_000_000;
 
 /// How often a scan asks again for a partition that is not available.
 const RETRY_EVERY: Duration = Duration::from_millis(100);
@@ -95,6 +96,8 @@ pub(crate) struct StoreSource {
     pub keyed_by_record_key: bool,
     /// The bearer token other instances ask for.
     pub token: Option<Arc<str>>,
+    /// The most rows a scan of one partition reads here before it fails.
+    pub max_scan_rows: usize,
 }
 
 /// What a scan of one partition wants.
@@ -169,7 +172,7 @@ impl StoreSource {
         sample
     }
 
-    /// [`StoreSource::read`], failing past [`MAX_SCAN_ROWS`] rows unless a limit within them
+    /// [`StoreSource::read`], failing past `max_scan_rows` rows unless a limit within them
     /// was given.
     pub fn read_capped(
         &self,
@@ -181,18 +184,22 @@ impl StoreSource {
     ) -> Result<Option<PartitionRows>> {
         // A limit within the cap reads that many; any other read stops one row past the cap
         // and fails (a LIMIT above the cap must not cut the answer silently).
+        let most = self.max_scan_rows;
         let cap = match limit {
-            Some(l) if l <= MAX_SCAN_ROWS => l,
-            _ => MAX_SCAN_ROWS + 1,
+            Some(l) if l <= most => l,
+            _ => most.saturating_add(1),
         };
         let read = self.read(partition, keys, window, Some(cap), value_json)?;
         if let Some(read) = &read {
-            if read.rows.len() > MAX_SCAN_ROWS {
-                return Err(EngineError::Query(format!(
-                    "the scan of `{}` partition {partition} passed {MAX_SCAN_ROWS} rows; narrow \
-                     the query (a key, a LIMIT)",
-                    self.spec.name
-                )));
+            if read.rows.len() > most {
+                return Err(EngineError::Sql {
+                    sqlstate: crate::query::SqlState::ProgramLimitExceeded,
+                    message: format!(
+                        "the scan of `{}` partition {partition} passed {most} rows; narrow \
+                         the query (a key, a LIMIT)",
+                        self.spec.name
+                    ),
+                });
             }
         }
         Ok(read)
@@ -292,9 +299,12 @@ impl StoreSource {
                 },
             };
             if Instant::now() >= deadline {
-                return Err(EngineError::Query(format!(
-                    "partition {partition} of store `{name}` is not available: {why}"
-                )));
+                return Err(EngineError::Sql {
+                    sqlstate: crate::query::SqlState::NotAvailable,
+                    message: format!(
+                        "partition {partition} of store `{name}` is not available: {why}"
+                    ),
+                });
             }
             tokio::time::sleep(RETRY_EVERY).await;
         }
@@ -349,41 +359,32 @@ impl StoreSource {
                         }
                     }
                 }
-                (BuiltStore::Window(w), keys) => {
-                    let entries = if window == ALL_TIME {
-                        w.all()?
-                    } else {
-                        w.fetch_all(from, to)?
-                    };
-                    for e in entries {
-                        if keys.admits(&e.key) {
-                            out.push((e.key, Some(e.start), None, e.value));
-                        }
-                        if out.len() >= limit {
-                            break;
-                        }
+                // Visited, not collected: a scan holds no more than the rows it keeps, and
+                // stops at the cap.
+                (BuiltStore::Window(w), keys) => w.visit(from, to, &mut |e| {
+                    if keys.admits(&e.key) {
+                        out.push((e.key, Some(e.start), None, e.value));
                     }
-                }
-                (BuiltStore::Session(s), keys) => {
-                    let sessions = match keys {
-                        KeyPredicate::Points(points) => {
-                            let mut found = Vec::new();
-                            for k in points {
-                                found.extend(s.fetch(k)?);
+                    out.len() < limit
+                })?,
+                (BuiltStore::Session(s), KeyPredicate::Points(points)) => {
+                    'keys: for k in points {
+                        for e in s.fetch(k)? {
+                            if (from..=to).contains(&e.start) {
+                                out.push((e.key, Some(e.start), Some(e.end), e.value));
+                                if out.len() >= limit {
+                                    break 'keys;
+                                }
                             }
-                            found
-                        }
-                        _ => s.all()?,
-                    };
-                    for e in sessions {
-                        if keys.admits(&e.key) && (from..=to).contains(&e.start) {
-                            out.push((e.key, Some(e.start), Some(e.end), e.value));
-                        }
-                        if out.len() >= limit {
-                            break;
                         }
                     }
                 }
+                (BuiltStore::Session(s), keys) => s.visit(&mut |e| {
+                    if keys.admits(&e.key) && (from..=to).contains(&e.start) {
+                        out.push((e.key, Some(e.start), Some(e.end), e.value));
+                    }
+                    out.len() < limit
+                })?,
             }
             Ok(out)
         })?;

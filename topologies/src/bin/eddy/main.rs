@@ -62,9 +62,10 @@ enum Command {
         /// `processing.guarantee`.
         #[arg(long, default_value = "exactly_once_v2")]
         guarantee: String,
-        /// Where the SQL endpoint (`POST /query`) listens; port 0 picks a free one.
-        #[arg(long, default_value = "127.0.0.1:0")]
-        http: std::net::SocketAddr,
+        /// Where the SQL endpoint (`POST /query`) listens; port 0 picks a free one. Without
+        /// it, 127.0.0.1:8080 (where `eddy query` looks), or a free port when that is taken.
+        #[arg(long)]
+        http: Option<std::net::SocketAddr>,
         #[command(flatten)]
         pg: PgArgs,
         /// Prints progress as lines (for logs and CI) instead of a table refreshed in place.
@@ -85,9 +86,10 @@ enum Command {
         /// Stop after this many seconds (runs until Ctrl-C when absent).
         #[arg(long)]
         seconds: Option<u64>,
-        /// Where the SQL endpoint (`POST /query`) listens; port 0 picks a free one.
-        #[arg(long, default_value = "127.0.0.1:0")]
-        http: std::net::SocketAddr,
+        /// Where the SQL endpoint (`POST /query`) listens; port 0 picks a free one. Without
+        /// it, 127.0.0.1:8080 (where `eddy query` looks), or a free port when that is taken.
+        #[arg(long)]
+        http: Option<std::net::SocketAddr>,
         #[command(flatten)]
         pg: PgArgs,
         /// Prints progress as lines (for logs and CI) instead of a table refreshed in place.
@@ -98,8 +100,9 @@ enum Command {
     Query {
         /// The query, e.g. "SELECT * FROM \"quiz-stats\" LIMIT 5".
         sql: String,
-        /// The HTTP endpoint (printed at start).
-        #[arg(long, env = "EDDY_QUERY_URL", default_value = "http://127.0.0.1:8080")]
+        /// The HTTP endpoint (printed at start; `eddy demo` and `eddy run` listen on this one
+        /// unless told otherwise or it was taken).
+        #[arg(long, env = "EDDY_QUERY_URL", default_value = DEFAULT_QUERY_URL)]
         url: String,
         /// `table` or `json`.
         #[arg(long, default_value = "table")]
@@ -339,6 +342,11 @@ fn close_all(apps: Vec<(String, eddy_engine::KafkaStreams)>) -> Result<()> {
     }
 }
 
+/// Where `eddy demo` and `eddy run` serve SQL over HTTP unless told otherwise, and where
+/// `eddy query` asks.
+const DEFAULT_HTTP: &str = "127.0.0.1:8080";
+const DEFAULT_QUERY_URL: &str = "http://127.0.0.1:8080";
+
 /// The SQL endpoints of a run: HTTP and Postgres, stopped when dropped.
 struct SqlEndpoints {
     _http: eddy_engine::QueryServer,
@@ -350,15 +358,21 @@ struct SqlEndpoints {
 /// Serves SQL over every running application's stores and says how to reach it.
 fn serve_sql(
     apps: &[(String, eddy_engine::KafkaStreams)],
-    listen: std::net::SocketAddr,
+    listen: Option<std::net::SocketAddr>,
     pg: &PgArgs,
 ) -> Result<SqlEndpoints> {
     let queries = eddy_engine::StateQueries::merged(apps.iter().map(|(_, a)| a.queries()))?
         .with_token(pg.http_token.clone())
         .context("--http-token")?;
-    let server = queries
-        .serve_http(listen)
-        .context("starting the SQL endpoint")?;
+    let server = match listen {
+        Some(listen) => queries.serve_http(listen),
+        // The default port, unless another process (another demo) has it.
+        None => queries.serve_http(DEFAULT_HTTP.parse()?).or_else(|taken| {
+            eprintln!("{taken}; the SQL endpoint listens on a free port instead");
+            queries.serve_http(std::net::SocketAddr::from(([127, 0, 0, 1], 0)))
+        }),
+    }
+    .context("starting the SQL endpoint")?;
     let tables: Vec<String> = queries.stores().into_iter().map(|s| s.name).collect();
     let example = tables.first().map_or("<store>", String::as_str);
     println!(
@@ -396,7 +410,7 @@ fn demo(
     rate: f64,
     seconds: Option<u64>,
     guarantee: &str,
-    http: std::net::SocketAddr,
+    http: Option<std::net::SocketAddr>,
     pg: &PgArgs,
     plain: bool,
 ) -> Result<()> {
@@ -471,7 +485,7 @@ fn run(
     brokers: Option<String>,
     config: Option<std::path::PathBuf>,
     seconds: Option<u64>,
-    http: std::net::SocketAddr,
+    http: Option<std::net::SocketAddr>,
     pg: &PgArgs,
     plain: bool,
 ) -> Result<()> {
@@ -485,12 +499,15 @@ fn run(
     // The other workers reach this one's partitions at `application.server`: the HTTP endpoint
     // listens on its port (on every interface, as its host is another machine's view of this
     // one) unless --http names a port.
-    let http = match &streams.application_server {
-        Some(server) if http.port() == 0 => {
+    let http = match (&streams.application_server, http) {
+        (Some(server), None) => {
             let port = server.rsplit_once(':').and_then(|(_, p)| p.parse().ok());
-            std::net::SocketAddr::new([0, 0, 0, 0].into(), port.unwrap_or(0))
+            Some(std::net::SocketAddr::new(
+                [0, 0, 0, 0].into(),
+                port.unwrap_or(0),
+            ))
         }
-        _ => http,
+        (_, http) => http,
     };
     let embedded;
     let bootstrap = match brokers {
