@@ -110,6 +110,18 @@ fn wait_for(what: &str, mut done: impl FnMut() -> bool) {
     }
 }
 
+/// A Postgres client of the endpoint on `port` (no password), its connection driven.
+async fn pg_client(port: u16) -> tokio_postgres::Client {
+    let (client, connection) = tokio_postgres::connect(
+        &format!("host=127.0.0.1 port={port} user=eddy dbname=eddy"),
+        tokio_postgres::NoTls,
+    )
+    .await
+    .unwrap();
+    tokio::spawn(connection);
+    client
+}
+
 fn sqlstate(e: &tokio_postgres::Error) -> String {
     match e.as_db_error() {
         Some(db) => format!("{} ({})", db.code().code(), db.message()),
@@ -149,13 +161,7 @@ fn the_postgres_endpoint_answers_drivers_and_psql() {
     let port = server.local_addr().port();
     let runtime = tokio::runtime::Runtime::new().unwrap();
     runtime.block_on(async {
-        let (client, connection) = tokio_postgres::connect(
-            &format!("host=127.0.0.1 port={port} user=eddy dbname=eddy"),
-            tokio_postgres::NoTls,
-        )
-        .await
-        .unwrap();
-        tokio::spawn(connection);
+        let client = pg_client(port).await;
         // Extended protocol: a prepared key lookup, typed.
         for (key, n) in expected.iter().take(5) {
             let rows = client
@@ -361,13 +367,7 @@ fn the_postgres_endpoint_answers_drivers_and_psql() {
         .unwrap();
     let port = capped.local_addr().port();
     runtime.block_on(async {
-        let (client, connection) = tokio_postgres::connect(
-            &format!("host=127.0.0.1 port={port} user=eddy dbname=eddy"),
-            tokio_postgres::NoTls,
-        )
-        .await
-        .unwrap();
-        tokio::spawn(connection);
+        let client = pg_client(port).await;
         for past in ["SELECT key FROM counts", "SELECT key FROM windowed"] {
             let e = client.query(past, &[]).await.unwrap_err();
             assert!(

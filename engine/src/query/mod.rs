@@ -50,7 +50,7 @@ pub use pg::PgServer;
 pub(crate) use registry::QueryableStores;
 pub use sql::{QueryOptions, SqlAnswer, DEFAULT_MAX_SCAN_ROWS};
 pub use sqlstate::SqlState;
-pub(crate) use sqlstate::{of_datafusion, of_engine};
+pub(crate) use sqlstate::{of_datafusion, of_engine, of_error};
 pub(crate) use store_json::StoreJson;
 
 /// An answer and the state it was read from.

@@ -23,11 +23,9 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use datafusion::common::ParamValues;
-use datafusion::error::DataFusionError;
 use datafusion::logical_expr::LogicalPlan;
 use datafusion::prelude::SessionContext;
 use datafusion::sql::sqlparser::ast::{Set, Statement};
-use datafusion::sql::sqlparser::parser::ParserError;
 use datafusion_postgres::datafusion_pg_catalog::pg_catalog::setup_pg_catalog;
 use datafusion_postgres::hooks::cursor::CursorStatementHook;
 use datafusion_postgres::hooks::set_show::SetShowHook;
@@ -50,7 +48,7 @@ use pgwire::messages::{PgWireBackendMessage, PgWireFrontendMessage};
 use crate::error::{EngineError, Result};
 use crate::query::pg_time_limit::TimeLimited;
 use crate::query::serving::ServerThread;
-use crate::query::{of_datafusion, of_engine, SqlState, StateQueries};
+use crate::query::{of_error, SqlState, StateQueries};
 
 /// The settings a connection may change for itself (the others would change the server).
 const SESSION_SETTINGS: &[&str] = &[
@@ -163,17 +161,7 @@ struct SqlStateErrors;
 impl ErrorHandler for SqlStateErrors {
     fn on_error<C: ClientInfo>(&self, _client: &C, error: &mut PgWireError) {
         if let PgWireError::ApiError(inner) = error {
-            let sqlstate = if let Some(datafusion) = inner.downcast_ref::<DataFusionError>() {
-                of_datafusion(datafusion)
-            } else if let Some(engine) = inner.downcast_ref::<EngineError>() {
-                of_engine(engine)
-            } else if inner.is::<ParserError>() {
-                // datafusion-postgres parses statements itself, before DataFusion plans them.
-                SqlState::SyntaxError
-            } else {
-                SqlState::Internal
-            };
-            *error = refused(sqlstate, inner.to_string());
+            *error = refused(of_error(inner.as_ref()), inner.to_string());
         }
     }
 }

@@ -5,6 +5,7 @@
 use datafusion::arrow::error::ArrowError;
 use datafusion::common::SchemaError;
 use datafusion::error::DataFusionError;
+use datafusion::sql::sqlparser::parser::ParserError;
 
 use crate::error::EngineError;
 
@@ -136,6 +137,23 @@ pub(crate) fn of_engine(error: &EngineError) -> SqlState {
     error.sqlstate().unwrap_or(SqlState::Internal)
 }
 
+/// The SQLSTATE of an error of any of the kinds a query meets, boxed (as DataFusion, Arrow
+/// and pgwire carry the errors of others).
+pub(crate) fn of_error(error: &(dyn std::error::Error + Send + Sync + 'static)) -> SqlState {
+    if let Some(engine) = error.downcast_ref::<EngineError>() {
+        of_engine(engine)
+    } else if let Some(datafusion) = error.downcast_ref::<DataFusionError>() {
+        of_datafusion(datafusion)
+    } else if let Some(arrow) = error.downcast_ref::<ArrowError>() {
+        of_arrow(arrow)
+    } else if error.is::<ParserError>() {
+        // datafusion-postgres parses statements itself, before DataFusion plans them.
+        SqlState::SyntaxError
+    } else {
+        SqlState::Internal
+    }
+}
+
 /// The SQLSTATE of a DataFusion error (an engine error inside it keeps its own).
 pub(crate) fn of_datafusion(error: &DataFusionError) -> SqlState {
     match error {
@@ -153,17 +171,7 @@ pub(crate) fn of_datafusion(error: &DataFusionError) -> SqlState {
         DataFusionError::Configuration(_) => SqlState::InvalidParameterValue,
         DataFusionError::ResourcesExhausted(_) => SqlState::InsufficientResources,
         DataFusionError::Execution(message) => of_execution_message(message),
-        DataFusionError::External(inner) => {
-            if let Some(engine) = inner.downcast_ref::<EngineError>() {
-                of_engine(engine)
-            } else if let Some(inner) = inner.downcast_ref::<DataFusionError>() {
-                of_datafusion(inner)
-            } else if let Some(arrow) = inner.downcast_ref::<ArrowError>() {
-                of_arrow(arrow)
-            } else {
-                SqlState::Internal
-            }
-        }
+        DataFusionError::External(inner) => of_error(inner.as_ref()),
         DataFusionError::Context(_, inner) | DataFusionError::Diagnostic(_, inner) => {
             of_datafusion(inner)
         }
@@ -183,13 +191,7 @@ fn of_arrow(error: &ArrowError) -> SqlState {
         ArrowError::InvalidArgumentError(_) | ArrowError::ComputeError(_) => {
             SqlState::DataException
         }
-        ArrowError::ExternalError(inner) => match inner.downcast_ref::<DataFusionError>() {
-            Some(inner) => of_datafusion(inner),
-            None => match inner.downcast_ref::<EngineError>() {
-                Some(engine) => of_engine(engine),
-                None => SqlState::Internal,
-            },
-        },
+        ArrowError::ExternalError(inner) => of_error(inner.as_ref()),
         _ => SqlState::Internal,
     }
 }

@@ -344,8 +344,13 @@ fn close_all(apps: Vec<(String, eddy_engine::KafkaStreams)>) -> Result<()> {
 
 /// Where `eddy demo` and `eddy run` serve SQL over HTTP unless told otherwise, and where
 /// `eddy query` asks.
-const DEFAULT_HTTP: &str = "127.0.0.1:8080";
-const DEFAULT_QUERY_URL: &str = "http://127.0.0.1:8080";
+macro_rules! default_http {
+    () => {
+        "127.0.0.1:8080"
+    };
+}
+const DEFAULT_HTTP: &str = default_http!();
+const DEFAULT_QUERY_URL: &str = concat!("http://", default_http!());
 
 /// The SQL endpoints of a run: HTTP and Postgres, stopped when dropped.
 struct SqlEndpoints {
