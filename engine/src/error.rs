@@ -102,6 +102,11 @@ impl EngineError {
             },
             EngineError::TaskMigrated(_) => ErrorKind::TaskMigrated,
             EngineError::Kafka { kind, .. } => *kind,
+            // A partition that is moving or behind may be there when asked again.
+            EngineError::Sql {
+                sqlstate: crate::query::SqlState::NotAvailable,
+                ..
+            } => ErrorKind::Retriable,
             EngineError::Query(_) | EngineError::Sql { .. } => ErrorKind::InvalidRequest,
         }
     }

@@ -7,7 +7,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use eddy_engine::{
-    Consumed, Grouped, KafkaStreams, Materialized, QueryOptions, RuntimeConfig, Serdes,
+    Consumed, ErrorKind, Grouped, KafkaStreams, Materialized, QueryOptions, RuntimeConfig, Serdes,
     SessionWindows, SqlState, StateQueries, StreamsBuilder, StreamsConfig, TimeWindows, Topology,
 };
 use eddy_testkit::{free_port, http_post, EmbeddedBroker};
@@ -586,6 +586,11 @@ fn either_of_two_workers_answers_for_every_partition() {
         .sql_with("SELECT count(*) FROM counts", &beyond)
         .unwrap_err();
     assert_eq!(e.sqlstate(), Some(SqlState::NotAvailable), "{e}");
+    assert_eq!(
+        e.kind(),
+        ErrorKind::Retriable,
+        "a partition that is not there yet: {e}"
+    );
     assert!(e.to_string().contains("partition 0"), "{e}");
     // Read-your-writes over HTTP: records written now, then a query through B's endpoint for
     // the position they end at. It waits until every partition (some of them A's) has

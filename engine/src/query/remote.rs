@@ -150,6 +150,11 @@ pub(crate) async fn fetch(
                 .and_then(|v| v.get("sqlstate").and_then(Value::as_str))
                 .and_then(SqlState::from_code)
                 .unwrap_or(SqlState::Internal);
+            // An owner that is failing or restarting (5xx), or that does not have the
+            // partition ready: ask the next owner, or again.
+            if status.is_server_error() || sqlstate == SqlState::NotAvailable {
+                return Err(RemoteError::Retry(format!("{server}: {}", message())));
+            }
             return Err(RemoteError::Fail(EngineError::Sql {
                 sqlstate,
                 message: format!(

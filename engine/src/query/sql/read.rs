@@ -126,11 +126,14 @@ impl StoreSource {
     pub fn all_partitions(&self) -> Result<Vec<i32>> {
         match self.stores.partition_count(&self.spec.name) {
             Some(n) => Ok((0..n).collect()),
-            None => Err(EngineError::Query(format!(
-                "how many partitions store `{}` has is not known yet (the application is \
-                 starting); ask again",
-                self.spec.name
-            ))),
+            None => Err(EngineError::Sql {
+                sqlstate: crate::query::SqlState::NotAvailable,
+                message: format!(
+                    "how many partitions store `{}` has is not known yet (the application is \
+                     starting); ask again",
+                    self.spec.name
+                ),
+            }),
         }
     }
 

@@ -505,7 +505,7 @@ fn run(
     // listens on its port (on every interface, as its host is another machine's view of this
     // one) unless --http names a port.
     let http = match (&streams.application_server, http) {
-        (Some(server), None) => {
+        (Some(server), http) if http.is_none_or(|h| h.port() == 0) => {
             let port = server.rsplit_once(':').and_then(|(_, p)| p.parse().ok());
             Some(std::net::SocketAddr::new(
                 [0, 0, 0, 0].into(),
