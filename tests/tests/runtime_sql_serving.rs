@@ -122,6 +122,13 @@ async fn pg_client(port: u16) -> tokio_postgres::Client {
     client
 }
 
+/// `SHOW name` of a position setting, as (topic, partition, offset).
+async fn show_position(client: &tokio_postgres::Client, name: &str) -> Vec<(String, i32, i64)> {
+    let rows = client.query(&format!("SHOW {name}"), &[]).await.unwrap();
+    let text: String = rows[0].get(0);
+    serde_json::from_str(&text).unwrap_or_else(|e| panic!("SHOW {name}: {text}: {e}"))
+}
+
 fn sqlstate(e: &tokio_postgres::Error) -> String {
     match e.as_db_error() {
         Some(db) => format!("{} ({})", db.code().code(), db.message()),
@@ -323,6 +330,85 @@ fn the_postgres_endpoint_answers_drivers_and_psql() {
         lookup.contains(&expected["user-00"].to_string()),
         "{lookup}"
     );
+
+    // Positions over Postgres: a connection's last statement's position, and read-your-writes
+    // through its bound.
+    let expected = runtime.block_on(async {
+        let client = pg_client(port).await;
+        client
+            .simple_query("SELECT count(*) FROM counts")
+            .await
+            .unwrap();
+        let position = show_position(&client, "eddy.position").await;
+        assert_eq!(position.len(), 2, "both partitions read: {position:?}");
+        assert_eq!(
+            position.iter().map(|(_, _, o)| o).sum::<i64>(),
+            N as i64,
+            "the position of every record counted: {position:?}"
+        );
+        let other = pg_client(port).await;
+        assert!(
+            show_position(&other, "eddy.position").await.is_empty(),
+            "another connection has read nothing"
+        );
+        // More records, then a bound at their end: the next statement reflects all of them.
+        const MORE: usize = 300;
+        let more = feed(&bootstrap, MORE, 2);
+        let mut bound: BTreeMap<(String, i32), i64> = position
+            .iter()
+            .map(|(t, p, o)| ((t.clone(), *p), *o))
+            .collect();
+        for i in 0..MORE {
+            *bound.entry(("events".into(), record(i, 2).1)).or_default() += 1;
+        }
+        let bound_json = serde_json::to_string(
+            &bound
+                .iter()
+                .map(|((t, p), o)| (t.clone(), *p, *o))
+                .collect::<Vec<_>>(),
+        )
+        .unwrap();
+        client
+            .batch_execute(&format!("SET eddy.min_position = '{bound_json}'"))
+            .await
+            .unwrap();
+        let mut after = expected.clone();
+        for (key, n) in more {
+            *after.entry(key).or_default() += n;
+        }
+        let rows = client
+            .query("SELECT key, value FROM counts", &[])
+            .await
+            .unwrap();
+        let got: BTreeMap<String, i64> = rows.iter().map(|r| (r.get(0), r.get(1))).collect();
+        assert_eq!(
+            got, after,
+            "the answer under the bound has every record before it"
+        );
+        let read = show_position(&client, "eddy.position").await;
+        for (topic, partition, offset) in &read {
+            assert!(
+                *offset >= bound[&(topic.clone(), *partition)],
+                "{read:?} {bound:?}"
+            );
+        }
+        assert_eq!(
+            show_position(&client, "eddy.min_position").await.len(),
+            2,
+            "the bound is shown"
+        );
+        let e = client
+            .batch_execute("SET eddy.min_position = 'events:0:5'")
+            .await
+            .unwrap_err();
+        assert!(sqlstate(&e).starts_with("22023"), "{}", sqlstate(&e));
+        client
+            .batch_execute("RESET eddy.min_position")
+            .await
+            .unwrap();
+        assert!(show_position(&client, "eddy.min_position").await.is_empty());
+        after
+    });
     server.close();
 
     // With a password: none or a wrong one is refused.

@@ -25,6 +25,7 @@
 mod directory;
 mod http;
 mod pg;
+mod pg_position;
 mod pg_time_limit;
 mod registry;
 mod remote;

@@ -14,7 +14,10 @@
 //!    usable after an error.
 //! 4. Every statement has a time limit: the connection's `statement_timeout`, 30 s by
 //!    default (`pg_time_limit.rs`); past it the statement fails with `57014`.
-//! 5. Dropping the [`PgServer`] (or [`PgServer::close`]) stops accepting and closes the
+//! 5. Each connection has its own session: `SHOW eddy.position` gives the position its last
+//!    statement read at, and `SET eddy.min_position = '…'` bounds its next ones
+//!    (`pg_position.rs`).
+//! 6. Dropping the [`PgServer`] (or [`PgServer::close`]) stops accepting and closes the
 //!    connections.
 
 use std::fmt::Debug;
@@ -23,6 +26,7 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use datafusion::common::ParamValues;
+use datafusion::execution::SessionStateBuilder;
 use datafusion::logical_expr::LogicalPlan;
 use datafusion::prelude::SessionContext;
 use datafusion::sql::sqlparser::ast::{Set, Statement};
@@ -46,8 +50,10 @@ use pgwire::error::{ErrorInfo, PgWireError, PgWireResult};
 use pgwire::messages::{PgWireBackendMessage, PgWireFrontendMessage};
 
 use crate::error::{EngineError, Result};
+use crate::query::pg_position::PositionHook;
 use crate::query::pg_time_limit::TimeLimited;
 use crate::query::serving::ServerThread;
+use crate::query::sql::QueryScope;
 use crate::query::{of_error, SqlState, StateQueries};
 
 /// The settings a connection may change for itself (the others would change the server).
@@ -251,33 +257,44 @@ impl StateQueries {
             key: "pg".into(),
             reason,
         };
-        let ctx = self.session(None)?;
+        let base = self.session(None)?;
         setup_pg_catalog(
-            &ctx,
+            &base,
             "datafusion",
             datafusion_postgres::auth::AuthManager::default(),
         )
         .map_err(|e| config_error(format!("setting up pg_catalog: {e}")))?;
-        let hooks: Vec<Arc<dyn QueryHook>> = vec![
-            Arc::new(ReadOnlyHook),
-            Arc::new(CursorStatementHook),
-            Arc::new(SetShowHook),
-            Arc::new(TransactionStatementHook),
-        ];
-        let handlers = Arc::new(Handlers {
-            service: Arc::new(TimeLimited(Arc::new(DfSessionService::new_with_hooks(
-                Arc::new(ctx),
-                hooks,
-            )))),
-            startup: Arc::new(Startup {
-                password: password.map(|p| {
-                    CleartextPasswordAuthStartupHandler::new(
-                        SharedPassword(p),
-                        DefaultServerParameterProvider::default(),
-                    )
-                }),
+        let startup = Arc::new(Startup {
+            password: password.map(|p| {
+                CleartextPasswordAuthStartupHandler::new(
+                    SharedPassword(p),
+                    DefaultServerParameterProvider::default(),
+                )
             }),
         });
+        // Each connection its own session over the same catalogs, so its settings and
+        // positions are its own (`pg_position.rs`).
+        let connection_handlers = move || {
+            let scope = Arc::new(QueryScope::default());
+            let config = base.copied_config().with_extension(Arc::clone(&scope));
+            let state = SessionStateBuilder::new_from_existing(base.state())
+                .with_config(config)
+                .build();
+            let hooks: Vec<Arc<dyn QueryHook>> = vec![
+                Arc::new(PositionHook(scope)),
+                Arc::new(ReadOnlyHook),
+                Arc::new(CursorStatementHook),
+                Arc::new(SetShowHook),
+                Arc::new(TransactionStatementHook),
+            ];
+            Arc::new(Handlers {
+                service: Arc::new(TimeLimited(Arc::new(DfSessionService::new_with_hooks(
+                    Arc::new(SessionContext::new_with_state(state)),
+                    hooks,
+                )))),
+                startup: Arc::clone(&startup),
+            })
+        };
         let serving = ServerThread::spawn(
             "eddy-query-pg",
             "pg",
@@ -289,7 +306,7 @@ impl StateQueries {
                         _ = &mut stopped => break,
                         accepted = listener.accept() => match accepted {
                             Ok((socket, _)) => {
-                                let handlers = Arc::clone(&handlers);
+                                let handlers = connection_handlers();
                                 connections.spawn(async move {
                                     let served = pgwire::tokio::process_socket(socket, None, handlers).await;
                                     if let Err(e) = served {

@@ -74,10 +74,12 @@ impl Default for QueryOptions {
 }
 
 /// One query's options and the positions its scans read at (a DataFusion session extension).
+/// A Postgres connection keeps one for all its statements: its bound is the connection's
+/// setting, and each statement starts it again ([`QueryScope::restart`]).
 #[derive(Debug)]
 pub(crate) struct QueryScope {
     positions: Mutex<BTreeMap<(String, i32), i64>>,
-    min_position: BTreeMap<(String, i32), i64>,
+    min_position: Mutex<BTreeMap<(String, i32), i64>>,
     pub wait: Duration,
 }
 
@@ -91,23 +93,34 @@ impl QueryScope {
     fn new(options: &QueryOptions) -> Self {
         Self {
             positions: Mutex::new(BTreeMap::new()),
-            min_position: options.min_position.clone(),
+            min_position: Mutex::new(options.min_position.clone()),
             wait: options.wait,
         }
     }
 
     /// Whether the query asks for a minimum position.
     pub fn bounded(&self) -> bool {
-        !self.min_position.is_empty()
+        !self.min_position.lock().is_empty()
     }
 
     /// The bound on store partition `partition`: input topic → offset.
     pub fn bound(&self, partition: i32) -> BTreeMap<String, i64> {
         self.min_position
+            .lock()
             .iter()
             .filter(|((_, p), _)| *p == partition)
             .map(|((t, _), o)| (t.clone(), *o))
             .collect()
+    }
+
+    /// The minimum position asked for: (input topic, partition) → offset.
+    pub fn min_position(&self) -> BTreeMap<(String, i32), i64> {
+        self.min_position.lock().clone()
+    }
+
+    /// Asks the next statements for `bound` (empty: none).
+    pub fn set_min_position(&self, bound: BTreeMap<(String, i32), i64>) {
+        *self.min_position.lock() = bound;
     }
 
     /// Store partition `partition` was read at `position` (a partition read twice, by a
@@ -118,6 +131,16 @@ impl QueryScope {
             let at = positions.entry((topic, partition)).or_insert(offset);
             *at = (*at).min(offset);
         }
+    }
+
+    /// The positions read since the statement started.
+    pub fn positions(&self) -> BTreeMap<(String, i32), i64> {
+        self.positions.lock().clone()
+    }
+
+    /// A new statement starts: no position read yet.
+    pub fn restart(&self) {
+        self.positions.lock().clear();
     }
 }
 
@@ -220,7 +243,7 @@ impl StateQueries {
             .map_err(query_error)?;
         let schema = Arc::new(frame.schema().as_arrow().clone());
         let batches = frame.collect().await.map_err(query_error)?;
-        let position = std::mem::take(&mut *scope.positions.lock());
+        let position = scope.positions();
         // A bound no scan checked would pass silently: a topic or partition the query's
         // stores do not read is a mistake to report.
         for (topic, partition) in options.min_position.keys() {

@@ -1,0 +1,268 @@
+//! Positions over the Postgres endpoint, as `POST /query` has them in `eddy-position` and
+//! `min_position`: a connection's statements share one [`QueryScope`].
+//!
+//! 1. Every statement other than these starts the scope again, so its scans record the
+//!    position (input offsets) they read at.
+//! 2. `SHOW eddy.position` answers the position of the connection's last statement as
+//!    `[[topic, partition, offset], …]` (the same JSON as HTTP's `eddy-position`), once its
+//!    rows were read (a later message than the statement's).
+//! 3. `SET eddy.min_position = '[[topic, partition, offset], …]'` makes every later statement
+//!    of the connection wait for state at least that far (read-your-writes), failing with
+//!    `55000` past the wait; `SET eddy.min_position = ''` or `RESET eddy.min_position` drops
+//!    the bound, and `SHOW eddy.min_position` shows it. A malformed value is `22023`.
+//!
+//! Connections never see each other's positions or bounds: each has its own session.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use datafusion::arrow::datatypes::{DataType, Field, Schema};
+use datafusion::common::{ParamValues, ToDFSchema};
+use datafusion::logical_expr::{EmptyRelation, LogicalPlan};
+use datafusion::prelude::SessionContext;
+use datafusion::sql::sqlparser::ast::{Expr, Reset, Set, Statement, Value};
+use datafusion_postgres::hooks::HookClient;
+use datafusion_postgres::pgwire;
+use datafusion_postgres::QueryHook;
+use pgwire::api::results::{DataRowEncoder, FieldFormat, FieldInfo, QueryResponse, Response, Tag};
+use pgwire::api::{ClientInfo, Type};
+use pgwire::error::{ErrorInfo, PgWireError, PgWireResult};
+
+use crate::query::sql::QueryScope;
+use crate::query::SqlState;
+
+/// The last statement's position.
+const POSITION: &str = "eddy.position";
+/// The bound on the connection's statements.
+const MIN_POSITION: &str = "eddy.min_position";
+
+/// What a statement asks of the connection's positions.
+#[derive(Debug, PartialEq)]
+enum PositionStatement {
+    Show(&'static str),
+    /// The new bound: the setting's text (empty: none).
+    Set(String),
+}
+
+fn setting_name(parts: impl Iterator<Item = String>) -> String {
+    parts.collect::<Vec<_>>().join(".").to_lowercase()
+}
+
+/// `statement` as one of the position statements, if it is one.
+fn position_statement(statement: &Statement) -> Option<PositionStatement> {
+    match statement {
+        Statement::ShowVariable { variable } => {
+            match setting_name(variable.iter().map(|i| i.value.clone())).as_str() {
+                POSITION => Some(PositionStatement::Show(POSITION)),
+                MIN_POSITION => Some(PositionStatement::Show(MIN_POSITION)),
+                _ => None,
+            }
+        }
+        Statement::Set(Set::SingleAssignment {
+            variable, values, ..
+        }) if variable.to_string().to_lowercase() == MIN_POSITION => {
+            let text = match values.as_slice() {
+                [Expr::Value(v)] => match &v.value {
+                    Value::SingleQuotedString(s) | Value::DoubleQuotedString(s) => s.clone(),
+                    other => other.to_string(),
+                },
+                other => other
+                    .iter()
+                    .map(ToString::to_string)
+                    .collect::<Vec<_>>()
+                    .join(", "),
+            };
+            Some(PositionStatement::Set(text))
+        }
+        Statement::Reset(reset) => match &reset.reset {
+            Reset::ConfigurationParameter(name)
+                if name.to_string().to_lowercase() == MIN_POSITION =>
+            {
+                Some(PositionStatement::Set(String::new()))
+            }
+            _ => None,
+        },
+        _ => None,
+    }
+}
+
+fn to_json(position: &BTreeMap<(String, i32), i64>) -> String {
+    let triples: Vec<(&str, i32, i64)> = position
+        .iter()
+        .map(|((t, p), o)| (t.as_str(), *p, *o))
+        .collect();
+    serde_json::to_string(&triples).unwrap_or_else(|_| "[]".to_string())
+}
+
+/// The bound a `SET eddy.min_position` gives (module doc, 3).
+fn parse_bound(text: &str) -> PgWireResult<BTreeMap<(String, i32), i64>> {
+    if text.trim().is_empty() {
+        return Ok(BTreeMap::new());
+    }
+    let triples: Vec<(String, i32, i64)> = serde_json::from_str(text).map_err(|e| {
+        PgWireError::UserError(Box::new(ErrorInfo::new(
+            "ERROR".to_string(),
+            SqlState::InvalidParameterValue.code().to_string(),
+            format!(
+                "{MIN_POSITION} must be a JSON array of [topic, partition, offset], as \
+                 `SHOW {POSITION}` gives it: {e}"
+            ),
+        )))
+    })?;
+    Ok(triples.into_iter().map(|(t, p, o)| ((t, p), o)).collect())
+}
+
+fn one_value(name: &str, value: &str) -> PgWireResult<Response> {
+    let fields = Arc::new(vec![FieldInfo::new(
+        name.to_string(),
+        None,
+        None,
+        Type::VARCHAR,
+        FieldFormat::Text,
+    )]);
+    let mut encoder = DataRowEncoder::new(Arc::clone(&fields));
+    encoder.encode_field(&Some(value))?;
+    let row = encoder.take_row();
+    let rows = futures::stream::once(async move { Ok(row) });
+    Ok(Response::Query(QueryResponse::new(fields, Box::pin(rows))))
+}
+
+/// Answers the position statements of one connection and starts its scope at every other
+/// statement; the first of the connection's hooks.
+pub(crate) struct PositionHook(pub Arc<QueryScope>);
+
+impl PositionHook {
+    fn respond(&self, statement: &Statement) -> Option<PgWireResult<Response>> {
+        match position_statement(statement) {
+            Some(PositionStatement::Show(POSITION)) => {
+                Some(one_value(POSITION, &to_json(&self.0.positions())))
+            }
+            Some(PositionStatement::Show(_)) => {
+                Some(one_value(MIN_POSITION, &to_json(&self.0.min_position())))
+            }
+            Some(PositionStatement::Set(text)) => Some(parse_bound(&text).map(|bound| {
+                self.0.set_min_position(bound);
+                Response::Execution(Tag::new(match statement {
+                    Statement::Reset(_) => "RESET",
+                    _ => "SET",
+                }))
+            })),
+            None => {
+                self.0.restart();
+                None
+            }
+        }
+    }
+}
+
+#[async_trait]
+impl QueryHook for PositionHook {
+    async fn handle_simple_query(
+        &self,
+        statement: &Statement,
+        _session_context: &SessionContext,
+        _client: &mut dyn HookClient,
+    ) -> Option<PgWireResult<Response>> {
+        self.respond(statement)
+    }
+
+    async fn handle_extended_parse_query(
+        &self,
+        statement: &Statement,
+        _session_context: &SessionContext,
+        _client: &(dyn ClientInfo + Send + Sync),
+    ) -> Option<PgWireResult<LogicalPlan>> {
+        // The plan only describes the answer's columns; `handle_extended_query` answers.
+        let columns = match position_statement(statement)? {
+            PositionStatement::Show(name) => vec![Field::new(name, DataType::Utf8, false)],
+            PositionStatement::Set(_) => Vec::new(),
+        };
+        let plan = Arc::new(Schema::new(columns))
+            .to_dfschema()
+            .map(|schema| {
+                LogicalPlan::EmptyRelation(EmptyRelation {
+                    produce_one_row: true,
+                    schema: Arc::new(schema),
+                })
+            })
+            .map_err(|e| PgWireError::ApiError(Box::new(e)));
+        Some(plan)
+    }
+
+    async fn handle_extended_query(
+        &self,
+        statement: &Statement,
+        _logical_plan: &LogicalPlan,
+        _params: &ParamValues,
+        _session_context: &SessionContext,
+        _client: &mut dyn HookClient,
+    ) -> Option<PgWireResult<Response>> {
+        self.respond(statement)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
+    use datafusion::sql::sqlparser::parser::Parser;
+
+    fn parse(sql: &str) -> Statement {
+        Parser::parse_sql(&PostgreSqlDialect {}, sql)
+            .unwrap()
+            .remove(0)
+    }
+
+    #[test]
+    fn the_position_statements_are_recognised_and_others_are_not() {
+        assert_eq!(
+            position_statement(&parse("SHOW eddy.position")),
+            Some(PositionStatement::Show(POSITION))
+        );
+        assert_eq!(
+            position_statement(&parse("show EDDY.MIN_POSITION")),
+            Some(PositionStatement::Show(MIN_POSITION))
+        );
+        assert_eq!(
+            position_statement(&parse("SET eddy.min_position = '[[\"t\", 0, 5]]'")),
+            Some(PositionStatement::Set("[[\"t\", 0, 5]]".into()))
+        );
+        assert_eq!(
+            position_statement(&parse("RESET eddy.min_position")),
+            Some(PositionStatement::Set(String::new()))
+        );
+        for other in ["SHOW search_path", "SELECT 1", "SET statement_timeout = 5"] {
+            assert_eq!(position_statement(&parse(other)), None, "{other}");
+        }
+    }
+
+    #[test]
+    fn a_bound_is_the_json_a_position_is_shown_as() {
+        let bound = parse_bound("[[\"orders\", 1, 42], [\"orders\", 0, 7]]").unwrap();
+        assert_eq!(to_json(&bound), "[[\"orders\",0,7],[\"orders\",1,42]]");
+        assert_eq!(parse_bound(&to_json(&bound)).unwrap(), bound);
+        assert!(parse_bound(" ").unwrap().is_empty());
+        match parse_bound("orders:1:42") {
+            Err(PgWireError::UserError(info)) => assert_eq!(info.code, "22023"),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_statement_restarts_the_scope_and_a_show_does_not() {
+        let scope = Arc::new(QueryScope::default());
+        let hook = PositionHook(Arc::clone(&scope));
+        scope.note(0, BTreeMap::from([("orders".to_string(), 9)]));
+        assert!(hook.respond(&parse("SHOW eddy.position")).is_some());
+        assert_eq!(scope.positions().len(), 1, "SHOW keeps the last position");
+        assert!(hook.respond(&parse("SELECT 1")).is_none());
+        assert!(scope.positions().is_empty(), "a statement starts again");
+        assert!(hook
+            .respond(&parse("SET eddy.min_position = '[[\"orders\", 0, 3]]'"))
+            .is_some_and(|r| r.is_ok()));
+        assert!(scope.bounded());
+        assert!(hook.respond(&parse("RESET eddy.min_position")).is_some());
+        assert!(!scope.bounded());
+    }
+}
