@@ -550,6 +550,84 @@ fn either_of_two_workers_answers_for_every_partition() {
         .sql("SELECT count(*) AS n FROM counts WHERE value_json = CAST(value AS VARCHAR)")
         .unwrap();
     assert_eq!(answer.to_json().unwrap(), format!("[{{\"n\":{KEYS}}}]"));
+    // Filters other than keys and windows are shipped to the owners, which send only the rows
+    // that pass them; the answer is the oracle's.
+    let sql = "SELECT key, value FROM counts WHERE key LIKE '%5' AND value > 0 ORDER BY key";
+    let plan = qb
+        .sql(&format!("EXPLAIN {sql}"))
+        .unwrap()
+        .to_json()
+        .unwrap();
+    assert!(plan.contains("shipped_filters=["), "{plan}");
+    let got: Vec<(String, i64)> =
+        serde_json::from_str::<Vec<serde_json::Value>>(&qb.sql(sql).unwrap().to_json().unwrap())
+            .unwrap()
+            .iter()
+            .map(|r| {
+                (
+                    r["key"].as_str().unwrap().to_string(),
+                    r["value"].as_i64().unwrap(),
+                )
+            })
+            .collect();
+    let want: Vec<(String, i64)> = expected
+        .iter()
+        .filter(|(k, _)| k.ends_with('5'))
+        .map(|(k, v)| (k.clone(), *v))
+        .collect();
+    assert_eq!(got, want);
+    // What an owner sends for one of its partitions, with and without a shipped filter.
+    let held = qa
+        .stores()
+        .into_iter()
+        .find(|s| s.name == "counts")
+        .unwrap()
+        .partitions;
+    let p = held[0];
+    let in_p: std::collections::BTreeSet<String> = (0..N)
+        .map(|i| record(i, 4))
+        .filter(|(_, partition)| *partition == p)
+        .map(|(k, _)| k)
+        .collect();
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let sent = |filters: &[&str]| -> usize {
+        use datafusion::arrow::datatypes::{DataType, Field, Schema};
+        use datafusion::arrow::ipc::{reader::StreamReader, writer::StreamWriter};
+        let schema = Schema::new(vec![Field::new("key", DataType::Utf8, true)]);
+        let mut ipc = Vec::new();
+        StreamWriter::try_new(&mut ipc, &schema)
+            .unwrap()
+            .finish()
+            .unwrap();
+        let request = serde_json::json!({
+            "store": "counts", "partition": p, "keys": "All", "window": [i64::MIN, i64::MAX],
+            "filters": filters, "limit": null, "schema": ipc, "projection": null,
+            "min_position": {},
+        });
+        let body = runtime.block_on(async {
+            let response = reqwest::Client::new()
+                .post(format!("http://{server_a}/internal/partition"))
+                .bearer_auth("s3cret-token")
+                .header("content-type", "application/json")
+                .body(serde_json::to_vec(&request).unwrap())
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(response.status(), 200);
+            response.bytes().await.unwrap()
+        });
+        StreamReader::try_new(std::io::Cursor::new(body.to_vec()), None)
+            .unwrap()
+            .map(|b| b.unwrap().num_rows())
+            .sum()
+    };
+    assert_eq!(sent(&[]), in_p.len(), "partition {p} whole");
+    assert_eq!(
+        sent(&["key LIKE '%5'", "no_such_column > 1"]),
+        in_p.iter().filter(|k| k.ends_with('5')).count(),
+        "only the rows that pass; a filter the owner cannot read keeps them all"
+    );
+    drop(runtime);
     // Windows and point lookups route too.
     let windows = qb
         .sql("SELECT sum(value) AS n FROM windowed")

@@ -33,7 +33,7 @@ use serde::Deserialize;
 use crate::error::{EngineError, Result};
 use crate::query::remote::{self, PartitionRequest, PARTITION_PATH, POSITION_HEADER};
 use crate::query::serving::ServerThread;
-use crate::query::sql::{to_batch, wants_value_json, KeyPredicate};
+use crate::query::sql::{keep_passing, to_batch, wants_value_json, KeyPredicate};
 use crate::query::{of_engine, QueryOptions, SqlAnswer, SqlState, StateQueries};
 
 const NDJSON: &str = "application/x-ndjson";
@@ -282,6 +282,7 @@ async fn partition(State(queries): State<StateQueries>, body: axum::body::Bytes)
     let encoded = match &planned {
         None => serde_json::to_vec(&read.rows).map_err(|e| EngineError::Query(e.to_string())),
         Some(schema) => to_batch(schema, &read.rows).and_then(|batch| {
+            let batch = keep_passing(batch, &request.filters);
             let batch = match &request.projection {
                 Some(p) => batch
                     .project(p)

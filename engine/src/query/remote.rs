@@ -1,8 +1,9 @@
 //! Reading a store partition that another instance holds, over HTTP:
 //!
 //! 1. The asker sends `POST /internal/partition` to an owner from the directory with the
-//!    store, the partition, the keys wanted (if any), a row limit, the minimum position, and
-//!    the table's schema and projection as it planned them.
+//!    store, the partition, the keys wanted (if any), a row limit, the minimum position, the
+//!    filters it ships (`sql/shipped_filter.rs`), and the table's schema and projection as it
+//!    planned them.
 //! 2. The owner reads the partition as of one commit and answers its rows as an Arrow IPC
 //!    stream in that schema (or, when no schema was sent, as JSON rows for a schema sample),
 //!    with the position in the `eddy-position` header.
@@ -39,6 +40,9 @@ pub(crate) struct PartitionRequest {
     pub keys: crate::query::sql::KeyPredicate,
     /// The window starts wanted (both ends inclusive).
     pub window: (i64, i64),
+    /// Filters to apply before answering, as SQL over the asker's schema (`shipped_filter.rs`).
+    #[serde(default)]
+    pub filters: Vec<String>,
     pub limit: Option<usize>,
     /// The asker's table schema (an Arrow IPC stream without batches); `None`: JSON rows.
     pub schema: Option<Vec<u8>>,

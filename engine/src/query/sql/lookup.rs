@@ -66,10 +66,12 @@ pub(crate) async fn lookup(
             .or_default()
             .push(key.clone());
     }
-    // Whole rows, so that the keys found can be told; projected at the end.
+    // Whole rows, so that the keys found can be told (no filter may hide one); projected at
+    // the end.
     let whole = |keys: Vec<Vec<u8>>| PartitionScan {
         keys: KeyPredicate::Points(keys),
         projection: None,
+        filters: Vec::new(),
         ..scan.clone()
     };
     let first = futures::future::try_join_all(by_partition.iter().map(|(p, keys)| {

@@ -5,7 +5,9 @@
 //!    inferred from a sample of its rows (so columns follow what the store holds now).
 //! 2. DataFusion plans the query read-only (no DDL, no DML, no `SET`); `key = …` and
 //!    `key IN (…)` become point lookups in the scan (`EXPLAIN` shows `read=lookup` or
-//!    `read=scan`), everything else DataFusion evaluates.
+//!    `read=scan`), key ranges and window bounds bounded scans; other plain filters are
+//!    shipped to the owners of remote partitions (`shipped_filter.rs`), and DataFusion
+//!    evaluates everything not read exactly.
 //! 3. Every partition of a store is read, each as of one commit: here when this instance
 //!    holds it, from its owner otherwise (`query/remote.rs`), waiting while it moves or is
 //!    behind [`QueryOptions::min_position`]; a partition that stays unavailable fails the
@@ -24,6 +26,7 @@ mod lookup;
 mod pushdown;
 mod read;
 mod rows;
+mod shipped_filter;
 mod table;
 
 use std::collections::BTreeMap;
@@ -43,6 +46,7 @@ pub(crate) use catalog::SchemaCache;
 pub use read::DEFAULT_MAX_SCAN_ROWS;
 pub(crate) use read::{KeyPredicate, StoreSource};
 pub(crate) use rows::{to_batch, wants_value_json};
+pub(crate) use shipped_filter::keep_passing;
 
 /// How long a query waits, by default, for a partition that is moving or restoring.
 pub const DEFAULT_PARTITION_WAIT: Duration = Duration::from_secs(10);

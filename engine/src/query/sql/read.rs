@@ -106,6 +106,8 @@ pub(crate) struct PartitionScan {
     pub keys: KeyPredicate,
     /// The window starts to read (window stores).
     pub window: (i64, i64),
+    /// Filters a remote owner applies before answering (`shipped_filter.rs`).
+    pub filters: Vec<String>,
     pub limit: Option<usize>,
     /// The table's schema and the columns wanted of it.
     pub schema: SchemaRef,
@@ -151,6 +153,7 @@ impl StoreSource {
                 partition,
                 keys: KeyPredicate::All,
                 window: ALL_TIME,
+                filters: Vec::new(),
                 limit: Some(limit),
                 schema: None,
                 projection: None,
@@ -261,6 +264,7 @@ impl StoreSource {
                                 partition,
                                 keys: scan.keys.clone(),
                                 window: scan.window,
+                                filters: scan.filters.clone(),
                                 limit: scan.limit,
                                 schema: Some(schema),
                                 projection: scan.projection.clone(),

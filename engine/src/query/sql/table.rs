@@ -26,6 +26,7 @@ use futures::StreamExt;
 use crate::query::sql::lookup;
 use crate::query::sql::pushdown::{key_points, key_range, window_range};
 use crate::query::sql::read::{KeyPredicate, PartitionScan, StoreSource, ALL_TIME};
+use crate::query::sql::shipped_filter::shippable;
 use crate::query::sql::QueryScope;
 use crate::serdes::SerdeKind;
 
@@ -74,7 +75,11 @@ impl TableProvider for StoreTable {
             .map(|f| {
                 if scalar_key && lookup(f) || ordered_key && key_range(f).is_some() {
                     TableProviderFilterPushDown::Exact
-                } else if windowed && window_range(f).is_some() {
+                } else if windowed && window_range(f).is_some()
+                    || shippable(f, &self.schema).is_some()
+                {
+                    // Window bounds narrow the read; other filters go to remote owners
+                    // (`shipped_filter.rs`). DataFusion applies both again.
                     TableProviderFilterPushDown::Inexact
                 } else {
                     TableProviderFilterPushDown::Unsupported
@@ -96,6 +101,7 @@ impl TableProvider for StoreTable {
         let mut range = KeyPredicate::Range(Bound::Unbounded, Bound::Unbounded);
         let mut ranged = false;
         let mut window = ALL_TIME;
+        let mut shipped = Vec::new();
         for filter in filters {
             if let Some(values) = key_points(filter, self.source.json.key_kind) {
                 let keys: Vec<Vec<u8>> = values
@@ -111,6 +117,8 @@ impl TableProvider for StoreTable {
                 range = narrow(range, lo, hi);
             } else if let Some((from, to)) = window_range(filter) {
                 window = (window.0.max(from), window.1.min(to));
+            } else if let Some(text) = shippable(filter, &self.schema) {
+                shipped.push(text);
             }
         }
         let keys = match points {
@@ -154,6 +162,7 @@ impl TableProvider for StoreTable {
             projection: projection.cloned(),
             keys,
             window,
+            filters: shipped,
             limit,
             partitions,
             routed,
@@ -203,6 +212,8 @@ pub(crate) struct StoreScanExec {
     projection: Option<Vec<usize>>,
     keys: KeyPredicate,
     window: (i64, i64),
+    /// Filters shipped to remote owners (`shipped_filter.rs`).
+    filters: Vec<String>,
     limit: Option<usize>,
     partitions: Vec<i32>,
     /// A lookup routed by key hash (`lookup.rs`): one plan partition reads them all.
@@ -254,6 +265,9 @@ impl DisplayAs for StoreScanExec {
             "StoreScan: store={}, read={read}{window}, partitions={:?}",
             self.source.spec.name, self.partitions
         )?;
+        if !self.filters.is_empty() {
+            write!(f, ", shipped_filters=[{}]", self.filters.join(", "))?;
+        }
         if let Some(limit) = self.limit {
             write!(f, ", limit={limit}")?;
         }
@@ -302,6 +316,7 @@ impl ExecutionPlan for StoreScanExec {
             let scan = PartitionScan {
                 keys: KeyPredicate::All,
                 window: self.window,
+                filters: self.filters.clone(),
                 limit: self.limit,
                 schema: Arc::clone(&self.schema),
                 projection: self.projection.clone(),
@@ -329,6 +344,7 @@ impl ExecutionPlan for StoreScanExec {
         let scan = PartitionScan {
             keys: self.keys.clone(),
             window: self.window,
+            filters: self.filters.clone(),
             limit: self.limit,
             schema: Arc::clone(&self.schema),
             projection: self.projection.clone(),
