@@ -338,8 +338,47 @@ fn sql_reads_stores_as_tables_over_the_api_and_http() {
         assert_eq!(e.kind(), ErrorKind::InvalidRequest, "{bad}: {e}");
     }
 
+    // Every store with its schema, through the API and over HTTP.
+    let counts_columns: Vec<String> = queries
+        .schema("counts")
+        .unwrap()
+        .fields()
+        .iter()
+        .map(|f| f.name().clone())
+        .collect();
+    assert_eq!(counts_columns, ["key", "value", "value_json", "partition"]);
+    let windowed_schema = queries.schema("windowed").unwrap();
+    for column in ["key", "window_start", "window_end", "value"] {
+        assert!(windowed_schema.field_with_name(column).is_ok(), "{column}");
+    }
+    assert!(queries.schema("no-such-store").is_err());
+
     // Over HTTP.
     let server = queries.serve_http("127.0.0.1:0".parse().unwrap()).unwrap();
+    let (status, listed) = eddy_testkit::http_get(&server.local_addr().to_string(), "/stores");
+    assert_eq!(status, 200, "{listed}");
+    let listed: serde_json::Value = serde_json::from_str(&listed).unwrap();
+    assert_eq!(listed[0]["name"], "counts", "{listed}");
+    assert_eq!(listed[0]["kind"], "key-value", "{listed}");
+    assert_eq!(
+        listed[0]["partitions"],
+        serde_json::json!([0, 1]),
+        "{listed}"
+    );
+    assert_eq!(
+        listed[0]["columns"][1],
+        serde_json::json!({"name": "value", "type": "Int64", "nullable": true}),
+        "{listed}"
+    );
+    assert_eq!(listed[1]["kind"], "window", "{listed}");
+    assert!(
+        listed[1]["columns"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|c| c["name"] == "window_start"),
+        "{listed}"
+    );
     let (status, head, body) = http_post(
         server.local_addr(),
         r#"{"sql": "SELECT key, value FROM counts ORDER BY key LIMIT 2"}"#,

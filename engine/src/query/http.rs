@@ -16,9 +16,11 @@
 //!    (`remote.rs`).
 //! 5. With a token ([`StateQueries::with_token`]) every request must carry `Authorization:
 //!    Bearer <token>`; one without it gets `401`.
-//! 6. `GET /metrics` answers every metric of the process in Prometheus' text format; `GET /`
+//! 6. `GET /stores` lists every store: its kind, the partitions held here and its columns
+//!    (name, Arrow type, nullable) as SQL reads them.
+//! 7. `GET /metrics` answers every metric of the process in Prometheus' text format; `GET /`
 //!    is the web console, which reads `GET /console/status` (`crate::console`).
-//! 7. Dropping the [`QueryServer`] (or [`QueryServer::close`]) stops it after the queries in
+//! 8. Dropping the [`QueryServer`] (or [`QueryServer::close`]) stops it after the queries in
 //!    flight.
 
 use std::net::SocketAddr;
@@ -202,6 +204,40 @@ async fn metrics() -> Response {
     }
 }
 
+/// Every store with the partitions held here and its columns as SQL reads them.
+async fn stores(State(queries): State<StateQueries>) -> Response {
+    let mut listed = Vec::new();
+    for store in queries.stores() {
+        let schema = match queries.schema_async(&store.name).await {
+            Ok(schema) => schema,
+            Err(e) => return failed(StatusCode::SERVICE_UNAVAILABLE, &e),
+        };
+        let columns: Vec<serde_json::Value> = schema
+            .fields()
+            .iter()
+            .map(|f| {
+                serde_json::json!({
+                    "name": f.name(),
+                    "type": f.data_type().to_string(),
+                    "nullable": f.is_nullable(),
+                })
+            })
+            .collect();
+        let kind = match store.kind {
+            eddy_state::StoreKind::KeyValue => "key-value",
+            eddy_state::StoreKind::Window { .. } => "window",
+            eddy_state::StoreKind::Session { .. } => "session",
+        };
+        listed.push(serde_json::json!({
+            "name": store.name,
+            "kind": kind,
+            "partitions": store.partitions,
+            "columns": columns,
+        }));
+    }
+    Json(listed).into_response()
+}
+
 /// The web console (`crate::console`).
 async fn console_page() -> Response {
     axum::response::Html(crate::console::PAGE).into_response()
@@ -310,6 +346,7 @@ impl StateQueries {
         let router = Router::new()
             .route("/query", post(query))
             .route("/metrics", axum::routing::get(metrics))
+            .route("/stores", axum::routing::get(stores))
             .route("/console/status", axum::routing::get(console_status))
             .route(PARTITION_PATH, post(partition))
             .route_layer(axum::middleware::from_fn_with_state(

@@ -265,6 +265,23 @@ impl StateQueries {
         })
     }
 
+    /// The columns of store `name` as SQL reads it (declared, or inferred from its rows).
+    pub async fn schema_async(&self, name: &str) -> Result<SchemaRef> {
+        let quoted = name.replace('"', "\"\"");
+        let answer = self
+            .sql_async(&format!("SELECT * FROM \"{quoted}\" LIMIT 0"))
+            .await?;
+        Ok(answer.schema)
+    }
+
+    /// [`StateQueries::schema_async`], waiting for the answer on this thread.
+    pub fn schema(&self, name: &str) -> Result<SchemaRef> {
+        let quoted = name.replace('"', "\"\"");
+        Ok(self
+            .sql(&format!("SELECT * FROM \"{quoted}\" LIMIT 0"))?
+            .schema)
+    }
+
     /// [`StateQueries::sql_async`], waiting for the answer on this thread.
     pub fn sql(&self, sql: &str) -> Result<SqlAnswer> {
         self.sql_with(sql, &QueryOptions::default())
