@@ -409,7 +409,59 @@ fn the_postgres_endpoint_answers_drivers_and_psql() {
         assert!(show_position(&client, "eddy.min_position").await.is_empty());
         after
     });
-    server.close();
+
+    // Closing the endpoint lets a statement in flight finish: one waiting for records not
+    // written yet.
+    const LATER: usize = 100;
+    let client = runtime.block_on(async {
+        let client = pg_client(port).await;
+        client
+            .simple_query("SELECT count(*) FROM counts")
+            .await
+            .unwrap();
+        let mut bound: BTreeMap<(String, i32), i64> = show_position(&client, "eddy.position")
+            .await
+            .into_iter()
+            .map(|(t, p, o)| ((t, p), o))
+            .collect();
+        for i in 0..LATER {
+            *bound.entry(("events".into(), record(i, 2).1)).or_default() += 1;
+        }
+        let bound: Vec<(String, i32, i64)> =
+            bound.into_iter().map(|((t, p), o)| (t, p, o)).collect();
+        client
+            .batch_execute(&format!(
+                "SET eddy.min_position = '{}'",
+                serde_json::to_string(&bound).unwrap()
+            ))
+            .await
+            .unwrap();
+        client
+    });
+    let in_flight = runtime.spawn(async move {
+        client
+            .query("SELECT sum(value) FROM counts", &[])
+            .await
+            .map(|rows| rows[0].get::<_, i64>(0))
+    });
+    std::thread::sleep(Duration::from_millis(300));
+    let closing = std::thread::spawn(move || server.close());
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(
+        !closing.is_finished(),
+        "the close waits for the statement in flight"
+    );
+    let later = feed(&bootstrap, LATER, 2);
+    closing.join().unwrap();
+    let sum = runtime
+        .block_on(in_flight)
+        .unwrap()
+        .expect("the statement in flight finished");
+    let mut expected = expected;
+    for (key, n) in later {
+        *expected.entry(key).or_default() += n;
+    }
+    assert_eq!(sum, expected.values().sum::<i64>());
 
     // With a password: none or a wrong one is refused.
     let server = queries

@@ -17,8 +17,8 @@
 //! 5. Each connection has its own session: `SHOW eddy.position` gives the position its last
 //!    statement read at, and `SET eddy.min_position = '…'` bounds its next ones
 //!    (`pg_position.rs`).
-//! 6. Dropping the [`PgServer`] (or [`PgServer::close`]) stops accepting and closes the
-//!    connections.
+//! 6. Dropping the [`PgServer`] (or [`PgServer::close`]) stops accepting, lets the statements
+//!    running finish (30 s at most), then closes the connections.
 
 use std::fmt::Debug;
 use std::net::SocketAddr;
@@ -51,9 +51,9 @@ use pgwire::messages::{PgWireBackendMessage, PgWireFrontendMessage};
 
 use crate::error::{EngineError, Result};
 use crate::query::pg_position::PositionHook;
-use crate::query::pg_time_limit::TimeLimited;
+use crate::query::pg_time_limit::{InFlight, TimeLimited};
 use crate::query::serving::ServerThread;
-use crate::query::sql::QueryScope;
+use crate::query::sql::{QueryScope, DEFAULT_TIME_LIMIT};
 use crate::query::{of_error, SqlState, StateQueries};
 
 /// The settings a connection may change for itself (the others would change the server).
@@ -245,7 +245,7 @@ impl PgServer {
         self.0.local_addr()
     }
 
-    /// Stops accepting and closes the connections.
+    /// Stops accepting, waits for the statements running, and closes the connections.
     pub fn close(self) {}
 }
 
@@ -272,6 +272,8 @@ impl StateQueries {
                 )
             }),
         });
+        let in_flight = Arc::new(InFlight::default());
+        let statements = Arc::clone(&in_flight);
         // Each connection its own session over the same catalogs, so its settings and
         // positions are its own (`pg_position.rs`).
         let connection_handlers = move || {
@@ -288,10 +290,13 @@ impl StateQueries {
                 Arc::new(TransactionStatementHook),
             ];
             Arc::new(Handlers {
-                service: Arc::new(TimeLimited(Arc::new(DfSessionService::new_with_hooks(
-                    Arc::new(SessionContext::new_with_state(state)),
-                    hooks,
-                )))),
+                service: Arc::new(TimeLimited(
+                    Arc::new(DfSessionService::new_with_hooks(
+                        Arc::new(SessionContext::new_with_state(state)),
+                        hooks,
+                    )),
+                    Arc::clone(&in_flight),
+                )),
                 startup: Arc::clone(&startup),
             })
         };
@@ -317,6 +322,12 @@ impl StateQueries {
                             Err(e) => tracing::warn!("postgres endpoint accept: {e}"),
                         },
                     }
+                }
+                // The statements running finish (each within its time limit, the wait
+                // within the default one), then the connections close.
+                let deadline = tokio::time::Instant::now() + DEFAULT_TIME_LIMIT;
+                while !statements.idle() && tokio::time::Instant::now() < deadline {
+                    tokio::time::sleep(std::time::Duration::from_millis(10)).await;
                 }
                 connections.abort_all();
             },

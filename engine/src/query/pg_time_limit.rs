@@ -11,6 +11,7 @@
 //!    dropped (which stops DataFusion's), and the connection stays usable.
 
 use std::fmt::Debug;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -54,8 +55,33 @@ fn past(limit: Duration) -> PgWireError {
     )))
 }
 
-/// DataFusion's Postgres handlers with a time limit on every statement.
-pub(crate) struct TimeLimited(pub Arc<DfSessionService>);
+/// The statements running on an endpoint's connections, which its shutdown waits for.
+#[derive(Debug, Default)]
+pub(crate) struct InFlight(AtomicUsize);
+
+impl InFlight {
+    /// A statement starts; it ends when the guard drops.
+    fn start(self: &Arc<Self>) -> StatementGuard {
+        self.0.fetch_add(1, Ordering::SeqCst);
+        StatementGuard(Arc::clone(self))
+    }
+
+    /// Whether no statement is running.
+    pub fn idle(&self) -> bool {
+        self.0.load(Ordering::SeqCst) == 0
+    }
+}
+
+struct StatementGuard(Arc<InFlight>);
+
+impl Drop for StatementGuard {
+    fn drop(&mut self) {
+        self.0 .0.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+/// DataFusion's Postgres handlers with a time limit on every statement, counted in flight.
+pub(crate) struct TimeLimited(pub Arc<DfSessionService>, pub Arc<InFlight>);
 
 #[async_trait]
 impl SimpleQueryHandler for TimeLimited {
@@ -67,6 +93,7 @@ impl SimpleQueryHandler for TimeLimited {
         PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
     {
         let limit = limit_of(client.metadata());
+        let _running = self.1.start();
         tokio::time::timeout(limit, self._on_query(client, query))
             .await
             .map_err(|_| past(limit))?
@@ -100,6 +127,7 @@ impl ExtendedQueryHandler for TimeLimited {
         PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
     {
         let limit = limit_of(client.metadata());
+        let _running = self.1.start();
         tokio::time::timeout(limit, self._on_execute(client, message))
             .await
             .map_err(|_| past(limit))?
