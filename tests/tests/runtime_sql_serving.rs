@@ -838,18 +838,13 @@ fn either_of_two_workers_answers_for_every_partition() {
         *expected.entry(k).or_insert(0) += n;
     }
 
-    // B leaves: while its partitions move to A, A answers in full or fails clearly.
-    http_b.close();
-    let closing = std::thread::spawn(move || b.close().unwrap());
-    let mut full = 0;
-    let mut failed = 0;
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while holds(&qa) < 4 || full == 0 {
+    // One query during a rebalance: the full answer, or a clear error (module doc).
+    let full_or_clear = |q: &StateQueries, full: &mut usize, failed: &mut usize| {
         let options = QueryOptions {
             wait: Duration::from_millis(300),
             ..Default::default()
         };
-        match qa.sql_with("SELECT key, value FROM counts", &options) {
+        match q.sql_with("SELECT key, value FROM counts", &options) {
             Ok(answer) => {
                 let rows: Vec<serde_json::Value> =
                     serde_json::from_str(&answer.to_json().unwrap()).unwrap();
@@ -867,13 +862,22 @@ fn either_of_two_workers_answers_for_every_partition() {
                     got, expected,
                     "a partial or wrong answer during the rebalance"
                 );
-                full += 1;
+                *full += 1;
             }
             Err(e) => {
-                assert!(e.to_string().contains("not available"), "{e}");
-                failed += 1;
+                assert_eq!(e.sqlstate(), Some(SqlState::NotAvailable), "{e}");
+                *failed += 1;
             }
         }
+    };
+
+    // B leaves: while its partitions move to A, A answers in full or fails clearly.
+    http_b.close();
+    let closing = std::thread::spawn(move || b.close().unwrap());
+    let (mut full, mut failed) = (0, 0);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while holds(&qa) < 4 || full == 0 {
+        full_or_clear(&qa, &mut full, &mut failed);
         assert!(
             Instant::now() < deadline,
             "A never took over ({full} full, {failed} failed)"
@@ -881,6 +885,28 @@ fn either_of_two_workers_answers_for_every_partition() {
     }
     closing.join().unwrap();
     assert_eq!(counts(&qa).unwrap(), expected);
+
+    // C joins: while partitions move from A to C (restored from the changelogs), either
+    // answers in full or fails clearly.
+    let dir_c = tempfile::tempdir().unwrap();
+    let server_c = format!("127.0.0.1:{}", free_port());
+    let c = start(&bootstrap, "sql-two", dir_c.path(), Some(&server_c));
+    let qc = c.queries().with_token(token()).unwrap();
+    let http_c = qc.serve_http(server_c.parse().unwrap()).unwrap();
+    let (mut full_a, mut full_c, mut failed) = (0, 0, 0);
+    let deadline = Instant::now() + Duration::from_secs(90);
+    while !(holds(&qc) > 0 && holds(&qa) + holds(&qc) == 4 && full_a > 0 && full_c > 0) {
+        full_or_clear(&qa, &mut full_a, &mut failed);
+        full_or_clear(&qc, &mut full_c, &mut failed);
+        assert!(
+            Instant::now() < deadline,
+            "C never took partitions ({full_a} + {full_c} full, {failed} failed; C holds {})",
+            holds(&qc)
+        );
+    }
+    assert!(holds(&qa) > 0, "A keeps some partitions");
+    http_c.close();
+    c.close().unwrap();
     http_a.close();
     a.close().unwrap();
 }
