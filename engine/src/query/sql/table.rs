@@ -57,33 +57,16 @@ impl TableProvider for StoreTable {
         &self,
         filters: &[&Expr],
     ) -> DfResult<Vec<TableProviderFilterPushDown>> {
-        // Lookups only on keys whose serde is a string or an integer (a JSON key's column may be
-        // anything, even a value field named `key`); ranges only on strings, whose bytes sort as
-        // SQL compares them.
-        let key_kind = self.source.json.key_kind;
-        let scalar_key = matches!(key_kind, SerdeKind::Text | SerdeKind::Integer)
-            && self.schema.field_with_name(super::pushdown::KEY).is_ok();
-        let ordered_key = scalar_key && key_kind == SerdeKind::Text;
-        let key_from_json = &self.source.json.key_from_json;
-        let lookup = |f: &Expr| {
-            key_points(f, key_kind)
-                .is_some_and(|values| values.iter().all(|v| key_from_json(v).is_ok()))
-        };
-        let windowed = !matches!(self.source.spec.kind, eddy_state::StoreKind::KeyValue);
         Ok(filters
             .iter()
-            .map(|f| {
-                if scalar_key && lookup(f) || ordered_key && key_range(f).is_some() {
-                    TableProviderFilterPushDown::Exact
-                } else if windowed && window_range(f).is_some()
-                    || shippable(f, &self.schema).is_some()
-                {
-                    // Window bounds narrow the read; other filters go to remote owners
-                    // (`shipped_filter.rs`). DataFusion applies both again.
+            .map(|f| match self.classify(f) {
+                FilterUse::Points(_) | FilterUse::Range(..) => TableProviderFilterPushDown::Exact,
+                // Window bounds narrow the read; other filters go to remote owners
+                // (`shipped_filter.rs`). DataFusion applies both again.
+                FilterUse::Window(..) | FilterUse::Shipped(_) => {
                     TableProviderFilterPushDown::Inexact
-                } else {
-                    TableProviderFilterPushDown::Unsupported
                 }
+                FilterUse::Evaluated => TableProviderFilterPushDown::Unsupported,
             })
             .collect())
     }
@@ -103,22 +86,20 @@ impl TableProvider for StoreTable {
         let mut window = ALL_TIME;
         let mut shipped = Vec::new();
         for filter in filters {
-            if let Some(values) = key_points(filter, self.source.json.key_kind) {
-                let keys: Vec<Vec<u8>> = values
-                    .iter()
-                    .filter_map(|v| (self.source.json.key_from_json)(v).ok())
-                    .collect();
-                points = Some(match points {
-                    None => keys,
-                    Some(before) => before.into_iter().filter(|k| keys.contains(k)).collect(),
-                });
-            } else if let Some((lo, hi)) = key_range(filter) {
-                ranged = true;
-                range = narrow(range, lo, hi);
-            } else if let Some((from, to)) = window_range(filter) {
-                window = (window.0.max(from), window.1.min(to));
-            } else if let Some(text) = shippable(filter, &self.schema) {
-                shipped.push(text);
+            match self.classify(filter) {
+                FilterUse::Points(keys) => {
+                    points = Some(match points {
+                        None => keys,
+                        Some(before) => before.into_iter().filter(|k| keys.contains(k)).collect(),
+                    });
+                }
+                FilterUse::Range(lo, hi) => {
+                    ranged = true;
+                    range = narrow(range, lo, hi);
+                }
+                FilterUse::Window(from, to) => window = (window.0.max(from), window.1.min(to)),
+                FilterUse::Shipped(text) => shipped.push(text),
+                FilterUse::Evaluated => {}
             }
         }
         let keys = match points {
@@ -168,6 +149,59 @@ impl TableProvider for StoreTable {
             routed,
             properties,
         }))
+    }
+}
+
+/// What a scan does with one filter: the same answer when DataFusion asks whether it can be
+/// pushed and when the scan is planned with it.
+enum FilterUse {
+    /// A lookup of these keys (their bytes): exact.
+    Points(Vec<Vec<u8>>),
+    /// A bounded scan of text keys: exact.
+    Range(Bound<String>, Bound<String>),
+    /// Window starts within these (both ends inclusive): the read is narrowed.
+    Window(i64, i64),
+    /// Shipped to remote owners as this SQL text.
+    Shipped(String),
+    /// Left to DataFusion alone.
+    Evaluated,
+}
+
+impl StoreTable {
+    fn classify(&self, f: &Expr) -> FilterUse {
+        // Lookups only on keys whose serde is a string or an integer (a JSON key's column may be
+        // anything, even a value field named `key`), when every value named is a key of that
+        // serde; ranges only on strings, whose bytes sort as SQL compares them.
+        let key_kind = self.source.json.key_kind;
+        let scalar_key = matches!(key_kind, SerdeKind::Text | SerdeKind::Integer)
+            && self.schema.field_with_name(super::pushdown::KEY).is_ok();
+        let ordered_key = scalar_key && key_kind == SerdeKind::Text;
+        let windowed = !matches!(self.source.spec.kind, eddy_state::StoreKind::KeyValue);
+        if scalar_key {
+            if let Some(values) = key_points(f, key_kind) {
+                let keys: Option<Vec<Vec<u8>>> = values
+                    .iter()
+                    .map(|v| (self.source.json.key_from_json)(v).ok())
+                    .collect();
+                if let Some(keys) = keys {
+                    return FilterUse::Points(keys);
+                }
+            }
+        }
+        if ordered_key {
+            if let Some((lo, hi)) = key_range(f) {
+                return FilterUse::Range(lo, hi);
+            }
+        }
+        if windowed {
+            if let Some((from, to)) = window_range(f) {
+                return FilterUse::Window(from, to);
+            }
+        }
+        match shippable(f, &self.schema) {
+            Some(text) => FilterUse::Shipped(text),
+            None => FilterUse::Evaluated,
+        }
     }
 }
 
