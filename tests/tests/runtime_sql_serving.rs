@@ -442,6 +442,17 @@ fn the_postgres_endpoint_answers_drivers_and_psql() {
             .await
             .unwrap_err();
         assert!(sqlstate(&e).starts_with("22023"), "{}", sqlstate(&e));
+        for unread in [r#"[["Events", 0, 5]]"#, r#"[["events", 7, 5]]"#] {
+            let e = client
+                .batch_execute(&format!("SET eddy.min_position = '{unread}'"))
+                .await
+                .unwrap_err();
+            assert!(
+                sqlstate(&e).starts_with("22023"),
+                "{unread}: {}",
+                sqlstate(&e)
+            );
+        }
         client
             .batch_execute("RESET eddy.min_position")
             .await

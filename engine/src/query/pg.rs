@@ -258,6 +258,7 @@ impl StateQueries {
             reason,
         };
         let base = self.session(None)?;
+        let queries = self.clone();
         setup_pg_catalog(
             &base,
             "datafusion",
@@ -278,12 +279,16 @@ impl StateQueries {
         // positions are its own (`pg_position.rs`).
         let connection_handlers = move || {
             let scope = Arc::new(QueryScope::default());
-            let config = base.copied_config().with_extension(Arc::clone(&scope));
+            // Not a new default catalog: it would replace the shared one (the stores).
+            let config = base
+                .copied_config()
+                .with_create_default_catalog_and_schema(false)
+                .with_extension(Arc::clone(&scope));
             let state = SessionStateBuilder::new_from_existing(base.state())
                 .with_config(config)
                 .build();
             let hooks: Vec<Arc<dyn QueryHook>> = vec![
-                Arc::new(PositionHook(scope)),
+                Arc::new(PositionHook(scope, queries.clone())),
                 Arc::new(ReadOnlyHook),
                 Arc::new(CursorStatementHook),
                 Arc::new(SetShowHook),

@@ -1,15 +1,17 @@
 //! Positions over the Postgres endpoint, as `POST /query` has them in `eddy-position` and
 //! `min_position`: a connection's statements share one [`QueryScope`].
 //!
-//! 1. Every statement other than these starts the scope again, so its scans record the
-//!    position (input offsets) they read at.
+//! 1. Every statement that reads (a query, `EXPLAIN`, a cursor's `DECLARE`) starts the scope
+//!    again, so its scans record the position (input offsets) they read at; settings,
+//!    `BEGIN`/`COMMIT` and `FETCH` keep the position of the statement before.
 //! 2. `SHOW eddy.position` answers the position of the connection's last statement as
 //!    `[[topic, partition, offset], …]` (the same JSON as HTTP's `eddy-position`), once its
 //!    rows were read (a later message than the statement's).
 //! 3. `SET eddy.min_position = '[[topic, partition, offset], …]'` makes every later statement
 //!    of the connection wait for state at least that far (read-your-writes), failing with
 //!    `55000` past the wait; `SET eddy.min_position = ''` or `RESET eddy.min_position` drops
-//!    the bound, and `SHOW eddy.min_position` shows it. A malformed value is `22023`.
+//!    the bound, and `SHOW eddy.min_position` shows it. A malformed value, or one naming a
+//!    topic or partition no store's position counts, is `22023`.
 //!
 //! Connections never see each other's positions or bounds: each has its own session.
 
@@ -30,7 +32,7 @@ use pgwire::api::{ClientInfo, Type};
 use pgwire::error::{ErrorInfo, PgWireError, PgWireResult};
 
 use crate::query::sql::QueryScope;
-use crate::query::SqlState;
+use crate::query::{SqlState, StateQueries};
 
 /// The last statement's position.
 const POSITION: &str = "eddy.position";
@@ -128,9 +130,9 @@ fn one_value(name: &str, value: &str) -> PgWireResult<Response> {
     Ok(Response::Query(QueryResponse::new(fields, Box::pin(rows))))
 }
 
-/// Answers the position statements of one connection and starts its scope at every other
-/// statement; the first of the connection's hooks.
-pub(crate) struct PositionHook(pub Arc<QueryScope>);
+/// Answers the position statements of one connection and starts its scope at every
+/// statement that reads; the first of the connection's hooks.
+pub(crate) struct PositionHook(pub Arc<QueryScope>, pub StateQueries);
 
 impl PositionHook {
     fn respond(&self, statement: &Statement) -> Option<PgWireResult<Response>> {
@@ -141,17 +143,35 @@ impl PositionHook {
             Some(PositionStatement::Show(_)) => {
                 Some(one_value(MIN_POSITION, &to_json(&self.0.min_position())))
             }
-            Some(PositionStatement::Set(text)) => Some(parse_bound(&text).map(|bound| {
+            Some(PositionStatement::Set(text)) => Some(parse_bound(&text).and_then(|bound| {
+                // A bound no scan checks would pass silently.
+                if let Some((topic, partition)) = self.1.unreflected(&bound) {
+                    return Err(PgWireError::UserError(Box::new(ErrorInfo::new(
+                        "ERROR".to_string(),
+                        SqlState::InvalidParameterValue.code().to_string(),
+                        format!(
+                            "{MIN_POSITION} names partition {partition} of `{topic}`, which \
+                             no store's position counts"
+                        ),
+                    ))));
+                }
                 self.0.set_min_position(bound);
-                Response::Execution(Tag::new(match statement {
+                Ok(Response::Execution(Tag::new(match statement {
                     Statement::Reset(_) => "RESET",
                     _ => "SET",
-                }))
+                })))
             })),
-            None => {
+            // A statement that reads starts the scope again; a setting, a transaction's
+            // bounds or a cursor's FETCH keep the position of the statement before.
+            None if matches!(
+                statement,
+                Statement::Query(_) | Statement::Explain { .. } | Statement::Declare { .. }
+            ) =>
+            {
                 self.0.restart();
                 None
             }
+            None => None,
         }
     }
 }
@@ -252,15 +272,25 @@ mod tests {
     #[test]
     fn a_statement_restarts_the_scope_and_a_show_does_not() {
         let scope = Arc::new(QueryScope::default());
-        let hook = PositionHook(Arc::clone(&scope));
+        let no_stores = StateQueries::merged(Vec::new()).unwrap();
+        let hook = PositionHook(Arc::clone(&scope), no_stores);
         scope.note(0, BTreeMap::from([("orders".to_string(), 9)]));
         assert!(hook.respond(&parse("SHOW eddy.position")).is_some());
         assert_eq!(scope.positions().len(), 1, "SHOW keeps the last position");
         assert!(hook.respond(&parse("SELECT 1")).is_none());
         assert!(scope.positions().is_empty(), "a statement starts again");
-        assert!(hook
-            .respond(&parse("SET eddy.min_position = '[[\"orders\", 0, 3]]'"))
-            .is_some_and(|r| r.is_ok()));
+        for kept in ["SET statement_timeout = 5", "COMMIT", "SHOW search_path"] {
+            scope.note(0, BTreeMap::from([("orders".to_string(), 9)]));
+            assert!(hook.respond(&parse(kept)).is_none());
+            assert_eq!(scope.positions().len(), 1, "{kept} keeps the last position");
+        }
+        // No store here counts `orders`: a bound on it would pass silently.
+        match hook.respond(&parse("SET eddy.min_position = '[[\"orders\", 0, 3]]'")) {
+            Some(Err(PgWireError::UserError(info))) => assert_eq!(info.code, "22023"),
+            other => panic!("{other:?}"),
+        }
+        assert!(!scope.bounded());
+        scope.set_min_position(BTreeMap::from([(("orders".to_string(), 0), 3)]));
         assert!(scope.bounded());
         assert!(hook.respond(&parse("RESET eddy.min_position")).is_some());
         assert!(!scope.bounded());

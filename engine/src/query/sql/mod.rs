@@ -265,6 +265,28 @@ impl StateQueries {
         })
     }
 
+    /// The first (input topic, partition) of `bound` that no store's position counts (a
+    /// topic no store reads, or a partition past a store's count), if any.
+    pub(crate) fn unreflected(
+        &self,
+        bound: &BTreeMap<(String, i32), i64>,
+    ) -> Option<(String, i32)> {
+        let sources: Vec<StoreSource> = self
+            .stores()
+            .iter()
+            .filter_map(|s| self.source(&s.name))
+            .collect();
+        bound.keys().find_map(|(topic, partition)| {
+            let counted = sources.iter().any(|s| {
+                s.inputs.contains(topic)
+                    && *partition >= 0
+                    && s.all_partitions()
+                        .map_or(true, |all| all.contains(partition))
+            });
+            (!counted).then(|| (topic.clone(), *partition))
+        })
+    }
+
     /// The columns of store `name` as SQL reads it (declared, or inferred from its rows).
     pub async fn schema_async(&self, name: &str) -> Result<SchemaRef> {
         let quoted = name.replace('"', "\"\"");
