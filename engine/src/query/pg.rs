@@ -342,12 +342,13 @@ impl StateQueries {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
     use datafusion::sql::sqlparser::parser::Parser;
 
-    fn parse(sql: &str) -> Statement {
+    /// `sql`'s first statement, as the Postgres endpoint parses it.
+    pub(crate) fn parse(sql: &str) -> Statement {
         Parser::parse_sql(&PostgreSqlDialect {}, sql)
             .unwrap()
             .remove(0)

@@ -225,14 +225,7 @@ impl QueryHook for PositionHook {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
-    use datafusion::sql::sqlparser::parser::Parser;
-
-    fn parse(sql: &str) -> Statement {
-        Parser::parse_sql(&PostgreSqlDialect {}, sql)
-            .unwrap()
-            .remove(0)
-    }
+    use crate::query::pg::tests::parse;
 
     #[test]
     fn the_position_statements_are_recognised_and_others_are_not() {
