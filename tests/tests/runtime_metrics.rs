@@ -155,8 +155,16 @@ fn metrics_follow_what_the_application_did() {
     .unwrap_or(0.0);
     assert!(puts > 0.0, "store operations are timed at the debug level");
     // Lag per input partition, read at the scrape; the store's RocksDB figures.
+    // The store's keys reach RocksDB when the caching layer flushes at a commit, which may come
+    // after the lag reads zero: wait for both.
     let lag = scrape_until(&addr, |t| {
         metric_sum(t, "eddy_consumer_lag_records", &scores) == Some(0.0)
+            && metric_sum(
+                t,
+                "eddy_rocksdb_estimated_keys",
+                &[("application", APP), ("store", "metric-totals")],
+            )
+            .is_some_and(|keys| keys >= 5.0)
     });
     assert_eq!(value(&lag, "eddy_consumer_lag_records", &scores), 0.0);
     assert_eq!(value(&lag, "eddy_consumer_lag_seconds", &scores), 0.0);

@@ -8,7 +8,8 @@ use std::time::{Duration, Instant};
 
 use eddy_engine::{
     Consumed, ErrorKind, Grouped, KafkaStreams, Materialized, QueryOptions, RuntimeConfig, Serdes,
-    SessionWindows, SqlState, StateQueries, StreamsBuilder, StreamsConfig, TimeWindows, Topology,
+    SessionWindows, SqlAnswer, SqlState, StateQueries, StreamsBuilder, StreamsConfig, TimeWindows,
+    Topology,
 };
 use eddy_testkit::{free_port, http_post, EmbeddedBroker};
 use rdkafka::config::ClientConfig;
@@ -101,19 +102,32 @@ fn start(bootstrap: &str, app: &str, dir: &std::path::Path, server: Option<&str>
     KafkaStreams::start(topology(json_keys), RuntimeConfig::new(c, bootstrap)).unwrap()
 }
 
+/// The `key` (text) and `value` (integer) of every row of `answer`, in its order.
+fn key_values(answer: &SqlAnswer) -> Vec<(String, i64)> {
+    let rows: Vec<serde_json::Value> = serde_json::from_str(&answer.to_json().unwrap()).unwrap();
+    rows.iter()
+        .map(|row| {
+            (
+                row["key"].as_str().unwrap().to_string(),
+                row["value"].as_i64().unwrap(),
+            )
+        })
+        .collect()
+}
+
+/// [`key_values`] as a map, asserting that no key comes twice.
+fn key_value_map(answer: &SqlAnswer) -> BTreeMap<String, i64> {
+    let rows = key_values(answer);
+    let map: BTreeMap<String, i64> = rows.iter().cloned().collect();
+    assert_eq!(map.len(), rows.len(), "a key twice");
+    map
+}
+
 /// `SELECT key, value FROM counts` as a map, if the query answers.
 fn counts(queries: &StateQueries) -> eddy_engine::Result<BTreeMap<String, i64>> {
-    let answer = queries.sql("SELECT key, value FROM counts")?;
-    let rows: Vec<serde_json::Value> = serde_json::from_str(&answer.to_json()?).unwrap();
-    let mut out = BTreeMap::new();
-    for row in rows {
-        let key = row["key"].as_str().unwrap().to_string();
-        assert!(
-            out.insert(key, row["value"].as_i64().unwrap()).is_none(),
-            "a key twice"
-        );
-    }
-    Ok(out)
+    Ok(key_value_map(
+        &queries.sql("SELECT key, value FROM counts")?,
+    ))
 }
 
 fn wait_for(what: &str, mut done: impl FnMut() -> bool) {
@@ -178,17 +192,7 @@ fn the_postgres_endpoint_answers_drivers_and_psql() {
     let answer = queries
         .sql("SELECT key, value FROM json_keyed WHERE key >= 'user-30'")
         .unwrap();
-    let rows: Vec<serde_json::Value> = serde_json::from_str(&answer.to_json().unwrap()).unwrap();
-    let got: BTreeMap<String, i64> = rows
-        .iter()
-        .map(|r| {
-            (
-                r["key"].as_str().unwrap().to_string(),
-                r["value"].as_i64().unwrap(),
-            )
-        })
-        .collect();
-    assert_eq!(got, above);
+    assert_eq!(key_value_map(&answer), above);
     // A query past its time limit stops with a clear error.
     let brief = QueryOptions {
         time_limit: Duration::from_millis(300),
@@ -391,6 +395,22 @@ fn the_postgres_endpoint_answers_drivers_and_psql() {
             show_position(&other, "eddy.position").await.is_empty(),
             "another connection has read nothing"
         );
+        // One simple-query string of two statements: the SHOW answers the position of the
+        // SELECT before it, not of the connection's statement before the string.
+        let answers = other
+            .simple_query("SELECT count(*) FROM counts; SHOW eddy.position")
+            .await
+            .unwrap();
+        let shown: Vec<(String, i32, i64)> = answers
+            .iter()
+            .filter_map(|m| match m {
+                tokio_postgres::SimpleQueryMessage::Row(row) => row.get(0).map(str::to_owned),
+                _ => None,
+            })
+            .last()
+            .map(|text| serde_json::from_str(&text).unwrap())
+            .expect("the SHOW answers a row");
+        assert_eq!(shown, position, "the SHOW in the same string as its SELECT");
         // More records, then a bound at their end: the next statement reflects all of them.
         const MORE: usize = 300;
         let more = feed(&bootstrap, MORE, 2);
@@ -662,17 +682,7 @@ fn either_of_two_workers_answers_for_every_partition() {
         .to_json()
         .unwrap();
     assert!(plan.contains("shipped_filters=["), "{plan}");
-    let got: Vec<(String, i64)> =
-        serde_json::from_str::<Vec<serde_json::Value>>(&qb.sql(sql).unwrap().to_json().unwrap())
-            .unwrap()
-            .iter()
-            .map(|r| {
-                (
-                    r["key"].as_str().unwrap().to_string(),
-                    r["value"].as_i64().unwrap(),
-                )
-            })
-            .collect();
+    let got = key_values(&qb.sql(sql).unwrap());
     let want: Vec<(String, i64)> = expected
         .iter()
         .filter(|(k, _)| k.ends_with('5'))
@@ -897,20 +907,9 @@ fn either_of_two_workers_answers_for_every_partition() {
         };
         match q.sql_with("SELECT key, value FROM counts", &options) {
             Ok(answer) => {
-                let rows: Vec<serde_json::Value> =
-                    serde_json::from_str(&answer.to_json().unwrap()).unwrap();
-                let got: BTreeMap<String, i64> = rows
-                    .iter()
-                    .map(|r| {
-                        (
-                            r["key"].as_str().unwrap().to_string(),
-                            r["value"].as_i64().unwrap(),
-                        )
-                    })
-                    .collect();
-                assert_eq!(got.len(), rows.len(), "a key twice");
                 assert_eq!(
-                    got, expected,
+                    key_value_map(&answer),
+                    expected,
                     "a partial or wrong answer during the rebalance"
                 );
                 *full += 1;

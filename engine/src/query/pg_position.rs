@@ -115,7 +115,13 @@ fn parse_bound(text: &str) -> PgWireResult<BTreeMap<(String, i32), i64>> {
     Ok(triples.into_iter().map(|(t, p, o)| ((t, p), o)).collect())
 }
 
-fn one_value(name: &str, value: &str) -> PgWireResult<Response> {
+/// A one-row answer of `name` whose value is computed when the row is sent: a statement's
+/// answer streams after every statement of its query string was planned, so a
+/// `SHOW eddy.position` after a `SELECT` in one string must wait for the SELECT's rows.
+fn one_value(
+    name: &str,
+    value: impl FnOnce() -> String + Send + 'static,
+) -> PgWireResult<Response> {
     let fields = Arc::new(vec![FieldInfo::new(
         name.to_string(),
         None,
@@ -123,10 +129,12 @@ fn one_value(name: &str, value: &str) -> PgWireResult<Response> {
         Type::VARCHAR,
         FieldFormat::Text,
     )]);
-    let mut encoder = DataRowEncoder::new(Arc::clone(&fields));
-    encoder.encode_field(&Some(value))?;
-    let row = encoder.take_row();
-    let rows = futures::stream::once(async move { Ok(row) });
+    let encoding = Arc::clone(&fields);
+    let rows = futures::stream::once(async move {
+        let mut encoder = DataRowEncoder::new(encoding);
+        encoder.encode_field(&Some(value()))?;
+        Ok(encoder.take_row())
+    });
     Ok(Response::Query(QueryResponse::new(fields, Box::pin(rows))))
 }
 
@@ -138,10 +146,13 @@ impl PositionHook {
     fn respond(&self, statement: &Statement) -> Option<PgWireResult<Response>> {
         match position_statement(statement) {
             Some(PositionStatement::Show(POSITION)) => {
-                Some(one_value(POSITION, &to_json(&self.0.positions())))
+                // The statement before this one, whose rows are sent before this answer.
+                let reads = self.0.last_reads();
+                Some(one_value(POSITION, move || to_json(&reads.lock())))
             }
             Some(PositionStatement::Show(_)) => {
-                Some(one_value(MIN_POSITION, &to_json(&self.0.min_position())))
+                let bound = to_json(&self.0.min_position());
+                Some(one_value(MIN_POSITION, move || bound))
             }
             Some(PositionStatement::Set(text)) => Some(parse_bound(&text).and_then(|bound| {
                 // A bound no scan checks would pass silently.
@@ -267,13 +278,17 @@ mod tests {
         let scope = Arc::new(QueryScope::default());
         let no_stores = StateQueries::merged(Vec::new()).unwrap();
         let hook = PositionHook(Arc::clone(&scope), no_stores);
-        scope.note(0, BTreeMap::from([("orders".to_string(), 9)]));
+        scope
+            .statement()
+            .note(0, BTreeMap::from([("orders".to_string(), 9)]));
         assert!(hook.respond(&parse("SHOW eddy.position")).is_some());
         assert_eq!(scope.positions().len(), 1, "SHOW keeps the last position");
         assert!(hook.respond(&parse("SELECT 1")).is_none());
         assert!(scope.positions().is_empty(), "a statement starts again");
         for kept in ["SET statement_timeout = 5", "COMMIT", "SHOW search_path"] {
-            scope.note(0, BTreeMap::from([("orders".to_string(), 9)]));
+            scope
+                .statement()
+                .note(0, BTreeMap::from([("orders".to_string(), 9)]));
             assert!(hook.respond(&parse(kept)).is_none());
             assert_eq!(scope.positions().len(), 1, "{kept} keeps the last position");
         }
@@ -282,10 +297,10 @@ mod tests {
             Some(Err(PgWireError::UserError(info))) => assert_eq!(info.code, "22023"),
             other => panic!("{other:?}"),
         }
-        assert!(!scope.bounded());
+        assert!(scope.min_position().is_empty());
         scope.set_min_position(BTreeMap::from([(("orders".to_string(), 0), 3)]));
-        assert!(scope.bounded());
+        assert!(!scope.min_position().is_empty());
         assert!(hook.respond(&parse("RESET eddy.min_position")).is_some());
-        assert!(!scope.bounded());
+        assert!(scope.min_position().is_empty());
     }
 }

@@ -25,7 +25,7 @@ use crate::error::{EngineError, Result};
 use crate::partitioner::default_partition;
 use crate::query::sql::pushdown::KEY;
 use crate::query::sql::read::{KeyPredicate, PartitionScan, StoreSource};
-use crate::query::sql::QueryScope;
+use crate::query::sql::StatementScope;
 
 /// The keys (their bytes) of the rows of `batch`, a batch of the table's whole schema.
 fn found_keys(source: &StoreSource, batch: &RecordBatch) -> BTreeSet<Vec<u8>> {
@@ -56,7 +56,7 @@ pub(crate) async fn lookup(
     keys: &[Vec<u8>],
     partitions: &[i32],
     scan: &PartitionScan,
-    scope: &QueryScope,
+    scope: &StatementScope,
 ) -> Result<Vec<RecordBatch>> {
     let count = i32::try_from(partitions.len()).unwrap_or(i32::MAX);
     let mut by_partition: BTreeMap<i32, Vec<Vec<u8>>> = BTreeMap::new();

@@ -82,8 +82,22 @@ impl Default for QueryOptions {
 /// setting, and each statement starts it again ([`QueryScope::restart`]).
 #[derive(Debug)]
 pub(crate) struct QueryScope {
-    positions: Mutex<BTreeMap<(String, i32), i64>>,
+    /// Where the statement planned last records its reads: a statement's scans keep the
+    /// sink of their own statement ([`QueryScope::statement`]), so the statements of one
+    /// Postgres query string, planned before any row streams, never mix their positions.
+    reads: Mutex<Arc<StatementReads>>,
     min_position: Mutex<BTreeMap<(String, i32), i64>>,
+    pub wait: Duration,
+}
+
+/// The positions one statement's scans read at.
+pub(crate) type StatementReads = Mutex<BTreeMap<(String, i32), i64>>;
+
+/// What one statement's scans read with, taken when it is planned.
+#[derive(Debug, Clone)]
+pub(crate) struct StatementScope {
+    reads: Arc<StatementReads>,
+    min_position: BTreeMap<(String, i32), i64>,
     pub wait: Duration,
 }
 
@@ -96,25 +110,10 @@ impl Default for QueryScope {
 impl QueryScope {
     fn new(options: &QueryOptions) -> Self {
         Self {
-            positions: Mutex::new(BTreeMap::new()),
+            reads: Mutex::new(Arc::default()),
             min_position: Mutex::new(options.min_position.clone()),
             wait: options.wait,
         }
-    }
-
-    /// Whether the query asks for a minimum position.
-    pub fn bounded(&self) -> bool {
-        !self.min_position.lock().is_empty()
-    }
-
-    /// The bound on store partition `partition`: input topic → offset.
-    pub fn bound(&self, partition: i32) -> BTreeMap<String, i64> {
-        self.min_position
-            .lock()
-            .iter()
-            .filter(|((_, p), _)| *p == partition)
-            .map(|((t, _), o)| (t.clone(), *o))
-            .collect()
     }
 
     /// The minimum position asked for: (input topic, partition) → offset.
@@ -127,24 +126,55 @@ impl QueryScope {
         *self.min_position.lock() = bound;
     }
 
-    /// Store partition `partition` was read at `position` (a partition read twice, by a
-    /// self-join or two stores of one task, reports the older read).
-    pub fn note(&self, partition: i32, position: BTreeMap<String, i64>) {
-        let mut positions = self.positions.lock();
-        for (topic, offset) in position {
-            let at = positions.entry((topic, partition)).or_insert(offset);
-            *at = (*at).min(offset);
+    /// The bound and position sink of the statement being planned.
+    pub fn statement(&self) -> StatementScope {
+        StatementScope {
+            reads: Arc::clone(&self.reads.lock()),
+            min_position: self.min_position(),
+            wait: self.wait,
         }
     }
 
-    /// The positions read since the statement started.
+    /// The sink of the last statement planned; its positions are complete once its rows
+    /// were read.
+    pub fn last_reads(&self) -> Arc<StatementReads> {
+        Arc::clone(&self.reads.lock())
+    }
+
+    /// The positions the last statement read at.
     pub fn positions(&self) -> BTreeMap<(String, i32), i64> {
-        self.positions.lock().clone()
+        self.last_reads().lock().clone()
     }
 
     /// A new statement starts: no position read yet.
     pub fn restart(&self) {
-        self.positions.lock().clear();
+        *self.reads.lock() = Arc::default();
+    }
+}
+
+impl StatementScope {
+    /// Whether the statement asks for a minimum position.
+    pub fn bounded(&self) -> bool {
+        !self.min_position.is_empty()
+    }
+
+    /// The bound on store partition `partition`: input topic → offset.
+    pub fn bound(&self, partition: i32) -> BTreeMap<String, i64> {
+        self.min_position
+            .iter()
+            .filter(|((_, p), _)| *p == partition)
+            .map(|((t, _), o)| (t.clone(), *o))
+            .collect()
+    }
+
+    /// Store partition `partition` was read at `position` (a partition read twice, by a
+    /// self-join or two stores of one task, reports the older read).
+    pub fn note(&self, partition: i32, position: BTreeMap<String, i64>) {
+        let mut positions = self.reads.lock();
+        for (topic, offset) in position {
+            let at = positions.entry((topic, partition)).or_insert(offset);
+            *at = (*at).min(offset);
+        }
     }
 }
 

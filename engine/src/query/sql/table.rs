@@ -27,7 +27,7 @@ use crate::query::sql::lookup;
 use crate::query::sql::pushdown::{key_points, key_range, window_range};
 use crate::query::sql::read::{KeyPredicate, PartitionScan, StoreSource, ALL_TIME};
 use crate::query::sql::shipped_filter::shippable;
-use crate::query::sql::QueryScope;
+use crate::query::sql::{QueryScope, StatementScope};
 use crate::serdes::SerdeKind;
 
 pub(crate) struct StoreTable {
@@ -122,10 +122,12 @@ impl TableProvider for StoreTable {
             .map_err(|e| DataFusionError::External(Box::new(e)))?;
         // Lookups go to the partitions their keys hash to (`lookup.rs`), in one plan
         // partition; not under a minimum position, which every partition must be checked for.
-        let bounded = state
+        let scope = state
             .config()
             .get_extension::<QueryScope>()
-            .is_some_and(|scope| scope.bounded());
+            .unwrap_or_default()
+            .statement();
+        let bounded = scope.bounded();
         let routed = matches!(keys, KeyPredicate::Points(_))
             && self.source.keyed_by_record_key
             && partitions.len() > 1
@@ -147,6 +149,7 @@ impl TableProvider for StoreTable {
             limit,
             partitions,
             routed,
+            scope,
             properties,
         }))
     }
@@ -252,6 +255,8 @@ pub(crate) struct StoreScanExec {
     partitions: Vec<i32>,
     /// A lookup routed by key hash (`lookup.rs`): one plan partition reads them all.
     routed: bool,
+    /// The bound and position sink of the statement this scan was planned for.
+    scope: StatementScope,
     properties: Arc<PlanProperties>,
 }
 
@@ -339,13 +344,10 @@ impl ExecutionPlan for StoreScanExec {
     fn execute(
         &self,
         partition: usize,
-        context: Arc<TaskContext>,
+        _context: Arc<TaskContext>,
     ) -> DfResult<SendableRecordBatchStream> {
         let projected = self.properties.eq_properties.schema().clone();
-        let scope = context
-            .session_config()
-            .get_extension::<QueryScope>()
-            .unwrap_or_default();
+        let scope = self.scope.clone();
         if let (true, KeyPredicate::Points(keys)) = (self.routed, &self.keys) {
             let scan = PartitionScan {
                 keys: KeyPredicate::All,
