@@ -411,6 +411,53 @@ fn the_postgres_endpoint_answers_drivers_and_psql() {
             .map(|text| serde_json::from_str(&text).unwrap())
             .expect("the SHOW answers a row");
         assert_eq!(shown, position, "the SHOW in the same string as its SELECT");
+        // A cursor's FETCH sends rows its DECLARE read: the SHOW after it answers the
+        // DECLARE's position, not that of the statement in between.
+        other.batch_execute("BEGIN").await.unwrap();
+        other
+            .batch_execute("DECLARE reading CURSOR FOR SELECT key, value FROM counts")
+            .await
+            .unwrap();
+        other.simple_query("SELECT 1").await.unwrap();
+        assert!(show_position(&other, "eddy.position").await.is_empty());
+        // (Simple: datafusion-postgres describes a prepared FETCH as having no columns.)
+        let fetched = other.simple_query("FETCH ALL FROM reading").await.unwrap();
+        let fetched = fetched
+            .iter()
+            .filter(|m| matches!(m, tokio_postgres::SimpleQueryMessage::Row(_)))
+            .count();
+        assert_eq!(fetched, expected.len());
+        assert_eq!(
+            show_position(&other, "eddy.position").await,
+            position,
+            "a FETCH reports its cursor's position"
+        );
+        other.batch_execute("CLOSE reading").await.unwrap();
+        other.batch_execute("COMMIT").await.unwrap();
+        // A statement that fails (here past its time limit, waiting for a bound on partition
+        // 0 while partition 1 answered) reports no position: it sent no rows whole.
+        other
+            .batch_execute("SET statement_timeout = 400")
+            .await
+            .unwrap();
+        let far = serde_json::json!([["events", 0, 1_000_000_000]]);
+        other
+            .batch_execute(&format!("SET eddy.min_position = '{far}'"))
+            .await
+            .unwrap();
+        let e = other
+            .query("SELECT key, value FROM counts", &[])
+            .await
+            .unwrap_err();
+        assert!(sqlstate(&e).starts_with("57014"), "{}", sqlstate(&e));
+        other
+            .batch_execute("RESET eddy.min_position; SET statement_timeout = 0")
+            .await
+            .unwrap();
+        assert!(
+            show_position(&other, "eddy.position").await.is_empty(),
+            "a failed statement reflects no position"
+        );
         // More records, then a bound at their end: the next statement reflects all of them.
         const MORE: usize = 300;
         let more = feed(&bootstrap, MORE, 2);
@@ -869,6 +916,18 @@ fn either_of_two_workers_answers_for_every_partition() {
         "a partition that is not there yet: {e}"
     );
     assert!(e.to_string().contains("partition 0"), "{e}");
+    // Under a LIMIT the other partitions may answer first and the one still waiting for its
+    // bound is never read: a bound on a store the query reads is not a mistake then (it was
+    // refused as naming a partition "no store this query read reflects").
+    let limited = qa
+        .sql_with("SELECT key FROM counts LIMIT 1", &beyond)
+        .unwrap();
+    assert_eq!(limited.rows(), 1);
+    assert!(
+        !limited.position.contains_key(&("events".to_string(), 0)),
+        "partition 0 was never read: {:?}",
+        limited.position
+    );
     // Read-your-writes over HTTP: records written now, then a query through B's endpoint for
     // the position they end at. It waits until every partition (some of them A's) has
     // counted them, rather than answer the counts from before.

@@ -288,20 +288,21 @@ impl StateQueries {
                 .with_config(config)
                 .build();
             let hooks: Vec<Arc<dyn QueryHook>> = vec![
-                Arc::new(PositionHook(scope, queries.clone())),
+                Arc::new(PositionHook::new(Arc::clone(&scope), queries.clone())),
                 Arc::new(ReadOnlyHook),
                 Arc::new(CursorStatementHook),
                 Arc::new(SetShowHook),
                 Arc::new(TransactionStatementHook),
             ];
             Arc::new(Handlers {
-                service: Arc::new(TimeLimited(
-                    Arc::new(DfSessionService::new_with_hooks(
+                service: Arc::new(TimeLimited {
+                    service: Arc::new(DfSessionService::new_with_hooks(
                         Arc::new(SessionContext::new_with_state(state)),
                         hooks,
                     )),
-                    Arc::clone(&in_flight),
-                )),
+                    in_flight: Arc::clone(&in_flight),
+                    scope,
+                }),
                 startup: Arc::clone(&startup),
             })
         };

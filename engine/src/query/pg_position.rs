@@ -2,11 +2,12 @@
 //! `min_position`: a connection's statements share one [`QueryScope`].
 //!
 //! 1. Every statement that reads (a query, `EXPLAIN`, a cursor's `DECLARE`) starts the scope
-//!    again, so its scans record the position (input offsets) they read at; settings,
-//!    `BEGIN`/`COMMIT` and `FETCH` keep the position of the statement before.
+//!    again, so its scans record the position (input offsets) they read at; settings and
+//!    `BEGIN`/`COMMIT` keep the position of the statement before, and a `FETCH` takes its
+//!    cursor's (the rows it sends were read by the `DECLARE`'s scans).
 //! 2. `SHOW eddy.position` answers the position of the connection's last statement as
 //!    `[[topic, partition, offset], …]` (the same JSON as HTTP's `eddy-position`), once its
-//!    rows were read (a later message than the statement's).
+//!    rows were read (a later message than the statement's); `[]` when a scan of it failed.
 //! 3. `SET eddy.min_position = '[[topic, partition, offset], …]'` makes every later statement
 //!    of the connection wait for state at least that far (read-your-writes), failing with
 //!    `55000` past the wait; `SET eddy.min_position = ''` or `RESET eddy.min_position` drops
@@ -14,8 +15,13 @@
 //!    topic or partition no store's position counts, is `22023`.
 //!
 //! Connections never see each other's positions or bounds: each has its own session.
+//!
+//! Unlike `POST /query`, a statement whose stores count none of the bound's topics is not
+//! refused: the bound belongs to the connection, and it applies to the statements that read
+//! what it names. A `SET` in a query string that then fails stays set (Postgres would roll it
+//! back with the string's implicit transaction): send the `SET` on its own.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
 use async_trait::async_trait;
@@ -23,15 +29,16 @@ use datafusion::arrow::datatypes::{DataType, Field, Schema};
 use datafusion::common::{ParamValues, ToDFSchema};
 use datafusion::logical_expr::{EmptyRelation, LogicalPlan};
 use datafusion::prelude::SessionContext;
-use datafusion::sql::sqlparser::ast::{Expr, Reset, Set, Statement, Value};
+use datafusion::sql::sqlparser::ast::{CloseCursor, Expr, Reset, Set, Statement, Value};
 use datafusion_postgres::hooks::HookClient;
 use datafusion_postgres::pgwire;
 use datafusion_postgres::QueryHook;
+use parking_lot::Mutex;
 use pgwire::api::results::{DataRowEncoder, FieldFormat, FieldInfo, QueryResponse, Response, Tag};
 use pgwire::api::{ClientInfo, Type};
 use pgwire::error::{ErrorInfo, PgWireError, PgWireResult};
 
-use crate::query::sql::QueryScope;
+use crate::query::sql::{QueryScope, StatementReads};
 use crate::query::{SqlState, StateQueries};
 
 /// The last statement's position.
@@ -140,23 +147,37 @@ fn one_value(
 
 /// Answers the position statements of one connection and starts its scope at every
 /// statement that reads; the first of the connection's hooks.
-pub(crate) struct PositionHook(pub Arc<QueryScope>, pub StateQueries);
+pub(crate) struct PositionHook {
+    scope: Arc<QueryScope>,
+    queries: StateQueries,
+    /// The reads of each cursor declared, the last statement's again at its `FETCH` (its
+    /// rows stream then, from the `DECLARE`'s scans).
+    cursors: Mutex<HashMap<String, Arc<StatementReads>>>,
+}
 
 impl PositionHook {
+    pub fn new(scope: Arc<QueryScope>, queries: StateQueries) -> Self {
+        Self {
+            scope,
+            queries,
+            cursors: Mutex::default(),
+        }
+    }
+
     fn respond(&self, statement: &Statement) -> Option<PgWireResult<Response>> {
         match position_statement(statement) {
             Some(PositionStatement::Show(POSITION)) => {
                 // The statement before this one, whose rows are sent before this answer.
-                let reads = self.0.last_reads();
-                Some(one_value(POSITION, move || to_json(&reads.lock())))
+                let reads = self.scope.last_reads();
+                Some(one_value(POSITION, move || to_json(&reads.positions())))
             }
             Some(PositionStatement::Show(_)) => {
-                let bound = to_json(&self.0.min_position());
+                let bound = to_json(&self.scope.min_position());
                 Some(one_value(MIN_POSITION, move || bound))
             }
             Some(PositionStatement::Set(text)) => Some(parse_bound(&text).and_then(|bound| {
                 // A bound no scan checks would pass silently.
-                if let Some((topic, partition)) = self.1.unreflected(&bound) {
+                if let Some((topic, partition)) = self.queries.unreflected(&bound) {
                     return Err(PgWireError::UserError(Box::new(ErrorInfo::new(
                         "ERROR".to_string(),
                         SqlState::InvalidParameterValue.code().to_string(),
@@ -166,23 +187,40 @@ impl PositionHook {
                         ),
                     ))));
                 }
-                self.0.set_min_position(bound);
+                self.scope.set_min_position(bound);
                 Ok(Response::Execution(Tag::new(match statement {
                     Statement::Reset(_) => "RESET",
                     _ => "SET",
                 })))
             })),
-            // A statement that reads starts the scope again; a setting, a transaction's
-            // bounds or a cursor's FETCH keep the position of the statement before.
-            None if matches!(
-                statement,
-                Statement::Query(_) | Statement::Explain { .. } | Statement::Declare { .. }
-            ) =>
-            {
-                self.0.restart();
+            // A statement that reads starts the scope again; a setting or a transaction's
+            // bounds keep the position of the statement before, and a cursor's FETCH takes
+            // its cursor's.
+            None => {
+                match statement {
+                    Statement::Query(_) | Statement::Explain { .. } => self.scope.restart(),
+                    Statement::Declare { stmts } => {
+                        self.scope.restart();
+                        let mut cursors = self.cursors.lock();
+                        for name in stmts.iter().filter_map(|d| d.names.first()) {
+                            cursors.insert(name.value.clone(), self.scope.last_reads());
+                        }
+                    }
+                    Statement::Fetch { name, .. } => {
+                        if let Some(reads) = self.cursors.lock().get(&name.value) {
+                            self.scope.resume(Arc::clone(reads));
+                        }
+                    }
+                    Statement::Close { cursor } => match cursor {
+                        CloseCursor::All => self.cursors.lock().clear(),
+                        CloseCursor::Specific { name } => {
+                            self.cursors.lock().remove(&name.value);
+                        }
+                    },
+                    _ => {}
+                }
                 None
             }
-            None => None,
         }
     }
 }
@@ -277,7 +315,7 @@ mod tests {
     fn a_statement_restarts_the_scope_and_a_show_does_not() {
         let scope = Arc::new(QueryScope::default());
         let no_stores = StateQueries::merged(Vec::new()).unwrap();
-        let hook = PositionHook(Arc::clone(&scope), no_stores);
+        let hook = PositionHook::new(Arc::clone(&scope), no_stores);
         scope
             .statement()
             .note(0, BTreeMap::from([("orders".to_string(), 9)]));

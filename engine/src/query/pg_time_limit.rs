@@ -9,6 +9,9 @@
 //!    batch, and the client's pauses between batches do not count.
 //! 3. Past it the statement fails with SQLSTATE `57014`, as Postgres cancels one; the work is
 //!    dropped (which stops DataFusion's), and the connection stays usable.
+//! 4. A message that fails (past its limit, or any error) marks the statement it started as
+//!    failed, so `SHOW eddy.position` does not report a position for rows never sent whole
+//!    (`pg_position.rs`).
 
 use std::fmt::Debug;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -29,7 +32,7 @@ use pgwire::messages::extendedquery::Execute;
 use pgwire::messages::simplequery::Query;
 use pgwire::messages::PgWireBackendMessage;
 
-use crate::query::sql::DEFAULT_TIME_LIMIT;
+use crate::query::sql::{QueryScope, DEFAULT_TIME_LIMIT};
 
 /// Where `datafusion-postgres` keeps a connection's `statement_timeout`, in milliseconds.
 const STATEMENT_TIMEOUT_KEY: &str = "statement_timeout_ms";
@@ -80,8 +83,37 @@ impl Drop for StatementGuard {
     }
 }
 
-/// DataFusion's Postgres handlers with a time limit on every statement, counted in flight.
-pub(crate) struct TimeLimited(pub Arc<DfSessionService>, pub Arc<InFlight>);
+/// DataFusion's Postgres handlers with a time limit on every statement, counted in flight,
+/// for one connection (whose scope a failed statement is marked in).
+pub(crate) struct TimeLimited {
+    pub service: Arc<DfSessionService>,
+    pub in_flight: Arc<InFlight>,
+    pub scope: Arc<QueryScope>,
+}
+
+impl TimeLimited {
+    /// Runs one message's `handling` under `limit` (module doc, 3 and 4).
+    async fn limited(
+        &self,
+        limit: Duration,
+        handling: impl std::future::Future<Output = PgWireResult<()>>,
+    ) -> PgWireResult<()> {
+        let _running = self.in_flight.start();
+        let before = self.scope.last_reads();
+        let handled = tokio::time::timeout(limit, handling)
+            .await
+            .map_err(|_| past(limit))
+            .and_then(|handled| handled);
+        if handled.is_err() {
+            // Only a statement this message started (a failed SET keeps the one before).
+            let last = self.scope.last_reads();
+            if !Arc::ptr_eq(&before, &last) {
+                last.fail();
+            }
+        }
+        handled
+    }
+}
 
 #[async_trait]
 impl SimpleQueryHandler for TimeLimited {
@@ -93,10 +125,7 @@ impl SimpleQueryHandler for TimeLimited {
         PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
     {
         let limit = limit_of(client.metadata());
-        let _running = self.1.start();
-        tokio::time::timeout(limit, self._on_query(client, query))
-            .await
-            .map_err(|_| past(limit))?
+        self.limited(limit, self._on_query(client, query)).await
     }
 
     async fn do_query<C>(&self, client: &mut C, query: &str) -> PgWireResult<Vec<Response>>
@@ -106,7 +135,7 @@ impl SimpleQueryHandler for TimeLimited {
         C::Error: Debug,
         PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
     {
-        SimpleQueryHandler::do_query(&*self.0, client, query).await
+        SimpleQueryHandler::do_query(&*self.service, client, query).await
     }
 }
 
@@ -116,7 +145,7 @@ impl ExtendedQueryHandler for TimeLimited {
     type QueryParser = <DfSessionService as ExtendedQueryHandler>::QueryParser;
 
     fn query_parser(&self) -> Arc<Self::QueryParser> {
-        self.0.query_parser()
+        self.service.query_parser()
     }
 
     async fn on_execute<C>(&self, client: &mut C, message: Execute) -> PgWireResult<()>
@@ -127,10 +156,7 @@ impl ExtendedQueryHandler for TimeLimited {
         PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
     {
         let limit = limit_of(client.metadata());
-        let _running = self.1.start();
-        tokio::time::timeout(limit, self._on_execute(client, message))
-            .await
-            .map_err(|_| past(limit))?
+        self.limited(limit, self._on_execute(client, message)).await
     }
 
     async fn do_query<C>(
@@ -145,7 +171,7 @@ impl ExtendedQueryHandler for TimeLimited {
         C::Error: Debug,
         PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
     {
-        ExtendedQueryHandler::do_query(&*self.0, client, portal, max_rows).await
+        ExtendedQueryHandler::do_query(&*self.service, client, portal, max_rows).await
     }
 }
 

@@ -127,12 +127,11 @@ pub(crate) async fn fetch(
         .await
         .map_err(|e| RemoteError::Retry(format!("{server} unreachable: {e}")))?;
     let status = response.status();
-    let position: BTreeMap<String, i64> = response
+    let position: Option<BTreeMap<String, i64>> = response
         .headers()
         .get(POSITION_HEADER)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| serde_json::from_str(v).ok())
-        .unwrap_or_default();
+        .and_then(|v| serde_json::from_str(v).ok());
     let body = response
         .bytes()
         .await
@@ -144,8 +143,14 @@ pub(crate) async fn fetch(
             .and_then(|v| v.get("error").and_then(Value::as_str).map(str::to_string))
             .unwrap_or_else(|| String::from_utf8_lossy(&body).into_owned())
     };
-    match status.as_u16() {
-        200 => {}
+    let position = match status.as_u16() {
+        // Rows without the commit they reflect would drop out of the answer's position.
+        200 => position.ok_or_else(|| {
+            RemoteError::Retry(format!(
+                "{server} answered partition {} without its position",
+                request.partition
+            ))
+        })?,
         409 => return Err(RemoteError::Retry(format!("{server}: {}", message()))),
         _ => {
             // The owner's SQLSTATE (a scan past its cap there is one here too).
@@ -169,7 +174,7 @@ pub(crate) async fn fetch(
                 ),
             }));
         }
-    }
+    };
     let answer = if request.schema.is_some() {
         // Decoded once; an owner writes one batch, so nothing is copied then.
         let (schema, mut batches) = decode_batches(&body).map_err(RemoteError::Fail)?;

@@ -29,7 +29,7 @@ mod rows;
 mod shipped_filter;
 mod table;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -90,8 +90,43 @@ pub(crate) struct QueryScope {
     pub wait: Duration,
 }
 
-/// The positions one statement's scans read at.
-pub(crate) type StatementReads = Mutex<BTreeMap<(String, i32), i64>>;
+/// What one statement's scans read at.
+#[derive(Debug, Default)]
+pub(crate) struct StatementReads(Mutex<Reads>);
+
+#[derive(Debug, Default)]
+struct Reads {
+    /// (input topic, partition) → the offset read at, for every partition read.
+    positions: BTreeMap<(String, i32), i64>,
+    /// The entries of the statement's bound that one of its stores counts, so that a scan
+    /// checks it (taken at planning: under a LIMIT a bounded partition may never be read).
+    checked: BTreeSet<(String, i32)>,
+    /// The statement failed: it answered nothing whole, so it reflects no position.
+    failed: bool,
+}
+
+impl StatementReads {
+    /// The positions read at; none once a scan failed.
+    pub fn positions(&self) -> BTreeMap<(String, i32), i64> {
+        let reads = self.0.lock();
+        if reads.failed {
+            BTreeMap::new()
+        } else {
+            reads.positions.clone()
+        }
+    }
+
+    /// The statement failed: its answer was not sent whole.
+    pub fn fail(&self) {
+        self.0.lock().failed = true;
+    }
+
+    /// The first entry of `bound` that no store of the statement counts, if any.
+    pub fn unchecked(&self, bound: &BTreeMap<(String, i32), i64>) -> Option<(String, i32)> {
+        let reads = self.0.lock();
+        bound.keys().find(|k| !reads.checked.contains(*k)).cloned()
+    }
+}
 
 /// What one statement's scans read with, taken when it is planned.
 #[derive(Debug, Clone)]
@@ -142,8 +177,14 @@ impl QueryScope {
     }
 
     /// The positions the last statement read at.
+    #[cfg(test)]
     pub fn positions(&self) -> BTreeMap<(String, i32), i64> {
-        self.last_reads().lock().clone()
+        self.last_reads().positions()
+    }
+
+    /// Makes `reads` the last statement's (a cursor's `FETCH` reads its `DECLARE`'s).
+    pub fn resume(&self, reads: Arc<StatementReads>) {
+        *self.reads.lock() = reads;
     }
 
     /// A new statement starts: no position read yet.
@@ -167,10 +208,21 @@ impl StatementScope {
             .collect()
     }
 
+    /// A store fed by `inputs`, of `partitions`, is read: the bound's entries it counts are
+    /// checked by its scans.
+    pub fn plan(&self, inputs: &[String], partitions: &[i32]) {
+        let mut reads = self.reads.0.lock();
+        for (topic, partition) in self.min_position.keys() {
+            if inputs.contains(topic) && partitions.contains(partition) {
+                reads.checked.insert((topic.clone(), *partition));
+            }
+        }
+    }
+
     /// Store partition `partition` was read at `position` (a partition read twice, by a
     /// self-join or two stores of one task, reports the older read).
     pub fn note(&self, partition: i32, position: BTreeMap<String, i64>) {
-        let mut positions = self.reads.lock();
+        let positions = &mut self.reads.0.lock().positions;
         for (topic, offset) in position {
             let at = positions.entry((topic, partition)).or_insert(offset);
             *at = (*at).min(offset);
@@ -277,17 +329,16 @@ impl StateQueries {
             .map_err(query_error)?;
         let schema = Arc::new(frame.schema().as_arrow().clone());
         let batches = frame.collect().await.map_err(query_error)?;
-        let position = scope.positions();
-        // A bound no scan checked would pass silently: a topic or partition the query's
-        // stores do not read is a mistake to report.
-        for (topic, partition) in options.min_position.keys() {
-            if !position.contains_key(&(topic.clone(), *partition)) {
-                return Err(EngineError::Query(format!(
-                    "the minimum position names partition {partition} of `{topic}`, which no \
-                     store this query read reflects"
-                )));
-            }
+        let reads = scope.last_reads();
+        // A bound no scan checks would pass silently: a topic or partition the query's
+        // stores do not count is a mistake to report.
+        if let Some((topic, partition)) = reads.unchecked(&options.min_position) {
+            return Err(EngineError::Query(format!(
+                "the minimum position names partition {partition} of `{topic}`, which no \
+                 store this query reads counts"
+            )));
         }
+        let position = reads.positions();
         Ok(SqlAnswer {
             schema,
             batches,

@@ -127,6 +127,7 @@ impl TableProvider for StoreTable {
             .get_extension::<QueryScope>()
             .unwrap_or_default()
             .statement();
+        scope.plan(&self.source.inputs, &partitions);
         let bounded = scope.bounded();
         let routed = matches!(keys, KeyPredicate::Points(_))
             && self.source.keyed_by_record_key
