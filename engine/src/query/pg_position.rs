@@ -7,7 +7,7 @@
 //!    cursor's (the rows it sends were read by the `DECLARE`'s scans).
 //! 2. `SHOW eddy.position` answers the position of the connection's last statement as
 //!    `[[topic, partition, offset], …]` (the same JSON as HTTP's `eddy-position`), once its
-//!    rows were read (a later message than the statement's); `[]` when a scan of it failed.
+//!    rows were read (a later message than the statement's); `[]` when it failed.
 //! 3. `SET eddy.min_position = '[[topic, partition, offset], …]'` makes every later statement
 //!    of the connection wait for state at least that far (read-your-writes), failing with
 //!    `55000` past the wait; `SET eddy.min_position = ''` or `RESET eddy.min_position` drops

@@ -106,7 +106,7 @@ struct Reads {
 }
 
 impl StatementReads {
-    /// The positions read at; none once a scan failed.
+    /// The positions read at; none once the statement failed.
     pub fn positions(&self) -> BTreeMap<(String, i32), i64> {
         let reads = self.0.lock();
         if reads.failed {
